@@ -1,0 +1,108 @@
+"""The `fit` answer: the breakdown at each precision, and what fits where.
+
+Pure assembly over `fit` (the formulas) and `hardware` (the devices); the CLI
+renders the result as a table, Markdown or JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheda import catalog
+from scheda.fit import Breakdown, estimate, longest_context, precisions_for, rule_of_thumb_bytes
+from scheda.hardware import Device
+from scheda.spec import ModelSpec
+
+# The precision a "what would fit" suggestion assumes: the usual local default.
+SUGGESTED_PRECISION = "Q4_K_M"
+
+
+@dataclass
+class DeviceFit:
+    device: Device
+    # precision -> longest context that fits (None: not even a short one)
+    longest: dict[str, int | None]
+    # precision -> fits at the asked context
+    fits: dict[str, bool]
+
+
+@dataclass
+class FitReport:
+    spec: ModelSpec
+    context: int
+    batch: int
+    rows: list[Breakdown]
+    rule_of_thumb: dict[str, int]
+    devices: list[DeviceFit]
+    alternatives: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.spec.name,
+            "parameters": self.spec.parameters,
+            "context": self.context,
+            "batch": self.batch,
+            "precisions": [row.to_dict() for row in self.rows],
+            "rule_of_thumb": self.rule_of_thumb,
+            "devices": [
+                {
+                    "device": d.device.key,
+                    "name": d.device.name,
+                    "memory": d.device.memory,
+                    "usable": d.device.usable,
+                    "fits": d.fits,
+                    "longest_context": d.longest,
+                }
+                for d in self.devices
+            ],
+            "alternatives": self.alternatives,
+        }
+
+
+def fit_report(spec: ModelSpec, context: int | None, batch: int, devices: list[Device]) -> FitReport:
+    context = context or spec.context or 4096
+    rows = [estimate(spec, p, context, batch) for p in precisions_for(spec)]
+    rule = {p: b for p in ("FP32", "FP16/BF16", "Q8_0") if (b := rule_of_thumb_bytes(spec, p))}
+    fits = [
+        DeviceFit(
+            device=d,
+            longest={r.precision: longest_context(spec, r.precision, d.usable, batch) for r in rows},
+            fits={r.precision: r.total <= d.usable for r in rows},
+        )
+        for d in devices
+    ]
+    report = FitReport(spec, context, batch, rows, rule, fits)
+    nothing_fits = [d.device for d in fits if not any(d.fits.values())]
+    if nothing_fits:
+        report.alternatives = alternatives(spec, context, batch, rows, nothing_fits)
+    return report
+
+
+def alternatives(
+    spec: ModelSpec, context: int, batch: int, rows: list[Breakdown], devices: list[Device]
+) -> dict[str, Any]:
+    """For devices where nothing fits: bigger devices that would, and catalog models that would."""
+    from scheda.hardware import GPUS
+
+    smallest = min(rows, key=lambda r: r.total)
+    bigger = [
+        {"device": g.key, "name": g.name, "precision": r.precision}
+        for g in sorted(GPUS, key=lambda g: g.usable)
+        for r in [max((r for r in rows if r.total <= g.usable), key=lambda r: r.total, default=None)]
+        if r is not None
+    ]
+    budget = min(d.usable for d in devices)
+    smaller = []
+    for m in catalog.MODELS:
+        candidate = catalog.catalog_spec(m)
+        if estimate(candidate, SUGGESTED_PRECISION, min(context, m.context), batch).total <= budget:
+            smaller.append(m.name)
+    smaller.sort(key=lambda n: -catalog.decoder_parameters(catalog.lookup(n)[0]))  # type: ignore[index]
+    return {
+        "smallest_precision": smallest.precision,
+        "smallest_total": smallest.total,
+        "devices_that_fit": bigger[:4],
+        "catalog_models_that_fit": smaller[:5],
+        "catalog_precision": SUGGESTED_PRECISION,
+    }

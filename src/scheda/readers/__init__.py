@@ -1,0 +1,1 @@
+"""Pure readers: a model file or folder in, a `ModelSpec` out, no tensors loaded."""

@@ -1,0 +1,139 @@
+"""How a model's tokenizer splits a text, shown so that people can read it.
+
+GGUF models tokenize through the llama.cpp engine (the tokenizer inside the
+file); HF folders through `tokenizers` and their `tokenizer.json`. Each token
+comes back as raw bytes; `group` joins the tokens whose bytes only make whole
+characters together ("è" split over two byte-level tokens shows as "è"), and
+byte-level marks (GPT-2's "Ġ", SentencePiece's "▁", "<0xC3>") are decoded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from scheda.engines.base import Token
+from scheda.errors import ModelFileError, UsageError
+from scheda.spec import ModelSpec
+
+MAX_UTF8_BYTES = 4
+
+
+@dataclass
+class Piece:
+    """One readable unit: whole characters and the token ids that make them."""
+
+    ids: list[int]
+    text: str
+
+
+@dataclass
+class Tokenization:
+    model: str
+    tokenizer: str | None
+    text: str
+    tokens: list[Token]
+    pieces: list[Piece]
+
+    @property
+    def chars_per_token(self) -> float:
+        return len(self.text) / len(self.tokens) if self.tokens else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "tokenizer": self.tokenizer,
+            "count": len(self.tokens),
+            "characters": len(self.text),
+            "chars_per_token": round(self.chars_per_token, 3),
+            "ids": [t.id for t in self.tokens],
+            "pieces": [{"ids": p.ids, "text": p.text} for p in self.pieces],
+        }
+
+
+def group(tokens: list[Token]) -> list[Piece]:
+    """Join tokens until their bytes decode as whole UTF-8 characters."""
+    pieces: list[Piece] = []
+    ids: list[int] = []
+    pending = b""
+    for token in tokens:
+        ids.append(token.id)
+        pending += token.piece
+        try:
+            text = pending.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            incomplete_tail = exc.reason == "unexpected end of data"
+            if incomplete_tail and len(pending) - exc.start < MAX_UTF8_BYTES:
+                continue  # the next token finishes this character
+            text = pending.decode("utf-8", errors="replace")
+        pieces.append(Piece(ids, text))
+        ids, pending = [], b""
+    if ids:
+        pieces.append(Piece(ids, pending.decode("utf-8", errors="replace")))
+    return pieces
+
+
+def tokenize(spec: ModelSpec, text: str) -> Tokenization:
+    """Tokenize a text with a model's own tokenizer."""
+    if spec.source == "catalog" or not spec.path:
+        raise UsageError(
+            f"{spec.name} is a catalog entry with no file: `tokens` needs a .gguf file or an HF folder"
+        )
+    path = Path(spec.path)
+    tokens = _hf_tokens(path, text) if path.is_dir() else _gguf_tokens(path, text)
+    return Tokenization(spec.name, spec.tokenizer, text, tokens, group(tokens))
+
+
+def _gguf_tokens(path: Path, text: str) -> list[Token]:
+    from scheda.engines import load
+
+    # The smallest context: tokenizing needs the vocabulary, not a KV cache.
+    with load("llama.cpp", path, context=256, warmup=False) as engine:
+        return engine.tokenize(text)
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-to-unicode table, inverted: the marks byte-level BPE writes bytes as."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, codes, strict=True)}
+
+
+def _hf_tokens(folder: Path, text: str) -> list[Token]:
+    from tokenizers import Tokenizer
+
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise ModelFileError(f"{folder}: no tokenizer.json (scheda reads HF tokenizers from it)")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+        byte_level = "ByteLevel" in json.dumps(json.loads(path.read_text(encoding="utf-8")).get("decoder"))
+    except Exception as exc:
+        raise ModelFileError(f"{path}: cannot load the tokenizer ({exc})") from exc
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    encoding = tokenizer.encode(text, add_special_tokens=False)
+    return [Token(i, _hf_piece(t, byte_level)) for i, t in zip(encoding.ids, encoding.tokens, strict=True)]
+
+
+def _hf_piece(token: str, byte_level: bool) -> bytes:
+    if byte_level:
+        table = _byte_decoder()
+        if all(ch in table for ch in token):
+            return bytes(table[ch] for ch in token)
+    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+        try:
+            return bytes([int(token[3:5], 16)])  # SentencePiece byte fallback
+        except ValueError:
+            pass
+    return token.replace("▁", " ").encode("utf-8")
