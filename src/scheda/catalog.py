@@ -132,21 +132,62 @@ def decoder_parameters(m: CatalogModel) -> int:
     return m.layers * per_layer + embeddings + m.hidden + head
 
 
-LLAMA2 = Family("Llama 2", "llama", "SentencePiece", 10_000.0, "llama2", _LLAMA2_TERMS,
-                training_tokens="2T (40% more than Llama 1)", instruct_suffix="chat")
-LLAMA3 = Family("Llama 3", "llama", "BPE", 500_000.0, "llama3", _LLAMA3_TERMS,
-                training_tokens="15T+ of publicly available online data (about 7x Llama 2, 4x the code)")
+LLAMA2 = Family(
+    "Llama 2",
+    "llama",
+    "SentencePiece",
+    10_000.0,
+    "llama2",
+    _LLAMA2_TERMS,
+    training_tokens="2T (40% more than Llama 1)",
+    instruct_suffix="chat",
+)
+LLAMA3 = Family(
+    "Llama 3",
+    "llama",
+    "BPE",
+    500_000.0,
+    "llama3",
+    _LLAMA3_TERMS,
+    training_tokens="15T+ of publicly available online data (about 7x Llama 2, 4x the code)",
+)
 CODELLAMA = Family("Code Llama", "llama", "SentencePiece", 1_000_000.0, "llama2", _LLAMA2_TERMS)
-GEMMA = Family("Gemma", "gemma", "SentencePiece", 10_000.0, "gemma",
-               "Gemma Terms of Use: commercial use allowed under a prohibited-use policy.")
-MISTRAL = Family("Mistral", "llama", "SentencePiece", 10_000.0, "apache-2.0",
-                 "Apache 2.0: no use restrictions.", sliding_window=4096)
-QWEN15 = Family("Qwen1.5", "qwen2", "BPE", 1_000_000.0, "tongyi-qianwen",
-                "Tongyi Qianwen licence: see the model card for commercial terms.",
-                qkv_bias=True, instruct_suffix="chat")
+GEMMA = Family(
+    "Gemma",
+    "gemma",
+    "SentencePiece",
+    10_000.0,
+    "gemma",
+    "Gemma Terms of Use: commercial use allowed under a prohibited-use policy.",
+)
+MISTRAL = Family(
+    "Mistral",
+    "llama",
+    "SentencePiece",
+    10_000.0,
+    "apache-2.0",
+    "Apache 2.0: no use restrictions.",
+    sliding_window=4096,
+)
+QWEN15 = Family(
+    "Qwen1.5",
+    "qwen2",
+    "BPE",
+    1_000_000.0,
+    "tongyi-qianwen",
+    "Tongyi Qianwen licence: see the model card for commercial terms.",
+    qkv_bias=True,
+    instruct_suffix="chat",
+)
 PHI3 = Family("Phi-3", "phi3", "SentencePiece", 10_000.0, "mit", "MIT: no use restrictions.")
-DEEPSEEK_CODER = Family("DeepSeek-Coder", "llama", "BPE", 100_000.0, "deepseek",
-                        "DeepSeek licence: commercial use allowed under a use policy.")
+DEEPSEEK_CODER = Family(
+    "DeepSeek-Coder",
+    "llama",
+    "BPE",
+    100_000.0,
+    "deepseek",
+    "DeepSeek licence: commercial use allowed under a use policy.",
+)
 
 
 def _row(name: str, family: Family, numbers: str, published: int, **extra: object) -> CatalogModel:
@@ -154,8 +195,18 @@ def _row(name: str, family: Family, numbers: str, published: int, **extra: objec
     base = _BASE_BENCHMARKS.get(name, ())
     instruct = _INSTRUCT_BENCHMARKS.get(name, ())
     return CatalogModel(
-        name, family, int(layers), int(hidden), int(heads), int(kv), int(head_dim),
-        int(ffn), int(vocab), tied == "yes", int(context), published,
+        name,
+        family,
+        int(layers),
+        int(hidden),
+        int(heads),
+        int(kv),
+        int(head_dim),
+        int(ffn),
+        int(vocab),
+        tied == "yes",
+        int(context),
+        published,
         benchmarks=dict(zip(_BASE_BENCHMARK_NAMES, base, strict=False)),
         instruct_benchmarks=dict(zip(_INSTRUCT_BENCHMARK_NAMES, instruct, strict=False)),
         **extra,  # type: ignore[arg-type]
@@ -164,16 +215,41 @@ def _row(name: str, family: Family, numbers: str, published: int, **extra: objec
 
 # name, family, "layers hidden heads kv head_dim ffn vocab tied context", published count
 MODELS: tuple[CatalogModel, ...] = (
-    _row("llama-2-7b", LLAMA2, "32 4096 32 32 128 11008 32000 no 4096", 6_738_415_616,
-         cutoff="September 2022"),
-    _row("llama-2-13b", LLAMA2, "40 5120 40 40 128 13824 32000 no 4096", 13_015_864_320,
-         cutoff="September 2022"),
-    _row("llama-2-70b", LLAMA2, "80 8192 64 8 128 28672 32000 no 4096", 68_976_648_192,
-         cutoff="September 2022"),
-    _row("llama-3-8b", LLAMA3, "32 4096 32 8 128 14336 128256 no 8192", 8_030_261_248,
-         cutoff="March 2023"),
-    _row("llama-3-70b", LLAMA3, "80 8192 64 8 128 28672 128256 no 8192", 70_553_706_496,
-         cutoff="December 2023"),
+    _row(
+        "llama-2-7b",
+        LLAMA2,
+        "32 4096 32 32 128 11008 32000 no 4096",
+        6_738_415_616,
+        cutoff="September 2022",
+    ),
+    _row(
+        "llama-2-13b",
+        LLAMA2,
+        "40 5120 40 40 128 13824 32000 no 4096",
+        13_015_864_320,
+        cutoff="September 2022",
+    ),
+    _row(
+        "llama-2-70b",
+        LLAMA2,
+        "80 8192 64 8 128 28672 32000 no 4096",
+        68_976_648_192,
+        cutoff="September 2022",
+    ),
+    _row(
+        "llama-3-8b",
+        LLAMA3,
+        "32 4096 32 8 128 14336 128256 no 8192",
+        8_030_261_248,
+        cutoff="March 2023",
+    ),
+    _row(
+        "llama-3-70b",
+        LLAMA3,
+        "80 8192 64 8 128 28672 128256 no 8192",
+        70_553_706_496,
+        cutoff="December 2023",
+    ),
     _row("gemma-2b", GEMMA, "18 2048 8 1 256 16384 256000 yes 8192", 2_506_172_416),
     _row("gemma-7b", GEMMA, "28 3072 16 16 256 24576 256000 yes 8192", 8_537_680_896),
     _row("mistral-7b", MISTRAL, "32 4096 32 8 128 14336 32000 no 32768", 7_241_732_096),
@@ -187,17 +263,35 @@ MODELS: tuple[CatalogModel, ...] = (
     _row("qwen1.5-110b", QWEN15, "80 8192 64 8 128 49152 152064 no 32768", 111_209_914_368),
     _row("phi-3-mini", PHI3, "32 3072 32 32 96 8192 32064 no 4096", 3_821_079_552),
     _row("phi-3-medium", PHI3, "40 5120 40 10 128 17920 32064 no 4096", 13_960_238_080),
-    _row("deepseek-coder-1.3b", DEEPSEEK_CODER, "24 2048 16 16 128 5504 32256 no 16384",
-         1_346_471_936),
-    _row("deepseek-coder-6.7b", DEEPSEEK_CODER, "32 4096 32 32 128 11008 32256 no 16384",
-         6_740_512_768),
-    _row("deepseek-coder-33b", DEEPSEEK_CODER, "62 7168 56 8 128 19200 32256 no 16384",
-         33_300_000_000, exact=False),
+    _row(
+        "deepseek-coder-1.3b",
+        DEEPSEEK_CODER,
+        "24 2048 16 16 128 5504 32256 no 16384",
+        1_346_471_936,
+    ),
+    _row(
+        "deepseek-coder-6.7b",
+        DEEPSEEK_CODER,
+        "32 4096 32 32 128 11008 32256 no 16384",
+        6_740_512_768,
+    ),
+    _row(
+        "deepseek-coder-33b",
+        DEEPSEEK_CODER,
+        "62 7168 56 8 128 19200 32256 no 16384",
+        33_300_000_000,
+        exact=False,
+    ),
     _row("codellama-7b", CODELLAMA, "32 4096 32 32 128 11008 32016 no 16384", 6_738_546_688),
     _row("codellama-13b", CODELLAMA, "40 5120 40 40 128 13824 32016 no 16384", 13_016_028_160),
     _row("codellama-34b", CODELLAMA, "48 8192 64 8 128 22016 32000 no 16384", 33_743_970_304),
-    _row("codellama-70b", CODELLAMA, "80 8192 64 8 128 28672 32016 no 16384", 69_000_000_000,
-         exact=False),
+    _row(
+        "codellama-70b",
+        CODELLAMA,
+        "80 8192 64 8 128 28672 32016 no 16384",
+        69_000_000_000,
+        exact=False,
+    ),
 )
 
 _BY_NAME = {m.name: m for m in MODELS}
@@ -210,11 +304,11 @@ def names() -> list[str]:
 
 def _normalise(name: str) -> str:
     name = name.strip().lower().replace("_", "-").replace(" ", "-")
-    for prefix in ("meta-llama-", "meta-", "code-llama-"):
-        if name.startswith(prefix):
-            name = ("codellama-" if prefix == "code-llama-" else "") + name[len(prefix):]
-    return name.replace("llama3", "llama-3").replace("llama2", "llama-2").replace(
-        "mistral-7b-v0.1", "mistral-7b"
+    name = name.removeprefix("meta-").replace("code-llama", "codellama")
+    return (
+        name.replace("llama3", "llama-3")
+        .replace("llama2", "llama-2")
+        .replace("mistral-7b-v0.1", "mistral-7b")
     )
 
 

@@ -36,7 +36,9 @@ def _emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys, see docs/json.md).")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON (stable keys, see docs/json.md).")
+]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")]
 
 
@@ -47,8 +49,13 @@ def _one_format(as_json: bool, markdown: bool) -> None:
 
 @app.command()
 def card(
-    models: Annotated[list[str], typer.Argument(help="Model references: a .gguf file, an HF folder, "
-                                                "a catalog name, 'default', or org/name in the HF cache.")],
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Model references: a .gguf file, an HF folder, "
+            "a catalog name, 'default', or org/name in the HF cache."
+        ),
+    ],
     as_json: JsonOpt = False,
     markdown: MarkdownOpt = False,
 ) -> None:
@@ -68,15 +75,32 @@ def card(
 
 @app.command()
 def fit(
-    model: Annotated[str, typer.Argument(help="A model reference (file, folder, catalog name, default).")],
-    context: Annotated[int | None, typer.Option("--context", "-c", min=1,
-                                                help="Context length (default: the model's own).")] = None,
-    batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Sequences decoded together.")] = 1,
-    gpu: Annotated[str | None, typer.Option("--gpu", help="Only this device: t4, l4, rtx-4090, a100, "
-                                            "h100, apple-32, host...")] = None,
-    memory: Annotated[float | None, typer.Option("--memory", help="Only a budget of this many GB.")] = None,
-    measure: Annotated[bool, typer.Option("--measure", help="Load it through llama.cpp and measure "
-                                          "the real memory beside the estimate.")] = False,
+    model: Annotated[
+        str, typer.Argument(help="A model reference (file, folder, catalog name, default).")
+    ],
+    context: Annotated[
+        int | None,
+        typer.Option("--context", "-c", min=1, help="Context length (default: the model's own)."),
+    ] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", "-b", min=1, help="Sequences decoded together.")
+    ] = 1,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu", help="Only this device: t4, l4, rtx-4090, a100, h100, apple-32, host..."
+        ),
+    ] = None,
+    memory: Annotated[
+        float | None, typer.Option("--memory", help="Only a budget of this many GB.")
+    ] = None,
+    measure: Annotated[
+        bool,
+        typer.Option(
+            "--measure",
+            help="Load it through llama.cpp and measure the real memory beside the estimate.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     markdown: MarkdownOpt = False,
 ) -> None:
@@ -88,15 +112,22 @@ def fit(
     _one_format(as_json, markdown)
     if gpu and memory:
         raise UsageError("give --gpu or --memory, not both")
-    devices = (hardware.find(gpu) if gpu else [hardware.custom(memory)] if memory is not None
-               else hardware.all_devices())
+    devices = (
+        hardware.find(gpu)
+        if gpu
+        else [hardware.custom(memory)]
+        if memory is not None
+        else hardware.all_devices()
+    )
     spec = resolve(model)
     report = fit_report(spec, context, batch, devices)
     measured = _measure(spec, context) if measure else None
     if as_json:
         data = report.to_dict()
         if measured:
-            data["measured"] = [{"context": c, "estimate": e, "measured": m} for c, e, m in measured]
+            data["measured"] = [
+                {"context": c, "estimate": e, "measured": m} for c, e, m in measured
+            ]
         _emit_json(data)
     elif markdown:
         typer.echo(render.fit_markdown(report, measured, chosen=bool(gpu or memory)))
@@ -124,8 +155,10 @@ def _measure(spec: Any, context: int | None) -> list[tuple[int, int, int]]:
 
 @app.command()
 def tokens(
-    args: Annotated[list[str], typer.Argument(metavar="MODEL... TEXT",
-                                              help="One or more models, then the text to split.")],
+    args: Annotated[
+        list[str],
+        typer.Argument(metavar="MODEL... TEXT", help="One or more models, then the text to split."),
+    ],
     as_json: JsonOpt = False,
     markdown: MarkdownOpt = False,
 ) -> None:
@@ -136,7 +169,9 @@ def tokens(
 
     _one_format(as_json, markdown)
     if len(args) < 2:
-        raise UsageError('give at least one model and a text: scheda tokens default "ChatGPT è incredibile!"')
+        raise UsageError(
+            'give at least one model and a text: scheda tokens default "ChatGPT è incredibile!"'
+        )
     *models, text = args
     results = [tokenize(resolve(m), text) for m in models]
     if as_json:
@@ -156,9 +191,19 @@ def catalog_command(as_json: JsonOpt = False) -> None:
     from scheda.units import count
 
     if as_json:
-        _emit_json({"models": [{"name": m.name, "family": m.family.name,
-                                "parameters": catalog.decoder_parameters(m), "context": m.context}
-                               for m in catalog.MODELS]})
+        _emit_json(
+            {
+                "models": [
+                    {
+                        "name": m.name,
+                        "family": m.family.name,
+                        "parameters": catalog.decoder_parameters(m),
+                        "context": m.context,
+                    }
+                    for m in catalog.MODELS
+                ]
+            }
+        )
         return
     table = Table(title="Catalog", title_justify="left")
     for h in ("name", "family", "parameters", "context"):
@@ -169,29 +214,20 @@ def catalog_command(as_json: JsonOpt = False) -> None:
 
 
 def main() -> None:
-    """Entry point: run the app, turning every error into one line and an exit code."""
+    """Entry point: click reports its own usage errors; ours become one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        app()
     except SchedaError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors, and anything unforeseen
-        _unexpected(exc)
-
-
-def _unexpected(exc: Exception) -> None:
-    import click
-
-    if isinstance(exc, click.ClickException):
-        exc.show()
-        sys.exit(exc.exit_code)
-    if isinstance(exc, click.exceptions.Exit | click.exceptions.Abort):
-        sys.exit(getattr(exc, "exit_code", 1))
-    if os.environ.get("SCHEDA_DEBUG"):
-        raise exc
-    typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (SCHEDA_DEBUG=1 shows the traceback)",
-               err=True)
-    sys.exit(70)
+    except Exception as exc:  # anything unforeseen: still one line, unless debugging
+        if os.environ.get("SCHEDA_DEBUG"):
+            raise
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {exc} (SCHEDA_DEBUG=1 shows the traceback)",
+            err=True,
+        )
+        sys.exit(70)

@@ -108,7 +108,9 @@ def kv_positions(spec: ModelSpec, context: int) -> int:
     return context
 
 
-def kv_cache_bytes(spec: ModelSpec, context: int, batch: int = 1, kv_bytes: int = KV_BYTES_F16) -> int:
+def kv_cache_bytes(
+    spec: ModelSpec, context: int, batch: int = 1, kv_bytes: int = KV_BYTES_F16
+) -> int:
     """2 x layers x KV heads x head dim x positions x batch x bytes (zero for encoders)."""
     if spec.kind == "encoder":
         return 0
@@ -133,7 +135,9 @@ def runtime_bytes(spec: ModelSpec) -> int:
     return RUNTIME_BASE + (spec.vocab_size or 0) * RUNTIME_PER_VOCAB
 
 
-def estimate(spec: ModelSpec, precision: str = "file", context: int | None = None, batch: int = 1) -> Breakdown:
+def estimate(
+    spec: ModelSpec, precision: str = "file", context: int | None = None, batch: int = 1
+) -> Breakdown:
     """The memory breakdown of a model at one precision, context and batch."""
     if precision == "file" and not spec.tensor_bytes:
         precision = "FP16/BF16"

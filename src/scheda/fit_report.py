@@ -60,14 +60,18 @@ class FitReport:
         }
 
 
-def fit_report(spec: ModelSpec, context: int | None, batch: int, devices: list[Device]) -> FitReport:
+def fit_report(
+    spec: ModelSpec, context: int | None, batch: int, devices: list[Device]
+) -> FitReport:
     context = context or spec.context or 4096
     rows = [estimate(spec, p, context, batch) for p in precisions_for(spec)]
     rule = {p: b for p in ("FP32", "FP16/BF16", "Q8_0") if (b := rule_of_thumb_bytes(spec, p))}
     fits = [
         DeviceFit(
             device=d,
-            longest={r.precision: longest_context(spec, r.precision, d.usable, batch) for r in rows},
+            longest={
+                r.precision: longest_context(spec, r.precision, d.usable, batch) for r in rows
+            },
             fits={r.precision: r.total <= d.usable for r in rows},
         )
         for d in devices
@@ -89,7 +93,9 @@ def alternatives(
     bigger = [
         {"device": g.key, "name": g.name, "precision": r.precision}
         for g in sorted(GPUS, key=lambda g: g.usable)
-        for r in [max((r for r in rows if r.total <= g.usable), key=lambda r: r.total, default=None)]
+        for r in [
+            max((r for r in rows if r.total <= g.usable), key=lambda r: r.total, default=None)
+        ]
         if r is not None
     ]
     budget = min(d.usable for d in devices)

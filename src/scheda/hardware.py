@@ -38,7 +38,9 @@ def _gpu(key: str, name: str, gib: int) -> Device:
 
 
 def _apple(gib: int) -> Device:
-    return Device(f"apple-{gib}", f"Apple {gib} GB unified", gib * GiB, int(gib * GiB * APPLE_GPU_SHARE))
+    return Device(
+        f"apple-{gib}", f"Apple {gib} GB unified", gib * GiB, int(gib * GiB * APPLE_GPU_SHARE)
+    )
 
 
 GPUS: tuple[Device, ...] = (

@@ -27,7 +27,9 @@ def measure(path: Path, context: int) -> int:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=MEASURE_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:
-        raise EngineError(f"measuring {path} at context {context} took over {MEASURE_TIMEOUT_S} s") from exc
+        raise EngineError(
+            f"measuring {path} at context {context} took over {MEASURE_TIMEOUT_S} s"
+        ) from exc
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise EngineError(f"measuring {path} at context {context} failed: {last}")
@@ -44,7 +46,9 @@ def _child(path: str, context: int) -> None:
     engine = LlamaCppEngine(Path(path), context=context, warmup=True)
     engine.complete("The capital of Italy is", max_tokens=4)
     after = process.memory_info().rss
-    print(json.dumps({"context": context, "before": before, "after": after, "bytes": after - before}))
+    print(
+        json.dumps({"context": context, "before": before, "after": after, "bytes": after - before})
+    )
     engine.close()
 
 

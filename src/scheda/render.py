@@ -45,7 +45,11 @@ def _quantization(s: ModelSpec) -> str | None:
 def _bits(s: ModelSpec) -> str | None:
     if s.bits_per_weight is None:
         return None
-    whole = f" ({s.file_bits_per_parameter:.2f} over the whole file)" if s.file_bits_per_parameter else ""
+    whole = (
+        f" ({s.file_bits_per_parameter:.2f} over the whole file)"
+        if s.file_bits_per_parameter
+        else ""
+    )
     return f"{s.bits_per_weight:.2f}{whole}"
 
 
@@ -91,7 +95,10 @@ CARD_ROWS: list[Row] = [
     ("Licence", lambda s: s.licence),
     ("Chat template", lambda s: _flag(s.chat_template, "present", "none")),
     ("Family", lambda s: s.family and f"{s.family} ({s.catalog_name})"),
-    ("Published parameters", lambda s: count(s.published_parameters) if s.published_parameters else None),
+    (
+        "Published parameters",
+        lambda s: count(s.published_parameters) if s.published_parameters else None,
+    ),
     ("Training tokens", lambda s: s.training_tokens),
     ("Knowledge cutoff", lambda s: s.knowledge_cutoff),
     ("Licence terms", lambda s: s.licence_terms),
@@ -108,7 +115,9 @@ def card_rows(specs: Sequence[ModelSpec]) -> list[tuple[str, list[str]]]:
             rows.append((label, [c if c is not None else "—" for c in cells]))
     benchmarks = list(dict.fromkeys(b for s in specs for b in s.benchmarks))
     for name in benchmarks:
-        rows.append((name, [f"{s.benchmarks[name]:.1f}" if name in s.benchmarks else "—" for s in specs]))
+        rows.append(
+            (name, [f"{s.benchmarks[name]:.1f}" if name in s.benchmarks else "—" for s in specs])
+        )
     return rows
 
 
@@ -132,7 +141,9 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def card_markdown(specs: Sequence[ModelSpec]) -> str:
-    return markdown_table(["", *(s.name for s in specs)], [[label, *cells] for label, cells in card_rows(specs)])
+    return markdown_table(
+        ["", *(s.name for s in specs)], [[label, *cells] for label, cells in card_rows(specs)]
+    )
 
 
 # ---- fit -------------------------------------------------------------------
@@ -149,8 +160,16 @@ def fit_rows(report: FitReport) -> list[list[str]]:
     rows = []
     for r in report.rows:
         label = f"file ({report.spec.file_type})" if r.precision == "file" else r.precision
-        rows.append([label, size(r.weights), size(r.kv_cache), size(r.engine), size(r.total),
-                     _rule(report, r.precision, r.total)])
+        rows.append(
+            [
+                label,
+                size(r.weights),
+                size(r.kv_cache),
+                size(r.engine),
+                size(r.total),
+                _rule(report, r.precision, r.total),
+            ]
+        )
     return rows
 
 
@@ -209,16 +228,20 @@ def fit_view(
     report: FitReport, measured: list[tuple[int, int, int]] | None = None, chosen: bool = False
 ) -> RenderableType:
     s = report.spec
-    title = (f"{s.name}: {count(s.parameters)} parameters, context {report.context:,}, "
-             f"batch {report.batch}")
+    title = (
+        f"{s.name}: {count(s.parameters)} parameters, context {report.context:,}, "
+        f"batch {report.batch}"
+    )
     main = Table(title=title, title_justify="left")
     for h in FIT_HEADER:
         main.add_column(h, justify="left" if h == "precision" else "right")
     for row in fit_rows(report):
         main.add_row(*row)
     header, rows = device_rows(report)
-    devices = Table(title="Where it fits (✓ longest context; ≤ fits only a shorter one; ✗ no)",
-                    title_justify="left")
+    devices = Table(
+        title="Where it fits (✓ longest context; ≤ fits only a shorter one; ✗ no)",
+        title_justify="left",
+    )
     for h in header:
         devices.add_column(h, justify="left" if h == "device" else "right")
     for row in rows:
@@ -239,7 +262,7 @@ MEASURE_HEADER = ["context", "estimate", "measured", "difference"]
 
 
 def measure_table(measured: list[tuple[int, int, int]]) -> Table:
-    table = Table(title="Estimate against llama.cpp's measured process memory", title_justify="left")
+    table = Table(title="Estimate vs measured (llama.cpp)", title_justify="left")
     for h in MEASURE_HEADER:
         table.add_column(h, justify="right")
     for row in measure_rows(measured):
@@ -276,15 +299,21 @@ def tokens_view(results: Sequence[Tokenization]) -> RenderableType:
         for h in ("model", "tokenizer", "tokens", "characters", "chars/token"):
             summary.add_column(h, justify="left" if h in ("model", "tokenizer") else "right")
         for r in results:
-            summary.add_row(Text(r.model), r.tokenizer or "—", str(len(r.tokens)), str(len(r.text)),
-                            f"{r.chars_per_token:.2f}")
+            summary.add_row(
+                Text(r.model),
+                r.tokenizer or "—",
+                str(len(r.tokens)),
+                str(len(r.text)),
+                f"{r.chars_per_token:.2f}",
+            )
         parts.append(summary)
     for r in results:
         strip = Text()
         for i, piece in enumerate(r.pieces):
             strip.append(visible(piece.text), style=PIECE_STYLES[i % len(PIECE_STYLES)])
-        heading = Text(f"{r.model}: {len(r.tokens)} tokens, {r.chars_per_token:.2f} chars/token",
-                       style="bold")
+        heading = Text(
+            f"{r.model}: {len(r.tokens)} tokens, {r.chars_per_token:.2f} chars/token", style="bold"
+        )
         table = Table()
         table.add_column("#", justify="right")
         table.add_column("piece")
@@ -298,11 +327,22 @@ def tokens_view(results: Sequence[Tokenization]) -> RenderableType:
 def tokens_markdown(results: Sequence[Tokenization]) -> str:
     summary = markdown_table(
         ["model", "tokenizer", "tokens", "characters", "chars/token"],
-        [[r.model, r.tokenizer or "—", str(len(r.tokens)), str(len(r.text)), f"{r.chars_per_token:.2f}"]
-         for r in results],
+        [
+            [
+                r.model,
+                r.tokenizer or "—",
+                str(len(r.tokens)),
+                str(len(r.text)),
+                f"{r.chars_per_token:.2f}",
+            ]
+            for r in results
+        ],
     )
     detail = [
-        markdown_table(["piece", "ids"], [[f"`{visible(p.text)}`", " + ".join(map(str, p.ids))] for p in r.pieces])
+        markdown_table(
+            ["piece", "ids"],
+            [[f"`{visible(p.text)}`", " + ".join(map(str, p.ids))] for p in r.pieces],
+        )
         for r in results
     ]
     return "\n\n".join([summary, *detail])

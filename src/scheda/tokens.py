@@ -80,7 +80,8 @@ def tokenize(spec: ModelSpec, text: str) -> Tokenization:
     """Tokenize a text with a model's own tokenizer."""
     if spec.source == "catalog" or not spec.path:
         raise UsageError(
-            f"{spec.name} is a catalog entry with no file: `tokens` needs a .gguf file or an HF folder"
+            f"{spec.name} is a catalog entry with no file: "
+            "`tokens` needs a .gguf file or an HF folder"
         )
     path = Path(spec.path)
     tokens = _hf_tokens(path, text) if path.is_dir() else _gguf_tokens(path, text)
@@ -98,7 +99,11 @@ def _gguf_tokens(path: Path, text: str) -> list[Token]:
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte-to-unicode table, inverted: the marks byte-level BPE writes bytes as."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     codes = printable[:]
     extra = 0
     for b in range(256):
@@ -117,13 +122,18 @@ def _hf_tokens(folder: Path, text: str) -> list[Token]:
         raise ModelFileError(f"{folder}: no tokenizer.json (scheda reads HF tokenizers from it)")
     try:
         tokenizer = Tokenizer.from_file(str(path))
-        byte_level = "ByteLevel" in json.dumps(json.loads(path.read_text(encoding="utf-8")).get("decoder"))
+        byte_level = "ByteLevel" in json.dumps(
+            json.loads(path.read_text(encoding="utf-8")).get("decoder")
+        )
     except Exception as exc:
         raise ModelFileError(f"{path}: cannot load the tokenizer ({exc})") from exc
     tokenizer.no_padding()
     tokenizer.no_truncation()
     encoding = tokenizer.encode(text, add_special_tokens=False)
-    return [Token(i, _hf_piece(t, byte_level)) for i, t in zip(encoding.ids, encoding.tokens, strict=True)]
+    return [
+        Token(i, _hf_piece(t, byte_level))
+        for i, t in zip(encoding.ids, encoding.tokens, strict=True)
+    ]
 
 
 def _hf_piece(token: str, byte_level: bool) -> bytes:

@@ -31,7 +31,9 @@ class Engine(ABC):
         """The model's tokens for a text, with the bytes of each."""
 
     @abstractmethod
-    def complete(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0) -> dict[str, Any]:
+    def complete(
+        self, prompt: str, max_tokens: int = 16, temperature: float = 0.0
+    ) -> dict[str, Any]:
         """A plain completion, in OpenAI's completions shape."""
 
     @abstractmethod

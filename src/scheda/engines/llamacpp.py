@@ -84,10 +84,14 @@ class LlamaCppEngine(Engine):
             raise EngineError(f"llama.cpp {route} failed: {exc}") from exc
 
     def tokenize(self, text: str, add_special: bool = False) -> list[Token]:
-        answer = self._post("/tokenize", {"content": text, "add_special": add_special, "with_pieces": True})
+        answer = self._post(
+            "/tokenize", {"content": text, "add_special": add_special, "with_pieces": True}
+        )
         return [Token(int(t["id"]), _piece_bytes(t["piece"])) for t in answer["tokens"]]
 
-    def complete(self, prompt: str, max_tokens: int = 16, temperature: float = 0.0) -> dict[str, Any]:
+    def complete(
+        self, prompt: str, max_tokens: int = 16, temperature: float = 0.0
+    ) -> dict[str, Any]:
         result = self._server.handle_completions(
             {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature}
         )

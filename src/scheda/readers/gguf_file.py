@@ -194,5 +194,8 @@ def _file_type_name(file_type: int | None, groups: dict[str, TensorGroup]) -> st
 def _tokenizer_detail(meta: _Fields) -> str | None:
     model = meta.get("tokenizer.ggml.model")
     pre = meta.get("tokenizer.ggml.pre")
-    parts = [f"model {clean(model, 40)}" if model else "", f"pre-tokenizer {clean(pre, 40)}" if pre else ""]
+    parts = [
+        f"model {clean(model, 40)}" if model else "",
+        f"pre-tokenizer {clean(pre, 40)}" if pre else "",
+    ]
     return ", ".join(p for p in parts if p) or None

@@ -21,14 +21,37 @@ from scheda.readers.text import clean
 from scheda.spec import ModelSpec, TensorGroup
 
 DTYPE_BYTES = {
-    "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
-    "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+    "F32": 4,
+    "I32": 4,
+    "U32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I16": 2,
+    "U16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
 }
 # Saved tensors that are buffers, not learned weights.
 BUFFER_SUFFIXES = ("position_ids", "inv_freq", ".attn.masked_bias", ".attn.bias")
 ENCODER_TYPES = {
-    "bert", "roberta", "xlm-roberta", "distilbert", "electra", "deberta", "deberta-v2",
-    "mpnet", "albert", "camembert", "modernbert", "nomic_bert",
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "electra",
+    "deberta",
+    "deberta-v2",
+    "mpnet",
+    "albert",
+    "camembert",
+    "modernbert",
+    "nomic_bert",
 }
 # config.json spells the same number several ways across architectures.
 CONFIG_KEYS = {
@@ -49,7 +72,9 @@ def read_hf_folder(folder: Path) -> ModelSpec:
     """The spec of one HF model folder; raises ModelFileError for anything unreadable."""
     config = _read_config(folder)
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
-    numbers = {key: _config_int(folder, {**config, **text}, names) for key, names in CONFIG_KEYS.items()}
+    numbers = {
+        key: _config_int(folder, {**config, **text}, names) for key, names in CONFIG_KEYS.items()
+    }
     groups, parameters, vectors, tensor_bytes, weight_bytes = _weights(folder)
     heads = numbers["heads"]
     if numbers["head_dim"] is None and heads and numbers["hidden"]:
@@ -77,7 +102,9 @@ def read_hf_folder(folder: Path) -> ModelSpec:
         vocab_size=numbers["vocab_size"],
         tokenizer=tokenizer,
         tokenizer_detail=detail,
-        tied_embeddings=config.get("tie_word_embeddings", True if model_type in ENCODER_TYPES else None),
+        tied_embeddings=config.get(
+            "tie_word_embeddings", True if model_type in ENCODER_TYPES else None
+        ),
         file_type=max(groups.items(), key=lambda kv: kv[1].parameters)[0] if groups else None,
         quantization=groups,
         tensor_bytes=tensor_bytes,
@@ -88,7 +115,9 @@ def read_hf_folder(folder: Path) -> ModelSpec:
     quant = config.get("quantization_config")
     if isinstance(quant, dict):
         method, bits = quant.get("quant_method", "unknown"), quant.get("bits")
-        spec.notes.append(f"quantized with {clean(method, 30)}" + (f" ({bits}-bit)" if bits else ""))
+        spec.notes.append(
+            f"quantized with {clean(method, 30)}" + (f" ({bits}-bit)" if bits else "")
+        )
     if parameters is None:
         spec.notes.append("no safetensors weights in the folder: parameter count unknown")
     family = catalog.match(spec)
@@ -118,7 +147,11 @@ def _config_int(folder: Path, config: dict[str, Any], names: tuple[str, ...]) ->
         value = config.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise ModelFileError(
                 f"{folder / 'config.json'}: {name} should be a number, found {clean(value, 40)!r}"
             )
@@ -133,7 +166,9 @@ def _weight_files(folder: Path) -> list[Path]:
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
             return [folder / name for name in sorted(set(weight_map.values()))]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelFileError(f"{index}: not a valid safetensors index ({clean(exc, 60)})") from exc
+            raise ModelFileError(
+                f"{index}: not a valid safetensors index ({clean(exc, 60)})"
+            ) from exc
     return sorted(folder.glob("*.safetensors"))
 
 
@@ -154,7 +189,9 @@ def read_safetensors_header(path: Path) -> dict[str, tuple[str, list[int]]]:
         raise ModelFileError(f"{path}: corrupt safetensors header ({clean(exc, 100)})") from exc
 
 
-def _weights(folder: Path) -> tuple[dict[str, TensorGroup], int | None, int | None, int | None, int | None]:
+def _weights(
+    folder: Path,
+) -> tuple[dict[str, TensorGroup], int | None, int | None, int | None, int | None]:
     files = _weight_files(folder)
     if not files:
         return {}, None, None, None, None
@@ -187,7 +224,11 @@ def _tokenizer_kind(folder: Path) -> tuple[str | None, str | None]:
             text = json.dumps({k: data.get(k) for k in ("pre_tokenizer", "decoder")})
         except (ValueError, AttributeError) as exc:
             raise ModelFileError(f"{path}: not valid JSON ({clean(exc, 60)})") from exc
-        if kind == "BPE" and "ByteLevel" not in text and ("Metaspace" in text or model.get("byte_fallback")):
+        if (
+            kind == "BPE"
+            and "ByteLevel" not in text
+            and ("Metaspace" in text or model.get("byte_fallback"))
+        ):
             return "SentencePiece", "tokenizer.json (BPE with byte fallback)"
         if kind == "Unigram":
             return "SentencePiece (Unigram)", "tokenizer.json"
