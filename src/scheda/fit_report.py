@@ -99,16 +99,20 @@ def alternatives(
         if r is not None
     ]
     budget = min(d.usable for d in devices)
-    smaller = []
-    for m in catalog.MODELS:
-        candidate = catalog.catalog_spec(m)
-        if estimate(candidate, SUGGESTED_PRECISION, min(context, m.context), batch).total <= budget:
-            smaller.append(m.name)
-    smaller.sort(key=lambda n: -catalog.decoder_parameters(catalog.lookup(n)[0]))  # type: ignore[index]
+
+    def fits_budget(m: catalog.CatalogModel) -> bool:
+        need = estimate(
+            catalog.catalog_spec(m), SUGGESTED_PRECISION, min(context, m.context), batch
+        )
+        return need.total <= budget
+
+    smaller = sorted(
+        (catalog.decoder_parameters(m), m.name) for m in catalog.MODELS if fits_budget(m)
+    )
     return {
         "smallest_precision": smallest.precision,
         "smallest_total": smallest.total,
         "devices_that_fit": bigger[:4],
-        "catalog_models_that_fit": smaller[:5],
+        "catalog_models_that_fit": [name for _, name in reversed(smaller)][:5],
         "catalog_precision": SUGGESTED_PRECISION,
     }

@@ -176,18 +176,18 @@ def fit_rows(report: FitReport) -> list[list[str]]:
 FIT_HEADER = ["precision", "weights", "KV cache", "engine buffers", "total", "rule of thumb"]
 
 
-def _device_cell(longest: int | None, fits: bool, context: int) -> str:
+def _device_cell(longest: int | None, fits: bool) -> str:
     if longest is None:
         return "✗"
     return f"✓ {longest:,}" if fits else f"≤ {longest:,}"
 
 
 def device_rows(report: FitReport) -> tuple[list[str], list[list[str]]]:
-    precisions = [r.precision if r.precision != "file" else "file" for r in report.rows]
+    precisions = [r.precision for r in report.rows]
     header = ["device", "usable", *precisions]
     rows = []
     for d in report.devices:
-        cells = [_device_cell(d.longest[p], d.fits[p], report.context) for p in precisions]
+        cells = [_device_cell(d.longest[p], d.fits[p]) for p in precisions]
         rows.append([d.device.label, size(d.device.usable), *cells])
     return header, rows
 

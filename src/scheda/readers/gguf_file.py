@@ -65,15 +65,12 @@ class _Fields:
 
     def __init__(self, reader: Any) -> None:
         self.fields = reader.fields
+        self.arch = ""
         self.arch = str(self.get("general.architecture") or "")
 
     def get(self, key: str) -> Any:
-        key = key.replace("{arch}", getattr(self, "arch", ""))
-        field = self.fields.get(key)
-        if field is None:
-            return None
-        value = field.contents()
-        return value
+        field = self.fields.get(key.replace("{arch}", self.arch))
+        return None if field is None else field.contents()
 
     def integer(self, key: str) -> int | None:
         value = self.get(key)
