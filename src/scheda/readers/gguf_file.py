@@ -50,9 +50,40 @@ def read_gguf(path: Path) -> ModelSpec:
 
 
 def _open_reader(path: Path) -> Any:
-    from gguf import GGUFReader
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType
 
-    return GGUFReader(path, "r")
+    item_sizes: dict[Any, int] = {}
+
+    class CheckedReader(GGUFReader):  # type: ignore[misc]
+        """GGUFReader that stops at the end of the file.
+
+        gguf reads by slicing its memory map, so a read past the end yields a short
+        or empty array instead of an error: an array of numbers whose length field
+        is damaged then loops up to 2**64 times, growing a list each time (a hang
+        that eats memory), and a tensor cut short fails in numpy's reshape.
+        """
+
+        def _get(self, offset: Any, dtype: Any, count: Any = 1, override_order: Any = None) -> Any:
+            size = item_sizes.get(dtype) or item_sizes.setdefault(dtype, np.dtype(dtype).itemsize)
+            end = int(offset) + size * int(count)
+            if end > len(self.data):
+                raise ModelFileError(
+                    f"{path}: truncated: it needs bytes up to {end:,} but has {len(self.data):,}"
+                )
+            return super()._get(offset, dtype, count, override_order)
+
+        def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
+            if raw_type == GGUFValueType.ARRAY:  # item type (u32), then item count (u64)
+                count = int(self._get(orig_offs + 4, np.uint64)[0])
+                if count > len(self.data) - orig_offs:  # every item takes a byte at least
+                    raise ModelFileError(
+                        f"{path}: damaged GGUF header: an array of {count:,} items "
+                        f"at byte {orig_offs:,} cannot fit in the file"
+                    )
+            return super()._get_field_parts(orig_offs, raw_type)
+
+    return CheckedReader(path, "r")
 
 
 def _describe(exc: Exception) -> str:
@@ -63,8 +94,9 @@ def _describe(exc: Exception) -> str:
 class _Fields:
     """Typed access to metadata values, with the architecture prefix filled in."""
 
-    def __init__(self, reader: Any) -> None:
+    def __init__(self, reader: Any, path: Path) -> None:
         self.fields = reader.fields
+        self.path = path
         self.arch = ""
         self.arch = str(self.get("general.architecture") or "")
 
@@ -79,7 +111,7 @@ class _Fields:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ModelFileError(f"metadata {key} should be a number, found {clean(value, 40)!r}")
+            raise self._not_a_number(key, value)
         return int(value)
 
     def number(self, key: str) -> float | None:
@@ -87,12 +119,18 @@ class _Fields:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ModelFileError(f"metadata {key} should be a number, found {clean(value, 40)!r}")
+            raise self._not_a_number(key, value)
         return float(value)
+
+    def _not_a_number(self, key: str, value: Any) -> ModelFileError:
+        key = key.replace("{arch}", self.arch)
+        return ModelFileError(
+            f"{self.path}: metadata {clean(key, 60)} should be a number, found {clean(value, 40)!r}"
+        )
 
 
 def _spec_from_reader(path: Path, reader: Any) -> ModelSpec:
-    meta = _Fields(reader)
+    meta = _Fields(reader, path)
     if not meta.arch:
         raise ModelFileError(f"{path}: GGUF file without general.architecture")
     file_size = path.stat().st_size

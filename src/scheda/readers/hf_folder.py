@@ -81,6 +81,11 @@ def read_hf_folder(folder: Path) -> ModelSpec:
         numbers["head_dim"] = numbers["hidden"] // heads
     model_type = str(config.get("model_type") or text.get("model_type") or "")
     architectures = config.get("architectures") or []
+    if not isinstance(architectures, list):
+        raise ModelFileError(
+            f"{folder / 'config.json'}: architectures should be a list, "
+            f"found {clean(architectures, 40)!r}"
+        )
     tokenizer, detail = _tokenizer_kind(folder)
     spec = ModelSpec(
         name=folder.name if folder.name != "model" else folder.parent.name,
