@@ -68,7 +68,10 @@ def locate(ref: str) -> Path | None:
             f"`huggingface-cli download {ref}`)"
         )
     if ref.endswith(".gguf") or "/" in ref or ref.startswith("."):
-        raise ModelNotFoundError(f"{ref}: no such file or folder")
+        raise ModelNotFoundError(
+            f"{ref}: no such file or folder (a model is a .gguf file, an HF model folder, "
+            "'default', a catalog name, or an org/name in the local Hugging Face cache)"
+        )
     hint = catalog.suggest(ref)
     raise ModelNotFoundError(
         f"{ref!r} is not a model: give a .gguf file, an HF model folder, 'default', "
