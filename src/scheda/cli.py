@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from scheda.errors import SchedaError, UsageError
+from scheda.spec import ModelSpec
 
 app = typer.Typer(
     help="Read, fit, run and measure open LLMs on your own hardware.",
@@ -138,7 +139,7 @@ def fit(
 MEASURE_CONTEXTS = (512, 2048)
 
 
-def _measure(spec: Any, context: int | None) -> list[tuple[int, int, int]]:
+def _measure(spec: ModelSpec, context: int | None) -> list[tuple[int, int, int]]:
     """(context, estimate, measured) at the asked context, or at 512, 2048 and the model's own."""
     from pathlib import Path
 

@@ -201,7 +201,7 @@ def _weights(
     if not files:
         return {}, None, None, None, None
     groups: dict[str, TensorGroup] = {}
-    parameters = vectors = tensor_bytes = 0
+    vectors = 0
     for path in files:
         for name, (dtype, shape) in read_safetensors_header(path).items():
             if name.endswith(BUFFER_SUFFIXES) or dtype == "BOOL":
@@ -211,10 +211,10 @@ def _weights(
             group.tensors += 1
             group.parameters += count
             group.bytes += count * DTYPE_BYTES.get(dtype, 4)
-            parameters += count
-            tensor_bytes += count * DTYPE_BYTES.get(dtype, 4)
             if len([d for d in shape if d > 1]) <= 1:
                 vectors += count
+    parameters = sum(g.parameters for g in groups.values())
+    tensor_bytes = sum(g.bytes for g in groups.values())
     weight_bytes = sum(p.stat().st_size for p in files)
     return groups, parameters, vectors, tensor_bytes, weight_bytes
 
