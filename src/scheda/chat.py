@@ -31,7 +31,7 @@ HELP = """\
 /exit          leave (Ctrl-D too); Ctrl-C stops an answer in progress
 """
 
-SETTABLE = {f.name: f.type for f in fields(Sampling) if f.name not in ("stop", "n")}
+SETTABLE = {f.name: f.type for f in fields(Sampling) if f.name not in ("stop", "n", "ignore_eos")}
 
 
 class ChatLoop:
@@ -151,7 +151,10 @@ class ChatLoop:
 
     def _system(self, text: str) -> None:
         if not text:
-            self.console.print(self.session.system or "[dim](no system prompt)[/dim]")
+            if self.session.system:
+                self.console.out(self.session.system, highlight=False)
+            else:
+                self.console.print("[dim](no system prompt)[/dim]")
             return
         system = None if text == "-" else text
         self.store.set_system(self.session.id, system)

@@ -4,6 +4,8 @@
     ├── ModelNotFoundError      a model reference that resolves to nothing
     ├── ModelFileError          a model file or folder that cannot be read
     ├── EngineError             an engine failed to load or answer
+    ├── SessionNotFoundError    a chat session id that matches none, or several
+    ├── SessionStoreError       the sessions file cannot be opened, is damaged or is busy
     └── UsageError              options that make no sense together
 
 The CLI prints `error: <message>` and exits non-zero; it never shows a
@@ -27,6 +29,14 @@ class ModelFileError(SchedaError):
 
 class EngineError(SchedaError):
     """An inference engine failed to load a model or to answer."""
+
+
+class SessionNotFoundError(SchedaError):
+    """A chat session id (or id prefix) that matches no session, or more than one."""
+
+
+class SessionStoreError(SchedaError):
+    """The sessions file cannot be used: not a SQLite database, unreadable, or locked too long."""
 
 
 class UsageError(SchedaError):

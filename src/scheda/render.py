@@ -8,6 +8,8 @@ cleaned by the readers; Rich `Text` keeps them from being read as markup.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -17,6 +19,9 @@ from scheda.fit_report import FitReport
 from scheda.spec import ModelSpec
 from scheda.tokens import Tokenization
 from scheda.units import count, size
+
+if TYPE_CHECKING:
+    from scheda.bench import Report as BenchReport
 
 Row = tuple[str, Callable[[ModelSpec], str | None]]
 
@@ -346,3 +351,69 @@ def tokens_markdown(results: Sequence[Tokenization]) -> str:
         for r in results
     ]
     return "\n\n".join([summary, *detail])
+
+
+# bench -------------------------------------------------------------------------------------
+
+BENCH_COLUMNS = (
+    ("load_s", "load", "{:.2f} s"),
+    ("first_token_s", "first token", "{:.3f} s"),
+    ("pp_tokens_per_s", "pp512 tok/s", "{:,.1f}"),
+    ("tg_tokens_per_s", "tg128 tok/s", "{:,.1f}"),
+    ("peak_rss_mib", "peak memory", "{:,.0f} MiB"),
+)
+
+
+def bench_view(report: BenchReport) -> RenderableType:
+    table = Table(title=f"bench · {report.model}", title_justify="left")
+    table.add_column("")
+    for _, header, _ in BENCH_COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("scheda tg ÷ this", justify="right")
+    for r in report.results:
+        cells = [
+            "–" if getattr(r, key) is None else fmt.format(getattr(r, key))
+            for key, _, fmt in BENCH_COLUMNS
+        ]
+        ratio = report.ratio("tg_tokens_per_s", r.contender) if r.contender != "scheda" else None
+        table.add_row(r.contender, *cells, f"{ratio:.2f}x" if ratio else "")
+    lines: list[RenderableType] = [table]
+    if report.cold_first_token_s is not None:
+        lines.append(
+            Text(
+                f"cold start to first token (a new `scheda generate` process): "
+                f"{report.cold_first_token_s:.2f} s"
+            )
+        )
+    runs = report.results[0].runs if report.results else 0
+    lines.append(
+        Text(f"medians of {runs} runs after a warm-up; each contender in a fresh process", "dim")
+    )
+    return Group(*lines)
+
+
+def bench_chart(report: BenchReport, path: Path) -> None:
+    """Bars of pp512 and tg128 tokens/s per contender, into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    names = [r.contender for r in report.results]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, key, title in (
+        (axes[0], "pp_tokens_per_s", "prompt processing (pp512)"),
+        (axes[1], "tg_tokens_per_s", "generation (tg128)"),
+    ):
+        values = [getattr(r, key) for r in report.results]
+        bars = ax.bar(
+            names, values, color=["#2b6cb0" if n == "scheda" else "#a0aec0" for n in names]
+        )
+        ax.bar_label(bars, fmt="%.0f")
+        ax.set_title(title)
+        ax.set_ylabel("tokens/s (higher is better)")
+        ax.tick_params(axis="x", labelrotation=15)
+    fig.suptitle(f"scheda bench · {report.model}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

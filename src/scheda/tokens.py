@@ -122,21 +122,25 @@ def _hf_tokens(folder: Path, text: str) -> list[Token]:
         raise ModelFileError(f"{folder}: no tokenizer.json (scheda reads HF tokenizers from it)")
     try:
         tokenizer = Tokenizer.from_file(str(path))
-        byte_level = "ByteLevel" in json.dumps(
-            json.loads(path.read_text(encoding="utf-8")).get("decoder")
-        )
+        byte_level = is_byte_level(json.loads(path.read_text(encoding="utf-8")).get("decoder"))
     except Exception as exc:
         raise ModelFileError(f"{path}: cannot load the tokenizer ({exc})") from exc
     tokenizer.no_padding()
     tokenizer.no_truncation()
     encoding = tokenizer.encode(text, add_special_tokens=False)
     return [
-        Token(i, _hf_piece(t, byte_level))
+        Token(i, hf_piece(t, byte_level))
         for i, t in zip(encoding.ids, encoding.tokens, strict=True)
     ]
 
 
-def _hf_piece(token: str, byte_level: bool) -> bytes:
+def is_byte_level(decoder: Any) -> bool:
+    """Whether a tokenizer.json `decoder` section writes bytes as GPT-2's byte-level marks."""
+    return "ByteLevel" in json.dumps(decoder)
+
+
+def hf_piece(token: str, byte_level: bool) -> bytes:
+    """The raw bytes an HF token string stands for ("Ġ", "▁" and "<0xC3>" decoded)."""
     if byte_level:
         table = _byte_decoder()
         if all(ch in table for ch in token):

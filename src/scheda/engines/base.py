@@ -55,6 +55,7 @@ class Sampling:
     seed: int | None = None
     n: int = 1
     logprobs: int = 0  # how many top alternatives to report per generated token; 0: none
+    ignore_eos: bool = False  # go on past the end-of-text token (benchmarks want fixed lengths)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -178,6 +178,8 @@ class LlamaCppEngine(Engine):
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
+        if sampling.ignore_eos:
+            body["ignore_eos"] = True
         if sampling.logprobs:
             if chat:
                 body["logprobs"] = True

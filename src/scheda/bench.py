@@ -1,0 +1,459 @@
+"""`scheda bench`: load time, time to first token, pp512, tg128 and peak memory, side by side.
+
+Each contender runs in a fresh process of its own (`python -m scheda.bench`),
+so its load is cold and its peak memory is its own. The work is llama-bench's:
+pp512 processes a 512-token prompt, tg128 generates 128 tokens past the
+end-of-text token; each is run once to warm up, then `runs` times, and the
+median is kept. Contenders:
+
+- scheda: scheda's engine interface, as `generate` uses it (streamed, cancellable);
+- engine: the same llama.cpp server called straight through xllamacpp, no scheda between;
+- llama-cpp-python: the binding most Python users pick, when it is installed;
+- transformers: the Hugging Face `text-generation` pipeline, the articles' method,
+  on an HF folder (a GGUF is converted once and cached).
+
+Cold time to first token is measured apart: a new `scheda generate` process,
+from its start to the first byte of text on its stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scheda.errors import EngineError, UsageError
+
+CONTENDERS = ("scheda", "engine", "llama-cpp-python", "transformers")
+PP_TOKENS = 512
+TG_TOKENS = 128
+# Plain words to build prompts of an exact size; shuffled per run so no run reuses
+# the previous run's prompt cache.
+WORDS = [
+    "the",
+    "model",
+    "reads",
+    "a",
+    "long",
+    "text",
+    "about",
+    "rivers",
+    "mountains",
+    "cities",
+    "music",
+    "history",
+    "science",
+    "bread",
+    "weather",
+    "trains",
+    "letters",
+    "gardens",
+    "numbers",
+    "stars",
+    "oceans",
+    "forests",
+    "markets",
+    "bridges",
+    "winter",
+    "summer",
+    "language",
+    "memory",
+    "light",
+    "stone",
+    "paper",
+    "glass",
+    "water",
+    "fire",
+    "wind",
+    "iron",
+    "gold",
+]
+WORKER_TIMEOUT_S = 1800
+
+
+@dataclass
+class Result:
+    """One contender's figures (medians); None where it does not apply."""
+
+    contender: str
+    load_s: float
+    pp_tokens_per_s: float
+    tg_tokens_per_s: float
+    first_token_s: float | None
+    peak_rss_mib: float
+    runs: int
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    model: str
+    results: list[Result]
+    cold_first_token_s: float | None
+    machine: dict[str, Any]
+
+    def ratio(self, metric: str, over: str) -> float | None:
+        """scheda's figure for a metric divided by another contender's."""
+        mine = self._get("scheda", metric)
+        theirs = self._get(over, metric)
+        return mine / theirs if mine and theirs else None
+
+    def _get(self, contender: str, metric: str) -> float | None:
+        for r in self.results:
+            if r.contender == contender:
+                return getattr(r, metric)  # type: ignore[no-any-return]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        others = [r.contender for r in self.results if r.contender != "scheda"]
+        return {
+            "model": self.model,
+            "machine": self.machine,
+            "cold_first_token_s": self.cold_first_token_s,
+            "results": [asdict(r) for r in self.results],
+            "ratios": {
+                o: {
+                    "tg_tokens_per_s": self.ratio("tg_tokens_per_s", o),
+                    "pp_tokens_per_s": self.ratio("pp_tokens_per_s", o),
+                }
+                for o in others
+            },
+        }
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import platform
+    from importlib import metadata
+
+    import psutil
+
+    versions = {}
+    for package in ("scheda", "xllamacpp", "llama_cpp_python", "transformers", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+# The parent: one worker process per contender ---------------------------------------------
+
+
+def run_bench(
+    model: str,
+    path: Path,
+    vs: list[str],
+    runs: int,
+    threads: int | None,
+    hf_folder: Path | None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Report:
+    """Run scheda and each contender in `vs`, one fresh process each."""
+    for name in vs:
+        if name not in CONTENDERS[1:]:
+            raise UsageError(f"--vs {name!r}: choose from {', '.join(CONTENDERS[1:])}")
+    results = []
+    for name in ["scheda", *vs]:
+        target = hf_folder if name == "transformers" else path
+        progress(f"{name}: warm-up and {runs} runs of pp{PP_TOKENS} and tg{TG_TOKENS}")
+        results.append(_worker(name, target, runs, threads))
+    progress("cold start: a new `scheda generate` to its first token")
+    cold = cold_first_token(str(path), runs)
+    return Report(model, results, cold, machine())
+
+
+def _worker(contender: str, path: Path | None, runs: int, threads: int | None) -> Result:
+    if path is None:
+        raise UsageError(f"{contender} needs an HF folder")
+    command = [sys.executable, "-m", "scheda.bench", contender, str(path), str(runs)]
+    if threads:
+        command.append(str(threads))
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise EngineError(f"the {contender} benchmark failed: {last}")
+    return Result(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def cold_first_token(model: str, runs: int) -> float:
+    """Median seconds from starting `scheda generate` to its first byte of text."""
+    command = [sys.executable, "-m", "scheda", "generate", model, "Hello", "-m", "4", "-t", "0"]
+    env = {**os.environ, "COLUMNS": "120"}
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        assert child.stdout is not None
+        first = child.stdout.read(1)
+        elapsed = time.perf_counter() - start
+        child.communicate(timeout=120)
+        if not first or child.returncode != 0:
+            raise EngineError(f"`{' '.join(command[2:])}` printed nothing: cannot time it")
+        times.append(elapsed)
+    return statistics.median(times)
+
+
+# The workers: each measures one contender in its own process ------------------------------
+
+
+def prompt_of(count: Callable[[str], int], tokens: int, seed: int) -> str:
+    """Plain words shuffled by `seed`, as many as make `tokens` tokens (or one token less)."""
+    rng = random.Random(seed)
+    words: list[str] = []
+    while count(" ".join(words)) < tokens:
+        words.extend(rng.sample(WORDS, len(WORDS)))
+    low, high = 0, len(words)
+    while low < high:  # the longest prefix of words that stays within `tokens`
+        middle = (low + high + 1) // 2
+        if count(" ".join(words[:middle])) <= tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return " ".join(words[:low])
+
+
+def _measure(
+    runs: int,
+    load_s: float,
+    one_pp: Callable[[str], tuple[float, int]],
+    one_tg: Callable[[], tuple[float, int, float | None]],
+    count: Callable[[str], int],
+    contender: str,
+) -> Result:
+    """Warm up once, then the median of `runs` runs of pp512 and tg128."""
+    pp_rates, tg_rates, ttfts = [], [], []
+    for run in range(runs + 1):
+        seconds, n = one_pp(prompt_of(count, PP_TOKENS, seed=run))
+        tg_seconds, generated, ttft = one_tg()
+        if run == 0:
+            continue  # the warm-up
+        pp_rates.append(n / seconds)
+        tg_rates.append(generated / tg_seconds)
+        if ttft is not None:
+            ttfts.append(ttft)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return Result(
+        contender=contender,
+        load_s=load_s,
+        pp_tokens_per_s=statistics.median(pp_rates),
+        tg_tokens_per_s=statistics.median(tg_rates),
+        first_token_s=statistics.median(ttfts) if ttfts else None,
+        peak_rss_mib=peak_kib / 1024,
+        runs=runs,
+    )
+
+
+def _tg_rate(total_s: float, first_s: float, generated: int) -> tuple[float, int]:
+    """Generation rate excludes the prompt: tokens after the first, over the time after it."""
+    return total_s - first_s, generated - 1
+
+
+def bench_scheda(path: Path, runs: int, threads: int | None) -> Result:
+    from scheda.engines import load
+    from scheda.engines.base import Sampling
+
+    engine = load("llama.cpp", path, context=PP_TOKENS + TG_TOKENS + 64, threads=threads)
+    count = engine.count_tokens
+
+    def one_pp(prompt: str) -> tuple[float, int]:
+        g = engine.generate(prompt, Sampling(max_tokens=1, temperature=0))
+        return g.timings.first_token_s, g.prompt_tokens
+
+    def one_tg() -> tuple[float, int, float | None]:
+        g = engine.generate(
+            "Once upon a time", Sampling(max_tokens=TG_TOKENS, temperature=0, ignore_eos=True)
+        )
+        seconds, n = _tg_rate(g.timings.total_s, g.timings.first_token_s, g.completion_tokens)
+        return seconds, n, g.timings.first_token_s
+
+    return _measure(runs, engine.load_s, one_pp, one_tg, count, "scheda")
+
+
+def bench_engine(path: Path, runs: int, threads: int | None) -> Result:
+    """The same llama.cpp server, called straight through xllamacpp: no scheda in between."""
+    import xllamacpp
+
+    from scheda.engines.llamacpp import physical_cores
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.n_ctx = PP_TOKENS + TG_TOKENS + 64
+    params.n_parallel = 1
+    params.cpuparams.n_threads = threads or physical_cores()
+    params.cpuparams_batch.n_threads = threads or physical_cores()
+    params.fit_params = False
+    params.verbosity = -1
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0
+    start = time.perf_counter()
+    server = xllamacpp.Server(params)
+    load_s = time.perf_counter() - start
+
+    def complete(body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        first: list[float] = []
+        last: dict[str, Any] = {}
+
+        def chunk(data: dict[str, Any]) -> bool:
+            if not first and any(c.get("text") for c in data.get("choices", [])):
+                first.append(time.perf_counter())
+            last.update(data)
+            return False
+
+        start = time.perf_counter()
+        server.handle_completions({**body, "stream": True}, chunk)
+        return (first[0] - start) if first else 0.0, {"total": time.perf_counter() - start, **last}
+
+    address = str(server.listening_address)
+
+    def count(text: str) -> int:  # llama.cpp's own tokenizer, on its loopback listener
+        body = json.dumps({"content": text, "add_special": True}).encode()
+        with urllib.request.urlopen(address + "/tokenize", body, timeout=60) as answer:
+            return len(json.loads(answer.read())["tokens"])
+
+    def one_pp(prompt: str) -> tuple[float, int]:
+        ttft, last = complete({"prompt": prompt, "max_tokens": 1, "temperature": 0})
+        return ttft, int(last["usage"]["prompt_tokens"])
+
+    def one_tg() -> tuple[float, int, float | None]:
+        body = {"prompt": "Once upon a time", "max_tokens": TG_TOKENS, "temperature": 0}
+        ttft, last = complete(
+            {**body, "ignore_eos": True, "stream_options": {"include_usage": True}}
+        )
+        generated = int(last["usage"]["completion_tokens"])
+        seconds, n = _tg_rate(last["total"], ttft, generated)
+        return seconds, n, ttft
+
+    return _measure(runs, load_s, one_pp, one_tg, count, "engine")
+
+
+def bench_llama_cpp_python(path: Path, runs: int, threads: int | None) -> Result:
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        raise UsageError(
+            "llama-cpp-python is not installed: `pip install llama-cpp-python` (it compiles)"
+        ) from exc
+    from scheda.engines.llamacpp import physical_cores
+
+    start = time.perf_counter()
+    llm = Llama(
+        str(path),
+        n_ctx=PP_TOKENS + TG_TOKENS + 64,
+        n_threads=threads or physical_cores(),
+        verbose=False,
+    )
+    load_s = time.perf_counter() - start
+    eos = llm.token_eos()
+
+    def count(text: str) -> int:
+        return len(llm.tokenize(text.encode(), add_bos=True))
+
+    def one_pp(prompt: str) -> tuple[float, int]:
+        llm.reset()
+        start = time.perf_counter()
+        llm.create_completion(prompt, max_tokens=1, temperature=0)
+        return time.perf_counter() - start, count(prompt)
+
+    def one_tg() -> tuple[float, int, float | None]:
+        llm.reset()
+        start = time.perf_counter()
+        first = 0.0
+        generated = 0
+        for _ in llm.create_completion(
+            "Once upon a time",
+            max_tokens=TG_TOKENS,
+            temperature=0,
+            stream=True,
+            logit_bias={eos: -1e9},
+        ):
+            generated += 1
+            if not first:
+                first = time.perf_counter() - start
+        seconds, n = _tg_rate(time.perf_counter() - start, first, generated)
+        return seconds, n, first
+
+    return _measure(runs, load_s, one_pp, one_tg, count, "llama-cpp-python")
+
+
+def bench_transformers(path: Path, runs: int, threads: int | None) -> Result:
+    """The articles' method: `pipeline("text-generation")` on the HF folder, greedy, on the CPU."""
+    try:
+        import torch
+        from transformers import pipeline
+        from transformers.utils import logging as hf_logging
+    except ImportError as exc:
+        raise UsageError(
+            "transformers is not installed: pip install 'scheda[transformers]'"
+        ) from exc
+    from scheda.engines.llamacpp import physical_cores
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(threads or physical_cores())
+    start = time.perf_counter()
+    pipe = pipeline("text-generation", model=str(path), device="cpu")
+    load_s = time.perf_counter() - start
+    tokenizer = pipe.tokenizer
+    assert tokenizer is not None
+
+    def count(text: str) -> int:
+        return len(tokenizer(text)["input_ids"])
+
+    def one_pp(prompt: str) -> tuple[float, int]:
+        start = time.perf_counter()
+        pipe(prompt, max_new_tokens=1, do_sample=False)
+        return time.perf_counter() - start, count(prompt)
+
+    def one_tg() -> tuple[float, int, float | None]:
+        start = time.perf_counter()
+        pipe(
+            "Once upon a time",
+            max_new_tokens=TG_TOKENS,
+            min_new_tokens=TG_TOKENS,
+            do_sample=False,
+        )
+        # The pipeline gives no first-token time: its whole time is the generation's.
+        return time.perf_counter() - start, TG_TOKENS, None
+
+    return _measure(runs, load_s, one_pp, one_tg, count, "transformers")
+
+
+WORKERS: dict[str, Callable[[Path, int, int | None], Result]] = {
+    "scheda": bench_scheda,
+    "engine": bench_engine,
+    "llama-cpp-python": bench_llama_cpp_python,
+    "transformers": bench_transformers,
+}
+
+
+def _main(argv: list[str]) -> None:
+    contender, path, runs = argv[0], Path(argv[1]), int(argv[2])
+    threads = int(argv[3]) if len(argv) > 3 else None
+    try:
+        result = WORKERS[contender](path, runs, threads)
+    except Exception as exc:  # reported to the parent as one line
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
