@@ -409,7 +409,8 @@ def bench_transformers(path: Path, runs: int, threads: int | None) -> Result:
     hf_logging.set_verbosity_error()
     torch.set_num_threads(threads or physical_cores())
     start = time.perf_counter()
-    pipe = pipeline("text-generation", model=str(path), device="cpu")
+    # float32: the CPU's fast path (half-precision matmuls are slow on most CPUs).
+    pipe = pipeline("text-generation", model=str(path), device="cpu", dtype=torch.float32)
     load_s = time.perf_counter() - start
     tokenizer = pipe.tokenizer
     assert tokenizer is not None

@@ -317,8 +317,11 @@ def convert(
     model: ModelArg,
     out: Annotated[Path, typer.Argument(help="The HF folder to write (new or empty).")],
     dtype: Annotated[
-        str, typer.Option("--dtype", help="Saved precision: float32, bfloat16 or float16.")
-    ] = "float32",
+        str,
+        typer.Option(
+            "--dtype", help="Saved precision: float16, bfloat16 or float32 (exact, twice the size)."
+        ),
+    ] = "float16",
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Write into OUT even when it holds files.")
     ] = False,
@@ -330,7 +333,7 @@ def convert(
     path = locate(model)
     if path is None:
         raise UsageError(f"{model!r} is a catalog entry, not a file: give a .gguf file")
-    written = convert_gguf(path, out, dtype=dtype, overwrite=overwrite)
+    written = convert_gguf(path, out, dtype=dtype, overwrite=overwrite, progress=True)
     typer.echo(f"wrote {written} (scheda card {written} shows its spec sheet)")
 
 
@@ -391,6 +394,5 @@ def _converted(path: Path) -> Path:
         / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
     )
     if not (folder / "config.json").is_file():
-        with Console(stderr=True).status(f"converting {path.name} for transformers (once)..."):
-            convert_gguf(path, folder, overwrite=True)
+        convert_gguf(path, folder, overwrite=True, progress=True)
     return folder

@@ -55,8 +55,11 @@ def convert(
     gguf_path, out = Path(gguf_path), Path(out)
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    spec = _check_input(gguf_path)
+    _check_input(gguf_path)
     _check_output(out, overwrite)
+    from scheda.spec import read_spec
+
+    spec = read_spec(gguf_path)  # scheda's own validating reader: no tensor is loaded
     try:
         import torch
         import transformers
@@ -81,20 +84,21 @@ def convert(
         if dtype == "float16":
             _check_float16_range(model, torch)
         step(f"Writing {dtype} safetensors")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
-            staging = Path(tmp)
-            model.save_pretrained(staging, safe_serialization=True)
-            tokenizer.save_pretrained(staging)
-            (staging / "README.md").write_text(_model_card(gguf_path, spec, dtype))
-            _move_into(staging, out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # Written beside `out` first, so a failed conversion leaves no half folder.
+            with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+                staging = Path(tmp)
+                model.save_pretrained(staging, safe_serialization=True)
+                tokenizer.save_pretrained(staging)
+                (staging / "README.md").write_text(_model_card(gguf_path, spec, dtype))
+                _move_into(staging, out)
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return out
 
 
-def _check_input(path: Path) -> Any:
-    """The GGUF's spec, read by scheda's own validating reader (no tensor loaded)."""
-    from scheda.spec import read_spec
-
+def _check_input(path: Path) -> None:
     if path.is_dir():
         raise UsageError(f"{path} is a folder: `convert` takes a .gguf file")
     if not path.is_file():
@@ -103,7 +107,6 @@ def _check_input(path: Path) -> Any:
         magic = f.read(4)
     if magic != b"GGUF":
         raise ModelFileError(f"{path}: not a GGUF file (it does not start with GGUF's magic)")
-    return read_spec(path)
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
@@ -119,14 +122,20 @@ def _load(path: Path, architecture: str | None, cls: Any, **options: Any) -> Any
         return cls.from_pretrained(
             str(path.parent), gguf_file=path.name, local_files_only=True, **options
         )
-    except (ValueError, KeyError, NotImplementedError, OSError, RuntimeError, TypeError) as exc:
+    except Exception as exc:  # transformers' GGUF reader raises many kinds; each is one line here
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "not supported" in first:
             raise ModelFileError(
-                f"{path}: transformers cannot read the {architecture} architecture from GGUF "
-                f"({first}): run it with llama.cpp instead"
+                f"{path}: transformers cannot read the {architecture} architecture from a GGUF "
+                f"(it reads {', '.join(_readable_architectures())}): run it with llama.cpp"
             ) from exc
         raise ModelFileError(f"{path}: transformers cannot convert this GGUF ({first})") from exc
+
+
+def _readable_architectures() -> list[str]:
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    return [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer")]
 
 
 def _drop_gguf_quantizer(model: Any) -> None:

@@ -108,7 +108,7 @@ class TransformersEngine(Engine):
             if self.device.type == "cuda":
                 options["device_map"] = {"": str(self.device)}
             model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **options)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as exc:
+        except Exception as exc:  # transformers, safetensors and torch each raise their own
             raise EngineError(
                 f"{path}: transformers could not load the model ({_line(exc)})"
             ) from exc
@@ -245,30 +245,34 @@ class TransformersEngine(Engine):
         return watch.result()
 
     def _generation_config(self, sampling: Sampling, max_new: int) -> Any:
-        """Every option spelled out, so the model's own defaults (its temperature...) stay out."""
+        """Every sampling option spelled out, as scheda's `Sampling` says.
+
+        transformers fills the options left unset from the model's own
+        generation_config.json (often temperature 0.6 and top_p 0.9), so a value that
+        turns a sampler off is given, never left unset.
+        """
         sample = sampling.temperature > 0
-        config = transformers.GenerationConfig(
+        return transformers.GenerationConfig(
             max_new_tokens=max_new,
+            # ignore_eos: end-of-text is masked until max_new (llama.cpp biases it to -inf).
+            min_new_tokens=max_new if sampling.ignore_eos else 0,
             do_sample=sample,
             num_beams=1,
+            temperature=sampling.temperature if sample else 1.0,
+            top_k=max(sampling.top_k, 0) if sample else 0,
+            top_p=sampling.top_p if sample and 0 < sampling.top_p < 1 else 1.0,
+            min_p=min(max(sampling.min_p, 0.0), 1.0) if sample else 0.0,
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
             repetition_penalty=sampling.repeat_penalty,
+            no_repeat_ngram_size=0,
             eos_token_id=list(self._eos) or None,
             pad_token_id=self._pad,
             bos_token_id=self.model.generation_config.bos_token_id,
             return_dict_in_generate=True,
             output_logits=sampling.logprobs > 0,
         )
-        if sample:
-            config.temperature = sampling.temperature
-            config.top_k = sampling.top_k if sampling.top_k > 0 else None
-            config.top_p = sampling.top_p if 0 < sampling.top_p < 1 else None
-            config.min_p = sampling.min_p if 0 < sampling.min_p <= 1 else None
-        else:
-            config.temperature = None
-            config.top_k = None
-            config.top_p = None
-            config.min_p = None
-        return config
 
     def _rng_devices(self) -> list[Any]:
         return [self.device] if self.device.type == "cuda" else []
@@ -294,6 +298,7 @@ class _Sample:
         self.text = ""  # decoded so far, stop strings not yet cut
         self.sent = 0  # characters of `text` sent to the stream
         self.finish: str | None = None
+        self.cut = False  # ended by a stop string
         self.logprobs: list[TokenLogprob] | None = None
 
     def new_text(self, engine: TransformersEngine, final: bool = False) -> str:
@@ -349,11 +354,10 @@ class _Watch(transformers.StoppingCriteria):
         end = len(sample.text)
         for stop in self.stops:
             at = sample.text.find(stop, max(0, sample.sent - len(stop) + 1))
-            if at >= 0 and at < end:
+            if 0 <= at < end:
                 end = at
-                sample.finish = "stop"
-        if sample.finish == "stop":
-            sample.text = sample.text[:end]
+        if end < len(sample.text):  # a stop string: the text ends before it
+            sample.text, sample.finish, sample.cut = sample.text[:end], "stop", True
         elif not final:
             end -= _held_back(sample.text, self.stops)
         if end > sample.sent:
@@ -385,7 +389,7 @@ class _Watch(transformers.StoppingCriteria):
 
     def result(self) -> Generation:
         for i, sample in enumerate(self.samples):
-            if sample.finish != "stop":
+            if not sample.cut:  # what was held back is text after all
                 sample.text += sample.new_text(self.engine, final=True)
                 self._send(i, sample, final=True)
                 if sample.finish is None:
@@ -394,10 +398,10 @@ class _Watch(transformers.StoppingCriteria):
         samples = [
             Sample(s.text, s.finish or "length", len(s.ids), s.logprobs) for s in self.samples
         ]
-        generated = sum(s.completion_tokens for s in samples)
         first = self.first_token_s
         decode_s = total - first
-        after_first = generated - len(samples)
+        # Decoding steps after the first, per second: one sample's rate, as llama.cpp reports.
+        after_first = max(s.completion_tokens for s in samples) - 1
         timings = Timings(
             load_s=self.engine.load_s,
             first_token_s=first,
