@@ -44,3 +44,81 @@ def isolated_hf_cache(
     """Never read the user's HF cache or reach a hub from a test."""
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+# -- transformers: the embedded model converted to an HF folder, and a tiny random Llama ----
+
+TINY_CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Il gatto è sul tavolo, perché piove!",
+    "def add(a, b):\n    return a + b\n",
+    "1 2 3 4 5 6 7 8 9 10",
+]
+
+
+@pytest.fixture(scope="session")
+def smollm_hf(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded GGUF converted once per session to an HF folder (float16 safetensors)."""
+    from scheda.convert import convert
+
+    out = tmp_path_factory.getbasetemp() / "smollm-hf"
+    if not (out / "config.json").is_file():
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
+            env.setenv("HF_HUB_OFFLINE", "1")
+            convert(smollm_path, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Llama (2 layers, GQA) with a byte-level BPE tokenizer and no chat template.
+
+    Its generation_config.json asks for sampling at temperature 0.6, as real models' do,
+    so tests see that scheda's own sampling options win.
+    """
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    transformers.logging.set_verbosity_error()
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(TINY_CORPUS * 20, trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>"
+    )
+    tokenizer.save_pretrained(folder)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        initializer_range=0.5,  # peaked enough that sampling still follows the weights
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = transformers.LlamaForCausalLM(config)
+    model.generation_config = transformers.GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        do_sample=True,
+        temperature=0.6,
+        top_p=0.9,
+    )
+    model.save_pretrained(folder)
+    return folder

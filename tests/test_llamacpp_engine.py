@@ -160,7 +160,7 @@ def test_open_model_picks_the_engine_from_the_reference() -> None:
 def test_open_model_refuses_what_cannot_run(minilm_path: Path, smollm_path: Path) -> None:
     with pytest.raises(UsageError, match="catalog entry"):
         open_model("llama-3-8b")
-    with pytest.raises(UsageError, match="llama.cpp runs GGUF files"):
+    with pytest.raises(UsageError, match=r"llama\.cpp runs GGUF files"):
         open_model(str(minilm_path), engine="llama.cpp")
     with pytest.raises(UsageError, match="scheda convert"):
         open_model(str(smollm_path), engine="transformers")

@@ -72,9 +72,12 @@ def read_hf_folder(folder: Path) -> ModelSpec:
     """The spec of one HF model folder; raises ModelFileError for anything unreadable."""
     config = _read_config(folder)
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
-    numbers = {
-        key: _config_int(folder, {**config, **text}, names) for key, names in CONFIG_KEYS.items()
-    }
+    merged = {**config, **text}
+    # transformers 5 keeps RoPE's settings in one object: rope_parameters.rope_theta.
+    rope = merged.get("rope_parameters")
+    if "rope_theta" not in merged and isinstance(rope, dict) and "rope_theta" in rope:
+        merged["rope_theta"] = rope["rope_theta"]
+    numbers = {key: _config_int(folder, merged, names) for key, names in CONFIG_KEYS.items()}
     groups, parameters, vectors, tensor_bytes, weight_bytes = _weights(folder)
     heads = numbers["heads"]
     if numbers["head_dim"] is None and heads and numbers["hidden"]:
