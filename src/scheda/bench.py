@@ -1,10 +1,11 @@
 """`scheda bench`: load time, time to first token, pp512, tg128 and peak memory, side by side.
 
-Each contender runs in a fresh process of its own (`python -m scheda.bench`),
+Each contender runs in fresh processes of its own (`python -m scheda.bench`),
 so its load is cold and its peak memory is its own. The work is llama-bench's:
 pp512 processes a 512-token prompt, tg128 generates 128 tokens past the
-end-of-text token; each is run once to warm up, then `runs` times, and the
-median is kept. Contenders:
+end-of-text token. There are `runs` rounds; in each, every contender runs in
+turn (a new process, a warm-up, one measured run), and the medians over the
+rounds are kept. Contenders:
 
 - scheda: scheda's engine interface, as `generate` uses it (streamed, cancellable);
 - engine: the same llama.cpp server called straight through xllamacpp, no scheda between;
@@ -169,14 +170,38 @@ def run_bench(
     for name in vs:
         if name not in CONTENDERS[1:]:
             raise UsageError(f"--vs {name!r}: choose from {', '.join(CONTENDERS[1:])}")
-    results = []
-    for name in ["scheda", *vs]:
-        target = hf_folder if name == "transformers" else path
-        progress(f"{name}: warm-up and {runs} runs of pp{PP_TOKENS} and tg{TG_TOKENS}")
-        results.append(_worker(name, target, runs, threads))
+    names = ["scheda", *vs]
+    # Round-robin: each round runs every contender once (a fresh process, a warm-up, one
+    # measured run), so a slow spell of the machine falls on all of them alike.
+    rounds: dict[str, list[Result]] = {name: [] for name in names}
+    for round_ in range(1, runs + 1):
+        for name in names:
+            target = hf_folder if name == "transformers" else path
+            progress(f"round {round_}/{runs}: {name} (pp{PP_TOKENS}, tg{TG_TOKENS})")
+            rounds[name].append(_worker(name, target, 1, threads))
+    results = [_combine(rounds[name]) for name in names]
     progress("cold start: a new `scheda generate` to its first token")
     cold = cold_first_token(str(path), runs)
     return Report(model, results, cold, machine())
+
+
+def _combine(rounds: list[Result]) -> Result:
+    """The medians over rounds (the peak memory: the highest); every run kept in `detail`."""
+    first_tokens = [r.first_token_s for r in rounds if r.first_token_s is not None]
+    return Result(
+        contender=rounds[0].contender,
+        load_s=statistics.median(r.load_s for r in rounds),
+        pp_tokens_per_s=statistics.median(r.pp_tokens_per_s for r in rounds),
+        tg_tokens_per_s=statistics.median(r.tg_tokens_per_s for r in rounds),
+        first_token_s=statistics.median(first_tokens) if first_tokens else None,
+        peak_rss_mib=max(r.peak_rss_mib for r in rounds),
+        runs=len(rounds),
+        detail={
+            "load_s": [r.load_s for r in rounds],
+            "pp_tokens_per_s": [r.pp_tokens_per_s for r in rounds],
+            "tg_tokens_per_s": [r.tg_tokens_per_s for r in rounds],
+        },
+    )
 
 
 def _worker(contender: str, path: Path | None, runs: int, threads: int | None) -> Result:
@@ -250,7 +275,7 @@ def _measure(
         tg_rates.append(generated / tg_seconds)
         if ttft is not None:
             ttfts.append(ttft)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kib = peak_rss_kib()
     return Result(
         contender=contender,
         load_s=load_s,
@@ -260,6 +285,21 @@ def _measure(
         peak_rss_mib=peak_kib / 1024,
         runs=runs,
     )
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident memory, in KiB.
+
+    Linux's VmHWM belongs to the process's own address space; getrusage's
+    ru_maxrss survives exec, so a worker would inherit its parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _tg_rate(total_s: float, first_s: float, generated: int) -> tuple[float, int]:

@@ -6,16 +6,15 @@ with a non-zero exit, never a traceback (set SCHEDA_DEBUG=1 to see one).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from scheda.errors import SchedaError, UsageError
 from scheda.spec import ModelSpec
+from scheda.terminal import console, emit_json
 
 app = typer.Typer(
     help="Read, fit, run and measure open LLMs on your own hardware.",
@@ -23,18 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-NOT_A_TTY_WIDTH = 140
-
-
-def _console() -> Console:
-    if sys.stdout.isatty() or "COLUMNS" in os.environ:
-        return Console()
-    return Console(width=NOT_A_TTY_WIDTH)
-
-
-def _emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 JsonOpt = Annotated[
@@ -67,11 +54,11 @@ def card(
     _one_format(as_json, markdown)
     specs = [resolve(m) for m in models]
     if as_json:
-        _emit_json({"models": [s.to_dict() for s in specs]})
+        emit_json({"models": [s.to_dict() for s in specs]})
     elif markdown:
         typer.echo(render.card_markdown(specs))
     else:
-        _console().print(render.card_table(specs))
+        console().print(render.card_table(specs))
 
 
 @app.command()
@@ -129,11 +116,11 @@ def fit(
             data["measured"] = [
                 {"context": c, "estimate": e, "measured": m} for c, e, m in measured
             ]
-        _emit_json(data)
+        emit_json(data)
     elif markdown:
         typer.echo(render.fit_markdown(report, measured, chosen=bool(gpu or memory)))
     else:
-        _console().print(render.fit_view(report, measured, chosen=bool(gpu or memory)))
+        console().print(render.fit_view(report, measured, chosen=bool(gpu or memory)))
 
 
 MEASURE_CONTEXTS = (512, 2048)
@@ -150,7 +137,7 @@ def _measure(spec: ModelSpec, context: int | None) -> list[tuple[int, int, int]]
         raise UsageError("--measure loads the model through llama.cpp: it needs a .gguf file")
     top = spec.context or 4096
     contexts = [context] if context else sorted({c for c in (*MEASURE_CONTEXTS, top) if c <= top})
-    with _console().status("measuring (one fresh process per context)..."):
+    with console().status("measuring (one fresh process per context)..."):
         return [(c, estimate(spec, "file", c).total, measure(Path(spec.path), c)) for c in contexts]
 
 
@@ -176,11 +163,11 @@ def tokens(
     *models, text = args
     results = [tokenize(resolve(m), text) for m in models]
     if as_json:
-        _emit_json({"text": text, "models": [r.to_dict() for r in results]})
+        emit_json({"text": text, "models": [r.to_dict() for r in results]})
     elif markdown:
         typer.echo(render.tokens_markdown(results))
     else:
-        _console().print(render.tokens_view(results))
+        console().print(render.tokens_view(results))
 
 
 @app.command(name="catalog")
@@ -192,7 +179,7 @@ def catalog_command(as_json: JsonOpt = False) -> None:
     from scheda.units import count
 
     if as_json:
-        _emit_json(
+        emit_json(
             {
                 "models": [
                     {
@@ -211,7 +198,7 @@ def catalog_command(as_json: JsonOpt = False) -> None:
         table.add_column(h)
     for m in catalog.MODELS:
         table.add_row(m.name, m.family.name, count(catalog.decoder_parameters(m)), f"{m.context:,}")
-    _console().print(table)
+    console().print(table)
 
 
 def _register_run_commands() -> None:

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from scheda.engines.base import Engine, Generation, Message, Sampling
 from scheda.errors import UsageError
+from scheda.terminal import console
 
 if TYPE_CHECKING:
     from scheda.chat import ChatLoop
@@ -128,12 +129,6 @@ StopOpt = Annotated[
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="The same seed gives the same text.")]
 
 
-def _console() -> Console:
-    from scheda.cli import _console as console
-
-    return console()
-
-
 def generate(
     model: ModelArg,
     prompt: Annotated[str, typer.Argument(help="The prompt; '-' reads it from stdin.")],
@@ -193,7 +188,7 @@ def generate(
                 f"{loaded.context:,}-token context ({fitted.tokens:,} tokens left)[/yellow]"
             )
         stream = not as_json and n == 1
-        out = _console()
+        out = console()
 
         def show(_: int, text: str) -> None:
             out.out(text, end="", highlight=False)
@@ -264,7 +259,7 @@ def chat(
     sampling = sampling_options(
         max_tokens, temperature, top_k, top_p, min_p, repeat_penalty, None, seed, 1, 0
     )
-    out = _console()
+    out = console()
     with SessionStore() as store:
         if resume:
             session = store.get(resume)
@@ -345,7 +340,9 @@ def bench(
             "--vs", help="Also run: engine, llama-cpp-python or transformers (repeatable)."
         ),
     ] = None,
-    runs: Annotated[int, typer.Option("--runs", min=1, max=20, help="Runs after a warm-up.")] = 3,
+    runs: Annotated[
+        int, typer.Option("--runs", min=1, max=20, help="Rounds (each contender once per round).")
+    ] = 3,
     threads: ThreadsOpt = None,
     hf_folder: Annotated[
         Path | None,
@@ -378,7 +375,7 @@ def bench(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        _console().print(render.bench_view(report))
+        console().print(render.bench_view(report))
 
 
 def _converted(path: Path) -> Path:

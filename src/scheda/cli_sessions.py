@@ -8,19 +8,18 @@ damaged file is a `SchedaError` that `scheda.cli.main` prints on one line.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import unicodedata
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from scheda.errors import SchedaError
+from scheda.terminal import console, emit_json
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    pass
 
 sessions_app = typer.Typer(
     help="Saved chat sessions: list, show, export, delete. "
@@ -30,7 +29,6 @@ sessions_app = typer.Typer(
     add_completion=False,
 )
 
-NOT_A_TTY_WIDTH = 140  # as in cli.py
 ROLE_STYLES = {"system": "bold magenta", "user": "bold cyan", "assistant": "bold green"}
 
 IdArg = Annotated[
@@ -48,18 +46,6 @@ JsonOpt = Annotated[
 class ExportFormat(StrEnum):
     markdown = "markdown"
     json = "json"
-
-
-def _console() -> Console:
-    from rich.console import Console
-
-    if sys.stdout.isatty() or "COLUMNS" in os.environ:
-        return Console()
-    return Console(width=NOT_A_TTY_WIDTH)
-
-
-def _emit_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _printable(text: str) -> str:
@@ -83,7 +69,7 @@ def list_command(as_json: JsonOpt = False) -> None:
     with SessionStore() as store:
         summaries = store.list()
     if as_json:
-        _emit_json({"path": str(store.path), "sessions": [s.to_dict() for s in summaries]})
+        emit_json({"path": str(store.path), "sessions": [s.to_dict() for s in summaries]})
         return
     if not summaries:
         typer.echo(f"no saved sessions yet (they are kept in {store.path})")
@@ -102,7 +88,7 @@ def list_command(as_json: JsonOpt = False) -> None:
             str(s.messages),
             local_time(s.updated),
         )
-    _console().print(table)
+    console().print(table)
 
 
 @sessions_app.command()
@@ -114,8 +100,8 @@ def show(session_id: IdArg) -> None:
 
     with SessionStore() as store:
         data = store.export_json(session_id)
-    console = _console()
-    console.print(
+    out = console()
+    out.print(
         Text.assemble(
             ("session ", "dim"),
             (data["id"], "bold"),
@@ -126,20 +112,20 @@ def show(session_id: IdArg) -> None:
         )
     )
     if data["title"]:
-        console.print(Text(_printable(data["title"]), style="bold"))
+        out.print(Text(_printable(data["title"]), style="bold"))
     if data["params"]:
-        console.print(Text("params " + json.dumps(data["params"], ensure_ascii=False), "dim"))
+        out.print(Text("params " + json.dumps(data["params"], ensure_ascii=False), "dim"))
     turns = ([("system", data["system"], None)] if data["system"] else []) + [
         (m["role"], m["content"], m["created"]) for m in data["messages"]
     ]
     if not turns:
-        console.print(Text("\n(no messages yet)", style="dim"))
+        out.print(Text("\n(no messages yet)", style="dim"))
     for role, content, created in turns:
         label = Text(f"\n{role}", style=ROLE_STYLES.get(role, "bold"))
         if created is not None:
             label.append(f"  {local_time(created)}", style="dim")
-        console.print(label)
-        console.print(Text(_printable(content)))  # Text: never read as Rich markup
+        out.print(label)
+        out.print(Text(_printable(content)))  # Text: never read as Rich markup
 
 
 @sessions_app.command()

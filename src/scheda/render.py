@@ -387,7 +387,11 @@ def bench_view(report: BenchReport) -> RenderableType:
         )
     runs = report.results[0].runs if report.results else 0
     lines.append(
-        Text(f"medians of {runs} runs after a warm-up; each contender in a fresh process", "dim")
+        Text(
+            f"medians of {runs} rounds; in each, every contender ran in a fresh process "
+            "(a warm-up, then one measured run)",
+            "dim",
+        )
     )
     return Group(*lines)
 
