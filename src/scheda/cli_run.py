@@ -63,11 +63,9 @@ class EngineChoice:
     quantize: str | None = None
 
     def open(self, parallel: int = 1) -> Engine:
-        from scheda.engines import engine_for, open_model
-        from scheda.resolve import locate
+        from scheda.engines import choose, load
 
-        path = locate(self.model)
-        name = self.engine or (engine_for(path) if path else None)
+        name, path = choose(self.model, self.engine)  # the reference is resolved once
         # No --context: each engine takes 4096 tokens, or less when the model was trained on less.
         options: dict[str, Any] = {"context": self.context, "parallel": parallel}
         if self.threads:
@@ -82,7 +80,7 @@ class EngineChoice:
                     "in the file (pick another file, or --engine transformers on an HF folder)"
                 )
             options[key] = value
-        return open_model(self.model, self.engine, **options)
+        return load(name, path, **options)
 
 
 def sampling_options(

@@ -62,8 +62,8 @@ def engine_for(path: Path) -> str:
     raise ModelFileError(f"{path}: not a GGUF file or an HF model folder, nothing to run")
 
 
-def open_model(ref: str, engine: str | None = None, **options: Any) -> Engine:
-    """Resolve a model reference and load it into its engine (or the one named)."""
+def choose(ref: str, engine: str | None = None) -> tuple[str, Path]:
+    """The engine and the file or folder a model reference runs on; an error if it cannot run."""
     from scheda.resolve import locate
 
     path = locate(ref)
@@ -82,6 +82,12 @@ def open_model(ref: str, engine: str | None = None, **options: Any) -> Engine:
             f"{path} is a GGUF file: transformers runs HF folders "
             f"(make one with `scheda convert {ref} OUT`)"
         )
+    return name, path
+
+
+def open_model(ref: str, engine: str | None = None, **options: Any) -> Engine:
+    """Resolve a model reference and load it into its engine (or the one named)."""
+    name, path = choose(ref, engine)
     return load(name, path, **options)
 
 
@@ -95,6 +101,7 @@ __all__ = [
     "Timings",
     "Token",
     "TokenLogprob",
+    "choose",
     "engine_for",
     "load",
     "open_model",
