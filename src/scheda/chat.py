@@ -100,26 +100,14 @@ class ChatLoop:
     def prompt_messages(self) -> list[Message]:
         """System prompt + as many of the latest turns as fit, leaving room for the answer."""
         history = self.store.messages(self.session.id)
-        system = [Message("system", self.session.system)] if self.session.system else []
-        room = self.engine.context - min(self.sampling.max_tokens, self.engine.context // 2)
-        start = 0
-        while True:
-            messages = system + history[start:]
-            count = prompt_tokens(self.engine, self.engine.chat_prompt(messages), chat=True)
-            if count <= room or start >= len(history) - 1:
-                break
-            start = _next_turn(history, start)
-        if start:
-            turns = sum(1 for m in history[:start] if m.role == "user")
+        messages, dropped = fit_history(
+            self.engine, self.session.system, history, self.sampling.max_tokens
+        )
+        if dropped:
             self.console.print(
-                f"[yellow](the {turns} oldest turn{'s' if turns != 1 else ''} no longer fit the "
-                f"{self.engine.context:,}-token context: left out of the prompt, kept in the "
+                f"[yellow](the {dropped} oldest turn{'s' if dropped != 1 else ''} no longer fit "
+                f"the {self.engine.context:,}-token context: left out of the prompt, kept in the "
                 "session)[/yellow]"
-            )
-        if count > self.engine.context - 1:
-            raise UsageError(
-                f"this message and the system prompt take {count:,} tokens, more than the "
-                f"{self.engine.context:,}-token context: shorten it or raise --context"
             )
         return messages
 
@@ -192,6 +180,30 @@ class ChatLoop:
         path = Path(name or f"{self.session.id}.md").expanduser()
         path.write_text(self.store.export_markdown(self.session.id), encoding="utf-8")
         self.console.print(f"[dim](saved to {path})[/dim]")
+
+
+def fit_history(
+    engine: Engine, system: str | None, history: list[Message], max_tokens: int
+) -> tuple[list[Message], int]:
+    """The messages to send: the system prompt, then the latest turns that fit with room for
+    the answer; and how many of the oldest turns were left out. The CLI and the server share it.
+    """
+    head = [Message("system", system)] if system else []
+    half = engine.context // 2
+    room = engine.context - (min(max_tokens, half) if max_tokens > 0 else half)
+    start = 0
+    while True:
+        messages = head + history[start:]
+        count = prompt_tokens(engine, engine.chat_prompt(messages), chat=True)
+        if count <= room or start >= len(history) - 1:
+            break
+        start = _next_turn(history, start)
+    if count > engine.context - 1:
+        raise UsageError(
+            f"this message and the system prompt take {count:,} tokens, more than the "
+            f"{engine.context:,}-token context: shorten it or raise --context"
+        )
+    return messages, sum(1 for m in history[:start] if m.role == "user")
 
 
 def _next_turn(history: list[Message], start: int) -> int:

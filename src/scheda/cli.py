@@ -210,6 +210,7 @@ def _register_run_commands() -> None:
     app.command()(cli_run.chat)
     app.command()(cli_run.convert)
     app.command()(cli_run.bench)
+    app.command()(cli_run.serve)
     app.add_typer(sessions_app, name="sessions")
 
 

@@ -395,6 +395,24 @@ class SessionStore:
                 (encoded, time.time(), full),
             )
 
+    def rename(self, session_id: str, title: str | None) -> None:
+        """Give the session a title of the user's choosing (None or "" clears it)."""
+        with self._transaction(write=True) as conn:
+            full = self._resolve(conn, session_id)
+            conn.execute(
+                "UPDATE sessions SET title = ?, updated = max(updated, ?) WHERE id = ?",
+                (make_title(title or ""), time.time(), full),
+            )
+
+    def set_model(self, session_id: str, model: str) -> None:
+        """Go on with another model; the conversation stays."""
+        with self._transaction(write=True) as conn:
+            full = self._resolve(conn, session_id)
+            conn.execute(
+                "UPDATE sessions SET model = ?, updated = max(updated, ?) WHERE id = ?",
+                (model, time.time(), full),
+            )
+
     def reset(self, session_id: str) -> int:
         """Forget the conversation but keep the session, its model, params and system prompt.
 

@@ -53,6 +53,18 @@ def load(name: str, path: str | Path, **options: Any) -> Engine:
     return cls(Path(path), **options)  # type: ignore[no-any-return]
 
 
+def load_embedder(path: str | Path, **options: Any) -> Any:
+    """Load an encoder folder for sentence embeddings (the transformers extra)."""
+    try:
+        from scheda.engines.embeddings import EmbeddingEngine
+    except ImportError as exc:
+        raise EngineError(
+            f"embeddings need a package that is not installed ({exc.name}): "
+            f"run `{REGISTRY['transformers'][1]}`"
+        ) from exc
+    return EmbeddingEngine(Path(path), **options)
+
+
 def engine_for(path: Path) -> str:
     """The engine a model file or folder runs on by default."""
     if path.is_file() and path.suffix.lower() == ".gguf":
@@ -104,5 +116,6 @@ __all__ = [
     "choose",
     "engine_for",
     "load",
+    "load_embedder",
     "open_model",
 ]

@@ -45,12 +45,15 @@ class Sampling:
     moving from llama.cpp sees the same behaviour.
     """
 
-    max_tokens: int = 256
+    max_tokens: int = 256  # 0 or less: until the end of text or the context is full
     temperature: float = 0.8
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05
     repeat_penalty: float = 1.0
+    # OpenAI's additive penalties; llama.cpp has both, transformers neither (it refuses them).
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     n: int = 1
@@ -149,12 +152,13 @@ class Engine(ABC):
     @abstractmethod
     def generate(
         self,
-        prompt: str,
+        prompt: str | list[int],
         sampling: Sampling | None = None,
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        """Continue a plain prompt, streaming through `on_text` when given."""
+        """Continue a plain prompt (text, or token ids taken as they are), streaming
+        through `on_text` when given."""
 
     @abstractmethod
     def chat(
@@ -174,13 +178,17 @@ class Engine(ABC):
     def close(self) -> None:
         """Free the model."""
 
+    def tokenizer_info(self) -> dict[str, Any]:
+        """The special tokens, chat template and length limit, as HF tokenizer configs name them."""
+        return {"model_max_length": self.context}
+
     def count_tokens(self, text: str) -> int:
         """How many tokens a prompt takes, with the special tokens the engine adds."""
         return len(self.tokenize(text, add_special=True))
 
     def stream(
         self,
-        prompt: str | list[Message],
+        prompt: str | list[int] | list[Message],
         sampling: Sampling | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[tuple[int, str] | Generation]:
@@ -195,10 +203,10 @@ class Engine(ABC):
         def work() -> None:
             try:
                 on_text: OnText = lambda i, t: items.put((i, t))  # noqa: E731
-                if isinstance(prompt, str):
-                    items.put(self.generate(prompt, sampling, on_text, cancel))
+                if prompt and isinstance(prompt[0], Message):
+                    items.put(self.chat(prompt, sampling, on_text, cancel))  # type: ignore[arg-type]
                 else:
-                    items.put(self.chat(prompt, sampling, on_text, cancel))
+                    items.put(self.generate(prompt, sampling, on_text, cancel))  # type: ignore[arg-type]
             except BaseException as exc:  # handed to the consumer, raised there
                 items.put(exc)
 

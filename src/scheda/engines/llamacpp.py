@@ -34,7 +34,7 @@ from scheda.engines.base import (
     TokenLogprob,
     stopwatch,
 )
-from scheda.errors import EngineError
+from scheda.errors import EngineError, PromptTooLongError
 
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 60
@@ -104,6 +104,16 @@ class LlamaCppEngine(Engine):
             self.close()
             raise EngineError(f"llama.cpp listened on {self._address}, not on loopback: refusing")
 
+    def tokenizer_info(self) -> dict[str, Any]:
+        props = self._post("/props", None)
+        return {
+            "bos_token": props.get("bos_token") or None,
+            "eos_token": props.get("eos_token") or None,
+            "pad_token": None,
+            "chat_template": props.get("chat_template") or None,
+            "model_max_length": self.context,
+        }
+
     def model_meta(self) -> dict[str, Any]:
         """llama.cpp's facts about the loaded model: n_ctx_train, n_params, size, ftype..."""
         return dict(self._post("/v1/models", None)["data"][0].get("meta") or {})
@@ -136,13 +146,13 @@ class LlamaCppEngine(Engine):
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | list[int],
         sampling: Sampling | None = None,
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
         body = self._body(sampling or Sampling(), chat=False)
-        body["prompt"] = prompt
+        body["prompt"] = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
         return self._run(self._server.handle_completions, body, on_text, cancel)
 
     def chat(
@@ -161,15 +171,18 @@ class LlamaCppEngine(Engine):
         if sampling.n > self.parallel:
             raise EngineError(
                 f"{sampling.n} samples need {sampling.n} parallel slots; "
-                f"this engine was loaded with {self.parallel}"
+                f"this engine was loaded with {self.parallel}",
+                client_fault=True,
             )
         body: dict[str, Any] = {
-            "max_tokens": sampling.max_tokens,
+            "max_tokens": sampling.max_tokens if sampling.max_tokens > 0 else -1,
             "temperature": sampling.temperature,
             "top_k": sampling.top_k,
             "top_p": sampling.top_p,
             "min_p": sampling.min_p,
             "repeat_penalty": sampling.repeat_penalty,
+            "frequency_penalty": sampling.frequency_penalty,
+            "presence_penalty": sampling.presence_penalty,
             "stop": list(sampling.stop),
             "n": sampling.n,
             # Always streamed, even with no one watching: a stream is what can be cancelled.
@@ -199,7 +212,7 @@ class LlamaCppEngine(Engine):
         gather = _Gatherer(body["n"], on_text, cancel)
         handler(body, gather.chunk)
         if gather.error is not None:
-            raise EngineError(_error_line(gather.error))
+            raise _error(gather.error)
         return gather.result(self.load_s)
 
     def close(self) -> None:
@@ -288,14 +301,14 @@ def _logprob(entry: dict[str, Any]) -> TokenLogprob:
     return TokenLogprob(str(entry["token"]), float(entry["logprob"]), top)
 
 
-def _error_line(error: dict[str, Any]) -> str:
-    message = str(error.get("message", error)).splitlines()[0]
+def _error(error: dict[str, Any]) -> EngineError:
+    """llama.cpp's error object as scheda's error; a 4xx code there is the request's fault."""
     if error.get("type") == "exceed_context_size_error":
-        return (
-            f"the prompt is {error.get('n_prompt_tokens')} tokens, more than the "
-            f"{error.get('n_ctx')}-token context: shorten it or raise --context"
-        )
-    return f"llama.cpp: {message}"
+        return PromptTooLongError(int(error.get("n_prompt_tokens", 0)), int(error.get("n_ctx", 0)))
+    message = str(error.get("message", error)).splitlines()[0]
+    code = error.get("code")
+    client_fault = isinstance(code, int) and 400 <= code < 500
+    return EngineError(f"llama.cpp: {message}", client_fault=client_fault)
 
 
 def _piece_bytes(piece: str | list[int]) -> bytes:

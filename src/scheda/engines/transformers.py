@@ -44,7 +44,7 @@ from scheda.engines.base import (
     TokenLogprob,
     stopwatch,
 )
-from scheda.errors import EngineError, ModelFileError, UsageError
+from scheda.errors import EngineError, ModelFileError, PromptTooLongError, UsageError
 from scheda.tokens import hf_piece, is_byte_level
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -154,6 +154,17 @@ class TransformersEngine(Engine):
         pieces = self.tokenizer.convert_ids_to_tokens(ids)
         return [Token(i, hf_piece(p, self._byte_level)) for i, p in zip(ids, pieces, strict=True)]
 
+    def tokenizer_info(self) -> dict[str, Any]:
+        t = self.tokenizer
+        return {
+            "tokenizer_class": type(t).__name__,
+            "bos_token": t.bos_token,
+            "eos_token": t.eos_token,
+            "pad_token": t.pad_token,
+            "chat_template": t.chat_template if isinstance(t.chat_template, str) else None,
+            "model_max_length": self.context,
+        }
+
     def detokenize(self, ids: list[int]) -> str:
         return str(
             self.tokenizer.decode(
@@ -200,12 +211,20 @@ class TransformersEngine(Engine):
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | list[int],
         sampling: Sampling | None = None,
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        return self._generate(self._encode(prompt, True), sampling, on_text, cancel)
+        ids = self._encode(prompt, True) if isinstance(prompt, str) else [int(t) for t in prompt]
+        vocab = self.model.get_input_embeddings().num_embeddings
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise EngineError(
+                f"token id {bad[0]} is outside the vocabulary (0 to {vocab - 1})",
+                client_fault=True,
+            )
+        return self._generate(ids, sampling, on_text, cancel)
 
     def _generate(
         self,
@@ -217,12 +236,14 @@ class TransformersEngine(Engine):
         sampling = sampling or Sampling()
         if sampling.n < 1:
             raise UsageError(f"n must be at least 1, not {sampling.n}")
+        if sampling.frequency_penalty or sampling.presence_penalty:
+            raise UsageError(
+                "the transformers engine has no frequency or presence penalty: "
+                "leave them at 0 and use repeat_penalty"
+            )
         room = self.context - len(prompt_ids)
         if room <= 0:
-            raise EngineError(
-                f"the prompt is {len(prompt_ids)} tokens, more than the {self.context}-token "
-                "context: shorten it or raise --context"
-            )
+            raise PromptTooLongError(len(prompt_ids), self.context)
         # Never past the context: the request is capped, and ends with "length".
         max_new = min(sampling.max_tokens, room) if sampling.max_tokens > 0 else room
         watch = _Watch(self, sampling, len(prompt_ids), on_text, cancel)

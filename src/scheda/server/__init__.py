@@ -1,0 +1,84 @@
+"""`scheda serve`: an OpenAI-compatible API and the web studio over the engines.
+
+`serve(models, ...)` builds the model pool, opens the sessions store and runs
+the app under uvicorn. See docs/api.md for the routes.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from scheda.errors import UsageError
+from scheda.server.app import DEFAULT_MAX_BODY, create_app
+from scheda.server.pool import ModelPool, served_model
+from scheda.sessions import SessionStore
+from scheda.units import GiB
+
+DEFAULT_PARALLEL = 4  # llama-server's default number of slots
+DEFAULT_QUEUE = 64
+
+
+def build_pool(
+    refs: list[str],
+    engine: str | None = None,
+    context: int | None = None,
+    parallel: int = DEFAULT_PARALLEL,
+    threads: int | None = None,
+    budget_gb: float | None = None,
+    queue: int = DEFAULT_QUEUE,
+) -> ModelPool:
+    """The pool of served models; each reference is checked (and its need estimated) now."""
+    models = [served_model(r, engine, context, parallel, threads) for r in refs]
+    budget = int(budget_gb * GiB) if budget_gb else psutil.virtual_memory().available
+    return ModelPool(models, budget, queue, parallel)
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail in one line before loading anything if the address is taken."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port"
+        ) from exc
+
+
+def serve(
+    pool: ModelPool,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    on_ready: Callable[[str], Any] | None = None,
+) -> None:
+    import uvicorn
+
+    check_port(host, port)
+    store = SessionStore()
+    app = create_app(pool, store, api_key=api_key, max_body=max_body)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        # Many clients stream at once; the default backlog and keep-alive are ample.
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        shown = f"[{host}]" if ":" in host else host
+        on_ready(f"http://{shown}:{port}/")
+    try:
+        server.run()
+    finally:
+        pool.close()
+        store.close()
+
+
+__all__ = ["build_pool", "create_app", "serve"]

@@ -1,0 +1,146 @@
+"""The server: one FastAPI app over the model pool and the sessions store.
+
+Two small ASGI layers sit in front of the routes, cheapest first: the body
+limit (a request over it never reaches the JSON parser) and the API key
+(compared in constant time). The studio's page and files load without the
+key, so that the page can ask for it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from scheda import __version__
+from scheda.server import errors, openai_api, studio_api
+from scheda.server.errors import APIError
+from scheda.server.pool import ModelPool
+from scheda.sessions import SessionStore
+
+STATIC = Path(__file__).parent / "static"
+DEFAULT_MAX_BODY = 4 << 20  # 4 MiB: a long prompt is well under; a runaway upload is not
+PROTECTED = ("/v1", "/api", "/tokenize", "/detokenize", "/tokenizer_info")
+
+
+async def _reply(send: Send, error: APIError) -> None:
+    response = error.response()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": response.raw_headers,
+        }
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class BodyLimit:
+    """Refuse a body over `limit` bytes with a 413, whether or not it says its length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = APIError(f"the body is over the {self.limit:,}-byte limit: send less", None, 413)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _reply(send, too_big)
+            return
+        # Read the whole body here (it is small by now) and hand it on as one message.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await _reply(send, too_big)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+        if _protected(scope["path"]):
+            # Every API body is JSON, whatever the client labelled it (curl -d says form data).
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect
+
+        await self.app(scope, replay, send)
+
+
+class ApiKey:
+    """With a key set, every API route needs `Authorization: Bearer KEY`."""
+
+    def __init__(self, app: ASGIApp, key: str | None) -> None:
+        self.app = app
+        self.key = key.encode() if key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.key is not None and scope["type"] == "http" and _protected(scope["path"]):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            scheme, _, token = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not secrets.compare_digest(token.strip(), self.key):
+                message = "missing or wrong API key: send Authorization: Bearer KEY"
+                await _reply(send, APIError(message, None, 401, "invalid_api_key"))
+                return
+        await self.app(scope, receive, send)
+
+
+def _protected(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in PROTECTED)
+
+
+def create_app(
+    pool: ModelPool,
+    store: SessionStore,
+    api_key: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+) -> FastAPI:
+    app = FastAPI(
+        title="scheda",
+        version=__version__,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.pool = pool
+    app.state.store = store
+    app.state.started = time.time()
+    errors.install(app)
+    app.include_router(openai_api.router)
+    app.include_router(studio_api.router)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "loaded": pool.loaded()}
+
+    @app.get("/", include_in_schema=False)
+    def studio() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    app.add_middleware(ApiKey, key=api_key)
+    app.add_middleware(BodyLimit, limit=max_body)
+    return app

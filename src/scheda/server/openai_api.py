@@ -1,0 +1,434 @@
+"""The OpenAI-compatible routes: models, chat and text completions, embeddings, tokenizer.
+
+Each route validates the body (schemas.py), finds the model in the pool and
+runs the engine call as a `Job`. The first event of a job is awaited before
+any answer starts, so an error the engine finds at once (a prompt over the
+context, a value llama.cpp refuses) still gets its proper status rather than
+a 200 followed by a broken stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from scheda.engines.base import Generation, Sampling, TokenLogprob
+from scheda.server.errors import APIError, error_response, sse
+from scheda.server.pool import ModelPool, PoolError, ServedModel
+from scheda.server.runner import Event, Job
+from scheda.server.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
+
+router = APIRouter()
+
+
+def pool_of(request: Request) -> ModelPool:
+    return request.app.state.pool  # type: ignore[no-any-return]
+
+
+def _entry(request: Request, model: str | None, kind: str) -> ServedModel:
+    entry = pool_of(request).get(model)
+    if entry.kind != kind:
+        verb = "generates text" if entry.kind == "chat" else "makes embeddings"
+        raise APIError(f"{entry.id} {verb}: use a {kind} model for this route", param="model")
+    return entry
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+@router.get("/v1/models")
+def list_models(request: Request) -> dict[str, Any]:
+    pool = pool_of(request)
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": m.id,
+                "object": "model",
+                "created": int(request.app.state.started),
+                "owned_by": "scheda",
+                **m.describe(),
+            }
+            for m in pool.models.values()
+        ],
+    }
+
+
+@router.get("/v1/models/{model_id:path}")
+def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    m = pool_of(request).get(model_id)
+    created = int(request.app.state.started)
+    return {"id": m.id, "object": "model", "created": created, "owned_by": "scheda", **m.describe()}
+
+
+# -- chat and text completions ---------------------------------------------------------------
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatRequest, request: Request) -> Any:
+    entry = _entry(request, body.model, "chat")
+    messages = body.chat_messages()
+    sampling = body.to_sampling()
+    job = Job(
+        pool_of(request),
+        entry,
+        lambda engine, on_text, cancel: engine.chat(messages, sampling, on_text, cancel),
+    )
+    shape = ChatShape(entry.id, body.top_logprobs or 0 if body.logprobs else None)
+    return await _answer(job, request, shape, body.stream, body.include_usage, sampling.n)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request) -> Any:
+    entry = _entry(request, body.model, "chat")
+    prompts = body.prompts()
+    sampling = body.to_sampling()
+    shape = TextShape(entry.id, body.logprobs)
+    if len(prompts) == 1:
+        prompt = prompts[0]
+        job = Job(
+            pool_of(request),
+            entry,
+            lambda engine, on_text, cancel: engine.generate(prompt, sampling, on_text, cancel),
+        )
+        return await _answer(job, request, shape, body.stream, body.include_usage, sampling.n)
+    if body.stream:
+        raise APIError("streaming takes one prompt: send several as separate requests", "prompt")
+    job = Job(pool_of(request), entry, _batch(prompts, sampling, entry))
+    event = await job.finish(request)
+    if event.kind == "error":
+        return error_response(event.error)
+    return shape.whole(_new_id("cmpl"), event.result)
+
+
+def _batch(prompts: list[Any], sampling: Sampling, entry: ServedModel) -> Any:
+    """Several prompts in one request: sent to the engine together, so its slots share them."""
+
+    def work(engine: Any, _on_text: Callable[[int, str], None], cancel: threading.Event) -> Any:
+        with ThreadPoolExecutor(max_workers=entry.options.get("parallel", 1)) as workers:
+            return list(workers.map(lambda p: engine.generate(p, sampling, None, cancel), prompts))
+
+    return work
+
+
+async def _answer(
+    job: Job, request: Request, shape: Shape, stream: bool, usage: bool, n: int
+) -> Any:
+    first = await job.next()
+    if first.kind == "error":
+        return error_response(first.error)
+    if not stream:
+        last = first if first.kind == "done" else await job.finish(request)
+        if last.kind == "error":
+            return error_response(last.error)
+        return shape.whole(_new_id(shape.prefix), [last.result])
+    return StreamingResponse(
+        _stream(job, first, shape, usage, n),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _stream(job: Job, first: Event, shape: Shape, usage: bool, n: int) -> AsyncIterator[str]:
+    """Server-sent events in OpenAI's chunk shape; leaving early cancels the generation."""
+    chunk_id = _new_id(shape.prefix)
+    created = int(time.time())
+    event = first
+    try:
+        for i in range(n):
+            if (opening := shape.opening(i)) is not None:
+                yield sse(shape.chunk(chunk_id, created, [opening]))
+        while event.kind == "text":
+            yield sse(shape.chunk(chunk_id, created, [shape.piece(event.index, event.text)]))
+            event = await job.next()
+        if event.kind == "error":
+            yield sse({"error": APIError.from_exception(event.error).body()})
+        else:
+            generation: Generation = event.result
+            closing = [shape.closing(i, s) for i, s in enumerate(generation.samples)]
+            yield sse(shape.chunk(chunk_id, created, closing))
+            if usage:
+                yield sse(shape.chunk(chunk_id, created, [], _usage([generation])))
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancel.set()  # the client left (or the stream ended): stop generating either way
+
+
+def _usage(generations: list[Generation]) -> dict[str, Any]:
+    prompt = sum(g.prompt_tokens for g in generations)
+    completion = sum(g.completion_tokens for g in generations)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _finish(reason: str) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+class Shape:
+    """How one route spells its answers and chunks."""
+
+    prefix = "cmpl"
+    object = "text_completion"
+    chunk_object = "text_completion"
+
+    def __init__(self, model: str, logprobs: int | None) -> None:
+        self.model = model
+        self.logprobs = logprobs  # alternatives to show per token; None: no logprobs at all
+
+    def chunk(
+        self, chunk_id: str, created: int, choices: list[dict[str, Any]], usage: Any = None
+    ) -> dict[str, Any]:
+        body = {
+            "id": chunk_id,
+            "object": self.chunk_object,
+            "created": created,
+            "model": self.model,
+            "choices": choices,
+        }
+        if usage is not None:
+            body["usage"] = usage
+        return body
+
+    def whole(self, answer_id: str, generations: list[Generation]) -> dict[str, Any]:
+        samples = [s for g in generations for s in g.samples]
+        result = self.chunk(answer_id, int(time.time()), [], _usage(generations))
+        result["object"] = self.object
+        result["choices"] = [self.complete(i, s) for i, s in enumerate(samples)]
+        if len(generations) == 1:
+            result["timings"] = _timings(generations[0])
+        return result
+
+    def opening(self, index: int) -> dict[str, Any] | None:
+        return None
+
+    def piece(self, index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+
+    def closing(self, index: int, sample: Any) -> dict[str, Any]:
+        return {
+            "index": index,
+            "text": "",
+            "logprobs": self.format_logprobs(sample.logprobs),
+            "finish_reason": _finish(sample.finish_reason),
+        }
+
+    def complete(self, index: int, sample: Any) -> dict[str, Any]:
+        return {
+            "index": index,
+            "text": sample.text,
+            "logprobs": self.format_logprobs(sample.logprobs),
+            "finish_reason": _finish(sample.finish_reason),
+        }
+
+    def format_logprobs(self, entries: list[TokenLogprob] | None) -> Any:
+        if self.logprobs is None or entries is None:
+            return None
+        offsets, at = [], 0
+        for e in entries:
+            offsets.append(at)
+            at += len(e.token)
+        return {
+            "tokens": [e.token for e in entries],
+            "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [dict(e.top[: self.logprobs]) for e in entries],
+            "text_offset": offsets,
+        }
+
+
+TextShape = Shape
+
+
+class ChatShape(Shape):
+    prefix = "chatcmpl"
+    object = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+
+    def opening(self, index: int) -> dict[str, Any] | None:
+        return {
+            "index": index,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+
+    def piece(self, index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+
+    def closing(self, index: int, sample: Any) -> dict[str, Any]:
+        return {
+            "index": index,
+            "delta": {},
+            "logprobs": self.format_logprobs(sample.logprobs),
+            "finish_reason": _finish(sample.finish_reason),
+        }
+
+    def complete(self, index: int, sample: Any) -> dict[str, Any]:
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": sample.text},
+            "logprobs": self.format_logprobs(sample.logprobs),
+            "finish_reason": _finish(sample.finish_reason),
+        }
+
+    def format_logprobs(self, entries: list[TokenLogprob] | None) -> Any:
+        if self.logprobs is None or entries is None:
+            return None
+
+        def token(text: str, logprob: float) -> dict[str, Any]:
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+        return {
+            "content": [
+                {
+                    **token(e.token, e.logprob),
+                    "top_logprobs": [token(t, lp) for t, lp in e.top[: self.logprobs]],
+                }
+                for e in entries
+            ]
+        }
+
+
+def _timings(generation: Generation) -> dict[str, float]:
+    t = generation.timings
+    return {
+        "first_token_s": round(t.first_token_s, 4),
+        "total_s": round(t.total_s, 4),
+        "prompt_tokens_per_s": round(t.prompt_tokens_per_s, 2),
+        "tokens_per_s": round(t.tokens_per_s, 2),
+    }
+
+
+# -- embeddings ------------------------------------------------------------------------------
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
+    entry = _entry(request, body.model, "embedding")
+    texts = _embedding_texts(body)
+    job = Job(pool_of(request), entry, lambda engine, _on_text, _cancel: _embed(engine, texts))
+    event = await job.finish(request)
+    if event.kind == "error":
+        return error_response(event.error)
+    vectors, tokens = event.result
+    if body.dimensions is not None and body.dimensions != len(vectors[0]):
+        raise APIError(
+            f"{entry.id} makes {len(vectors[0])}-dimensional vectors, not {body.dimensions}",
+            "dimensions",
+        )
+    return {
+        "object": "list",
+        "data": [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _encode_vector(v, body.encoding_format),
+            }
+            for i, v in enumerate(vectors)
+        ],
+        "model": entry.id,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _embedding_texts(body: EmbeddingRequest) -> list[str | list[int]]:
+    value = body.input
+    if isinstance(value, str):
+        texts: list[Any] = [value]
+    elif value and all(isinstance(x, int) for x in value):
+        texts = [list(value)]
+    else:
+        texts = list(value)
+    if not texts:
+        raise APIError("input is empty: give a string or a list of them", "input")
+    return texts
+
+
+def _embed(engine: Any, texts: list[str | list[int]]) -> tuple[list[list[float]], int]:
+    decoded = [t if isinstance(t, str) else engine.detokenize(t) for t in texts]
+    return engine.embed(decoded)  # type: ignore[no-any-return]
+
+
+def _encode_vector(vector: list[float], encoding: str) -> Any:
+    if encoding == "base64":  # OpenAI's packing: little-endian float32
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+# -- tokenizer (vLLM's routes and shapes) ----------------------------------------------------
+
+
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request) -> Any:
+    entry = pool_of(request).get(body.model)
+
+    def work(engine: Any, _on_text: Any, _cancel: Any) -> Any:
+        if body.messages is not None:
+            text = engine.chat_prompt([m.message() for m in body.messages])
+            special = bool(body.add_special_tokens)  # the template writes BOS itself
+        else:
+            text = body.prompt
+            special = True if body.add_special_tokens is None else body.add_special_tokens
+        return engine.tokenize(text, add_special=special)
+
+    job = Job(pool_of(request), entry, work)
+    event = await job.finish(request)
+    if event.kind == "error":
+        return error_response(event.error)
+    tokens = event.result
+    return {
+        "count": len(tokens),
+        "max_model_len": entry.context,
+        "tokens": [t.id for t in tokens],
+        "token_strs": (
+            [t.piece.decode("utf-8", errors="replace") for t in tokens]
+            if body.return_token_strs
+            else None
+        ),
+    }
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, request: Request) -> Any:
+    entry = pool_of(request).get(body.model)
+    job = Job(pool_of(request), entry, lambda engine, _t, _c: engine.detokenize(body.tokens))
+    event = await job.finish(request)
+    if event.kind == "error":
+        return error_response(event.error)
+    return {"prompt": event.result}
+
+
+@router.get("/tokenizer_info")
+async def tokenizer_info(request: Request, model: str | None = None) -> Any:
+    entry = pool_of(request).get(model)
+    job = Job(pool_of(request), entry, lambda engine, _t, _c: engine.tokenizer_info())
+    event = await job.finish(request)
+    if event.kind == "error":
+        return error_response(event.error)
+    info = {"tokenizer_class": entry.spec.tokenizer, **event.result}
+    return JSONResponse(info)
+
+
+__all__ = ["PoolError", "router"]

@@ -1,0 +1,195 @@
+"""Request bodies of the OpenAI-compatible routes, as pydantic models.
+
+Types are strict (a string is not taken for a number) so that a client's
+mistake gets a 400 naming the field rather than a silent guess. Fields that
+OpenAI defines and scheda cannot honour are refused when set to anything but
+their neutral value, never silently ignored; fields with no effect on the
+answer (`user`, `metadata`) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from scheda.engines.base import Message, Sampling
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+MAX_N = 16
+MAX_LOGPROBS = 20
+
+
+class Unsupported(ValueError):
+    """A field scheda does not implement, set to something that would matter."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class SamplingFields(Strict):
+    """What chat and text completions share."""
+
+    model: str | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    top_p: Probability | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    min_p: Probability | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    repeat_penalty: Annotated[float, Field(ge=0.0)] | None = None
+    ignore_eos: bool = False
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logit_bias: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _refuse_unsupported(self) -> SamplingFields:
+        extra = self.model_extra or {}
+        if self.logit_bias:
+            raise Unsupported("logit_bias is not supported: leave it out")
+        for name in ("tools", "functions"):
+            if extra.get(name):
+                raise Unsupported(f"{name} (tool calling) is not supported: leave it out")
+        if extra.get("tool_choice") not in (None, "none"):
+            raise Unsupported("tool_choice is not supported: leave it out")
+        response_format = extra.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
+            raise Unsupported("response_format other than text is not supported: leave it out")
+        return self
+
+    def sampling(self, logprobs: int = 0, max_tokens: int | None = None) -> Sampling:
+        """The engine's sampling options; a field left out keeps llama.cpp's default."""
+        base = Sampling()
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return Sampling(
+            # Left out: generate until the end of text or a full context, as OpenAI does.
+            max_tokens=max_tokens or self.max_tokens or 0,
+            temperature=base.temperature if self.temperature is None else self.temperature,
+            top_k=base.top_k if self.top_k is None else self.top_k,
+            top_p=base.top_p if self.top_p is None else self.top_p,
+            min_p=base.min_p if self.min_p is None else self.min_p,
+            repeat_penalty=self.repeat_penalty or base.repeat_penalty,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            presence_penalty=self.presence_penalty or 0.0,
+            stop=stop,
+            seed=self.seed,
+            n=self.n,
+            logprobs=logprobs,
+            ignore_eos=self.ignore_eos,
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class ContentPart(Strict):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+    def message(self) -> Message:
+        role = "system" if self.role == "developer" else self.role
+        if self.content is None or isinstance(self.content, str):
+            return Message(role, self.content or "")
+        texts = []
+        for part in self.content:
+            if part.type != "text" or part.text is None:
+                raise Unsupported(f"content of type {part.type!r}: this server reads text only")
+            texts.append(part.text)
+        return Message(role, "".join(texts))
+
+
+class ChatRequest(SamplingFields):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+
+    def chat_messages(self) -> list[Message]:
+        return [m.message() for m in self.messages]
+
+    def to_sampling(self) -> Sampling:
+        # The engines report alternatives only with at least one; the answer trims to top_logprobs.
+        wanted = max(self.top_logprobs or 0, 1) if self.logprobs else 0
+        return self.sampling(wanted, self.max_completion_tokens)
+
+
+TokenIds = list[Annotated[int, Field(ge=0)]]
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | TokenIds | list[str] | list[TokenIds]
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    echo: bool = False
+    best_of: Annotated[int, Field(ge=1)] | None = None
+    suffix: str | None = None
+
+    @model_validator(mode="after")
+    def _refuse_completion_extras(self) -> CompletionRequest:
+        if self.best_of not in (None, 1) and self.best_of != self.n:
+            raise Unsupported("best_of is not supported: leave it out or make it equal to n")
+        if self.suffix:
+            raise Unsupported("suffix (insertion) is not supported: leave it out")
+        if self.echo:
+            raise Unsupported("echo is not supported: leave it out")
+        return self
+
+    def prompts(self) -> list[str | list[int]]:
+        """One prompt or several; a list of ints is one prompt of token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if p and all(isinstance(x, int) for x in p):
+            return [list(p)]  # type: ignore[arg-type]
+        return list(p)  # type: ignore[arg-type]
+
+    def to_sampling(self) -> Sampling:
+        wanted = max(self.logprobs, 1) if self.logprobs is not None else 0
+        return self.sampling(wanted)
+
+
+class EmbeddingRequest(Strict):
+    input: str | list[str] | TokenIds | list[TokenIds]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+
+
+class TokenizeRequest(Strict):
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool | None = None
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give either prompt or messages")
+        return self
+
+
+class DetokenizeRequest(Strict):
+    model: str | None = None
+    tokens: TokenIds
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(exclude_none=True)

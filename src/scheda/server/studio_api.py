@@ -1,0 +1,263 @@
+"""The web studio's own routes (`/api`): sessions, the spec sheet and the fit calculator.
+
+Sessions are the same SQLite store as `scheda chat`'s, so a conversation
+begun in the terminal goes on in the browser. A chat turn saves the question
+before the model answers and the answer when it ends; a client that stops
+reading (the stop button) cancels the generation and the partial answer is
+saved, as Ctrl-C does in the terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+
+from scheda import hardware
+from scheda.chat import fit_history
+from scheda.engines.base import Generation, Sampling
+from scheda.fit_report import fit_report
+from scheda.render import card_rows
+from scheda.server.errors import APIError, sse
+from scheda.server.pool import ModelPool, ServedModel
+from scheda.server.runner import Job
+from scheda.server.schemas import Strict
+from scheda.sessions import SessionStore
+
+router = APIRouter(prefix="/api")
+MAX_CONTEXT = 1 << 24
+
+
+def pool_of(request: Request) -> ModelPool:
+    return request.app.state.pool  # type: ignore[no-any-return]
+
+
+def store_of(request: Request) -> SessionStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+@router.get("/models")
+def models(request: Request) -> list[dict[str, Any]]:
+    return [m.describe() for m in pool_of(request).models.values()]
+
+
+@router.get("/models/{model_id:path}/card")
+def card(model_id: str, request: Request) -> dict[str, Any]:
+    spec = pool_of(request).get(model_id).spec
+    return {
+        "name": spec.name,
+        "rows": [[label, cells[0]] for label, cells in card_rows([spec])],
+        "spec": spec.to_dict(),
+    }
+
+
+@router.get("/models/{model_id:path}/fit")
+def fit(
+    model_id: str,
+    request: Request,
+    context: Annotated[int | None, Query(ge=1, le=MAX_CONTEXT)] = None,
+    gpu: str | None = None,
+) -> dict[str, Any]:
+    spec = pool_of(request).get(model_id).spec
+    devices = hardware.find(gpu) if gpu else hardware.all_devices()
+    return fit_report(spec, context, 1, devices).to_dict()
+
+
+@router.get("/gpus")
+def gpus() -> list[dict[str, Any]]:
+    return [
+        {"key": d.key, "name": d.name, "memory": d.memory, "usable": d.usable}
+        for d in hardware.all_devices()
+    ]
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+
+class NewSession(Strict):
+    model: str | None = None
+    system: str | None = None
+    title: str | None = None
+
+
+class SessionChange(Strict):
+    title: str | None = None
+    system: str | None = None
+    params: dict[str, Any] | None = None
+    model: str | None = None
+
+
+class ChatParams(Strict):
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    seed: int | None = None
+    repeat_penalty: Annotated[float, Field(ge=0.0)] | None = None
+
+
+class ChatTurn(Strict):
+    content: Annotated[str, Field(min_length=1)]
+    params: ChatParams | None = None
+    model: str | None = None
+
+
+def _session_json(store: SessionStore, session_id: str) -> dict[str, Any]:
+    session = store.get(session_id)
+    messages = store.messages(session.id)
+    return {
+        **session.to_dict(),
+        "messages": [{"role": m.role, "content": m.content} for m in messages],
+    }
+
+
+@router.get("/sessions")
+def list_sessions(request: Request) -> list[dict[str, Any]]:
+    return [s.to_dict() for s in store_of(request).list()]
+
+
+@router.post("/sessions", status_code=201)
+def create_session(body: NewSession, request: Request) -> dict[str, Any]:
+    entry = _chat_model(pool_of(request), body.model)
+    store = store_of(request)
+    session = store.create(entry.id, body.system or None)
+    if body.title:
+        store.rename(session.id, body.title)
+    return _session_json(store, session.id)
+
+
+@router.get("/sessions/{session_id}")
+def get_session(session_id: str, request: Request) -> dict[str, Any]:
+    return _session_json(store_of(request), session_id)
+
+
+@router.patch("/sessions/{session_id}")
+def change_session(session_id: str, body: SessionChange, request: Request) -> dict[str, Any]:
+    store = store_of(request)
+    session = store.get(session_id)
+    fields = body.model_fields_set
+    if "model" in fields and body.model:
+        store.set_model(session.id, _chat_model(pool_of(request), body.model).id)
+    if "title" in fields:
+        store.rename(session.id, body.title)
+    if "system" in fields:
+        store.set_system(session.id, body.system)
+    if "params" in fields:
+        store.set_params(session.id, body.params or {})
+    return _session_json(store, session.id)
+
+
+@router.delete("/sessions/{session_id}")
+def delete_session(session_id: str, request: Request) -> dict[str, Any]:
+    gone = store_of(request).delete(session_id)
+    return {"deleted": gone.id}
+
+
+def _chat_model(pool: ModelPool, model: str | None) -> ServedModel:
+    entry = pool.get(model)
+    if entry.kind != "chat":
+        raise APIError(f"{entry.id} makes embeddings; it cannot chat", "model")
+    return entry
+
+
+def _session_model(pool: ModelPool, stored: str, asked: str | None) -> ServedModel:
+    """The model a turn runs on: the one asked for, else the session's if it is served here."""
+    if asked:
+        return _chat_model(pool, asked)
+    if stored in pool.models:
+        return _chat_model(pool, stored)
+    # A session begun in the terminal names a file or a reference: match it to a served model.
+    for m in pool.models.values():
+        if m.kind == "chat" and stored in (m.ref, str(m.path), Path(stored).name):
+            return m
+    return _chat_model(pool, None)
+
+
+def _sampling(saved: dict[str, Any], params: ChatParams | None) -> Sampling:
+    sampling = Sampling()
+    for key, value in saved.items():  # what `scheda chat`'s /params saved with the session
+        if hasattr(sampling, key) and key not in ("stop", "n", "logprobs", "ignore_eos"):
+            setattr(sampling, key, value)
+    for key, value in (params.model_dump(exclude_none=True) if params else {}).items():
+        setattr(sampling, key, value)
+    return sampling
+
+
+@router.post("/sessions/{session_id}/chat")
+async def chat(session_id: str, body: ChatTurn, request: Request) -> Any:
+    store, pool = store_of(request), pool_of(request)
+    session = store.get(session_id)
+    entry = _session_model(pool, session.model, body.model)
+    if entry.id != session.model:
+        store.set_model(session.id, entry.id)
+    sampling = _sampling(session.params, body.params)
+    if body.params is not None:
+        store.set_params(
+            session.id, {**session.params, **body.params.model_dump(exclude_none=True)}
+        )
+    store.add_message(session.id, "user", body.content)
+
+    def work(engine: Any, on_text: Any, cancel: Any) -> Generation:
+        history = store.messages(session.id)
+        messages, _ = fit_history(engine, session.system, history, sampling.max_tokens)
+        return engine.chat(messages, sampling, on_text, cancel)  # type: ignore[no-any-return]
+
+    job = Job(pool, entry, work)
+    return StreamingResponse(
+        _turn(job, store, session.id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _turn(job: Job, store: SessionStore, session_id: str) -> AsyncIterator[str]:
+    """Stream one answer; save it when it ends, however it ends."""
+    answer: list[str] = []
+    saved = False
+
+    def save(text: str, tokens: int | None) -> None:
+        nonlocal saved
+        if not saved and text:
+            store.add_message(session_id, "assistant", text, tokens)
+        saved = True
+
+    try:
+        while True:
+            event = await job.next()
+            if event.kind == "text":
+                if event.index == 0:
+                    answer.append(event.text)
+                    yield sse({"text": event.text})
+                continue
+            if event.kind == "error":
+                yield sse({"error": APIError.from_exception(event.error).body()})
+                return
+            generation: Generation = event.result
+            t = generation.timings
+            save(generation.text, generation.completion_tokens)
+            yield sse(
+                {
+                    "done": True,
+                    "finish_reason": generation.finish_reason,
+                    "prompt_tokens": generation.prompt_tokens,
+                    "completion_tokens": generation.completion_tokens,
+                    "first_token_s": round(t.first_token_s, 3),
+                    "tokens_per_s": round(t.tokens_per_s, 1),
+                    "total_s": round(t.total_s, 3),
+                }
+            )
+            return
+    finally:
+        if not saved:
+            # The client left mid-answer: stop the engine, keep what it had said. Saved
+            # here and now, not awaited: a cancelled stream may not await anything more.
+            job.cancel.set()
+            save("".join(answer), None)
