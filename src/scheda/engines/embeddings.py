@@ -59,7 +59,9 @@ class EmbeddingEngine:
         limit = int(getattr(self.model.config, "max_position_embeddings", 512))
         self.context = min(int(config.get("max_seq_length") or limit), limit)
         self.dimensions = int(self.model.config.hidden_size)
-        self._byte_level = is_byte_level(self.tokenizer)
+        self._byte_level = self.tokenizer.is_fast and is_byte_level(
+            json.loads(self.tokenizer.backend_tokenizer.to_str()).get("decoder")
+        )
         self._lock = threading.Lock()  # one forward pass at a time: torch uses every core
         self.load_s = elapsed()
 

@@ -27,6 +27,7 @@ from scheda.errors import (
     UsageError,
 )
 from scheda.server.pool import PoolError
+from scheda.server.schemas import Unsupported
 
 log = logging.getLogger("scheda.server")
 
@@ -78,7 +79,7 @@ class APIError(Exception):
             return cls(str(exc), "model" if exc.status == 404 else None, exc.status)
         if isinstance(exc, SessionNotFoundError | ModelNotFoundError):
             return cls(str(exc), None, 404)
-        if isinstance(exc, UsageError):
+        if isinstance(exc, UsageError | Unsupported):
             return cls(str(exc), None, 400)
         if isinstance(exc, EngineError) and exc.client_fault:
             return cls(str(exc), None, 400)

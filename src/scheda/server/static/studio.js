@@ -226,12 +226,27 @@ async function loadModels() {
   updateComposer();
 }
 
+const modelLabel = (model) => `${model.id}${model.loaded ? " (loaded)" : ""}`;
+
 function modelOption(model, disabled = false) {
-  const option = el("option", "", `${model.id}${model.loaded ? "  ●" : ""}`);
+  const option = el("option", "", modelLabel(model));
   option.value = model.id;
   option.disabled = disabled;
   option.title = `${model.engine ?? ""} ${model.path ?? ""}`.trim();
   return option;
+}
+
+/** After an answer a model may have been loaded (or another unloaded): update the labels. */
+async function refreshModelLabels() {
+  try {
+    state.models = await api("/api/models");
+  } catch {
+    return; // only labels; the next action reports a real problem
+  }
+  for (const option of document.querySelectorAll("#model-picker option, #card-model option")) {
+    const model = state.models.find((m) => m.id === option.value);
+    if (model) option.textContent = modelLabel(model);
+  }
 }
 
 /**
@@ -313,7 +328,7 @@ function sessionItem(session) {
   rename.setAttribute("aria-label", "Rename");
   rename.addEventListener("click", () => startRename(item, session));
 
-  const remove = el("button", "session-delete icon", "🗑");
+  const remove = el("button", "session-delete icon", "✕");
   remove.type = "button";
   remove.title = "Delete";
   remove.setAttribute("aria-label", "Delete");
@@ -375,7 +390,7 @@ async function confirmDelete(button, session) {
     button.textContent = "Delete?";
     setTimeout(() => {
       button.classList.remove("confirming");
-      button.textContent = "🗑";
+      button.textContent = "✕";
     }, 4000);
     return;
   }
@@ -680,12 +695,15 @@ async function send(event) {
   input.value = "";
   appendMessage("user", content);
   const view = appendMessage("assistant", "", "streaming");
+  const session = state.current;
   // The model goes with the turn: the answer comes from the one the picker shows.
-  await streamAnswer(state.current.id, { content, model, params: readParams() }, view);
-  state.current.model = model;
+  await streamAnswer(session.id, { content, model, params: readParams() }, view);
+  session.model = model;
+  await Promise.all([refreshSessions(), refreshModelLabels()]);
+  // Another session may have been opened meanwhile (which stops this answer): leave it be.
+  if (state.current !== session) return;
   showSessionNote();
-  await refreshSessions();
-  const listed = state.sessions.find((s) => s.id === state.current?.id);
+  const listed = state.sessions.find((s) => s.id === session.id);
   if (listed?.title) $("chat-title").textContent = listed.title;
 }
 
@@ -768,7 +786,7 @@ function showView(view) {
 async function showModel(id) {
   if (!id || state.cardModel === id) return;
   state.cardModel = id;
-  $("card-title").textContent = "Spec sheet";
+  $("card-title").textContent = id;
   $("card").tBodies[0].replaceChildren(cardRow("Loading", "…"));
   let card;
   try {
@@ -914,10 +932,11 @@ function drawFit(fit, gpuKey) {
         `Engine ${size(p.engine)}: compute ${size(p.compute_buffer)}, output ${size(p.output_buffer)}, runtime ${size(p.runtime)}`,
       ),
     );
-    if (lineOnScale) {
-      const line = el("div", "fit-limit");
-      line.style.left = pct(usable);
-      line.title = `${device.name}: ${size(usable)} usable`;
+    if (usable != null) {
+      // Off the scale, the line stands dashed at the right edge: "further than this".
+      const line = el("div", lineOnScale ? "fit-limit" : "fit-limit off-scale");
+      line.style.left = lineOnScale ? pct(usable) : "100%";
+      line.title = `${device.name}: ${size(usable)} usable${lineOnScale ? "" : " (off the scale)"}`;
       track.append(line);
     }
 
@@ -930,12 +949,36 @@ function drawFit(fit, gpuKey) {
     );
     return row;
   });
-  bars.replaceChildren(...rows);
+  bars.replaceChildren(axis(device, usable, lineOnScale, pct), ...rows);
 
   const where = device ? `${device.name}: ${size(usable)} usable` : "no device";
-  const off = usable != null && !lineOnScale ? " (far beyond the bars, so the line is off the scale)" : "";
+  const off =
+    usable != null && !lineOnScale ? " (far beyond the bars: the dashed line at the right edge)" : "";
   $("fit-note").textContent =
-    `Context ${number(fit.context ?? currentContext())} tokens, batch ${fit.batch ?? 1}. ${where}${off}.`;
+    `Context ${number(fit.context ?? currentContext())} tokens, batch ${fit.batch ?? 1} · ${where}${off}`;
+}
+
+/** The row above the bars that names the usable-memory line, placed over it. */
+function axis(device, usable, lineOnScale, pct) {
+  const row = el("div", "fit-row fit-axis");
+  const track = el("div", "fit-axis-track");
+  if (usable != null) {
+    const label = el(
+      "span",
+      lineOnScale ? "fit-axis-label" : "fit-axis-label off-scale",
+      `${lineOnScale ? "" : "→ "}${device.name}: ${size(usable)} usable`,
+    );
+    if (lineOnScale) {
+      const at = Number.parseFloat(pct(usable));
+      label.style.left = `${at}%`;
+      // Centred on the line, but kept inside the track near either end.
+      if (at > 75) label.style.transform = "translateX(-100%)";
+      else if (at < 25) label.style.transform = "none";
+    }
+    track.append(label);
+  }
+  row.append(el("div"), track, el("div"), el("div"));
+  return row;
 }
 
 /** One piece of a stacked bar; its width is its share of the common scale. */

@@ -1,0 +1,106 @@
+"""A real `scheda serve` in a subprocess on a free loopback port, for the server's tests."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+START_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`scheda serve ARGS` until `stop()`; `request()` talks to it over raw HTTP."""
+
+    def __init__(self, args: list[str], data_dir: Path, api_key: str | None = None) -> None:
+        self.port = free_port()
+        self.key = api_key
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "scheda", "serve", *args, "--port", str(self.port)]
+        if api_key:
+            command += ["--api-key", api_key]
+        env = {**os.environ, "SCHEDA_DATA_DIR": str(data_dir)}
+        self.log = data_dir / f"serve-{self.port}.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._log_file = self.log.open("wb")
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
+        self._wait()
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"scheda serve exited: {self.log.read_text()}")
+            try:
+                status, _ = self.request("GET", "/health")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"scheda serve did not start: {self.log.read_text()}")
+
+    def headers(self, key: str | None = "default") -> dict[str, str]:
+        key = self.key if key == "default" else key
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> tuple[int, Any]:
+        """(status, parsed JSON or text) of one request."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+            conn.request(method, path, body=data, headers=headers or self.headers())
+            answer = conn.getresponse()
+            text = answer.read().decode("utf-8", errors="replace")
+        finally:
+            conn.close()
+        try:
+            return answer.status, json.loads(text)
+        except ValueError:
+            return answer.status, text
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+
+def sse_events(response: http.client.HTTPResponse) -> list[dict[str, Any] | str]:
+    """Every `data:` line of a finished event stream, parsed ("[DONE]" stays a string)."""
+    events: list[dict[str, Any] | str] = []
+    for line in response.read().decode().splitlines():
+        if line.startswith("data: "):
+            payload = line[len("data: ") :]
+            events.append(payload if payload == "[DONE]" else json.loads(payload))
+    return events

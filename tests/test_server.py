@@ -1,0 +1,452 @@
+"""`scheda serve` against the official openai client and raw HTTP, on a real server on loopback.
+
+One server serves the embedded model (llama.cpp, 4 slots) and the MiniLM
+folder (embeddings), locked with an API key. Answers are greedy (temperature
+0) where a test compares texts, so they are the same run to run.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import math
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.serving import Server, sse_events
+
+KEY = "sk-test-key"
+MAX_BODY = 256 * 1024
+CAPITAL = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("serve")
+    args = ["default", str(minilm_path), "--parallel", "4", "--max-body", str(MAX_BODY)]
+    s = Server(args, data, api_key=KEY)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+
+
+def chat(client: openai.OpenAI, text: str, **options: Any) -> Any:
+    return client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": text}], **options
+    )
+
+
+# -- the openai client, unchanged ----------------------------------------------------------
+
+
+def test_models_lists_both(client: openai.OpenAI, minilm_path: Path) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert ids == ["default", minilm_path.name]
+
+
+def test_chat_answers_and_counts(client: openai.OpenAI) -> None:
+    answer = chat(client, "What is the capital of France?", temperature=0, max_tokens=24)
+    assert answer.choices[0].message.content.strip()
+    assert answer.choices[0].message.role == "assistant"
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage.prompt_tokens > 5
+    assert 0 < answer.usage.completion_tokens <= 24
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
+
+
+def test_stream_gives_the_same_text(client: openai.OpenAI) -> None:
+    options = {"temperature": 0, "max_tokens": 30}
+    whole = chat(client, "Name three colours.", **options).choices[0].message.content
+    stream = chat(
+        client,
+        "Name three colours.",
+        stream=True,
+        stream_options={"include_usage": True},
+        **options,
+    )
+    pieces, finish, usage = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert len([p for p in pieces if p]) > 3  # it came in pieces
+    assert "".join(pieces) == whole
+    assert finish in ("stop", "length")
+    assert usage is not None and usage.completion_tokens == len([p for p in pieces if p])
+
+
+def test_length_and_stop_finish_reasons(client: openai.OpenAI) -> None:
+    cut = client.completions.create(model="default", prompt=CAPITAL, max_tokens=3, temperature=0)
+    assert cut.choices[0].finish_reason == "length"
+    assert cut.usage.completion_tokens == 3
+    stopped = client.completions.create(
+        model="default", prompt=CAPITAL, max_tokens=20, temperature=0, stop=["."]
+    )
+    assert stopped.choices[0].text == " Paris"
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_seed_makes_sampling_repeatable(client: openai.OpenAI) -> None:
+    options = {"temperature": 1.0, "max_tokens": 16, "seed": 1234}
+    one = chat(client, "Tell me a story.", **options).choices[0].message.content
+    two = chat(client, "Tell me a story.", **options).choices[0].message.content
+    assert one == two
+
+
+def test_n_samples(client: openai.OpenAI) -> None:
+    answer = chat(client, "Say a word.", n=3, temperature=1.0, max_tokens=8, seed=7)
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    assert all(c.message.content for c in answer.choices)
+    assert len({c.message.content for c in answer.choices}) > 1  # sampled, not copied
+    assert 3 <= answer.usage.completion_tokens <= 24
+
+
+def test_token_id_prompt_equals_text_prompt(client: openai.OpenAI, server: Server) -> None:
+    status, tokens = server.request(
+        "POST", "/tokenize", {"prompt": CAPITAL, "add_special_tokens": True}
+    )
+    assert status == 200
+    by_text = client.completions.create(
+        model="default", prompt=CAPITAL, max_tokens=6, temperature=0
+    )
+    by_ids = client.completions.create(
+        model="default", prompt=tokens["tokens"], max_tokens=6, temperature=0
+    )
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    assert by_ids.usage.prompt_tokens == tokens["count"]
+
+
+def test_several_prompts_in_one_request(client: openai.OpenAI) -> None:
+    answer = client.completions.create(
+        model="default", prompt=[CAPITAL, "One, two,"], max_tokens=2, temperature=0
+    )
+    assert [c.index for c in answer.choices] == [0, 1]
+    assert answer.choices[0].text.startswith(" Paris")
+
+
+def test_completion_logprobs(client: openai.OpenAI) -> None:
+    answer = client.completions.create(
+        model="default", prompt=CAPITAL, max_tokens=3, temperature=0, logprobs=2
+    )
+    lp = answer.choices[0].logprobs
+    assert lp.tokens[0] == " Paris"
+    assert len(lp.token_logprobs) == 3
+    assert all(v <= 0 for v in lp.token_logprobs)
+    assert all(len(alternatives) == 2 for alternatives in lp.top_logprobs)
+    # Greedy: the chosen token is the most likely one.
+    assert lp.token_logprobs[0] == pytest.approx(max(lp.top_logprobs[0].values()))
+    assert lp.text_offset[0] == 0 and lp.text_offset[1] == len(lp.tokens[0])
+
+
+def test_chat_logprobs(client: openai.OpenAI) -> None:
+    answer = chat(client, "Hi", max_tokens=3, temperature=0, logprobs=True, top_logprobs=3)
+    content = answer.choices[0].logprobs.content
+    assert len(content) == answer.usage.completion_tokens
+    assert "".join(t.token for t in content) == answer.choices[0].message.content
+    for t in content:
+        assert len(t.top_logprobs) == 3
+        assert bytes(t.bytes) == t.token.encode()
+        assert t.logprob == pytest.approx(t.top_logprobs[0].logprob)
+
+
+def test_penalties_reach_llamacpp(client: openai.OpenAI) -> None:
+    plain = chat(client, "List fruits: apple, apple, apple,", temperature=0, max_tokens=24)
+    penalised = chat(
+        client,
+        "List fruits: apple, apple, apple,",
+        temperature=0,
+        max_tokens=24,
+        frequency_penalty=2.0,
+        presence_penalty=2.0,
+    )
+    assert penalised.choices[0].message.content != plain.choices[0].message.content
+
+
+def test_embeddings(client: openai.OpenAI, minilm_path: Path) -> None:
+    texts = ["A cat sits on the mat.", "A kitten rests on a rug.", "Stock markets fell today."]
+    answer = client.embeddings.create(model=minilm_path.name, input=texts)
+    vectors = [d.embedding for d in answer.data]
+    assert [len(v) for v in vectors] == [384, 384, 384]
+    for v in vectors:
+        assert math.sqrt(sum(x * x for x in v)) == pytest.approx(1.0, abs=1e-4)
+
+    def cos(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2]) + 0.3
+    # Padding must not leak into the mean: a text alone equals the same text in a batch.
+    alone = client.embeddings.create(model=minilm_path.name, input=texts[0]).data[0].embedding
+    assert alone == pytest.approx(vectors[0], abs=1e-5)
+    assert answer.usage.prompt_tokens > 10
+    packed = client.embeddings.create(
+        model=minilm_path.name, input=texts[0], encoding_format="base64"
+    )
+    raw = base64.b64decode(packed.data[0].embedding)
+    assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(alone, abs=1e-6)
+
+
+# -- vLLM's tokenizer routes ---------------------------------------------------------------
+
+
+def test_tokenize_and_detokenize(server: Server) -> None:
+    status, answer = server.request(
+        "POST", "/tokenize", {"prompt": "Hello world, ciao!", "return_token_strs": True}
+    )
+    assert status == 200
+    assert answer["count"] == len(answer["tokens"]) == len(answer["token_strs"])
+    assert "".join(answer["token_strs"]) == "Hello world, ciao!"
+    assert answer["max_model_len"] == 4096
+    status, text = server.request("POST", "/detokenize", {"tokens": answer["tokens"]})
+    assert (status, text) == (200, {"prompt": "Hello world, ciao!"})
+
+
+def test_tokenize_messages_counts_like_chat(client: openai.OpenAI, server: Server) -> None:
+    messages = [{"role": "user", "content": "What is two plus two?"}]
+    status, tokens = server.request("POST", "/tokenize", {"messages": messages})
+    assert status == 200
+    answer = client.chat.completions.create(model="default", messages=messages, max_tokens=1)
+    assert tokens["count"] == answer.usage.prompt_tokens
+
+
+def test_tokenizer_info(server: Server) -> None:
+    status, info = server.request("GET", "/tokenizer_info")
+    assert status == 200
+    assert info["eos_token"] == "<|im_end|>"
+    assert "im_start" in info["chat_template"]
+    assert info["model_max_length"] == 4096
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def error_of(server: Server, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, Any]]:
+    status, answer = server.request(
+        "POST" if body is not None or "raw" in kw else "GET", path, body, **kw
+    )
+    assert isinstance(answer, dict) and set(answer["error"]) == {"message", "type", "param", "code"}
+    assert "\n" not in answer["error"]["message"]
+    return status, answer["error"]
+
+
+def test_api_key_is_required(server: Server) -> None:
+    for key in (None, "wrong"):
+        status, error = error_of(server, "/v1/models", headers=server.headers(key))
+        assert status == 401 and error["code"] == "invalid_api_key"
+    for path in ("/api/sessions", "/tokenizer_info"):
+        assert server.request("GET", path, headers=server.headers(None))[0] == 401
+    # The studio page itself loads, so that it can ask for the key.
+    assert server.request("GET", "/", headers={})[0] == 200
+
+
+def test_unknown_model_and_route(server: Server) -> None:
+    body = {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}
+    status, error = error_of(server, "/v1/chat/completions", body)
+    assert status == 404 and error["param"] == "model" and "default" in error["message"]
+    status, error = error_of(server, "/v1/nowhere")
+    assert status == 404
+
+
+def test_wrong_types_name_the_field(server: Server) -> None:
+    cases = [
+        ({"messages": "hello"}, "messages"),
+        ({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, "temperature"),
+        ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}, "max_tokens"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
+        ({"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}, "top_p"),
+    ]
+    for body, field in cases:
+        status, error = error_of(server, "/v1/chat/completions", body)
+        assert (status, error["param"]) == (400, field), body
+        assert error["message"].startswith(field)
+
+
+def test_bad_json(server: Server) -> None:
+    status, error = error_of(server, "/v1/chat/completions", raw=b'{"messages": [')
+    assert status == 400 and "not valid JSON" in error["message"]
+    status, error = error_of(server, "/v1/completions", raw=b"[1, 2]")
+    assert status == 400
+
+
+def test_prompt_over_the_context(server: Server) -> None:
+    body = {"prompt": "word " * 5000, "max_tokens": 1}
+    status, error = error_of(server, "/v1/completions", body)
+    assert status == 400 and error["code"] == "context_length_exceeded"
+    assert "4096" in error["message"] and "500" in error["message"]  # both counts
+
+
+def test_refused_features_say_so(server: Server) -> None:
+    base = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    for extra, word in (
+        ({"logit_bias": {"1": 5}}, "logit_bias"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"n": 5}, "parallel slots"),
+    ):
+        status, error = error_of(server, "/v1/chat/completions", {**base, **extra})
+        assert status == 400 and word in error["message"], extra
+
+
+def test_body_over_the_limit(server: Server) -> None:
+    big = {"prompt": "x" * (MAX_BODY + 10)}
+    status, error = error_of(server, "/v1/completions", big)
+    assert status == 413 and "limit" in error["message"]
+
+
+def test_embedding_model_cannot_chat(server: Server, minilm_path: Path) -> None:
+    body = {"model": minilm_path.name, "messages": [{"role": "user", "content": "hi"}]}
+    status, error = error_of(server, "/v1/chat/completions", body)
+    assert status == 400 and error["param"] == "model"
+
+
+MALFORMED: list[bytes] = [
+    b"",
+    b"null",
+    b"{}",
+    b'"text"',
+    b"\xff\xfe\x00garbage",
+    b'{"messages": []}',
+    b'{"messages": [{}]}',
+    b'{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
+    b'{"messages": [{"role": "user", "content": null}], "max_tokens": 1e309}',
+    b'{"prompt": [[1, 2], "mixed"]}',
+    b'{"prompt": [-5]}',
+    b'{"prompt": [999999999], "max_tokens": 1}',
+    b'{"prompt": "x", "stop": [1, 2]}',
+    b'{"prompt": "x", "seed": "7"}',
+    b'{"prompt": "x", "stream_options": 3}',
+    b'{"input": []}',
+    b'{"tokens": ["a"]}',
+    b'{"tokens": [99999999]}',
+    b"[" * 5000 + b"]" * 5000,
+]
+
+
+def test_malformed_battery_leaves_the_server_answering(
+    server: Server, client: openai.OpenAI
+) -> None:
+    routes = [
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/tokenize",
+        "/detokenize",
+    ]
+    for route in routes:
+        for raw in MALFORMED:
+            status, answer = server.request("POST", route, raw=raw)
+            assert 400 <= status < 500, (route, raw[:60], status, answer)
+            assert "error" in answer
+    answer = client.completions.create(model="default", prompt=CAPITAL, max_tokens=2, temperature=0)
+    assert answer.choices[0].text.startswith(" Paris")
+
+
+# -- concurrency ---------------------------------------------------------------------------
+
+
+@contextmanager
+def stream_request(server: Server, body: dict[str, Any]) -> Iterator[http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    try:
+        conn.request("POST", "/v1/chat/completions", json.dumps(body), server.headers())
+        yield conn.getresponse()
+    finally:
+        conn.close()
+
+
+def test_requests_decode_together(server: Server) -> None:
+    """Four streams on four slots all start before any ends: no lock serialises them."""
+    firsts: dict[int, float] = {}
+    lasts: dict[int, float] = {}
+
+    def run(i: int) -> None:
+        body = {
+            "messages": [{"role": "user", "content": f"Write a poem about the number {i}."}],
+            "max_tokens": 48,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        with stream_request(server, body) as answer:
+            for line in answer:
+                if b'"content":"' in line and b'"content":""' not in line:
+                    firsts.setdefault(i, time.monotonic())
+            lasts[i] = time.monotonic()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(firsts) == len(lasts) == 4
+    assert max(firsts.values()) < min(lasts.values())
+
+
+def test_disconnect_cancels_and_frees_the_slot(server: Server) -> None:
+    body = {
+        "messages": [{"role": "user", "content": "Count to ten thousand."}],
+        "max_tokens": 3000,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with stream_request(server, body) as answer:
+        for _ in range(5):
+            answer.readline()
+        assert server.request("GET", "/health")[1]["active"]["default"] == 1
+    # The client went away mid-stream.
+    deadline = time.monotonic() + 20  # 3000 tokens would take far longer than this
+    while time.monotonic() < deadline:
+        if server.request("GET", "/health")[1]["active"]["default"] == 0:
+            break
+        time.sleep(0.1)
+    assert server.request("GET", "/health")[1]["active"]["default"] == 0
+
+
+def test_a_long_prompt_runs_beside_others(server: Server) -> None:
+    """One request may use (almost) the full context while another runs: each slot has it all."""
+    long_prompt = "word " * 3500
+    results: dict[str, Any] = {}
+
+    def run(name: str, body: dict[str, Any]) -> None:
+        results[name] = server.request("POST", "/v1/completions", body)
+
+    threads = [
+        threading.Thread(target=run, args=("long", {"prompt": long_prompt, "max_tokens": 4})),
+        threading.Thread(target=run, args=("short", {"prompt": CAPITAL, "max_tokens": 4})),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results["long"][0] == 200 and results["long"][1]["usage"]["prompt_tokens"] > 3000
+    assert results["short"][0] == 200
+
+
+def test_sse_shape_of_text_completions(server: Server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    body = {"prompt": CAPITAL, "max_tokens": 3, "temperature": 0, "stream": True}
+    try:
+        conn.request("POST", "/v1/completions", json.dumps(body), server.headers())
+        answer = conn.getresponse()
+        assert answer.status == 200
+        assert answer.getheader("content-type", "").startswith("text/event-stream")
+        events = sse_events(answer)
+    finally:
+        conn.close()
+    assert events[-1] == "[DONE]"
+    chunks = [e for e in events if isinstance(e, dict)]
+    assert all(c["object"] == "text_completion" for c in chunks)
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == " Paris.\n"
