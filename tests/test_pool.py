@@ -1,0 +1,119 @@
+"""The server's model pool: loaded on first use, least recently used unloaded first."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from scheda.errors import UsageError
+from scheda.server.pool import ModelPool, PoolError, served_model
+
+
+@pytest.fixture(scope="module")
+def two(minilm_path: Path) -> tuple:
+    chat = served_model("default", parallel=2)
+    embed = served_model(str(minilm_path))
+    return chat, embed
+
+
+def test_the_need_is_fits_estimate(two: tuple) -> None:
+    from scheda.fit import estimate
+
+    chat, embed = two
+    assert chat.kind == "chat" and embed.kind == "embedding"
+    # Two slots of the served context each: llama.cpp gives every slot the whole context.
+    assert chat.need == estimate(chat.spec, "file", chat.context * 2).total
+    assert chat.need > embed.need > 0
+
+
+def test_least_recently_used_leaves_to_make_room(two: tuple) -> None:
+    chat, embed = two
+    pool = ModelPool([chat, embed], budget=chat.need + embed.need - 1, queue=2, parallel=2)
+    try:
+        with pool.lease(chat) as engine:
+            assert engine.count_tokens("hello") > 0
+        assert pool.loaded() == [chat.id]
+        with pool.lease(embed) as embedder:
+            vectors, _ = embedder.embed(["hello"])
+            assert len(vectors[0]) == 384
+        assert pool.loaded() == [embed.id]  # the chat model was unloaded to make room
+        with pool.lease(chat):
+            assert pool.loaded() == [chat.id]
+    finally:
+        pool.close()
+    assert pool.loaded() == []
+
+
+def test_both_stay_when_both_fit(two: tuple) -> None:
+    chat, embed = two
+    pool = ModelPool([chat, embed], budget=chat.need + embed.need, queue=2, parallel=2)
+    try:
+        with pool.lease(chat), pool.lease(embed):
+            pass
+        assert sorted(pool.loaded()) == sorted([chat.id, embed.id])
+    finally:
+        pool.close()
+
+
+def test_a_busy_model_is_never_unloaded(two: tuple) -> None:
+    chat, embed = two
+    pool = ModelPool([chat, embed], budget=chat.need + embed.need - 1, queue=2, parallel=2)
+    busy, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with pool.lease(embed):
+            busy.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert busy.wait(60)
+        with pytest.raises(PoolError) as error, pool.lease(chat):
+            pass
+        assert error.value.status == 503 and "busy" in str(error.value)
+        assert pool.loaded() == [embed.id]
+    finally:
+        release.set()
+        holder.join()
+        pool.close()
+
+
+def test_admission_stops_at_slots_plus_queue(two: tuple) -> None:
+    chat, _ = two
+    pool = ModelPool([chat], budget=chat.need, queue=1, parallel=2)
+    leases = [pool.lease(chat) for _ in range(3)]  # two slots and one waiting
+    try:
+        for lease in leases:
+            lease.__enter__()
+        with pytest.raises(PoolError) as error, pool.lease(chat):
+            pass
+        assert error.value.status == 503
+    finally:
+        for lease in leases:
+            lease.__exit__(None, None, None)
+        pool.close()
+    assert chat.active == 0
+
+
+def test_unknown_model_is_a_404(two: tuple) -> None:
+    chat, _ = two
+    pool = ModelPool([chat], budget=chat.need, queue=1, parallel=2)
+    assert pool.get(None) is chat
+    with pytest.raises(PoolError) as error:
+        pool.get("nope")
+    assert error.value.status == 404 and "default" in str(error.value)
+
+
+def test_a_model_over_the_whole_budget_is_refused_at_start(two: tuple) -> None:
+    chat, _ = two
+    with pytest.raises(UsageError, match="budget"):
+        ModelPool([chat], budget=chat.need - 1, queue=1, parallel=2)
+
+
+def test_two_models_with_one_name_are_refused(two: tuple) -> None:
+    chat, _ = two
+    with pytest.raises(UsageError, match="both be served"):
+        ModelPool([chat, chat], budget=2 * chat.need, queue=1, parallel=2)
