@@ -21,6 +21,8 @@ from typing import Any
 
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.serving import Server, sse_events
 
@@ -450,3 +452,103 @@ def test_sse_shape_of_text_completions(server: Server) -> None:
     chunks = [e for e in events if isinstance(e, dict)]
     assert all(c["object"] == "text_completion" for c in chunks)
     assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == " Paris.\n"
+
+
+# -- fuzzing: nothing a client sends gets a 500 -----------------------------------------------
+
+JSON_LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+)
+JSON = st.recursive(
+    JSON_LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+FIELDS = [
+    "model", "messages", "prompt", "input", "tokens", "n", "stop", "seed", "temperature",
+    "top_p", "top_k", "min_p", "stream", "stream_options", "logprobs", "top_logprobs",
+    "frequency_penalty", "presence_penalty", "repeat_penalty", "encoding_format", "echo",
+]  # fmt: skip
+MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "system", "assistant", "tool", ""]), "content": JSON}
+)
+BODY = st.fixed_dictionaries(
+    # Answers stay short whatever else is drawn, so a valid body costs little.
+    {"max_tokens": st.integers(-2, 3) | st.text(max_size=3)},
+    optional={
+        **{f: JSON for f in FIELDS},
+        "messages": st.lists(MESSAGE, max_size=3) | JSON,
+        "prompt": st.text(max_size=30) | st.lists(st.integers(-3, 50000), max_size=5),
+    },
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(route=st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                              "/tokenize", "/detokenize"]), body=BODY)  # fmt: skip
+def test_fuzzed_bodies_never_get_a_500(server: Server, route: str, body: dict[str, Any]) -> None:
+    status, answer = server.request("POST", route, body, timeout=60)
+    assert status < 500 or status == 503, (route, body, answer)
+    if status >= 400:
+        assert isinstance(answer, dict) and answer["error"]["message"], answer
+
+
+# -- a full queue, and the transformers engine behind the same API ----------------------------
+
+
+def test_a_full_queue_answers_503(tmp_path: Path) -> None:
+    """One slot and no queue: a second request while the first runs is told to retry."""
+    small = Server(["default", "--parallel", "1", "--queue", "0"], tmp_path)
+    try:
+        body = {
+            "messages": [{"role": "user", "content": "Count to ten thousand."}],
+            "max_tokens": 3000,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        with stream_request(small, body) as running:
+            running.readline()
+            conn = http.client.HTTPConnection("127.0.0.1", small.port, timeout=60)
+            try:
+                conn.request(
+                    "POST", "/v1/completions", json.dumps({"prompt": "hi"}), small.headers()
+                )
+                answer = conn.getresponse()
+                error = json.loads(answer.read())["error"]
+                assert answer.status == 503 and answer.getheader("Retry-After") == "1"
+                assert "retry" in error["message"]
+            finally:
+                conn.close()
+    finally:
+        small.stop()
+
+
+def test_an_hf_folder_behind_the_same_api(tmp_path: Path, smollm_hf: Path) -> None:
+    hf = Server([str(smollm_hf), "--context", "512"], tmp_path)
+    try:
+        client = openai.OpenAI(base_url=hf.url + "/v1", api_key="none", max_retries=0)
+        [model] = [m.id for m in client.models.list()]
+        answer = client.completions.create(model=model, prompt=CAPITAL, max_tokens=2, temperature=0)
+        assert answer.choices[0].text.startswith(" Paris")
+        pieces = [
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "Hi"}],
+                max_tokens=5,
+                temperature=0,
+                stream=True,
+            )
+            if c.choices
+        ]
+        assert "".join(pieces)
+        with pytest.raises(openai.BadRequestError, match="repeat_penalty"):
+            client.completions.create(model=model, prompt="x", max_tokens=1, presence_penalty=1.0)
+    finally:
+        hf.stop()
