@@ -85,7 +85,7 @@ def served_model(
 ) -> ServedModel:
     """Resolve a model reference and work out what serving it will cost."""
     name, path = engines.choose(ref, engine)
-    spec = resolve(str(path))
+    spec = resolve(ref)
     if spec.kind == "encoder":
         kind, slots = "embedding", 1
     else:

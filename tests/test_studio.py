@@ -1,0 +1,498 @@
+"""The web studio end to end: a real `scheda serve default` and a real browser.
+
+Chromium runs headless through Playwright against the page the server ships
+(`/`); the answers come from the embedded model, so streaming, the stop
+button and the saved sessions are the real ones. Sessions made through
+`SessionStore` on the server's own SQLite file stand for sessions begun in
+the terminal with `scheda chat`.
+
+Chromium is Debian's (/usr/bin/chromium). Without it these tests skip, or
+fail where the CI variable is set, since CI must run them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheda.errors import SessionNotFoundError
+from scheda.sessions import FILENAME, SessionStore
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 60.0
+TIMEOUT_MS = 60_000  # any one wait in the page: an answer takes a second, more on a busy host
+QUICK = {"temperature": "0", "max_tokens": "24", "seed": "7"}
+
+
+def _unavailable(reason: str) -> None:
+    """Skip where the browser is missing, but fail in CI, which must run these tests."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so the studio tests must run)")
+    pytest.skip(reason)
+
+
+def _playwright() -> Any:
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing: install Debian's chromium package")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is missing: pip install playwright")
+    return sync_playwright
+
+
+# -- the server --------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    url: str
+    sessions: Path  # the SQLite file the server and `scheda chat` share
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def api(self, method: str, path: str, body: Any = None, key: str | None = None) -> Any:
+        """A JSON request to the running server."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if key:
+            request.add_header("Authorization", f"Bearer {key}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+@contextlib.contextmanager
+def _serve(data: Path, *extra: str) -> Iterator[Server]:
+    """`scheda serve default` on a free loopback port, until /v1/models answers; stopped after."""
+    port = _free_port()
+    env = {**os.environ, "SCHEDA_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
+    env.pop("SCHEDA_API_KEY", None)
+    log = data / "server.log"
+    command = [sys.executable, "-m", "scheda", "serve", "default", "--port", str(port), *extra]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", data / FILENAME, process, log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"scheda serve exited with {process.returncode}:\n{_log_tail(log)}")
+            try:
+                with urllib.request.urlopen(server.url + "/v1/models", timeout=2):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answers (401 with a key): it is up
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"scheda serve did not answer in {START_TIMEOUT_S:g} s")
+                time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with _serve(tmp_path_factory.mktemp("studio-data")) as running:
+        yield running
+
+
+# -- the browser -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    sync_playwright = _playwright()
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class Studio:
+    """A browser page on the studio, with what the page did that a test must not see."""
+
+    page: Any
+    url: str
+    dialogs: list[str]
+    errors: list[str]
+
+    def open(self, path: str = "/") -> None:
+        self.page.goto(self.url + path)
+        self.ready()
+
+    def ready(self) -> None:
+        self.page.wait_for_selector("body[data-ready='true']", state="attached")
+
+    def sampling(self, **fields: str) -> None:
+        for name, value in fields.items():
+            self.page.fill(f"#{name.replace('_', '-')}", value)
+
+    def send(self, text: str) -> Any:
+        """Send a message; returns the locator of the answer it starts."""
+        before = self.page.locator(".message.assistant").count()
+        self.page.fill("#message-input", text)
+        self.page.click("#send")
+        answer = self.page.locator(".message.assistant").nth(before)
+        answer.wait_for(state="attached")
+        return answer
+
+    def wait_state(self, answer: Any, state: str = "done") -> None:
+        """Wait until an answer is done, stopped or failed (its data-state)."""
+        from playwright.sync_api import expect
+
+        expect(answer).to_have_attribute("data-state", state, timeout=TIMEOUT_MS)
+
+    def session_item(self, session_id: str) -> Any:
+        return self.page.locator(f"#session-list [data-session-id='{session_id}']")
+
+
+@pytest.fixture
+def studio(browser: Any, server: Server) -> Iterator[Studio]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    dialogs: list[str] = []
+    errors: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield Studio(page, server.url, dialogs, errors)
+    context.close()
+    assert not errors, f"the page threw: {errors}"
+
+
+def _save_screenshot(page: Any, tmp_path: Path, name: str) -> None:
+    """Into the test's tmp folder and the artefacts folder.
+
+    The folder is $SCHEDA_TEST_ARTIFACTS, else test-artifacts/ at the repository root.
+    """
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    folder = Path(os.environ.get("SCHEDA_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, folder / name)
+
+
+def _session_titled(server: Server, title: str) -> str:
+    """The id of the saved session that a first message of `title` named."""
+    ids = [s["id"] for s in server.api("GET", "/api/sessions") if s["title"] == title]
+    assert len(ids) == 1, f"expected one session titled {title!r}, found {len(ids)}"
+    return ids[0]
+
+
+# -- the tests ---------------------------------------------------------------------------
+
+
+def test_chat_streams_counts_and_keeps_the_session(
+    studio: Studio, server: Server, tmp_path: Path
+) -> None:
+    page = studio.page
+    studio.open()
+    page.select_option("#model-picker", "default")
+    studio.sampling(**QUICK)
+    # Record the answer's length at every change, with its state, from inside the page:
+    # polling from here could miss a stream this short.
+    page.evaluate(
+        """() => {
+          window.__samples = [];
+          const list = document.getElementById("messages");
+          new MutationObserver(() => {
+            const answers = list.querySelectorAll(".message.assistant");
+            const last = answers[answers.length - 1];
+            if (last) window.__samples.push(
+              [last.dataset.state, last.querySelector(".message-body").textContent.length]);
+          }).observe(list, {subtree: true, childList: true, characterData: true, attributes: true});
+        }"""
+    )
+    question = "Write three sentences about the sea."
+    answer = studio.send(question)
+    studio.wait_state(answer)
+
+    samples = page.evaluate("window.__samples")
+    streaming = [n for state, n in samples if state == "streaming" and n > 0]
+    final = len(answer.locator(".message-body").text_content() or "")
+    assert streaming, f"no text was seen before the answer ended: {samples}"
+    assert final > streaming[0], "the answer did not grow after its first piece"
+
+    counters = page.locator("#counters").inner_text()
+    tokens = re.search(r"(\d+) tokens", counters)
+    assert tokens and 0 < int(tokens.group(1)) <= 24, counters
+    assert re.search(r"[\d.]+ tok/s", counters), counters
+    assert re.search(r"first token [\d.]+ s", counters), counters
+    _save_screenshot(page, tmp_path, "studio-chat.png")
+
+    session_id = _session_titled(server, question)
+    saved = server.api("GET", f"/api/sessions/{session_id}")["messages"]
+    assert [m["role"] for m in saved] == ["user", "assistant"]
+    assert saved[0]["content"] == question
+
+    # A reload comes back to the open session (it is in the URL) ...
+    page.reload()
+    studio.ready()
+    assert page.locator(".message").count() == 2
+    # ... and from a new chat, the session is in the list and opens with both messages.
+    page.click("#new-session")
+    assert page.locator(".message").count() == 0
+    item = studio.session_item(session_id)
+    assert question in item.inner_text()
+    item.locator(".session-open").click()
+    page.locator(".message.assistant").wait_for()
+    assert page.locator(".message.user .message-body").text_content() == question
+    shown = page.locator(".message.assistant .message-body").text_content() or ""
+    assert shown.strip() and shown.split()[0] in saved[1]["content"]
+    assert page.get_attribute(f"#session-list [data-session-id='{session_id}']", "aria-current")
+    assert not studio.dialogs
+
+
+def test_stop_keeps_the_partial_answer(studio: Studio, server: Server) -> None:
+    page = studio.page
+    studio.open()
+    studio.sampling(temperature="0", max_tokens="2000", seed="1")
+    question = "Tell me a very long story about a lighthouse keeper."
+    answer = studio.send(question)
+    page.wait_for_function(
+        "el => el.querySelector('.message-body').textContent.length > 20",
+        arg=answer.element_handle(),
+    )
+    assert page.is_enabled("#stop")
+    page.click("#stop")
+    studio.wait_state(answer, "stopped")
+    assert page.is_enabled("#send") and not page.is_enabled("#stop")
+
+    session_id = _session_titled(server, question)
+    deadline = time.monotonic() + 10
+    while True:  # the server saves the partial answer when it sees the client gone
+        saved = server.api("GET", f"/api/sessions/{session_id}")["messages"]
+        if len(saved) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [m["role"] for m in saved] == ["user", "assistant"]
+    assert 0 < len(saved[1]["content"]) < 4000
+
+
+HOSTILE_USER = (
+    "<img src=x onerror=alert(1)> <script>window.__pwned=1</script> [x](javascript:alert(1))"
+)
+HOSTILE_ANSWER = """Here is **bold** and a [safe link](https://example.com/docs).
+
+<img src=x onerror="alert('img')">
+<script>window.__pwned = 1</script>
+<iframe src="javascript:alert('iframe')"></iframe>
+<a href="javascript:alert('a')">raw anchor</a> and [bad](javascript:alert('md'))
+and [data](data:text/html,<script>alert(1)</script>)
+
+```html
+<b onmouseover="alert('code')">not bold</b>
+```
+"""
+
+
+def test_model_and_user_text_never_runs_as_html(studio: Studio, server: Server) -> None:
+    page = studio.page
+    studio.open()
+    studio.sampling(temperature="0", max_tokens="8", seed="1")
+    answer = studio.send(HOSTILE_USER)
+    studio.wait_state(answer)
+
+    assert page.locator(".message.user .message-body").text_content() == HOSTILE_USER
+    assert page.locator("#messages img, #messages script, #messages iframe").count() == 0
+    assert page.locator("#messages a[href^='javascript']").count() == 0
+
+    # An answer stored with raw HTML in it, as a model might write one.
+    session = server.api("POST", "/api/sessions", {"model": "default"})
+    with SessionStore(server.sessions) as store:
+        store.add_message(session["id"], "user", "Show me some HTML.")
+        store.add_message(session["id"], "assistant", HOSTILE_ANSWER)
+    studio.open()
+    studio.session_item(session["id"]).locator(".session-open").click()
+    body = page.locator(".message.assistant .message-body")
+    body.wait_for()
+    page.wait_for_timeout(300)  # time for an onerror handler to fire, were there one
+
+    assert page.locator("#messages img, #messages script, #messages iframe").count() == 0
+    text = body.text_content() or ""
+    assert "<img src=x onerror=\"alert('img')\">" in text
+    assert "<script>window.__pwned = 1</script>" in text
+    assert "[bad](javascript:alert('md'))" in text
+    assert body.locator("strong").text_content() == "bold"
+    assert body.locator("pre code").text_content() == (
+        "<b onmouseover=\"alert('code')\">not bold</b>"
+    )
+    links = body.locator("a")
+    assert links.count() == 1
+    assert links.get_attribute("href") == "https://example.com/docs"
+    assert links.get_attribute("target") == "_blank"
+    assert "noopener" in (links.get_attribute("rel") or "")
+
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert not studio.dialogs, studio.dialogs
+
+
+def test_terminal_session_continues_renames_and_deletes(studio: Studio, server: Server) -> None:
+    page = studio.page
+    with SessionStore(server.sessions) as store:
+        made = store.create("default", "You answer in one short sentence.", {"max_tokens": 6})
+        store.add_turn(made.id, "What is the capital of France?", "It is **Paris**.")
+    studio.open()
+    item = studio.session_item(made.id)
+    assert "What is the capital of France?" in item.inner_text()
+    item.locator(".session-open").click()
+    page.locator(".message.assistant").wait_for()
+    assert page.locator(".message.user .message-body").text_content() == (
+        "What is the capital of France?"
+    )
+    assert page.locator(".message.assistant strong").text_content() == "Paris"
+    assert page.input_value("#system-prompt") == "You answer in one short sentence."
+    assert page.input_value("#max-tokens") == "6"
+
+    # It goes on in the browser, into the same stored session.
+    page.fill("#temperature", "0")
+    studio.wait_state(studio.send("And of Italy?"))
+    with SessionStore(server.sessions) as store:
+        roles = [m.role for m in store.messages(made.id)]
+    assert roles == ["user", "assistant", "user", "assistant"]
+
+    # Rename through the list.
+    item.locator(".session-rename").click()
+    page.fill(".session-title-input", "Capitals")
+    page.press(".session-title-input", "Enter")
+    page.wait_for_function(
+        "id => document.querySelector(`[data-session-id='${id}'] .session-title`)"
+        "?.textContent === 'Capitals'",
+        arg=made.id,
+    )
+    assert server.api("GET", f"/api/sessions/{made.id}")["title"] == "Capitals"
+    assert page.locator("#chat-title").text_content() == "Capitals"
+
+    # Delete: the first click asks, the second deletes.
+    item.locator(".session-delete").click()
+    assert item.locator(".session-delete").text_content() == "Delete?"
+    item.locator(".session-delete").click()
+    item.wait_for(state="detached")
+    with SessionStore(server.sessions) as store, pytest.raises(SessionNotFoundError):
+        store.get(made.id)
+    assert page.locator("#chat-title").text_content() == "New chat"
+    assert page.locator(".message").count() == 0
+
+
+def test_spec_sheet_and_fit_calculator(studio: Studio, tmp_path: Path) -> None:
+    page = studio.page
+    studio.open()
+    page.click("#tab-model")
+    layers = page.locator("#card tr", has_text="Layers")
+    layers.wait_for()
+    assert layers.locator("td").text_content() == "30"
+    assert "Attention" in (page.locator("#card").text_content() or "")
+
+    assert page.locator("#fit-gpu option").count() >= 2
+    page.select_option("#fit-gpu", "t4")
+    page.wait_for_function(
+        "() => /NVIDIA T4/.test(document.getElementById('fit-note').textContent)"
+    )
+    rows = page.locator("#fit-bars .fit-row[data-precision]")
+    assert rows.count() >= 5
+    fp16 = page.locator("#fit-bars .fit-row[data-precision='FP16/BF16']")
+    for part in ("weights", "kv", "engine"):
+        assert fp16.locator(f"[data-testid='{part}']").count() == 1
+    assert fp16.locator(".fit-limit").count() == 1
+    assert fp16.locator(".fit-verdict").text_content() == "fits"
+
+    kv = fp16.locator("[data-testid='kv']")
+
+    def slide(to: str) -> tuple[int, float]:
+        """Move the context slider to its min or max; the KV cache's bytes and drawn width."""
+        before = kv.get_attribute("data-bytes")
+        page.locator("#fit-context").evaluate(
+            "(el, to) => { el.value = el[to]; el.dispatchEvent(new Event('input')) }", to
+        )
+        page.wait_for_function(
+            "([before]) => document.querySelector(\"#fit-bars .fit-row[data-precision='FP16/BF16']"
+            " [data-testid='kv']\").dataset.bytes !== before",
+            arg=[before],
+        )
+        page.wait_for_timeout(250)  # the bars' width transition
+        box = kv.bounding_box()
+        return int(kv.get_attribute("data-bytes") or 0), box["width"] if box else 0.0
+
+    small_bytes, small_width = slide("min")
+    assert page.locator("#fit-context-value").text_content() == "256 tokens"
+    big_bytes, big_width = slide("max")
+    assert page.locator("#fit-context-value").text_content() == "8,192 tokens"
+    assert big_bytes == small_bytes * 32
+    assert big_width > small_width * 4
+    _save_screenshot(page, tmp_path, "studio-fit.png")
+
+
+def test_api_key_is_asked_for_and_kept(browser: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    with _serve(data, "--api-key", "s3cret") as keyed:
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(keyed.url + "/")
+        page.locator("#auth-form").wait_for()
+        page.fill("#api-key", "wrong")
+        page.click("#api-key-save")
+        page.wait_for_function(
+            "() => /refused/.test(document.getElementById('auth-error').textContent)"
+        )
+        page.fill("#api-key", "s3cret")
+        page.click("#api-key-save")
+        page.wait_for_selector("body[data-ready='true']", state="attached")
+        assert page.locator("#auth").is_hidden()
+        assert page.locator("#model-picker option[value='default']").count() == 1
+        assert page.evaluate("localStorage.getItem('scheda.apiKey')") == "s3cret"
+        # Kept: a new visit does not ask again.
+        page.reload()
+        page.wait_for_selector("body[data-ready='true']", state="attached")
+        assert page.locator("#auth").is_hidden()
+        context.close()
