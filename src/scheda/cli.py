@@ -204,6 +204,7 @@ def catalog_command(as_json: JsonOpt = False) -> None:
 def _register_run_commands() -> None:
     """The commands that run a model live in cli_run; sessions in cli_sessions."""
     from scheda import cli_run
+    from scheda.cli_eval import eval_command
     from scheda.cli_sessions import sessions_app
 
     app.command()(cli_run.generate)
@@ -211,6 +212,7 @@ def _register_run_commands() -> None:
     app.command()(cli_run.convert)
     app.command()(cli_run.bench)
     app.command()(cli_run.serve)
+    app.command(name="eval")(eval_command)
     app.add_typer(sessions_app, name="sessions")
 
 

@@ -1,0 +1,172 @@
+"""`scheda eval MODEL --tasks ...`: benchmarks on your own model; `scheda eval list`: saved runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from scheda.errors import UsageError
+from scheda.terminal import console, emit_json
+
+
+def _percent(value: float | None) -> str:
+    return (
+        "—"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{100 * value:.1f}"
+    )
+
+
+def report_table(model: str, summaries: list[dict[str, Any]], published: dict[str, float]) -> Table:
+    """The published spec sheets' shape: benchmark, shots, metric, score ± standard error."""
+    from scheda.evaluation.runner import PUBLISHED
+
+    table = Table(title=f"{model}: measured here", title_justify="left")
+    for column in ("Benchmark", "Shots", "Metric", "Score", "± stderr", "Items", "Published"):
+        table.add_column(column, justify="left" if column in ("Benchmark", "Metric") else "right")
+    for s in summaries:
+        figures = list(s["metrics"].items())
+        if "macro" in s:
+            figures.append(("acc (macro)", s["macro"]))
+        for i, (metric, f) in enumerate(figures):
+            row_published = published.get(PUBLISHED.get(s["task"], "")) if i == 0 else None
+            table.add_row(
+                s["task"] if i == 0 else "",
+                str(s["shots"]) if i == 0 else "",
+                metric,
+                _percent(f["value"]),
+                _percent(f["stderr"]),
+                f"{f['n']:,}",
+                f"{row_published:.1f}" if row_published is not None else "—",
+            )
+    return table
+
+
+def eval_command(
+    model: Annotated[str, typer.Argument(help="The model to evaluate, or `list` for saved runs.")],
+    tasks: Annotated[
+        str,
+        typer.Option("--tasks", "-t", help="Comma-separated: mmlu, gsm8k, humaneval, FILE.jsonl."),
+    ] = "mmlu",
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Items per task (per subject for MMLU).")
+    ] = None,
+    shots: Annotated[
+        int | None, typer.Option("--shots", min=0, help="Few-shot examples (task default).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Folder with the tasks' data (mmlu/, gsm8k/ ...).")
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option("--parallel", min=1, max=64, help="Generations decoded together.")
+    ] = 4,
+    context: Annotated[int | None, typer.Option("--context", "-c", min=64)] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run the spec sheet's benchmarks on a model; a run interrupted resumes where it stopped."""
+    from scheda.evaluation.store import EvalStore
+
+    store = EvalStore()
+    try:
+        if model == "list":
+            _list(store, as_json)
+            return
+        _evaluate(store, model, tasks, limit, shots, data, parallel, context, threads, as_json)
+    finally:
+        store.close()
+
+
+def _evaluate(
+    store: Any,
+    model: str,
+    tasks: str,
+    limit: int | None,
+    shots: int | None,
+    data: Path | None,
+    parallel: int,
+    context: int | None,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    from scheda.engines import choose
+    from scheda.evaluation.base import EvalModel
+    from scheda.evaluation.runner import make_task
+    from scheda.resolve import resolve
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    if not names:
+        raise UsageError("--tasks is empty: give mmlu, gsm8k, humaneval or a .jsonl file")
+    if data is not None and not data.is_dir():
+        raise UsageError(f"--data {data}: not a folder")
+    _, path = choose(model)
+    built = [make_task(n, shots, limit, data) for n in names]  # bad names fail before loading
+    spec = resolve(model)
+    evaluator = EvalModel(path, context, parallel, threads)
+    summaries = []
+    try:
+        for task in built:
+            summaries.append(_run_one(task, evaluator, store, model))
+    finally:
+        evaluator.close()
+    if as_json:
+        emit_json({"model": model, "path": str(path), "results": summaries})
+        return
+    console().print(report_table(spec.name, summaries, spec.benchmarks))
+
+
+def _run_one(task: Any, evaluator: Any, store: Any, model: str) -> dict[str, Any]:
+    from scheda.evaluation.runner import run_task
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        bar = progress.add_task(task.name, total=None)
+
+        def moved(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        run, summary = run_task(task, evaluator, store, model, moved)
+    summary["run"] = run.id
+    return summary
+
+
+def _list(store: Any, as_json: bool) -> None:
+    runs = store.runs()
+    if as_json:
+        emit_json([r.to_dict() for r in runs])
+        return
+    if not runs:
+        console().print("no evaluation runs yet: `scheda eval MODEL --tasks mmlu` starts one")
+        return
+    from scheda.sessions import local_time
+
+    table = Table(title="Evaluation runs", title_justify="left")
+    for column in ("Run", "Model", "Task", "Shots", "Items", "Score", "When"):
+        table.add_column(column)
+    for r in runs:
+        summary = r.summary or {}
+        metrics = summary.get("metrics") or {}
+        first = next(iter(metrics.values()), None)
+        score = _percent(first["value"]) if first else "unfinished"
+        table.add_row(
+            r.id,
+            r.model,
+            r.task,
+            str(r.config.get("shots", "")),
+            f"{r.items:,}",
+            score,
+            local_time(r.created),
+        )
+    console().print(table)

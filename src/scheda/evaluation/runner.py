@@ -1,0 +1,121 @@
+"""Run tasks on a model: resume from the store, show progress, summarise.
+
+Every result is stored the moment it is known; the summary is computed from
+the stored results, so a resumed run and an uninterrupted one report the same
+figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scheda.errors import UsageError
+from scheda.evaluation.base import Aggregate, EvalModel, ItemResult, Task, aggregate
+from scheda.evaluation.store import EvalStore, Run
+
+TASKS = ("mmlu", "gsm8k", "humaneval")
+# Published spec-sheet rows each task matches (the catalog's benchmark names).
+PUBLISHED = {
+    "mmlu": "MMLU (5-shot)",
+    "gsm8k": "GSM-8K (8-shot, CoT)",
+    "humaneval": "HumanEval (0-shot)",
+}
+
+
+def _data_for(data: Path | None, name: str) -> Path | None:
+    """DIR/<task> when it exists, else DIR itself (or None: the task's own source)."""
+    if data is None:
+        return None
+    return data / name if (data / name).is_dir() else data
+
+
+def make_task(name: str, shots: int | None, limit: int | None, data: Path | None) -> Task:
+    """A task from its name (mmlu, gsm8k, humaneval) or a .jsonl file of multiple choice."""
+    if name.endswith(".jsonl"):
+        from scheda.evaluation.multiple_choice import JsonlChoice
+
+        return JsonlChoice(Path(name).expanduser(), shots or 0, limit)
+    if name == "mmlu":
+        from scheda.evaluation.multiple_choice import MMLU
+
+        return MMLU(5 if shots is None else shots, limit, _data_for(data, "mmlu"))
+    if name == "gsm8k":
+        from scheda.evaluation.gsm8k import GSM8K
+
+        return GSM8K(8 if shots is None else shots, limit, _data_for(data, "gsm8k"))
+    if name == "humaneval":
+        from scheda.evaluation.humaneval import HumanEval
+
+        if shots:
+            raise UsageError("humaneval is 0-shot: leave --shots out")
+        return HumanEval(limit=limit, data_dir=_data_for(data, "humaneval"))
+    known = ", ".join(TASKS)
+    raise UsageError(f"unknown task {name!r}: known are {known}, or a path to a .jsonl file")
+
+
+def run_task(
+    task: Task,
+    model: EvalModel,
+    store: EvalStore,
+    model_name: str,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[Run, dict[str, Any]]:
+    """Score the items this run has not scored yet; the summary over all of them."""
+    items = task.items()
+    if not items:
+        raise UsageError(f"{task.name}: no items to score")
+    run = store.start(model_name, model.path, task.name, task.config(), len(items))
+    done = store.done(run.id)
+    todo = [i for i in items if i.key not in done]
+    count = len(items) - len(todo)
+    if on_progress is not None:
+        on_progress(count, len(items))
+    for result in task.run(todo, model):
+        store.add(run.id, result)
+        count += 1
+        if on_progress is not None:
+            on_progress(count, len(items))
+    summary = summarize(task, store.results(run.id))
+    store.finish(run.id, summary)
+    return run, summary
+
+
+def summarize(task: Task, results: list[ItemResult]) -> dict[str, Any]:
+    metrics = {
+        m: _figure(aggregate((r.metrics[m] for r in results if m in r.metrics), m))
+        for m in task.metrics
+    }
+    summary: dict[str, Any] = {
+        "task": task.name,
+        "shots": task.shots,
+        "items": len(results),
+        "metrics": metrics,
+    }
+    groups: dict[str, list[float]] = {}
+    for r in results:
+        if r.group:
+            groups.setdefault(r.group, []).append(r.metrics[task.metrics[0]])
+    if groups:
+        per_group = {g: aggregate(v, task.metrics[0]) for g, v in sorted(groups.items())}
+        summary["groups"] = {g: _figure(a) for g, a in per_group.items()}
+        summary["macro"] = _figure(_macro(list(per_group.values()), task.metrics[0]))
+    return summary
+
+
+def _macro(groups: list[Aggregate], metric: str) -> Aggregate:
+    """The mean of the group means; its error from the groups' errors, taken as independent."""
+    value = math.fsum(g.value for g in groups) / len(groups)
+    errors = [g.stderr for g in groups if not math.isnan(g.stderr)]
+    stderr = math.sqrt(math.fsum(e * e for e in errors)) / len(groups) if errors else float("nan")
+    return Aggregate(metric, value, stderr, sum(g.n for g in groups))
+
+
+def _figure(a: Aggregate) -> dict[str, Any]:
+    return {
+        "value": a.value,
+        "stderr": None if math.isnan(a.stderr) else a.stderr,
+        "n": a.n,
+    }

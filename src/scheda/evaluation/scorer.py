@@ -1,0 +1,288 @@
+"""Exact log-likelihoods: log P(token | everything before it), for every token asked.
+
+This is what multiple-choice benchmarks are scored by (lm-evaluation-harness's
+`loglikelihood`): the sum over a continuation's tokens, and whether each was
+the model's own greedy choice. Two implementations, held against each other
+by the tests:
+
+- `LlamaCppScorer`, for GGUF files: llama.cpp through llama-cpp-python's
+  low-level API (`llama_decode`, `llama_get_logits_ith`). It asks llama.cpp
+  for the logits of exactly the positions it needs and takes the log-softmax
+  itself, in float64. (llama-cpp-python's `create_completion(echo=True)`
+  returns prompt log-probabilities shifted by one position, its issue #1983:
+  never used here.)
+- `TransformersScorer`, for HF folders: one forward pass over the tokens.
+
+Both keep the KV cache of the last sequence and reuse its longest common
+prefix with the next one, so a few-shot prefix shared by many questions and
+choices is evaluated once. Callers sort their requests so that sequences
+sharing a prefix come one after another.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from scheda.errors import EngineError, PromptTooLongError
+
+EVAL_INSTALL = "pip install 'scheda[eval]'"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Log-probabilities of `tokens[start:]`, one per token, and whether each was the argmax."""
+
+    logprobs: tuple[float, ...]
+    greedy: tuple[bool, ...]
+
+    @property
+    def total(self) -> float:
+        return math.fsum(self.logprobs)
+
+    @property
+    def is_greedy(self) -> bool:
+        return all(self.greedy)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """In float64: the sum over a 50k vocabulary loses digits in float32."""
+    x = logits.astype(np.float64)
+    top = x.max()
+    return x - (top + math.log(np.exp(x - top).sum()))
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Scorer(ABC):
+    """Scores token sequences; tokenizes as the model does."""
+
+    context: int = 0
+
+    @abstractmethod
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
+
+    @abstractmethod
+    def score(self, tokens: Sequence[int], start: int) -> Scored:
+        """log P(tokens[i] | tokens[:i]) for i in start..len-1 (start >= 1)."""
+
+    def loglikelihood(self, context: str, continuation: str) -> tuple[Scored, int]:
+        """Score `continuation` after `context`, tokenized as lm-evaluation-harness does.
+
+        The whole text is tokenized at once and the continuation is what follows the
+        context's own tokens; a space that ends the context moves to the continuation
+        (" A" is one token, "A" after a trailing space is another). Returns the scores
+        and the number of continuation tokens.
+        """
+        if context.endswith(" ") and continuation and not continuation.startswith(" "):
+            context, continuation = context[:-1], " " + continuation
+        whole = self.tokenize(context + continuation)
+        head = self.tokenize(context)
+        start = max(common_prefix(whole, head), 1)
+        if len(whole) > self.context:
+            raise PromptTooLongError(len(whole), self.context)
+        return self.score(whole, start), len(whole) - start
+
+    def close(self) -> None:  # noqa: B027 - a scorer with nothing to free needs no override
+        """Free the model."""
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LlamaCppScorer(Scorer):
+    """A GGUF file in llama.cpp, through llama-cpp-python's ctypes bindings."""
+
+    def __init__(self, path: Path, context: int | None = None, threads: int | None = None) -> None:
+        try:
+            import llama_cpp
+        except ImportError as exc:
+            raise EngineError(
+                "scoring a GGUF needs llama-cpp-python, which is not installed: "
+                f"run `{EVAL_INSTALL}`"
+            ) from exc
+        from scheda.engines.llamacpp import physical_cores
+
+        self._ll = llama_cpp
+        self.path = Path(path)
+        _silence(llama_cpp)
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), model_params)
+        if not self._model:
+            raise EngineError(f"{self.path}: llama.cpp could not load the model")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        trained = llama_cpp.llama_model_n_ctx_train(self._model)
+        self.context = min(context or 4096, trained) if trained > 0 else context or 4096
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.context
+        params.n_batch = params.n_ubatch = 512
+        params.n_seq_max = 1
+        params.n_threads = params.n_threads_batch = threads or physical_cores()
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            llama_cpp.llama_model_free(self._model)
+            raise EngineError(f"{self.path}: llama.cpp could not make a context")
+        self.n_batch = 512
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._past: list[int] = []  # the tokens whose KV the context holds, in order
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        raw = text.encode("utf-8")
+        room = len(raw) + 16
+        while True:
+            buffer = (self._ll.llama_token * room)()
+            n = self._ll.llama_tokenize(
+                self._vocab, raw, len(raw), buffer, room, add_special, False
+            )
+            if n >= 0:
+                return list(buffer[:n])
+            room = -n  # too small: llama.cpp says how many it needs
+
+    def piece(self, token: int) -> str:
+        buffer = ctypes.create_string_buffer(64)
+        n = self._ll.llama_token_to_piece(self._vocab, token, buffer, 64, 0, True)
+        return buffer.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    def score(self, tokens: Sequence[int], start: int) -> Scored:
+        tokens = list(tokens)
+        if not 1 <= start <= len(tokens):
+            raise ValueError(f"start must be between 1 and {len(tokens)}, not {start}")
+        if len(tokens) > self.context:
+            raise PromptTooLongError(len(tokens), self.context)
+        # Keep the KV of the shared prefix, but re-run from the first position whose
+        # logits are needed: logits are not kept between calls, only the cache.
+        keep = min(common_prefix(self._past, tokens), start - 1)
+        self._ll.llama_memory_seq_rm(self._memory, 0, keep, -1)
+        self._past = tokens[:keep]
+        logprobs: list[float] = []
+        greedy: list[bool] = []
+        for begin in range(keep, len(tokens), self.n_batch):
+            chunk = tokens[begin : begin + self.n_batch]
+            wanted = self._decode(chunk, begin, first_logit=start - 1, last_logit=len(tokens) - 2)
+            self._past.extend(chunk)
+            for index, position in wanted:
+                row = np.ctypeslib.as_array(
+                    self._ll.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
+                )
+                target = tokens[position + 1]
+                logprobs.append(float(log_softmax(row)[target]))
+                greedy.append(int(row.argmax()) == target)
+        return Scored(tuple(logprobs), tuple(greedy))
+
+    def _decode(
+        self, chunk: list[int], at: int, first_logit: int, last_logit: int
+    ) -> list[tuple[int, int]]:
+        """Decode one batch of tokens at positions at..; (batch index, position) with logits."""
+        batch = self._batch
+        wanted = []
+        for i, token in enumerate(chunk):
+            position = at + i
+            batch.token[i] = token
+            batch.pos[i] = position
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            out = first_logit <= position <= last_logit
+            batch.logits[i] = out
+            if out:
+                wanted.append((i, position))
+        batch.n_tokens = len(chunk)
+        status = self._ll.llama_decode(self._ctx, batch)
+        if status != 0:
+            self._past = []
+            self._ll.llama_memory_seq_rm(self._memory, 0, 0, -1)
+            raise EngineError(f"llama.cpp could not evaluate {len(chunk)} tokens ({status})")
+        return wanted
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._ll.llama_batch_free(self._batch)
+            self._ll.llama_free(self._ctx)
+            self._ll.llama_model_free(self._model)
+            self._ctx = None
+
+
+_LOG_CALLBACK = None
+
+
+def _silence(llama_cpp: object) -> None:
+    """llama.cpp logs every load to stderr; an evaluation's progress bar needs it quiet."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        ll = llama_cpp
+        _LOG_CALLBACK = ll.llama_log_callback(lambda level, text, data: None)  # type: ignore[attr-defined]
+        ll.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))  # type: ignore[attr-defined]
+
+
+class TransformersScorer(Scorer):
+    """An HF folder in transformers: logits from one forward pass, the prefix's KV kept."""
+
+    def __init__(self, path: Path, context: int | None = None, threads: int | None = None) -> None:
+        from scheda.engines import load
+
+        self.engine = load("transformers", path, context=context, threads=threads, warmup=False)
+        self.context = self.engine.context
+        self._past: list[int] = []
+        self._cache = None
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self.engine._encode(text, add_special)  # type: ignore[attr-defined,no-any-return]
+
+    def score(self, tokens: Sequence[int], start: int) -> Scored:
+        import torch
+        from transformers import DynamicCache
+
+        tokens = list(tokens)
+        if not 1 <= start <= len(tokens):
+            raise ValueError(f"start must be between 1 and {len(tokens)}, not {start}")
+        model = self.engine.model  # type: ignore[attr-defined]
+        keep = min(common_prefix(self._past, tokens), start - 1)
+        if self._cache is None or keep == 0:
+            self._cache, keep = DynamicCache(), 0
+        else:
+            self._cache.crop(keep)
+        device = self.engine.device  # type: ignore[attr-defined]
+        ids = torch.tensor([tokens[keep:]], device=device)
+        with torch.inference_mode():
+            out = model(input_ids=ids, past_key_values=self._cache, use_cache=True)
+        self._cache = out.past_key_values
+        self._past = tokens
+        logits = out.logits[0].float().cpu().numpy()
+        logprobs, greedy = [], []
+        for position in range(start - 1, len(tokens) - 1):
+            row = logits[position - keep]
+            target = tokens[position + 1]
+            logprobs.append(float(log_softmax(row)[target]))
+            greedy.append(int(row.argmax()) == target)
+        return Scored(tuple(logprobs), tuple(greedy))
+
+    def close(self) -> None:
+        self._cache = None
+        self.engine.close()
+
+
+def open_scorer(path: Path, context: int | None = None, threads: int | None = None) -> Scorer:
+    """The scorer for a model file or folder: llama.cpp for GGUF, transformers for HF."""
+    from scheda.engines import engine_for
+
+    if engine_for(path) == "llama.cpp":
+        return LlamaCppScorer(path, context, threads)
+    return TransformersScorer(path, context, threads)

@@ -1,0 +1,291 @@
+"""`scheda eval`: the log-likelihood scorers, MMLU and JSONL multiple choice, resuming, the CLI.
+
+The scorers run the real embedded model (llama.cpp) and its converted folder
+(transformers). MMLU runs on the real data beside the project when it is
+there, and skips saying so when it is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scheda.errors import UsageError
+from scheda.evaluation.base import EvalModel, ItemResult
+from scheda.evaluation.multiple_choice import LETTERS, MMLU, JsonlChoice
+from scheda.evaluation.runner import make_task, run_task
+from scheda.evaluation.scorer import LlamaCppScorer, Scored, Scorer, TransformersScorer
+from scheda.evaluation.store import EvalStore
+
+SHARED = Path(os.environ.get("SCHEDA_TEST_DATA", Path(__file__).parents[2] / "shared" / "data"))
+needs_mmlu = pytest.mark.skipif(
+    not (SHARED / "mmlu").is_dir(),
+    reason=f"MMLU data not found at {SHARED / 'mmlu'} (set SCHEDA_TEST_DATA to its parent)",
+)
+TEXTS = [
+    "The capital of France is Paris, and the capital of Italy is Rome.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "Il gatto dorme sul divano mentre fuori piove.",
+]
+# llama.cpp runs the Q4_1 weights with activations rounded to 8 bits (its Q8_1 dot
+# products); transformers runs the same weights dequantized to float16, in float32.
+# That rounding moves a token's log-probability by a few hundredths of a nat; 0.25
+# allows for the rare token where it adds up, and is still far below the gaps
+# between choices that decide an answer.
+TOLERANCE_NATS = 0.25
+
+
+@pytest.fixture(scope="module")
+def gguf_scorer(smollm_path: Path) -> Iterator[LlamaCppScorer]:
+    with LlamaCppScorer(smollm_path, context=2048) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def hf_scorer(smollm_hf: Path) -> Iterator[TransformersScorer]:
+    with TransformersScorer(smollm_hf, context=2048) as s:
+        yield s
+
+
+def test_the_two_scorers_agree_token_by_token(
+    gguf_scorer: LlamaCppScorer, hf_scorer: TransformersScorer
+) -> None:
+    for text in TEXTS:
+        tokens = gguf_scorer.tokenize(text)
+        assert hf_scorer.tokenize(text) == tokens
+        a, b = gguf_scorer.score(tokens, 1), hf_scorer.score(tokens, 1)
+        assert len(a.logprobs) == len(b.logprobs) == len(tokens) - 1
+        worst = max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True))
+        assert worst < TOLERANCE_NATS, (text, worst)
+        agree = sum(x == y for x, y in zip(a.greedy, b.greedy, strict=True)) / len(a.greedy)
+        assert agree >= 0.9
+
+
+def test_known_logprob_is_not_shifted(gguf_scorer: LlamaCppScorer) -> None:
+    """ " of" after "The capital" is likely (about -0.3), not the -10 a shifted reading gives."""
+    scored, n = gguf_scorer.loglikelihood("The capital", " of")
+    assert n == 1
+    assert -0.6 < scored.total < -0.1
+    assert scored.is_greedy
+
+
+@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+def test_a_reused_prefix_gives_the_same_numbers(make: str, request: pytest.FixtureRequest) -> None:
+    scorer: Scorer = request.getfixturevalue(make)
+    prefix = "Question: what is two plus two?\nAnswer:"
+    first, _ = scorer.loglikelihood(prefix, " four")
+    scorer.loglikelihood(prefix, " five")  # the cache now holds the prefix and " five"
+    again, _ = scorer.loglikelihood(prefix, " four")
+    assert again.logprobs == pytest.approx(first.logprobs, abs=1e-3)
+    tokens = scorer.tokenize(prefix + " four")
+    scorer.score(scorer.tokenize("Something else entirely."), 1)  # a cold cache
+    cold = scorer.score(tokens, len(tokens) - len(first.logprobs))
+    assert cold.logprobs == pytest.approx(first.logprobs, abs=1e-3)
+
+
+def test_trailing_space_moves_to_the_continuation(gguf_scorer: LlamaCppScorer) -> None:
+    a, _ = gguf_scorer.loglikelihood("The capital of France is ", "Paris")
+    b, _ = gguf_scorer.loglikelihood("The capital of France is", " Paris")
+    assert a.logprobs == pytest.approx(b.logprobs)
+
+
+# -- MMLU ------------------------------------------------------------------------------------
+
+
+class ConstantScorer(Scorer):
+    """A baseline that always answers one letter: it must score that letter's share."""
+
+    context = 100_000
+
+    def __init__(self, letter: str) -> None:
+        self.letter = letter
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return [ord(c) for c in text]
+
+    def score(self, tokens: list[int], start: int) -> Scored:
+        picked = tokens[start:] == [ord(" "), ord(self.letter)]
+        return Scored((0.0 if picked else -5.0,) * (len(tokens) - start), (picked,))
+
+
+@needs_mmlu
+def test_constant_answer_scores_its_share() -> None:
+    task = MMLU(limit=20, data_dir=SHARED)
+    items = task.items()
+    model = EvalModel(Path("unused"))
+    model._scorer = ConstantScorer("C")
+    results = list(task.run(items, model))
+    share = sum(i.data["gold"] == LETTERS.index("C") for i in items) / len(items)
+    assert sum(r.metrics["acc"] for r in results) / len(results) == pytest.approx(share)
+    assert len(results) == 57 * 20
+
+
+@needs_mmlu
+def test_mmlu_prompt_is_lm_evals() -> None:
+    task = MMLU(shots=2, limit=1, data_dir=SHARED, subjects=["astronomy"])
+    [item] = task.items()
+    context = item.data["context"]
+    assert context.startswith(
+        "The following are multiple choice questions (with answers) about astronomy.\n\n"
+    )
+    assert context.count("\nAnswer:") == 3 and context.endswith("\nAnswer:")
+    assert "\nA. " in context and "\nD. " in context
+    # No dev split here: the exemplars are the first test rows, and are not scored.
+    assert item.key == "astronomy/2"
+    assert "no dev split" in task.config()["exemplars"]
+
+
+@needs_mmlu
+def test_mmlu_on_the_model_is_repeatable_and_resumes(smollm_path: Path, tmp_path: Path) -> None:
+    subjects = ["astronomy", "marketing"]
+    store = EvalStore(tmp_path / "evals.sqlite3")
+    model = EvalModel(smollm_path, context=2048)
+    try:
+        whole, summary = run_task(
+            MMLU(limit=4, data_dir=SHARED, subjects=subjects), model, store, "default"
+        )
+        assert summary["items"] == 8 and set(summary["groups"]) == set(subjects)
+
+        class Stop(Exception):
+            pass
+
+        def stop_after_three(done: int, total: int) -> None:
+            if done == 3:
+                raise Stop
+
+        task = MMLU(limit=4, data_dir=SHARED, subjects=subjects, shots=4)
+        with pytest.raises(Stop):
+            run_task(task, model, store, "default", stop_after_three)
+        seen: list[int] = []
+        run, resumed = run_task(task, model, store, "default", lambda d, t: seen.append(d))
+        assert seen[0] == 3 and seen[-1] == 8  # it went on from the fourth item
+        assert resumed["items"] == 8 and run.id != whole.id
+        # Same run, same numbers: the first configuration again, from scratch.
+        other = EvalStore(tmp_path / "other.sqlite3")
+        again_run, again = run_task(
+            MMLU(limit=4, data_dir=SHARED, subjects=subjects), model, other, "default"
+        )
+        assert again["metrics"] == summary["metrics"]
+        details = [r.detail["logliks"] for r in other.results(again_run.id)]
+        assert details == [r.detail["logliks"] for r in store.results(whole.id)]
+        other.close()
+    finally:
+        model.close()
+        store.close()
+
+
+# -- any multiple choice from JSONL ----------------------------------------------------------
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+ARC_LIKE = [
+    {
+        "question": "What do plants need to make food?",
+        "choices": ["sunlight", "rocks"],
+        "answer": 0,
+    },
+    {"question": "Which is a mammal?", "choices": ["a shark", "a dog", "a trout"], "answer": 1},
+    {"question": "What melts ice?", "choices": ["heat", "cold"], "answer": 0},
+    {
+        "question": "How many legs has a spider?",
+        "choices": ["six", "eight"],
+        "answer": 1,
+        "split": "fewshot",
+    },
+]
+
+
+def test_jsonl_multiple_choice(smollm_path: Path, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "science.jsonl", ARC_LIKE)
+    task = JsonlChoice(path, shots=1)
+    assert task.name == "science" and len(task.items()) == 3
+    assert task.prefix == "How many legs has a spider?\nAnswer: eight\n\n"
+    model = EvalModel(smollm_path, context=2048)
+    try:
+        results = list(task.run(task.items(), model))
+    finally:
+        model.close()
+    assert [r.key for r in results] == ["0", "1", "2"]
+    for r in results:
+        assert set(r.metrics) == {"acc", "acc_norm"}
+        assert len(r.detail["logliks"]) == len(ARC_LIKE[int(r.key)]["choices"])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", "not JSON"),
+        ('{"choices": ["a", "b"], "answer": 0}', "'question'"),
+        ('{"question": "q", "choices": ["a"], "answer": 0}', "at least two"),
+        ('{"question": "q", "choices": ["a", "b"], "answer": 2}', "index of the right choice"),
+    ],
+)
+def test_bad_jsonl_says_which_line(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"question": "ok", "choices": ["a", "b"], "answer": 1}\n' + line + "\n")
+    with pytest.raises(UsageError, match=message) as error:
+        JsonlChoice(path)
+    assert "bad.jsonl:2" in str(error.value)
+
+
+def test_unknown_task_is_one_line() -> None:
+    with pytest.raises(UsageError, match="unknown task 'mmlux'"):
+        make_task("mmlux", None, None, None)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def scheda(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SCHEDA_DATA_DIR": str(data)}
+    return subprocess.run(
+        [sys.executable, "-m", "scheda", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_cli_runs_lists_and_reports(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "science.jsonl", ARC_LIKE)
+    done = scheda("eval", "default", "--tasks", str(path), "--json", data=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    [summary] = report["results"]
+    assert summary["task"] == "science" and summary["items"] == 3
+    assert set(summary["metrics"]) == {"acc", "acc_norm"}
+    listed = scheda("eval", "list", "--json", data=tmp_path)
+    [run] = json.loads(listed.stdout)
+    assert run["id"] == summary["run"] and run["summary"]["items"] == 3
+    table = scheda("eval", "default", "--tasks", str(path), data=tmp_path)
+    assert "science" in table.stdout and "acc_norm" in table.stdout
+
+
+def test_cli_bad_task_is_one_line(tmp_path: Path) -> None:
+    done = scheda("eval", "default", "--tasks", "nope", data=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: unknown task 'nope'")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_results_keep_their_group(tmp_path: Path) -> None:
+    store = EvalStore(tmp_path / "e.sqlite3")
+    run = store.start("m", tmp_path, "t", {"shots": 0}, 1)
+    store.add(run.id, ItemResult("k", {"acc": 1.0}, {"x": 1}, "g"))
+    [back] = store.results(run.id)
+    assert (back.key, back.group, back.metrics) == ("k", "g", {"acc": 1.0})
+    assert store.start("m", tmp_path, "t", {"shots": 0}, 1).id == run.id  # unfinished: resumed
+    store.finish(run.id, {"items": 1})
+    assert store.start("m", tmp_path, "t", {"shots": 0}, 1).id != run.id
+    store.close()
