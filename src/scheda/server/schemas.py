@@ -146,8 +146,10 @@ class CompletionRequest(SamplingFields):
             raise Unsupported("best_of is not supported: leave it out or make it equal to n")
         if self.suffix:
             raise Unsupported("suffix (insertion) is not supported: leave it out")
-        if self.echo:
-            raise Unsupported("echo is not supported: leave it out")
+        if self.echo and self.stream:
+            raise Unsupported("echo is answered whole: leave stream out")
+        if self.echo and self.n > 1:
+            raise Unsupported("echo takes n = 1")
         return self
 
     def prompts(self) -> list[str | list[int]]:
