@@ -552,3 +552,39 @@ def test_an_hf_folder_behind_the_same_api(tmp_path: Path, smollm_hf: Path) -> No
             client.completions.create(model=model, prompt="x", max_tokens=1, presence_penalty=1.0)
     finally:
         hf.stop()
+
+
+# -- echo: what lm-evaluation-harness sends to score multiple choice --------------------------
+
+
+def test_echo_gives_every_prompt_token_a_logprob(server: Server) -> None:
+    from scheda.evaluation.scorer import LlamaCppScorer
+    from scheda.resolve import default_model_path
+
+    status, tokens = server.request("POST", "/tokenize", {"prompt": "The capital of France"})
+    ids = tokens["tokens"]
+    # lm-evaluation-harness's local-completions body for a loglikelihood request.
+    body = {"prompt": [ids, ids[:3]], "max_tokens": 1, "temperature": 0, "logprobs": 1,
+            "echo": True, "seed": 1234}  # fmt: skip
+    status, answer = server.request("POST", "/v1/completions", body)
+    assert status == 200, answer
+    first, second = answer["choices"]
+    lp = first["logprobs"]
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert len(lp["token_logprobs"]) == len(ids) + 1  # the prompt, then the generated token
+    assert lp["tokens"][: len(ids)] == ["The", " capital", " of", " France"]
+    with LlamaCppScorer(default_model_path(), context=4096) as scorer:
+        exact = scorer.score(ids, 1)
+    assert lp["token_logprobs"][1 : len(ids)] == pytest.approx(exact.logprobs, abs=1e-4)
+    # " of" after "The capital" is about -0.3 (a reading shifted by one gives -10).
+    assert -0.6 < lp["token_logprobs"][2] < -0.1
+    for value, top in zip(lp["token_logprobs"][1:], lp["top_logprobs"][1:], strict=True):
+        assert max(top.values()) >= value - 1e-9
+    assert second["logprobs"]["token_logprobs"][1:3] == pytest.approx(exact.logprobs[:2], abs=1e-4)
+    assert answer["usage"]["prompt_tokens"] == len(ids) + 3
+
+
+def test_echo_refuses_streaming(server: Server) -> None:
+    body = {"prompt": "hi", "echo": True, "logprobs": 1, "stream": True}
+    status, answer = server.request("POST", "/v1/completions", body)
+    assert status == 400 and "echo" in answer["error"]["message"]
