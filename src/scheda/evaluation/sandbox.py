@@ -21,7 +21,9 @@ out of `containment`, and the rest still apply:
 - Resource limits, set in `outer` and inherited: address space (`memory_mb`),
   CPU seconds (SIGXCPU, then SIGKILL a second later), file size (10 MB, for
   every file including the captured output), 64 open files, no core files,
-  and a cap on processes (RLIMIT_NPROC).
+  and a cap of 32 processes and threads (RLIMIT_NPROC: counted per user
+  namespace for a user who is not root; for root, across all of nobody's
+  processes, so sandboxes running at once share it).
 - Namespaces: a new network namespace (no interface but a loopback that is
   down: nothing, not even 127.0.0.1, is reachable), a PID namespace (when its
   init exits the kernel kills every process left in it, however it forked or
@@ -47,8 +49,9 @@ out of `containment`, and the rest still apply:
   exec, spawn, kill, file removal, renames and permission changes in `os`,
   `_posixsubprocess` (hence subprocess and multiprocessing) and `ctypes` are
   disabled before the code runs; sockets too when no namespace or Landlock
-  took the network away. It is bypassable by determined code and is only the
-  first line; the layers above are what contain it.
+  took the network away, and `open`/`os.open` for writing outside the folder
+  when Landlock is missing. It is bypassable by determined code and is only
+  the first line; the layers above are what contain it.
 - Timeouts: init waits for the worker with a deadline and kills it; then it
   kills every process left (in a PID namespace by exiting; otherwise, as a
   subreaper that inherits orphans, by killing its children until none is
@@ -56,11 +59,24 @@ out of `containment`, and the rest still apply:
   seconds after the deadline, and after every run, and waits until the group
   is gone before it returns.
 
-Without a PID namespace (a user who may not create user namespaces), a
-program that calls setsid() and outlives a parent-side kill could survive;
-with one, nothing survives. Memory is limited per process (RLIMIT_AS), so a
-fork bomb may use up to `memory_mb` times the process cap; cgroups would
-bound the total but need a privileged set-up, and are not used.
+What applies where:
+
+    as root: namespaces, nobody, the process cap, Landlock where the kernel
+        has it, the guard.
+    as a user allowed user namespaces: namespaces, no capabilities, the
+        process cap, Landlock where the kernel has it, the guard.
+    as a user without them: the process cap and the subreaper; Landlock
+        where the kernel has it (files, and the network from ABI 4); the
+        guard (which then also refuses sockets, and writes outside the
+        folder when Landlock is missing). This is the weakest case.
+
+Known limits: without a PID namespace, a program that calls setsid() and
+outlives a parent-side kill (init itself hung) could survive. Memory is
+limited per process (RLIMIT_AS), so a fork bomb may take up to `memory_mb`
+times the process cap; cgroups would bound the total but need a privileged
+set-up, and are not used. Reading is not restricted beyond the user's own
+rights (and, for nobody with CAP_DAC_READ_SEARCH, not at all), but nothing
+read can leave: there is no network, and only the output's tails return.
 
 Why not `preexec_fn`: it runs Python between fork and exec in the parent's
 copy, which may deadlock when other threads hold locks (the evaluator checks
@@ -71,6 +87,7 @@ uses only Popen's `start_new_session`, which is done in C.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -79,7 +96,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Literal
+    import subprocess
+    from typing import IO, Literal
 
     Status = Literal["passed", "failed", "timeout", "killed", "error"]
 
@@ -161,8 +179,7 @@ def run_python(
                 process.wait(timeout=timeout_s + BACKSTOP_S)
             except subprocess.TimeoutExpired:
                 backstop = True
-            _kill_group(process.pid)
-            process.wait()
+            _kill_group(process)
             reports = _read_reports(read_end)
             stdout, stderr = _tail(out), _tail(err)
     finally:
@@ -188,21 +205,21 @@ def run_python(
 # -- the parent's side ---------------------------------------------------------------------
 
 
-def _kill_group(pgid: int) -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     """SIGKILL the sandbox's process group and wait (up to 2 s) until no member is left."""
     import signal
 
     deadline = time.monotonic() + 2.0
     while True:
         try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        except PermissionError:  # a member we may not signal: nothing more we can do
-            return
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            break
+        process.poll()  # reap the group's leader, whose zombie still counts as a member
         if time.monotonic() > deadline:
-            return
-        time.sleep(0.005)
+            break
+        time.sleep(0.002)
+    process.wait()
 
 
 def _read_reports(fd: int) -> dict[str, object]:
@@ -226,11 +243,8 @@ def _read_reports(fd: int) -> dict[str, object]:
     return merged
 
 
-def _tail(stream: object) -> str:
-    import io
-
-    assert isinstance(stream, io.BufferedRandom)
-    size = stream.seek(0, io.SEEK_END)
+def _tail(stream: IO[bytes]) -> str:
+    size = stream.seek(0, os.SEEK_END)
     stream.seek(max(0, size - TAIL_BYTES))
     return stream.read().decode("utf-8", "replace")
 
@@ -243,12 +257,12 @@ def _remove(folder: str) -> None:
     """Remove the temporary folder, whatever modes the program left on what it made."""
     import shutil
 
-    for path, dirs, _ in os.walk(folder):
+    for path, dirs, _ in os.walk(folder):  # top-down: a folder is opened before listing it
         for name in dirs:
-            try:
-                os.chmod(os.path.join(path, name), 0o700, follow_symlinks=False)
-            except OSError:
-                pass
+            inner = os.path.join(path, name)
+            if not os.path.islink(inner):  # never change what a link points to
+                with contextlib.suppress(OSError):
+                    os.chmod(inner, 0o700)
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -287,14 +301,14 @@ SCOPE_SIGNAL = 1 << 1
 
 # What the guard takes from `os`: processes, signals, and changes to files and ids.
 GUARDED_OS = (
-    "fork", "forkpty", "register_at_fork", "system", "popen", "posix_spawn", "posix_spawnp",
+    "fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp",
     "execl", "execle", "execlp", "execlpe", "execv", "execve", "execvp", "execvpe",
     "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe",
     "kill", "killpg", "remove", "unlink", "rmdir", "removedirs", "rename", "renames",
     "replace", "link", "symlink", "truncate", "chmod", "fchmod", "lchmod", "chown", "fchown",
     "lchown", "chroot", "chflags", "lchflags", "mkfifo", "mknod", "setuid", "setgid",
     "seteuid", "setegid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
-    "setsid", "setpgid", "putenv", "unsetenv",
+    "setsid", "setpgid",
 )  # fmt: skip
 
 
@@ -329,10 +343,12 @@ def _child(config: dict[str, object]) -> None:
     """`outer`: limits, namespaces, then init; exits with init's code."""
     fd = int(config["report_fd"])  # type: ignore[call-overload]
     try:
-        _call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
         layers = ["rlimits"]
         _set_limits(config)
         pid_namespace = _unshare(layers)
+        # Not dumpable: the program may not open this process's /proc files (its fds).
+        # Only now: a process that is not dumpable cannot write its own uid_map.
+        _call("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
         _limit_processes(layers)
     except Exception as exc:
         _report(fd, error=f"{type(exc).__name__}: {exc}")
@@ -342,7 +358,7 @@ def _child(config: dict[str, object]) -> None:
         _init(config, layers, pid_namespace, fd)
     os.close(fd)
     _, status = os.waitpid(init, 0)
-    os._exit(os.waitstatus_to_exitcode(status) & 0x7F)
+    os._exit(0 if os.waitstatus_to_exitcode(status) == 0 else 1)
 
 
 def _set_limits(config: dict[str, object]) -> None:
@@ -375,14 +391,16 @@ def _unshare(layers: list[str]) -> bool:
         if _call("unshare", CLONE_NEWUSER | flags) != 0:
             return False
         try:
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1")):
+            for name, text in (
+                ("setgroups", "deny"),
+                ("uid_map", f"{uid} {uid} 1"),
+                ("gid_map", f"{gid} {gid} 1"),
+            ):
                 with open(f"/proc/self/{name}", "w") as file:
                     file.write(text)
-            with open("/proc/self/gid_map", "w") as file:
-                file.write(f"{gid} {gid} 1")
-        except OSError as exc:
-            raise _Setup(f"cannot map ids in the user namespace: {exc}") from exc
-        layers.append("user namespace")
+            layers.append("user namespace")
+        except OSError:  # files are still reached as the real user; ids just look unmapped
+            layers.append("user namespace (ids unmapped)")
     layers += ["network namespace", "pid namespace", "ipc namespace"]
     return True
 
@@ -393,7 +411,7 @@ def _limit_processes(layers: list[str]) -> None:
 
     if os.geteuid() == 0:
         cap = PROCESSES  # counts nobody's processes once the worker becomes nobody
-    elif "user namespace" in layers:
+    elif any(layer.startswith("user namespace") for layer in layers):
         cap = PROCESSES
     else:
         cap = _own_tasks() + PROCESSES
@@ -466,20 +484,17 @@ def _kill_the_rest(pid_namespace: bool) -> None:
     that came to this subreaper, until none is left."""
     import signal
 
-    if pid_namespace:  # pid 1 of its own namespace: -1 is everyone in it but us
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     me = str(os.getpid())
     while True:
-        for child in _children(me):
-            try:
-                os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # As pid 1 of its own namespace, -1 is everyone in it but us. Without one, the
+        # orphans this subreaper inherited, found in /proc (whose pids are then ours).
+        targets = [-1] if pid_namespace else _children(me)
+        for target in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGKILL)
         try:
-            os.waitpid(-1, 0)
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                time.sleep(0.001)
         except ChildProcessError:
             return
 
@@ -517,6 +532,8 @@ def _worker(config: dict[str, object], layers: list[str], fd: int) -> None:
         network_closed = "network namespace" in layers or "landlock network" in layers
         if config["guard"]:
             _guard(sockets=not network_closed)
+            if "landlock files" not in layers:
+                _guard_writes(folder)
             layers.append("python guard")
         elif not network_closed:
             _guard_sockets()
@@ -543,10 +560,12 @@ def _worker(config: dict[str, object], layers: list[str], fd: int) -> None:
         else:
             print(exc.code, file=sys.stderr)
             exit_code = 1
-    except BaseException:
+    except BaseException as exc:
         import traceback
 
-        traceback.print_exc()
+        # From the program's own frames down: the sandbox's frame is not its business.
+        frames = exc.__traceback__.tb_next if exc.__traceback__ else None
+        traceback.print_exception(type(exc), exc, frames)
         exit_code = 1
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -562,10 +581,11 @@ def _drop_privileges(layers: list[str]) -> None:
     keep = 0
     if os.geteuid() == 0 and not _others_can_read_stdlib():
         keep = 1 << CAP_DAC_READ_SEARCH
-    last = _last_capability()
-    for cap in range(last + 1):
-        if not keep >> cap & 1 and _call("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise _Setup(f"cannot drop capability {cap} from the bounding set: {_errno()}")
+    privileged = os.geteuid() == 0 or any(x.startswith("user namespace") for x in layers)
+    if privileged:  # dropping from the bounding set needs CAP_SETPCAP
+        for cap in range(_last_capability() + 1):
+            if not keep >> cap & 1 and _call("prctl", PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                raise _Setup(f"cannot drop capability {cap} from the bounding set: {_errno()}")
     _call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     if os.geteuid() == 0:
         if keep:
@@ -684,6 +704,36 @@ def _guard(sockets: bool) -> None:
         sys.modules[name] = None  # type: ignore[assignment]
     if sockets:
         _guard_sockets()
+
+
+def _guard_writes(folder: str) -> None:
+    """Without Landlock: `open` and `os.open` refuse to write outside the folder."""
+    import builtins
+    import io
+
+    inside = os.path.realpath(folder) + os.sep
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    open_file, open_fd = io.open, os.open
+
+    def check(path: object) -> None:
+        if isinstance(path, int):
+            return  # an open file descriptor
+        real = os.path.realpath(os.fsdecode(path))  # type: ignore[call-overload]
+        if not (real + os.sep).startswith(inside):
+            raise PermissionError(f"writing outside the sandbox's folder: {real}")
+
+    def guarded_open(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if any(c in mode for c in "wax+"):
+            check(file)
+        return open_file(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    def guarded_os_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & writes:
+            check(path)
+        return open_fd(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    builtins.open = io.open = guarded_open  # type: ignore[assignment]
+    os.open = guarded_os_open  # type: ignore[assignment]
 
 
 def _guard_sockets() -> None:
