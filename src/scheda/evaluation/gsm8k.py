@@ -9,8 +9,9 @@ are the same for every question, so the prompts share one prefix (llama.cpp
 reuses its cache for it). lm-eval draws its exemplars afresh per question
 and uses 5 by default; here the number is `shots` (8 by default).
 
-Generation is greedy and stops at the next "Question:". Two answers are read
-from the text, as lm-eval's two filters read them:
+Generation is greedy and stops where the model starts a new question
+("Question:", an end-of-turn marker, or two blank lines). Two answers are
+read from the text, as lm-eval's two filters read them:
 
 - strict: the first "#### n", the format the exemplars teach;
 - flexible: the last number anywhere in the text.
@@ -21,7 +22,11 @@ removed, lower case) and compared as strings. As in lm-eval, "18.0" and
 "18" do not match: the comparison is textual, not numeric.
 
 Prompts go to the engine from `model.parallel` threads at once, so that
-llama.cpp's parallel slots decode them together.
+llama.cpp's parallel slots decode them together. Batching is not
+bit-reproducible in llama.cpp (a prompt's logits depend a little on what it
+is batched with and on how much of it the prompt cache held), so with more
+than one slot a near tie between two tokens can go either way from run to
+run; one slot on a freshly loaded model reproduces its generations exactly.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from scheda.engines.base import Sampling
+from scheda.engines.base import Generation, Sampling
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 
@@ -183,12 +188,12 @@ class GSM8K(Task):
         rows = test if self.limit is None else test[: self.limit]
         return [Item(f"test/{i}", row) for i, row in enumerate(rows)]
 
-    def score(self, generation: str, answer: str) -> ItemResult:
-        """The metrics and the detail for one generated answer (the key is filled by `run`)."""
+    def score(self, key: str, generation: str, answer: str) -> ItemResult:
+        """The metrics and the detail for one generated answer, against the item's answer."""
         gold = gold_answer(answer)
         strict, flexible = extract_strict(generation), extract_flexible(generation)
         return ItemResult(
-            "",
+            key,
             {
                 "exact_match_strict": exact_match(strict, gold),
                 "exact_match_flexible": exact_match(flexible, gold),
@@ -204,17 +209,19 @@ class GSM8K(Task):
         engine = model.engine
         stop = threading.Event()
 
-        def answer(item: Item) -> str:
+        def answer(item: Item) -> Generation:
             prompt = prefix + question_text(item.data["question"])
-            return engine.generate(prompt, sampling, cancel=stop).text
+            return engine.generate(prompt, sampling, cancel=stop)
 
         with ThreadPoolExecutor(max_workers=max(1, model.parallel)) as pool:
             futures = {pool.submit(answer, item): item for item in items}
             try:
                 for future in as_completed(futures):
-                    item = futures[future]
-                    result = self.score(future.result(), item.data["answer"])
-                    result.key = item.key
+                    item, generation = futures[future], future.result()
+                    result = self.score(item.key, generation.text, item.data["answer"])
+                    # "length": cut at max_tokens, before the model wrote its answer line.
+                    result.detail["finish_reason"] = generation.finish_reason
+                    result.detail["completion_tokens"] = generation.completion_tokens
                     yield result
             finally:
                 # Stopped early (an error, or the consumer closed us): drop what has not
