@@ -63,6 +63,9 @@ def eval_command(
     data: Annotated[
         Path | None, typer.Option("--data", help="Folder with the tasks' data (mmlu/, gsm8k/ ...).")
     ] = None,
+    samples: Annotated[
+        int, typer.Option("--samples", min=1, help="HumanEval: samples per problem, for pass@k.")
+    ] = 1,
     parallel: Annotated[
         int, typer.Option("--parallel", min=1, max=64, help="Generations decoded together.")
     ] = 4,
@@ -78,7 +81,9 @@ def eval_command(
         if model == "list":
             _list(store, as_json)
             return
-        _evaluate(store, model, tasks, limit, shots, data, parallel, context, threads, as_json)
+        _evaluate(
+            store, model, tasks, limit, shots, data, samples, parallel, context, threads, as_json
+        )
     finally:
         store.close()
 
@@ -90,6 +95,7 @@ def _evaluate(
     limit: int | None,
     shots: int | None,
     data: Path | None,
+    samples: int,
     parallel: int,
     context: int | None,
     threads: int | None,
@@ -106,7 +112,8 @@ def _evaluate(
     if data is not None and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder")
     _, path = choose(model)
-    built = [make_task(n, shots, limit, data) for n in names]  # bad names fail before loading
+    # Bad task names and data fail here, before the model loads.
+    built = [make_task(n, shots, limit, data, samples) for n in names]
     spec = resolve(model)
     evaluator = EvalModel(path, context, parallel, threads)
     summaries = []

@@ -32,7 +32,9 @@ def _data_for(data: Path | None, name: str) -> Path | None:
     return data / name if (data / name).is_dir() else data
 
 
-def make_task(name: str, shots: int | None, limit: int | None, data: Path | None) -> Task:
+def make_task(
+    name: str, shots: int | None, limit: int | None, data: Path | None, samples: int = 1
+) -> Task:
     """A task from its name (mmlu, gsm8k, humaneval) or a .jsonl file of multiple choice."""
     if name.endswith(".jsonl"):
         from scheda.evaluation.multiple_choice import JsonlChoice
@@ -51,7 +53,7 @@ def make_task(name: str, shots: int | None, limit: int | None, data: Path | None
 
         if shots:
             raise UsageError("humaneval is 0-shot: leave --shots out")
-        return HumanEval(limit=limit, data_dir=_data_for(data, "humaneval"))
+        return HumanEval(samples=samples, limit=limit, data_dir=_data_for(data, "humaneval"))
     known = ", ".join(TASKS)
     raise UsageError(f"unknown task {name!r}: known are {known}, or a path to a .jsonl file")
 
@@ -67,7 +69,12 @@ def run_task(
     items = task.items()
     if not items:
         raise UsageError(f"{task.name}: no items to score")
-    run = store.start(model_name, model.path, task.name, task.config(), len(items))
+    config = task.config()
+    if task.output == "generate":
+        # Slots decoding together are not bit-identical to one at a time (llama.cpp batches
+        # them into one computation), so the slot count is part of what makes a run.
+        config["parallel"] = model.parallel
+    run = store.start(model_name, model.path, task.name, config, len(items))
     done = store.done(run.id)
     todo = [i for i in items if i.key not in done]
     count = len(items) - len(todo)
