@@ -4,7 +4,8 @@ Chromium runs headless through Playwright against the page the server ships
 (`/`); the answers come from the embedded model, so streaming, the stop
 button and the saved sessions are the real ones. Sessions made through
 `SessionStore` on the server's own SQLite file stand for sessions begun in
-the terminal with `scheda chat`.
+the terminal with `scheda chat`, and evaluation runs written through
+`EvalStore` on its evaluation file stand for runs of `scheda eval`.
 
 Chromium is Debian's (/usr/bin/chromium). Without it these tests skip, or
 fail where the CI variable is set, since CI must run them.
@@ -13,6 +14,7 @@ fail where the CI variable is set, since CI must run them.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import re
@@ -31,6 +33,11 @@ from typing import Any
 import pytest
 
 from scheda.errors import SessionNotFoundError
+from scheda.evaluation.base import ItemResult
+from scheda.evaluation.multiple_choice import MMLU
+from scheda.evaluation.runner import summarize
+from scheda.evaluation.store import FILENAME as EVALS_FILENAME
+from scheda.evaluation.store import EvalStore
 from scheda.sessions import FILENAME, SessionStore
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -76,6 +83,11 @@ class Server:
     sessions: Path  # the SQLite file the server and `scheda chat` share
     process: subprocess.Popen[bytes]
     log: Path
+
+    @property
+    def evals(self) -> Path:
+        """The SQLite file of the evaluation runs, beside the sessions (`scheda eval`'s)."""
+        return self.sessions.parent / EVALS_FILENAME
 
     def api(self, method: str, path: str, body: Any = None, key: str | None = None) -> Any:
         """A JSON request to the running server."""
@@ -226,6 +238,50 @@ def _session_titled(server: Server, title: str) -> str:
     ids = [s["id"] for s in server.api("GET", "/api/sessions") if s["title"] == title]
     assert len(ids) == 1, f"expected one session titled {title!r}, found {len(ids)}"
     return ids[0]
+
+
+def _mmlu_run(
+    server: Server,
+    folder: Path,
+    scores: dict[str, list[float]],
+    scored: int | None = None,
+) -> str:
+    """An MMLU run in the server's evaluation store, as `scheda eval` leaves one.
+
+    A real `MMLU` task over a tiny data folder (one question per score, per
+    subject) gives the items; `scores` are their accuracies. With `scored`, only
+    that many items are stored and the run stays unfinished, as an interrupted one.
+    """
+    for split, count in (("test", None), ("dev", 5)):
+        (folder / split).mkdir(parents=True)
+        for subject, accs in scores.items():
+            rows = [[f"{subject} question {i}?", "w", "x", "y", "z", "A"] for i in range(len(accs))]
+            with (folder / split / f"{subject}_{split}.csv").open("w", newline="") as f:
+                csv.writer(f).writerows(rows[:count])
+    task = MMLU(5, None, folder)
+    items = task.items()
+    accs = {item.key: acc for item, acc in zip(items, _by_subject(task, scores), strict=True)}
+    with contextlib.closing(EvalStore(server.evals)) as store:
+        run = store.start("default", folder / "model.gguf", task.name, task.config(), len(items))
+        for item in items[:scored]:
+            pred = 0 if accs[item.key] else 1
+            detail = {"gold": 0, "pred": pred, "logliks": [-1.0, -2.0, -3.0, -4.0]}
+            store.add(run.id, ItemResult(item.key, {"acc": accs[item.key]}, detail, item.group))
+        if scored is None:
+            store.finish(run.id, summarize(task, store.results(run.id)))
+    return run.id
+
+
+def _by_subject(task: MMLU, scores: dict[str, list[float]]) -> list[float]:
+    """The scores in the task's item order (subjects sorted, questions in file order)."""
+    return [acc for subject in task.subjects for acc in scores[subject]]
+
+
+# Physics 2 of 3 right, algebra 1 of 5: 3 of 8 in all (37.5 ± 18.3), macro 43.3 ± 19.4.
+EVAL_SCORES = {
+    "high_school_physics": [1.0, 1.0, 0.0],
+    "abstract_algebra": [1.0, 0.0, 0.0, 0.0, 0.0],
+}
 
 
 # -- the tests ---------------------------------------------------------------------------
@@ -496,3 +552,112 @@ def test_api_key_is_asked_for_and_kept(browser: Any, tmp_path: Path) -> None:
         page.wait_for_selector("body[data-ready='true']", state="attached")
         assert page.locator("#auth").is_hidden()
         context.close()
+
+
+def test_evaluation_runs_and_their_figures(studio: Studio, server: Server, tmp_path: Path) -> None:
+    page = studio.page
+    studio.open()
+    if not server.api("GET", "/api/evals"):  # this module's server starts with no runs
+        page.click("#tab-evals")
+        empty = page.locator("#evals-empty")
+        empty.wait_for()
+        assert "scheda eval MODEL --tasks mmlu" in (empty.text_content() or "")
+        assert page.locator("#eval-runs").is_hidden()
+
+    finished = _mmlu_run(server, tmp_path / "finished", EVAL_SCORES)
+    unfinished = _mmlu_run(server, tmp_path / "unfinished", EVAL_SCORES, scored=2)
+    page.click("#tab-evals")
+    page.click("#evals-refresh")
+    row = page.locator(f"#eval-runs tr[data-run-id='{finished}']")
+    row.wait_for()
+    cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+    assert cells[:4] == ["default", "mmlu", "5", "8"], cells
+    assert cells[4].startswith("37.5 ± 18.3"), cells
+    assert cells[6] == finished
+    late = page.locator(f"#eval-runs tr[data-run-id='{unfinished}']")
+    assert "unfinished" in late.inner_text() and "2 / 8" in late.inner_text()
+    # Newest first: the interrupted run was made last.
+    ids = page.locator("#eval-runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.runId)")
+    assert ids.index(unfinished) < ids.index(finished)
+
+    row.click()
+    page.wait_for_selector(f"#eval-detail[data-run-id='{finished}']")
+    assert row.get_attribute("aria-current") == "true"
+    assert page.locator("#eval-note").is_hidden()
+    figures = page.locator("#eval-figures")
+    acc = [t.strip() for t in figures.locator("tr[data-metric='acc'] td").all_inner_texts()]
+    assert acc == ["37.5", "18.3", "8"], acc
+    macro = [t.strip() for t in figures.locator("tr[data-metric='macro'] td").all_inner_texts()]
+    assert macro == ["43.3", "19.4", "8"], macro
+
+    bars = page.locator("#eval-groups .eval-bar[data-group]")
+    assert bars.count() == 2  # one per subject, best first
+    order = bars.evaluate_all("rows => rows.map(r => r.dataset.group)")
+    assert order == ["high_school_physics", "abstract_algebra"]
+    physics, algebra = bars.nth(0), bars.nth(1)
+    assert physics.locator(".eval-value").text_content() == "66.7 ± 33.3"
+    assert algebra.locator(".eval-value").text_content() == "20.0 ± 20.0"
+    for bar, share in ((physics, 2 / 3), (algebra, 1 / 5)):
+        track = bar.locator(".eval-track").bounding_box()
+        fill = bar.locator(".eval-fill").bounding_box()
+        assert track and fill and abs(fill["width"] / track["width"] - share) < 0.01
+        assert bar.locator(".eval-whisker").count() == 1
+        assert bar.locator(".eval-macro").count() == 1
+        assert bar.locator(".eval-chance").count() == 1  # MMLU: four choices, 25% by chance
+    assert "below-chance" in (algebra.get_attribute("class") or "")
+    _save_screenshot(page, tmp_path, "studio-evals.png")
+
+    # The run is in the URL: a reload comes back to it.
+    page.reload()
+    studio.ready()
+    page.wait_for_selector(f"#eval-detail[data-run-id='{finished}']")
+    assert page.get_attribute("#tab-evals", "aria-selected") == "true"
+
+    # The interrupted run says so, with its figures over the items scored so far.
+    page.locator(f"#eval-runs tr[data-run-id='{unfinished}']").click()
+    page.wait_for_selector(f"#eval-detail[data-run-id='{unfinished}']")
+    assert "2 of 8 items scored" in (page.locator("#eval-note").text_content() or "")
+    partial = page.locator("#eval-figures tr[data-metric='acc'] td").first.text_content()
+    assert partial == "50.0"  # the first two items, both algebra: 1 right, 1 wrong
+    assert page.locator("#eval-groups .eval-bar[data-group]").count() == 1
+
+
+def test_evaluation_routes(server: Server, tmp_path: Path) -> None:
+    first = _mmlu_run(server, tmp_path / "first", EVAL_SCORES)
+    second = _mmlu_run(server, tmp_path / "second", EVAL_SCORES, scored=3)
+
+    runs = server.api("GET", "/api/evals")
+    ids = [r["id"] for r in runs]
+    assert ids.index(second) < ids.index(first)  # newest first
+    listed = runs[ids.index(first)]
+    assert listed["model"] == "default" and listed["task"] == "mmlu"
+    assert listed["items"] == listed["scored"] == 8
+    assert listed["config"]["shots"] == 5 and listed["finished"] >= listed["created"]
+    assert listed["summary"]["metrics"]["acc"]["value"] == 3 / 8
+    assert listed["summary"]["macro"]["value"] == (2 / 3 + 1 / 5) / 2
+    assert runs[ids.index(second)]["summary"] is None
+    assert runs[ids.index(second)]["scored"] == 3
+
+    run = server.api("GET", f"/api/evals/{first}")
+    assert run["id"] == first and run["summary"] == listed["summary"]
+    assert run["partial"] is None and run["scored"] == 8
+    assert len(run["results"]) == 8
+    assert all(set(r) == {"key", "group", "metrics"} for r in run["results"])
+    groups = {r["group"] for r in run["results"]}
+    assert groups == {"high_school_physics", "abstract_algebra"}
+    detailed = server.api("GET", f"/api/evals/{first[:6]}?detail=1")  # a unique prefix will do
+    assert detailed["id"] == first
+    assert all(r["detail"]["gold"] == 0 for r in detailed["results"])
+
+    partial = server.api("GET", f"/api/evals/{second}")
+    assert partial["finished"] is None and len(partial["results"]) == 3
+    assert partial["partial"]["items"] == 3
+    assert partial["partial"]["metrics"]["acc"]["value"] == 1 / 3
+
+    for missing in ("nosuchrun", "zz"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            server.api("GET", f"/api/evals/{missing}")
+        assert caught.value.code == 404
+        error = json.loads(caught.value.read())["error"]
+        caught.value.close()
+        assert error["type"] == "not_found_error" and missing in error["message"]

@@ -1,7 +1,7 @@
 """`scheda serve`: an OpenAI-compatible API and the web studio over the engines.
 
-`serve(models, ...)` builds the model pool, opens the sessions store and runs
-the app under uvicorn. See docs/api.md for the routes.
+`serve(models, ...)` builds the model pool, opens the sessions store and the
+evaluation runs' store, and runs the app under uvicorn. See docs/api.md for the routes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import psutil
 
 from scheda.errors import UsageError
+from scheda.evaluation.store import EvalStore
 from scheda.server.app import DEFAULT_MAX_BODY, create_app
 from scheda.server.pool import ModelPool, served_model
 from scheda.sessions import SessionStore
@@ -61,7 +62,8 @@ def serve(
 
     check_port(host, port)
     store = SessionStore()
-    app = create_app(pool, store, api_key=api_key, max_body=max_body)
+    evals = EvalStore()
+    app = create_app(pool, store, api_key=api_key, max_body=max_body, evals=evals)
     config = uvicorn.Config(
         app,
         host=host,
@@ -79,6 +81,7 @@ def serve(
     finally:
         pool.close()
         store.close()
+        evals.close()
 
 
 __all__ = ["build_pool", "create_app", "serve"]

@@ -1,4 +1,4 @@
-"""The server: one FastAPI app over the model pool and the sessions store.
+"""The server: one FastAPI app over the model pool, the sessions and the evaluation runs.
 
 Two small ASGI layers sit in front of the routes, cheapest first: the body
 limit (a request over it never reaches the JSON parser) and the API key
@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheda import __version__
+from scheda.evaluation.store import EvalStore
 from scheda.server import errors, openai_api, studio_api
 from scheda.server.errors import APIError
 from scheda.server.pool import ModelPool
@@ -115,7 +116,9 @@ def create_app(
     store: SessionStore,
     api_key: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    evals: EvalStore | None = None,
 ) -> FastAPI:
+    """The app; `evals` is the store of `scheda eval`'s runs (by default the data folder's)."""
     app = FastAPI(
         title="scheda",
         version=__version__,
@@ -125,6 +128,7 @@ def create_app(
     )
     app.state.pool = pool
     app.state.store = store
+    app.state.evals = evals if evals is not None else EvalStore()
     app.state.started = time.time()
     errors.install(app)
     app.include_router(openai_api.router)

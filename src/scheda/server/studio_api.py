@@ -1,15 +1,17 @@
-"""The web studio's own routes (`/api`): sessions, the spec sheet and the fit calculator.
+"""The web studio's own routes (`/api`): sessions, the spec sheet, the fit calculator, evals.
 
 Sessions are the same SQLite store as `scheda chat`'s, so a conversation
 begun in the terminal goes on in the browser. A chat turn saves the question
 before the model answers and the answer when it ends; a client that stops
 reading (the stop button) cancels the generation and the partial answer is
-saved, as Ctrl-C does in the terminal.
+saved, as Ctrl-C does in the terminal. Evaluation runs are `scheda eval`'s store,
+read only: a run started in the terminal shows here as its items are scored.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +22,9 @@ from pydantic import Field
 from scheda import hardware
 from scheda.chat import fit_history
 from scheda.engines.base import Generation, Sampling
+from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
+from scheda.evaluation.runner import summarize
+from scheda.evaluation.store import EvalStore, Run
 from scheda.fit_report import fit_report
 from scheda.render import card_rows
 from scheda.server.errors import APIError, sse
@@ -38,6 +43,10 @@ def pool_of(request: Request) -> ModelPool:
 
 def store_of(request: Request) -> SessionStore:
     return request.app.state.store  # type: ignore[no-any-return]
+
+
+def evals_of(request: Request) -> EvalStore:
+    return request.app.state.evals  # type: ignore[no-any-return]
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -261,3 +270,84 @@ async def _turn(job: Job, store: SessionStore, session_id: str) -> AsyncIterator
             # here and now, not awaited: a cancelled stream may not await anything more.
             job.cancel.set()
             save("".join(answer), None)
+
+
+# -- evaluation runs -------------------------------------------------------------------------
+
+
+class _StoredTask(Task):
+    """A stored run's task as `summarize` reads it: its name, shots and metrics, no items."""
+
+    def __init__(self, name: str, shots: int, metrics: tuple[str, ...]) -> None:
+        super().__init__(shots)
+        self.name = name
+        self.metrics = metrics
+
+    def items(self) -> list[Item]:
+        return []
+
+    def run(self, items: list[Item], model: EvalModel) -> Iterator[ItemResult]:
+        return iter(())
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: a figure over no items is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _scored(store: EvalStore, run: Run) -> int:
+    if run.summary is not None and isinstance(run.summary.get("items"), int):
+        return int(run.summary["items"])
+    return len(store.done(run.id))
+
+
+def _so_far(run: Run, results: list[ItemResult]) -> dict[str, Any] | None:
+    """An unfinished run's figures over the items scored so far, in the summary's shape."""
+    if run.finished is not None or not results or not results[0].metrics:
+        return None
+    headline = next(iter(results[0].metrics))  # a task's results list its headline first
+    metrics = (headline, *[m for r in results for m in r.metrics if m != headline])
+    task = _StoredTask(run.task, int(run.config.get("shots") or 0), tuple(dict.fromkeys(metrics)))
+    return summarize(task, [r for r in results if headline in r.metrics])
+
+
+def _find_run(store: EvalStore, run_id: str) -> Run:
+    """A run by id or unique id prefix; a 404 in the API's shape if none or several match."""
+    runs = store.runs()
+    found = [r for r in runs if r.id == run_id] or [r for r in runs if r.id.startswith(run_id)]
+    if len(found) != 1:
+        what = "no evaluation run" if not found else f"{len(found)} evaluation runs"
+        raise APIError(f"{what} with id {run_id!r}: GET /api/evals lists them", None, 404)
+    return found[0]
+
+
+@router.get("/evals")
+def list_evals(request: Request) -> list[dict[str, Any]]:
+    store = evals_of(request)
+    return [_finite({**r.to_dict(), "scored": _scored(store, r)}) for r in store.runs()]
+
+
+@router.get("/evals/{run_id}")
+def get_eval(run_id: str, request: Request, detail: bool = False) -> dict[str, Any]:
+    store = evals_of(request)
+    run = _find_run(store, run_id)
+    results = store.results(run.id)
+    rows = [
+        {
+            "key": r.key,
+            "group": r.group,
+            "metrics": r.metrics,
+            **({"detail": r.detail} if detail else {}),
+        }
+        for r in results
+    ]
+    answer: dict[str, Any] = _finite(
+        {**run.to_dict(), "scored": len(results), "partial": _so_far(run, results), "results": rows}
+    )
+    return answer
