@@ -324,7 +324,7 @@ MALFORMED: list[bytes] = [
     b'{"messages": []}',
     b'{"messages": [{}]}',
     b'{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
-    b'{"messages": [{"role": "user", "content": null}], "max_tokens": 1e309}',
+    b'{"messages": [{"role": "user", "content": 5}], "max_tokens": 1e309}',
     b'{"prompt": [[1, 2], "mixed"]}',
     b'{"prompt": [-5]}',
     b'{"prompt": [999999999], "max_tokens": 1}',
