@@ -489,6 +489,7 @@ BODY = st.fixed_dictionaries(
         **{f: JSON for f in FIELDS},
         "messages": st.lists(MESSAGE, max_size=3) | JSON,
         "prompt": st.text(max_size=30) | st.lists(st.integers(-3, 50000), max_size=5),
+        "tokens": st.lists(st.integers(-3, 60000), max_size=5) | JSON,
     },
 )
 

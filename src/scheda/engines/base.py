@@ -231,6 +231,17 @@ class Engine(ABC):
         self.close()
 
 
+def check_token_ids(ids: list[int], vocab_size: int) -> None:
+    """Token ids from a client must exist: an engine given one past its vocabulary may crash."""
+    from scheda.errors import EngineError
+
+    bad = next((t for t in ids if not 0 <= int(t) < vocab_size), None) if vocab_size else None
+    if bad is not None:
+        raise EngineError(
+            f"token id {bad} is outside the vocabulary (0 to {vocab_size - 1})", client_fault=True
+        )
+
+
 def stopwatch() -> Callable[[], float]:
     """Seconds since the call, on a monotonic clock."""
     start = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import transformers
 
-from scheda.engines.base import Token, stopwatch
+from scheda.engines.base import Token, check_token_ids, stopwatch
 from scheda.engines.transformers import physical_cores
 from scheda.errors import ModelFileError
 from scheda.tokens import hf_piece, is_byte_level
@@ -96,6 +96,7 @@ class EmbeddingEngine:
         }
 
     def detokenize(self, ids: list[int]) -> str:
+        check_token_ids(ids, len(self.tokenizer))
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=False))
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:

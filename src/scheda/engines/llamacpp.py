@@ -32,6 +32,7 @@ from scheda.engines.base import (
     Timings,
     Token,
     TokenLogprob,
+    check_token_ids,
     stopwatch,
 )
 from scheda.errors import EngineError, PromptTooLongError
@@ -60,7 +61,9 @@ class LlamaCppEngine(Engine):
         warmup: bool = True,
     ) -> None:
         self._start(path, context or DEFAULT_CONTEXT, parallel, threads, warmup)
-        trained = int(self.model_meta().get("n_ctx_train") or 0)
+        meta = self.model_meta()
+        self.vocab_size = int(meta.get("n_vocab") or 0)
+        trained = int(meta.get("n_ctx_train") or 0)
         self.trained_context = trained or None
         if context is None and 0 < trained < self.context:
             # Asked for nothing in particular: never more than the model was trained on.
@@ -138,6 +141,7 @@ class LlamaCppEngine(Engine):
         return [Token(int(t["id"]), _piece_bytes(t["piece"])) for t in answer["tokens"]]
 
     def detokenize(self, ids: list[int]) -> str:
+        check_token_ids(ids, self.vocab_size)
         return str(self._post("/detokenize", {"tokens": list(ids)})["content"])
 
     def chat_prompt(self, messages: list[Message]) -> str:

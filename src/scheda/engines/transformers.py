@@ -42,6 +42,7 @@ from scheda.engines.base import (
     Timings,
     Token,
     TokenLogprob,
+    check_token_ids,
     stopwatch,
 )
 from scheda.errors import EngineError, ModelFileError, PromptTooLongError, UsageError
@@ -166,6 +167,7 @@ class TransformersEngine(Engine):
         }
 
     def detokenize(self, ids: list[int]) -> str:
+        check_token_ids(ids, self.model.get_input_embeddings().num_embeddings)
         return str(
             self.tokenizer.decode(
                 list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
@@ -217,13 +219,7 @@ class TransformersEngine(Engine):
         cancel: threading.Event | None = None,
     ) -> Generation:
         ids = self._encode(prompt, True) if isinstance(prompt, str) else [int(t) for t in prompt]
-        vocab = self.model.get_input_embeddings().num_embeddings
-        bad = [t for t in ids if not 0 <= t < vocab]
-        if bad:
-            raise EngineError(
-                f"token id {bad[0]} is outside the vocabulary (0 to {vocab - 1})",
-                client_fault=True,
-            )
+        check_token_ids(ids, self.model.get_input_embeddings().num_embeddings)
         return self._generate(ids, sampling, on_text, cancel)
 
     def _generate(
