@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scheda.errors import UsageError
@@ -89,6 +90,19 @@ def test_a_reused_prefix_gives_the_same_numbers(make: str, request: pytest.Fixtu
     assert cold.logprobs == pytest.approx(first.logprobs, abs=1e-3)
 
 
+@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+def test_one_pass_for_single_token_choices(make: str, request: pytest.FixtureRequest) -> None:
+    """MMLU's letters come from one next-token distribution; the same as one at a time."""
+    scorer: Scorer = request.getfixturevalue(make)
+    context = "Which planet is red?\nA. Mars\nB. Venus\nC. Earth\nD. Jupiter\nAnswer:"
+    letters = [" A", " B", " C", " D"]
+    together = scorer.choices(context, letters)
+    one_by_one = [scorer.loglikelihood(context, c)[0] for c in letters]
+    assert [len(s.logprobs) for s in together] == [1, 1, 1, 1]
+    assert [s.total for s in together] == pytest.approx([s.total for s in one_by_one], abs=1e-3)
+    assert [s.is_greedy for s in together] == [s.is_greedy for s in one_by_one]
+
+
 def test_trailing_space_moves_to_the_continuation(gguf_scorer: LlamaCppScorer) -> None:
     a, _ = gguf_scorer.loglikelihood("The capital of France is ", "Paris")
     b, _ = gguf_scorer.loglikelihood("The capital of France is", " Paris")
@@ -111,6 +125,11 @@ class ConstantScorer(Scorer):
 
     def piece(self, token: int) -> str:
         return chr(token)
+
+    def next_logprobs(self, tokens: list[int]) -> np.ndarray:
+        lp = np.full(256, -5.0)
+        lp[ord(self.letter)] = 0.0
+        return lp
 
     def score(self, tokens: list[int], start: int, top: int = 0) -> Scored:
         picked = tokens[start:] == [ord(" "), ord(self.letter)]

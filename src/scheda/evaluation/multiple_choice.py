@@ -42,11 +42,7 @@ def choose(logliks: list[float], choices: list[str]) -> tuple[int, int]:
 def score_item(model: EvalModel, context: str, choices: list[str], gold: int) -> dict[str, Any]:
     """Score every continuation of one context: the metrics and what the model preferred."""
     continuations = [" " + c for c in choices]
-    logliks, greedy = [], []
-    for c in continuations:
-        scored, _ = model.scorer.loglikelihood(context, c)
-        logliks.append(scored.total)
-        greedy.append(scored.is_greedy)
+    logliks = [scored.total for scored in model.scorer.choices(context, continuations)]
     pick, pick_norm = choose(logliks, continuations)
     return {
         "metrics": {"acc": float(pick == gold), "acc_norm": float(pick_norm == gold)},

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ctypes
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,22 +97,44 @@ class Scorer(ABC):
     def piece(self, token: int) -> str:
         """The text of one token."""
 
-    def loglikelihood(self, context: str, continuation: str) -> tuple[Scored, int]:
-        """Score `continuation` after `context`, tokenized as lm-evaluation-harness does.
+    @abstractmethod
+    def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
+        """log P(next token | tokens) over the whole vocabulary."""
 
-        The whole text is tokenized at once and the continuation is what follows the
-        context's own tokens; a space that ends the context moves to the continuation
-        (" A" is one token, "A" after a trailing space is another). Returns the scores
-        and the number of continuation tokens.
+    def split(self, context: str, continuation: str) -> tuple[list[int], int]:
+        """The tokens of context + continuation, and where the continuation's begin.
+
+        As lm-evaluation-harness does: the whole text is tokenized at once and the
+        continuation is what follows the context's own tokens; a space that ends the
+        context moves to the continuation (" A" is one token, "A" after a space another).
         """
         if context.endswith(" ") and continuation and not continuation.startswith(" "):
             context, continuation = context[:-1], " " + continuation
         whole = self.tokenize(context + continuation)
-        head = self.tokenize(context)
-        start = max(common_prefix(whole, head), 1)
+        start = max(common_prefix(whole, self.tokenize(context)), 1)
         if len(whole) > self.context:
             raise PromptTooLongError(len(whole), self.context)
+        return whole, start
+
+    def loglikelihood(self, context: str, continuation: str) -> tuple[Scored, int]:
+        """Score `continuation` after `context`; and how many tokens the continuation has."""
+        whole, start = self.split(context, continuation)
         return self.score(whole, start), len(whole) - start
+
+    def choices(self, context: str, continuations: Sequence[str]) -> list[Scored]:
+        """Each continuation scored after one context.
+
+        When every continuation is one token after the same context tokens (MMLU's
+        " A" to " D"), one pass over the context gives all of them: the log-probability
+        of each is read from the same next-token distribution.
+        """
+        pairs = [self.split(context, c) for c in continuations]
+        heads = {tuple(whole[:start]) for whole, start in pairs}
+        if len(heads) == 1 and all(len(whole) - start == 1 for whole, start in pairs):
+            lp = self.next_logprobs(next(iter(heads)))
+            best = int(lp.argmax())
+            return [Scored((float(lp[w[-1]]),), (best == w[-1],)) for w, _ in pairs]
+        return [self.score(whole, start) for whole, start in pairs]
 
     def close(self) -> None:  # noqa: B027 - a scorer with nothing to free needs no override
         """Free the model."""
@@ -187,28 +209,44 @@ class LlamaCppScorer(Scorer):
             raise ValueError(f"start must be between 1 and {len(tokens)}, not {start}")
         if len(tokens) > self.context:
             raise PromptTooLongError(len(tokens), self.context)
-        # Keep the KV of the shared prefix, but re-run from the first position whose
-        # logits are needed: logits are not kept between calls, only the cache.
-        keep = min(common_prefix(self._past, tokens), start - 1)
-        self._ll.llama_memory_seq_rm(self._memory, 0, keep, -1)
-        self._past = tokens[:keep]
         logprobs: list[float] = []
         greedy: list[bool] = []
         alternatives: list[tuple[tuple[int, float], ...]] = []
+        for position, row in self._rows(tokens, start - 1, len(tokens) - 2):
+            target = tokens[position + 1]
+            lp = log_softmax(row)
+            logprobs.append(float(lp[target]))
+            greedy.append(int(row.argmax()) == target)
+            alternatives.append(top_k(lp, top))
+        return Scored(tuple(logprobs), tuple(greedy), tuple(alternatives) if top else ())
+
+    def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
+        tokens = list(tokens)
+        if not tokens:
+            raise ValueError("no tokens to continue")
+        if len(tokens) >= self.context:
+            raise PromptTooLongError(len(tokens) + 1, self.context)
+        [(_, row)] = list(self._rows(tokens, len(tokens) - 1, len(tokens) - 1))
+        return log_softmax(row)
+
+    def _rows(self, tokens: list[int], first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The logits at positions first..last, decoding only what the cache lacks.
+
+        The KV of the prefix shared with the previous call is kept, but decoding
+        restarts at `first` at the latest: logits are not kept between calls.
+        """
+        keep = min(common_prefix(self._past, tokens), first)
+        self._ll.llama_memory_seq_rm(self._memory, 0, keep, -1)
+        self._past = tokens[:keep]
         for begin in range(keep, len(tokens), self.n_batch):
             chunk = tokens[begin : begin + self.n_batch]
-            wanted = self._decode(chunk, begin, first_logit=start - 1, last_logit=len(tokens) - 2)
+            wanted = self._decode(chunk, begin, first_logit=first, last_logit=last)
             self._past.extend(chunk)
             for index, position in wanted:
                 row = np.ctypeslib.as_array(
                     self._ll.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
                 )
-                target = tokens[position + 1]
-                lp = log_softmax(row)
-                logprobs.append(float(lp[target]))
-                greedy.append(int(row.argmax()) == target)
-                alternatives.append(top_k(lp, top))
-        return Scored(tuple(logprobs), tuple(greedy), tuple(alternatives) if top else ())
+                yield position, row
 
     def _decode(
         self, chunk: list[int], at: int, first_logit: int, last_logit: int
@@ -272,35 +310,51 @@ class TransformersScorer(Scorer):
         return self.engine.detokenize([token])
 
     def score(self, tokens: Sequence[int], start: int, top: int = 0) -> Scored:
-        import torch
-        from transformers import DynamicCache
-
         tokens = list(tokens)
         if not 1 <= start <= len(tokens):
             raise ValueError(f"start must be between 1 and {len(tokens)}, not {start}")
-        model = self.engine.model  # type: ignore[attr-defined]
-        keep = min(common_prefix(self._past, tokens), start - 1)
-        if self._cache is None or keep == 0:
-            self._cache, keep = DynamicCache(), 0
-        elif (surplus := self._cache.get_seq_length() - keep) > 0:
-            # A negative count removes that many tokens, in transformers 4 and 5 alike.
-            self._cache.crop(-surplus)
-        device = self.engine.device  # type: ignore[attr-defined]
-        ids = torch.tensor([tokens[keep:]], device=device)
-        with torch.inference_mode():
-            out = model(input_ids=ids, past_key_values=self._cache, use_cache=True)
-        self._cache = out.past_key_values
-        self._past = tokens
-        logits = out.logits[0].float().cpu().numpy()
+        rows = self._rows(tokens, start - 1)
         logprobs, greedy, alternatives = [], [], []
-        for position in range(start - 1, len(tokens) - 1):
-            row = logits[position - keep]
+        for offset, position in enumerate(range(start - 1, len(tokens) - 1)):
+            row = rows[offset]
             target = tokens[position + 1]
             lp = log_softmax(row)
             logprobs.append(float(lp[target]))
             greedy.append(int(row.argmax()) == target)
             alternatives.append(top_k(lp, top))
         return Scored(tuple(logprobs), tuple(greedy), tuple(alternatives) if top else ())
+
+    def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
+        tokens = list(tokens)
+        if not tokens:
+            raise ValueError("no tokens to continue")
+        return log_softmax(self._rows(tokens, len(tokens) - 1)[-1])
+
+    def _rows(self, tokens: list[int], first: int) -> np.ndarray:
+        """The logits at positions first..len-1, running only what the cache lacks."""
+        import torch
+        from transformers import DynamicCache
+
+        if len(tokens) > self.context:
+            raise PromptTooLongError(len(tokens), self.context)
+        keep = min(common_prefix(self._past, tokens), first)
+        if self._cache is None or keep == 0:
+            self._cache, keep = DynamicCache(), 0
+        elif (surplus := self._cache.get_seq_length() - keep) > 0:
+            # A negative count removes that many tokens, in transformers 4 and 5 alike.
+            self._cache.crop(-surplus)
+        ids = torch.tensor([tokens[keep:]], device=self.engine.device)  # type: ignore[attr-defined]
+        with torch.inference_mode():
+            out = self.engine.model(  # type: ignore[attr-defined]
+                input_ids=ids,
+                past_key_values=self._cache,
+                use_cache=True,
+                # Only the rows asked for: the vocabulary projection is the costly part.
+                logits_to_keep=len(tokens) - first,
+            )
+        self._cache = out.past_key_values
+        self._past = tokens
+        return out.logits[0].float().cpu().numpy()
 
     def close(self) -> None:
         self._cache = None
