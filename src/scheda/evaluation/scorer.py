@@ -33,6 +33,7 @@ import numpy as np
 from scheda.errors import EngineError, PromptTooLongError
 
 EVAL_INSTALL = "pip install 'scheda[eval]'"
+BRANCHES = 16  # choices of one question decoded together, at most
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,17 @@ def top_k(logprobs: np.ndarray, k: int) -> tuple[tuple[int, float], ...]:
     best = np.argpartition(-logprobs, k - 1)[:k]
     best = best[np.argsort(-logprobs[best], kind="stable")]
     return tuple((int(t), float(logprobs[t])) for t in best)
+
+
+def _scored_rows(tail: Sequence[int], after_head: np.ndarray, rows: Sequence[np.ndarray]) -> Scored:
+    """A tail's Scored: its first token from the distribution after the head, each next
+    one from the logits `rows[i]` at the tail's token i."""
+    logprobs = [float(after_head[tail[0]])]
+    greedy = [int(after_head.argmax()) == tail[0]]
+    for row, target in zip(rows[: len(tail) - 1], tail[1:], strict=True):
+        logprobs.append(float(log_softmax(row)[target]))
+        greedy.append(int(row.argmax()) == target)
+    return Scored(tuple(logprobs), tuple(greedy))
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -134,7 +146,18 @@ class Scorer(ABC):
             lp = self.next_logprobs(next(iter(heads)))
             best = int(lp.argmax())
             return [Scored((float(lp[w[-1]]),), (best == w[-1],)) for w, _ in pairs]
+        if len(heads) == 1:
+            head = list(next(iter(heads)))
+            return self.branches(head, [whole[start:] for whole, start in pairs])
         return [self.score(whole, start) for whole, start in pairs]
+
+    def branches(self, head: list[int], tails: list[list[int]]) -> list[Scored]:
+        """Each tail scored after the same head tokens.
+
+        One after another here, the head's KV kept between them; a scorer that can
+        decode several sequences at once overrides this.
+        """
+        return [self.score(head + tail, len(head)) for tail in tails]
 
     def close(self) -> None:  # noqa: B027 - a scorer with nothing to free needs no override
         """Free the model."""
@@ -174,7 +197,10 @@ class LlamaCppScorer(Scorer):
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.context
         params.n_batch = params.n_ubatch = 512
-        params.n_seq_max = 1
+        # Sequence 0 holds the shared head; 1..BRANCHES the choices decoded together after
+        # it. One unified cache: a copied head is the same cells, tagged with more ids.
+        params.n_seq_max = 1 + BRANCHES
+        params.kv_unified = True
         params.n_threads = params.n_threads_batch = threads or physical_cores()
         params.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, params)
@@ -228,6 +254,79 @@ class LlamaCppScorer(Scorer):
             raise PromptTooLongError(len(tokens) + 1, self.context)
         [(_, row)] = list(self._rows(tokens, len(tokens) - 1, len(tokens) - 1))
         return log_softmax(row)
+
+    def branches(self, head: list[int], tails: list[list[int]]) -> list[Scored]:
+        """Every tail after one head, decoded together: the choices of one question.
+
+        The head is decoded once into sequence 0 (its KV reused from the last call as
+        far as it matches). The distribution after it scores each tail's first token.
+        The tails' other tokens go into one `llama_decode`, each tail in a sequence of
+        its own that starts as a copy of the head, as many tails at a time as the batch
+        and the cache hold.
+        """
+        if not head or any(not tail for tail in tails):
+            return super().branches(head, tails)
+        after_head = self.next_logprobs(head)
+        results: list[Scored] = []
+        for group in self._groups(len(head), tails):
+            results.extend(self._decode_branches(head, group, after_head))
+        return results
+
+    def _groups(self, at: int, tails: list[list[int]]) -> Iterator[list[list[int]]]:
+        """Tails in runs that fit one batch, the sequences and the cache's free cells."""
+        group: list[list[int]] = []
+        size = 0
+        room = min(self.n_batch, self.context - at)
+        for tail in tails:
+            need = len(tail) - 1  # the last token is scored, never decoded
+            if group and (size + need > room or len(group) == BRANCHES):
+                yield group
+                group, size = [], 0
+            group.append(tail)
+            size += need
+        if group:
+            yield group
+
+    def _decode_branches(
+        self, head: list[int], tails: list[list[int]], after_head: np.ndarray
+    ) -> list[Scored]:
+        ll, batch, at = self._ll, self._batch, len(head)
+        if sum(len(t) - 1 for t in tails) > min(self.n_batch, self.context - at):
+            # One tail too long for a batch beside the head: the plain path chunks it.
+            return [self.score(head + tail, at) for tail in tails]
+        index = 0
+        rows_at: list[list[int]] = []  # per tail, the batch indices whose logits score it
+        for seq, tail in enumerate(tails, start=1):
+            ll.llama_memory_seq_cp(self._memory, 0, seq, 0, at)
+            rows_at.append([])
+            for offset, token in enumerate(tail[:-1]):
+                batch.token[index] = token
+                batch.pos[index] = at + offset
+                batch.n_seq_id[index] = 1
+                batch.seq_id[index][0] = seq
+                batch.logits[index] = True
+                rows_at[-1].append(index)
+                index += 1
+        batch.n_tokens = index
+        try:
+            if index and ll.llama_decode(self._ctx, batch) != 0:
+                raise EngineError(f"llama.cpp could not evaluate {index} tokens of choices")
+            return [
+                self._scored_tail(tail, after_head, rows)
+                for tail, rows in zip(tails, rows_at, strict=True)
+            ]
+        finally:
+            for seq in range(1, len(tails) + 1):
+                ll.llama_memory_seq_rm(self._memory, seq, -1, -1)
+
+    def _scored_tail(self, tail: list[int], after_head: np.ndarray, rows: list[int]) -> Scored:
+        logits = [
+            np.ctypeslib.as_array(
+                self._ll.llama_get_logits_ith(self._ctx, i), shape=(self.n_vocab,)
+            )
+            for i in rows
+        ]
+        return _scored_rows(tail, after_head, logits)
 
     def _rows(self, tokens: list[int], first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
         """The logits at positions first..last, decoding only what the cache lacks.
@@ -329,6 +428,56 @@ class TransformersScorer(Scorer):
         if not tokens:
             raise ValueError("no tokens to continue")
         return log_softmax(self._rows(tokens, len(tokens) - 1)[-1])
+
+    def branches(self, head: list[int], tails: list[list[int]]) -> list[Scored]:
+        """Every tail after one head, in one forward pass per group of tails.
+
+        The head runs once (its KV reused from the last call as far as it matches); its
+        cache is repeated along the batch for the tails, which are padded at the end
+        (a causal model never looks ahead, so the padding changes nothing before it),
+        and cut back to the head afterwards.
+        """
+        from transformers import DynamicCache
+
+        width = max(len(tail) for tail in tails) - 1
+        if (
+            not head
+            or len(tails) < 2
+            or any(not tail for tail in tails)
+            or len(head) + width > self.context
+        ):
+            return super().branches(head, tails)
+        after_head = log_softmax(self._rows(head, len(head) - 1)[-1])
+        if not isinstance(self._cache, DynamicCache):
+            return super().branches(head, tails)
+        results: list[Scored] = []
+        for begin in range(0, len(tails), BRANCHES):
+            group = tails[begin : begin + BRANCHES]
+            rows = self._tail_logits(group)
+            results.extend(_scored_rows(tail, after_head, rows[i]) for i, tail in enumerate(group))
+        return results
+
+    def _tail_logits(self, tails: list[list[int]]) -> np.ndarray:
+        """Logits at every token but the last of each tail, after the cached head."""
+        import torch
+
+        width = max(len(tail) for tail in tails) - 1
+        if width == 0:
+            return np.zeros((len(tails), 0, 0), dtype=np.float32)
+        padded = [tail[:-1] + [tail[0]] * (width - len(tail) + 1) for tail in tails]
+        ids = torch.tensor(padded, device=self.engine.device)  # type: ignore[attr-defined]
+        cache = self._cache
+        assert cache is not None
+        cache.batch_repeat_interleave(len(tails))
+        try:
+            with torch.inference_mode():
+                out = self.engine.model(  # type: ignore[attr-defined]
+                    input_ids=ids, past_key_values=cache, use_cache=True
+                )
+            return out.logits.float().cpu().numpy()  # type: ignore[no-any-return]
+        finally:
+            cache.batch_select_indices(torch.tensor([0], device=self.engine.device))  # type: ignore[attr-defined]
+            cache.crop(-width)
 
     def _rows(self, tokens: list[int], first: int) -> np.ndarray:
         """The logits at positions first..len-1, running only what the cache lacks."""
