@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, ItemResult
@@ -109,17 +110,28 @@ def test_one_pass_for_single_token_choices(make: str, request: pytest.FixtureReq
 # numbers are identical up to 62 tokens and move from 68). With Q4_1 weights and 8-bit
 # activations the two paths differ as the two engines do: a few hundredths of a nat on
 # average, a few tenths at worst on an unlikely token, neither nearer to float32.
-BATCHED = {"gguf_scorer": (0.1, 0.5), "hf_scorer": (1e-4, 1e-3)}  # (mean, max) nats
+# On a GPU transformers loads the folder in float16, whose GEMM kernels also change with
+# the batch's shape: 0.004 nats on average and 0.02 at most were seen on an H100.
+BATCHED = {"gguf_scorer": (0.1, 0.5), "hf_scorer": (1e-4, 1e-3), "half": (0.02, 0.1)}
 
 
-def assert_batched_close(make: str, together: list[Scored], one_by_one: list[Scored]) -> None:
+def batched_tolerance(scorer: Scorer) -> tuple[float, float]:
+    """(mean, max) nats allowed between choices decoded together and one at a time."""
+    if isinstance(scorer, LlamaCppScorer):
+        return BATCHED["gguf_scorer"]
+    assert isinstance(scorer, TransformersScorer)
+    full = scorer.engine.dtype == torch.float32  # type: ignore[attr-defined]
+    return BATCHED["hf_scorer" if full else "half"]
+
+
+def assert_batched_close(scorer: Scorer, together: list[Scored], one_by_one: list[Scored]) -> None:
     assert [len(s.logprobs) for s in together] == [len(s.logprobs) for s in one_by_one]
     gaps = [
         abs(x - y)
         for a, b in zip(together, one_by_one, strict=True)
         for x, y in zip(a.logprobs, b.logprobs, strict=True)
     ]
-    mean, worst = BATCHED[make]
+    mean, worst = batched_tolerance(scorer)
     assert sum(gaps) / len(gaps) <= mean and max(gaps) <= worst, (sum(gaps) / len(gaps), max(gaps))
 
 
@@ -141,7 +153,7 @@ def test_choices_decoded_together_score_as_one_by_one(
     one_by_one = [scorer.loglikelihood(QUESTION, c)[0] for c in ANSWERS]
     together = scorer.choices(QUESTION, ANSWERS)
     assert min(len(s.logprobs) for s in together) == 1 < max(len(s.logprobs) for s in together)
-    assert_batched_close(make, together, one_by_one)
+    assert_batched_close(scorer, together, one_by_one)
     # The decision is the same: the likeliest answer, in total and per token.
     best = max(range(len(ANSWERS)), key=lambda i: together[i].total)
     assert best == max(range(len(ANSWERS)), key=lambda i: one_by_one[i].total)
@@ -156,12 +168,12 @@ def test_more_choices_than_one_batch_holds(make: str, request: pytest.FixtureReq
     together = scorer.choices(QUESTION, answers)
     assert len(together) == 40
     one_by_one = [scorer.loglikelihood(QUESTION, c)[0] for c in answers[::13]]
-    assert_batched_close(make, together[::13], one_by_one)
+    assert_batched_close(scorer, together[::13], one_by_one)
     scorer.choices(QUESTION, answers)
     warm, _ = scorer.loglikelihood(QUESTION, " a shark")
     scorer.score(scorer.tokenize("Something else entirely."), 1)  # a cold cache
     cold, _ = scorer.loglikelihood(QUESTION, " a shark")
-    assert warm.logprobs == pytest.approx(cold.logprobs, abs=1e-3)
+    assert warm.logprobs == pytest.approx(cold.logprobs, abs=batched_tolerance(scorer)[1])
 
 
 def test_choices_longer_than_a_batch(gguf_scorer: LlamaCppScorer) -> None:
