@@ -24,7 +24,7 @@ from __future__ import annotations
 import ctypes
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,15 +73,39 @@ def top_k(logprobs: np.ndarray, k: int) -> tuple[tuple[int, float], ...]:
     return tuple((int(t), float(logprobs[t])) for t in best)
 
 
-def _scored_rows(tail: Sequence[int], after_head: np.ndarray, rows: Sequence[np.ndarray]) -> Scored:
-    """A tail's Scored: its first token from the distribution after the head, each next
-    one from the logits `rows[i]` at the tail's token i."""
-    logprobs = [float(after_head[tail[0]])]
-    greedy = [int(after_head.argmax()) == tail[0]]
-    for row, target in zip(rows[: len(tail) - 1], tail[1:], strict=True):
-        logprobs.append(float(log_softmax(row)[target]))
+def scored(rows: Iterable[np.ndarray], targets: Sequence[int], top: int = 0) -> Scored:
+    """Each target scored by the row of logits just before it.
+
+    A row may be log-probabilities already: the log-softmax leaves those unchanged.
+    """
+    logprobs: list[float] = []
+    greedy: list[bool] = []
+    alternatives: list[tuple[tuple[int, float], ...]] = []
+    for row, target in zip(rows, targets, strict=True):
+        lp = log_softmax(row)
+        logprobs.append(float(lp[target]))
         greedy.append(int(row.argmax()) == target)
-    return Scored(tuple(logprobs), tuple(greedy))
+        alternatives.append(top_k(lp, top))
+    return Scored(tuple(logprobs), tuple(greedy), tuple(alternatives) if top else ())
+
+
+def _groups(tails: list[list[int]], room: int) -> Iterator[list[list[int]]]:
+    """Tails in runs of at most BRANCHES whose decoded tokens fit in `room`.
+
+    A tail's last token is scored, never decoded. A tail alone over `room` forms a
+    run of its own, for the caller to score another way.
+    """
+    group: list[list[int]] = []
+    size = 0
+    for tail in tails:
+        need = len(tail) - 1
+        if group and (size + need > room or len(group) == BRANCHES):
+            yield group
+            group, size = [], 0
+        group.append(tail)
+        size += need
+    if group:
+        yield group
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -235,16 +259,9 @@ class LlamaCppScorer(Scorer):
             raise ValueError(f"start must be between 1 and {len(tokens)}, not {start}")
         if len(tokens) > self.context:
             raise PromptTooLongError(len(tokens), self.context)
-        logprobs: list[float] = []
-        greedy: list[bool] = []
-        alternatives: list[tuple[tuple[int, float], ...]] = []
-        for position, row in self._rows(tokens, start - 1, len(tokens) - 2):
-            target = tokens[position + 1]
-            lp = log_softmax(row)
-            logprobs.append(float(lp[target]))
-            greedy.append(int(row.argmax()) == target)
-            alternatives.append(top_k(lp, top))
-        return Scored(tuple(logprobs), tuple(greedy), tuple(alternatives) if top else ())
+        # Each row is read before the next decode overwrites llama.cpp's logits.
+        rows = (row for _, row in self._rows(tokens, start - 1, len(tokens) - 2))
+        return scored(rows, tokens[start:], top)
 
     def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         tokens = list(tokens)
@@ -267,44 +284,27 @@ class LlamaCppScorer(Scorer):
         if not head or any(not tail for tail in tails):
             return super().branches(head, tails)
         after_head = self.next_logprobs(head)
+        room = min(self.n_batch, self.context - len(head))  # a batch, and the cache's free cells
         results: list[Scored] = []
-        for group in self._groups(len(head), tails):
-            results.extend(self._decode_branches(head, group, after_head))
+        for group in _groups(tails, room):
+            if sum(len(tail) - 1 for tail in group) > room:
+                # One tail too long for a batch beside the head: the plain path chunks it.
+                results.extend(self.score(head + tail, len(head)) for tail in group)
+            else:
+                results.extend(self._decode_branches(head, group, after_head))
         return results
-
-    def _groups(self, at: int, tails: list[list[int]]) -> Iterator[list[list[int]]]:
-        """Tails in runs that fit one batch, the sequences and the cache's free cells."""
-        group: list[list[int]] = []
-        size = 0
-        room = min(self.n_batch, self.context - at)
-        for tail in tails:
-            need = len(tail) - 1  # the last token is scored, never decoded
-            if group and (size + need > room or len(group) == BRANCHES):
-                yield group
-                group, size = [], 0
-            group.append(tail)
-            size += need
-        if group:
-            yield group
 
     def _decode_branches(
         self, head: list[int], tails: list[list[int]], after_head: np.ndarray
     ) -> list[Scored]:
         ll, batch, at = self._ll, self._batch, len(head)
-        if sum(len(t) - 1 for t in tails) > min(self.n_batch, self.context - at):
-            # One tail too long for a batch beside the head: the plain path chunks it.
-            return [self.score(head + tail, at) for tail in tails]
         index = 0
         rows_at: list[list[int]] = []  # per tail, the batch indices whose logits score it
         for seq, tail in enumerate(tails, start=1):
             ll.llama_memory_seq_cp(self._memory, 0, seq, 0, at)
             rows_at.append([])
             for offset, token in enumerate(tail[:-1]):
-                batch.token[index] = token
-                batch.pos[index] = at + offset
-                batch.n_seq_id[index] = 1
-                batch.seq_id[index][0] = seq
-                batch.logits[index] = True
+                self._put(index, token, at + offset, seq, True)
                 rows_at[-1].append(index)
                 index += 1
         batch.n_tokens = index
@@ -312,21 +312,27 @@ class LlamaCppScorer(Scorer):
             if index and ll.llama_decode(self._ctx, batch) != 0:
                 raise EngineError(f"llama.cpp could not evaluate {index} tokens of choices")
             return [
-                self._scored_tail(tail, after_head, rows)
+                scored([after_head, *(self._logits(i) for i in rows)], tail)
                 for tail, rows in zip(tails, rows_at, strict=True)
             ]
         finally:
             for seq in range(1, len(tails) + 1):
                 ll.llama_memory_seq_rm(self._memory, seq, -1, -1)
 
-    def _scored_tail(self, tail: list[int], after_head: np.ndarray, rows: list[int]) -> Scored:
-        logits = [
-            np.ctypeslib.as_array(
-                self._ll.llama_get_logits_ith(self._ctx, i), shape=(self.n_vocab,)
-            )
-            for i in rows
-        ]
-        return _scored_rows(tail, after_head, logits)
+    def _put(self, index: int, token: int, position: int, seq: int, logits: bool) -> None:
+        """Entry `index` of the batch: a token at a position of one sequence."""
+        batch = self._batch
+        batch.token[index] = token
+        batch.pos[index] = position
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = seq
+        batch.logits[index] = logits
+
+    def _logits(self, index: int) -> np.ndarray:
+        """The logits of batch entry `index` in the last decode (a view, not a copy)."""
+        return np.ctypeslib.as_array(
+            self._ll.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
+        )
 
     def _rows(self, tokens: list[int], first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
         """The logits at positions first..last, decoding only what the cache lacks.
@@ -342,10 +348,7 @@ class LlamaCppScorer(Scorer):
             wanted = self._decode(chunk, begin, first_logit=first, last_logit=last)
             self._past.extend(chunk)
             for index, position in wanted:
-                row = np.ctypeslib.as_array(
-                    self._ll.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
-                )
-                yield position, row
+                yield position, self._logits(index)
 
     def _decode(
         self, chunk: list[int], at: int, first_logit: int, last_logit: int
@@ -355,12 +358,8 @@ class LlamaCppScorer(Scorer):
         wanted = []
         for i, token in enumerate(chunk):
             position = at + i
-            batch.token[i] = token
-            batch.pos[i] = position
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
             out = first_logit <= position <= last_logit
-            batch.logits[i] = out
+            self._put(i, token, position, 0, out)
             if out:
                 wanted.append((i, position))
         batch.n_tokens = len(chunk)
@@ -412,16 +411,8 @@ class TransformersScorer(Scorer):
         tokens = list(tokens)
         if not 1 <= start <= len(tokens):
             raise ValueError(f"start must be between 1 and {len(tokens)}, not {start}")
-        rows = self._rows(tokens, start - 1)
-        logprobs, greedy, alternatives = [], [], []
-        for offset, position in enumerate(range(start - 1, len(tokens) - 1)):
-            row = rows[offset]
-            target = tokens[position + 1]
-            lp = log_softmax(row)
-            logprobs.append(float(lp[target]))
-            greedy.append(int(row.argmax()) == target)
-            alternatives.append(top_k(lp, top))
-        return Scored(tuple(logprobs), tuple(greedy), tuple(alternatives) if top else ())
+        rows = self._rows(tokens, start - 1)[:-1]  # the last row scores no token
+        return scored(rows, tokens[start:], top)
 
     def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         tokens = list(tokens)
@@ -454,7 +445,10 @@ class TransformersScorer(Scorer):
         for begin in range(0, len(tails), BRANCHES):
             group = tails[begin : begin + BRANCHES]
             rows = self._tail_logits(group)
-            results.extend(_scored_rows(tail, after_head, rows[i]) for i, tail in enumerate(group))
+            results.extend(
+                scored([after_head, *rows[i][: len(tail) - 1]], tail)
+                for i, tail in enumerate(group)
+            )
         return results
 
     def _tail_logits(self, tails: list[list[int]]) -> np.ndarray:
