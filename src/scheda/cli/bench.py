@@ -1,0 +1,72 @@
+"""How fast is it here: `scheda bench`, beside the engine called directly and the other runtimes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from scheda import settings
+from scheda.cli.common import ModelArg, ThreadsOpt
+from scheda.errors import UsageError
+from scheda.terminal import console
+
+
+def bench(
+    model: ModelArg,
+    vs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--vs", help="Also run: engine, llama-cpp-python or transformers (repeatable)."
+        ),
+    ] = None,
+    runs: Annotated[
+        int, typer.Option("--runs", min=1, max=20, help="Rounds (each contender once per round).")
+    ] = 3,
+    threads: ThreadsOpt = None,
+    hf_folder: Annotated[
+        Path | None,
+        typer.Option("--hf-folder", help="The HF folder for --vs transformers (default: convert)."),
+    ] = None,
+    chart: Annotated[
+        Path | None, typer.Option("--chart", help="Draw the figures into this PNG.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Load time, first token, pp512 and tg128 tokens/s, peak memory; --vs compares."""
+    from scheda import bench as bench_module
+    from scheda import render
+    from scheda.resolve import locate
+
+    path = locate(model)
+    if path is None or not path.is_file() or path.suffix.lower() != ".gguf":
+        raise UsageError(f"{model}: bench runs a GGUF file through llama.cpp; give one")
+    vs = list(dict.fromkeys(vs or []))
+    if "transformers" in vs and hf_folder is None:
+        hf_folder = _converted(path)
+    err = Console(stderr=True)
+    with err.status("benchmarking...") as status:
+        report = bench_module.run_bench(
+            model, path, vs, runs, threads, hf_folder, lambda text: status.update(text)
+        )
+    if chart is not None:
+        render.bench_chart(report, chart)
+        err.print(f"chart: {chart}")
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console().print(render.bench_view(report))
+
+
+def _converted(path: Path) -> Path:
+    """The GGUF as an HF folder, converted once and kept in the user's cache."""
+    from scheda.convert import convert as convert_gguf
+
+    stat = path.stat()
+    folder = settings.cache_dir() / "converted" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if not (folder / "config.json").is_file():
+        convert_gguf(path, folder, overwrite=True, progress=True)
+    return folder

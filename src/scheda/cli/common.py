@@ -1,0 +1,75 @@
+"""What the commands share: the options several take, one output format, opening a model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from scheda import settings
+from scheda.engines.base import Engine
+from scheda.errors import UsageError
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON (stable keys, see docs/json.md).")
+]
+MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")]
+ModelArg = Annotated[
+    str,
+    typer.Argument(help="A .gguf file, an HF folder, 'default', or org/name in the HF cache."),
+]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine", "-e", help="llama.cpp or transformers (default: from the model's format)."
+    ),
+]
+ContextOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--context",
+        "-c",
+        min=16,
+        help=f"Context length in tokens (default: {settings.DEFAULT_CONTEXT}, or less when "
+        "the model was trained on less).",
+    ),
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", min=1, help="CPU threads (default: physical cores).")
+]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option("--dtype", help="transformers: auto, float32, float16 or bfloat16."),
+]
+QuantizeOpt = Annotated[
+    str | None,
+    typer.Option("--quantize", help="transformers on a GPU: 8bit or 4bit (bitsandbytes)."),
+]
+
+
+def one_format(as_json: bool, markdown: bool) -> None:
+    if as_json and markdown:
+        raise UsageError("choose one of --json and --markdown")
+
+
+def open_engine(
+    model: str,
+    engine: str | None,
+    context: int | None,
+    threads: int | None,
+    dtype: str | None = None,
+    quantize: str | None = None,
+    parallel: int = 1,
+) -> Engine:
+    """The model loaded as the command's options say; options left out are the engine's."""
+    from scheda.engines import open_model
+
+    return open_model(
+        model,
+        engine,
+        context=context,
+        threads=threads,
+        dtype=dtype,
+        quantize=quantize,
+        parallel=parallel,
+    )

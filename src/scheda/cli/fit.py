@@ -1,0 +1,92 @@
+"""Can I run it: `scheda fit`, the memory at each precision and where it fits."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from scheda import settings
+from scheda.cli.common import JsonOpt, MarkdownOpt, one_format
+from scheda.errors import UsageError
+from scheda.spec import ModelSpec
+from scheda.terminal import console, emit_json
+
+
+def fit(
+    model: Annotated[
+        str, typer.Argument(help="A model reference (file, folder, catalog name, default).")
+    ],
+    context: Annotated[
+        int | None,
+        typer.Option("--context", "-c", min=1, help="Context length (default: the model's own)."),
+    ] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", "-b", min=1, help="Sequences decoded together.")
+    ] = 1,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu", help="Only this device: t4, l4, rtx-4090, a100, h100, apple-32, host..."
+        ),
+    ] = None,
+    memory: Annotated[
+        float | None, typer.Option("--memory", help="Only a budget of this many GB.")
+    ] = None,
+    measure: Annotated[
+        bool,
+        typer.Option(
+            "--measure",
+            help="Load it through llama.cpp and measure the real memory beside the estimate.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    markdown: MarkdownOpt = False,
+) -> None:
+    """The memory a model needs at each precision, and where it fits."""
+    from scheda import hardware, render
+    from scheda.fit_report import fit_report
+    from scheda.resolve import resolve
+
+    one_format(as_json, markdown)
+    if gpu and memory:
+        raise UsageError("give --gpu or --memory, not both")
+    devices = (
+        hardware.find(gpu)
+        if gpu
+        else [hardware.custom(memory)]
+        if memory is not None
+        else hardware.all_devices()
+    )
+    spec = resolve(model)
+    report = fit_report(spec, context, batch, devices)
+    measured = _measure(spec, context) if measure else None
+    if as_json:
+        data = report.to_dict()
+        if measured:
+            data["measured"] = [
+                {"context": c, "estimate": e, "measured": m} for c, e, m in measured
+            ]
+        emit_json(data)
+    elif markdown:
+        typer.echo(render.fit_markdown(report, measured, chosen=bool(gpu or memory)))
+    else:
+        console().print(render.fit_view(report, measured, chosen=bool(gpu or memory)))
+
+
+MEASURE_CONTEXTS = (512, 2048)
+
+
+def _measure(spec: ModelSpec, context: int | None) -> list[tuple[int, int, int]]:
+    """(context, estimate, measured) at the asked context, or at 512, 2048 and the model's own."""
+    from pathlib import Path
+
+    from scheda.fit import estimate
+    from scheda.measure import measure
+
+    if spec.source != "gguf":
+        raise UsageError("--measure loads the model through llama.cpp: it needs a .gguf file")
+    top = spec.context or settings.DEFAULT_CONTEXT
+    contexts = [context] if context else sorted({c for c in (*MEASURE_CONTEXTS, top) if c <= top})
+    with console().status("measuring (one fresh process per context)..."):
+        return [(c, estimate(spec, "file", c).total, measure(Path(spec.path), c)) for c in contexts]
