@@ -9,6 +9,7 @@ import pytest
 
 from scheda.resolve import default_model_path, resolve
 from scheda.spec import ModelSpec
+from tests.needs import GSM8K_DIR, MMLU_DIR, require
 
 
 def minilm_folder() -> Path:
@@ -35,6 +36,20 @@ def smollm(smollm_path: Path) -> ModelSpec:
 @pytest.fixture(scope="session")
 def minilm(minilm_path: Path) -> ModelSpec:
     return resolve(str(minilm_path))
+
+
+@pytest.fixture
+def mmlu_data() -> Path:
+    """The MMLU test split beside the project (skips without it; fails in CI)."""
+    require(MMLU_DIR, what="MMLU data")
+    return MMLU_DIR
+
+
+@pytest.fixture
+def gsm8k_data() -> Path:
+    """GSM8K's train and test splits beside the project (skips without them; fails in CI)."""
+    require(GSM8K_DIR / "train.jsonl", GSM8K_DIR / "test.jsonl", what="GSM8K data")
+    return GSM8K_DIR
 
 
 @pytest.fixture(autouse=True)

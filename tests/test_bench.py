@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from scheda.bench import PP_TOKENS, prompt_of
-from scheda.engines import load
+from scheda.engines import open_model
 
 SCHEDA = Path(sys.executable).parent / "scheda"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -78,7 +78,7 @@ def test_an_unknown_contender_is_a_one_line_error() -> None:
 
 
 def test_prompts_have_the_asked_size_and_differ_per_run(smollm_path: Path) -> None:
-    with load("llama.cpp", smollm_path, context=1024) as engine:
+    with open_model(smollm_path, "llama.cpp", context=1024) as engine:
         first = prompt_of(engine.count_tokens, PP_TOKENS, seed=1)
         second = prompt_of(engine.count_tokens, PP_TOKENS, seed=2)
         assert PP_TOKENS - 3 <= engine.count_tokens(first) <= PP_TOKENS

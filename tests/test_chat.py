@@ -17,8 +17,9 @@ import pytest
 from rich.console import Console
 
 from scheda.chat import ChatLoop
-from scheda.engines import Sampling, load
+from scheda.engines import open_model
 from scheda.engines.base import Engine
+from scheda.sampling import Sampling
 from scheda.sessions import SessionStore
 
 SCHEDA = Path(sys.executable).parent / "scheda"
@@ -26,7 +27,7 @@ SCHEDA = Path(sys.executable).parent / "scheda"
 
 @pytest.fixture(scope="module")
 def engine(smollm_path: Path) -> Iterator[Engine]:
-    with load("llama.cpp", smollm_path, context=512) as loaded:
+    with open_model(smollm_path, "llama.cpp", context=512) as loaded:
         yield loaded
 
 
@@ -72,7 +73,7 @@ def test_turns_are_answered_streamed_and_saved(engine: Engine, store: SessionSto
 def test_history_beyond_the_context_drops_the_oldest_turns_never_the_system(
     smollm_path: Path, store: SessionStore
 ) -> None:
-    with load("llama.cpp", smollm_path, context=128) as small:
+    with open_model(smollm_path, "llama.cpp", context=128) as small:
         loop = chat_loop(small, store, system="Keep this system prompt.")
         long_turn = "Tell me about rivers and mountains and the sea. " * 3
         for _ in range(4):

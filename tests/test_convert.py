@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from scheda.cli import app
 from scheda.convert import convert
-from scheda.engines import load
-from scheda.engines.base import Message, Sampling
+from scheda.engines import open_model
+from scheda.engines.base import Message
 from scheda.errors import ModelFileError, UsageError
+from scheda.sampling import Sampling
 from scheda.spec import ModelSpec, read_spec
 
 runner = CliRunner()
@@ -87,13 +88,13 @@ def tiny_gguf(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def llama_cpp(smollm_path: Path):
-    with load("llama.cpp", smollm_path, context=512) as engine:
+    with open_model(smollm_path, "llama.cpp", context=512) as engine:
         yield engine
 
 
 @pytest.fixture(scope="module")
 def hf_engine(smollm_hf: Path):
-    with load("transformers", smollm_hf, context=512) as engine:
+    with open_model(smollm_hf, "transformers", context=512) as engine:
         yield engine
 
 

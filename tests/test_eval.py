@@ -24,12 +24,9 @@ from scheda.evaluation.multiple_choice import LETTERS, MMLU, JsonlChoice
 from scheda.evaluation.runner import make_task, run_task
 from scheda.evaluation.scorer import LlamaCppScorer, Scored, Scorer, TransformersScorer
 from scheda.evaluation.store import EvalStore
+from tests.needs import SHARED_DATA as SHARED
 
-SHARED = Path(os.environ.get("SCHEDA_TEST_DATA", Path(__file__).parents[2] / "shared" / "data"))
-needs_mmlu = pytest.mark.skipif(
-    not (SHARED / "mmlu").is_dir(),
-    reason=f"MMLU data not found at {SHARED / 'mmlu'} (set SCHEDA_TEST_DATA to its parent)",
-)
+needs_mmlu = pytest.mark.usefixtures("mmlu_data")
 TEXTS = [
     "The capital of France is Paris, and the capital of Italy is Rome.",
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",

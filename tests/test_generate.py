@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from scheda.engines import Message, load
+from scheda.engines import Message, open_model
 from scheda.errors import UsageError
-from scheda.generate import fit_prompt, fit_user_message
+from scheda.prompt_fit import fit_prompt, fit_user_message
 
 SCHEDA = Path(sys.executable).parent / "scheda"
 
@@ -177,7 +177,7 @@ def test_ctrl_c_stops_the_answer_and_keeps_what_was_written() -> None:
 
 
 def test_fit_prompt_cuts_the_oldest_tokens(smollm_path: Path) -> None:
-    with load("llama.cpp", smollm_path, context=64) as engine:
+    with open_model(smollm_path, "llama.cpp", context=64) as engine:
         long = " ".join(str(i) for i in range(200)) + " end"
         with pytest.raises(UsageError, match="the context holds 64"):
             fit_prompt(engine, long, max_tokens=8, truncate=False)

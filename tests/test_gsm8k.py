@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -21,20 +20,9 @@ from scheda.evaluation.gsm8k import (
     normalise,
 )
 from scheda.resolve import default_model_path
+from tests.needs import GSM8K_DIR
 
-
-def data_root() -> Path:
-    """The shared benchmark data: $SCHEDA_TEST_DATA, or ../shared/data beside the project."""
-    env = os.environ.get("SCHEDA_TEST_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-GSM8K_DIR = data_root() / "gsm8k"
-needs_data = pytest.mark.skipif(
-    not ((GSM8K_DIR / "test.jsonl").is_file() and (GSM8K_DIR / "train.jsonl").is_file()),
-    reason=f"GSM8K data not found in {GSM8K_DIR}: set SCHEDA_TEST_DATA to a folder "
-    "holding gsm8k/test.jsonl and gsm8k/train.jsonl",
-)
+needs_data = pytest.mark.usefixtures("gsm8k_data")
 
 
 def read_rows(name: str) -> list[dict[str, str]]:

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from scheda.engines import Generation, Message, Sampling, load, open_model
+from scheda.engines import Generation, Message, open_model
 from scheda.engines.llamacpp import LlamaCppEngine
 from scheda.errors import EngineError, UsageError
+from scheda.sampling import Sampling
 
 PROMPT = "The capital of France is"
 
 
 @pytest.fixture(scope="module")
 def engine(smollm_path: Path) -> Iterator[LlamaCppEngine]:
-    with load("llama.cpp", smollm_path, context=1024, parallel=2) as loaded:
+    with open_model(smollm_path, "llama.cpp", context=1024, parallel=2) as loaded:
         assert isinstance(loaded, LlamaCppEngine)
         yield loaded
 
@@ -146,7 +147,7 @@ def test_the_llama_cpp_listener_is_locked(engine: LlamaCppEngine) -> None:
 
 
 def test_default_context_is_capped_by_training(smollm_path: Path) -> None:
-    with load("llama.cpp", smollm_path) as loaded:
+    with open_model(smollm_path, "llama.cpp") as loaded:
         assert isinstance(loaded, LlamaCppEngine)
         assert loaded.trained_context == 8192
         assert loaded.context == 4096  # llama-server's default, under the trained 8192

@@ -19,19 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import SHARED_DATA as SHARED
 from tests.serving import Server
 
-SHARED = Path(os.environ.get("SCHEDA_TEST_DATA", Path(__file__).parents[2] / "shared" / "data"))
 SUBJECT = "astronomy"
 LIMIT = 24
 
 # lm-eval's MMLU prompt, written for a Jinja template (the CSV's columns are A-D).
 DOC_TO_TEXT = r"{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:"
 
-pytestmark = pytest.mark.skipif(
-    not (SHARED / "mmlu").is_dir(),
-    reason=f"MMLU data not found at {SHARED / 'mmlu'} (set SCHEDA_TEST_DATA to its parent)",
-)
+pytestmark = pytest.mark.usefixtures("mmlu_data")
 
 # MMLU's lm-eval template over the local CSV (the original layout has no header).
 TASK_YAML = """\

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from scheda.cli_sessions import sessions_app
+from scheda.cli.sessions import sessions_app
 from scheda.engines.base import Message
 from scheda.errors import SchedaError, SessionNotFoundError, SessionStoreError
 from scheda.sessions import FILENAME, TITLE_LEN, SessionStore, default_path

@@ -39,6 +39,7 @@ from scheda.evaluation.runner import summarize
 from scheda.evaluation.store import FILENAME as EVALS_FILENAME
 from scheda.evaluation.store import EvalStore
 from scheda.sessions import FILENAME, SessionStore
+from tests.needs import unavailable
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -57,20 +58,13 @@ TIMEOUT_MS = 60_000  # any one wait in the page: an answer takes a second, more 
 QUICK = {"temperature": "0", "max_tokens": "24", "seed": "7"}
 
 
-def _unavailable(reason: str) -> None:
-    """Skip where the browser is missing, but fail in CI, which must run these tests."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so the studio tests must run)")
-    pytest.skip(reason)
-
-
 def _playwright() -> Any:
     if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing: install Debian's chromium package")
+        unavailable(f"{CHROMIUM} is missing: install Debian's chromium package")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _unavailable("the playwright package is missing: pip install playwright")
+        unavailable("the playwright package is missing: pip install playwright")
     return sync_playwright
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from scheda.engines import Generation, load, open_model
-from scheda.engines.base import Message, Sampling
+from scheda.engines import Generation, open_model
+from scheda.engines.base import Message
 from scheda.errors import EngineError
+from scheda.sampling import Sampling
 
 ITALIAN = "ChatGPT è incredibile! 🙂"
 PROMPT = "The quick brown fox"
@@ -19,13 +20,13 @@ GREEDY = Sampling(temperature=0, max_tokens=12)
 
 @pytest.fixture(scope="module")
 def tiny(tiny_llama: Path):
-    with load("transformers", tiny_llama, context=2048) as engine:
+    with open_model(tiny_llama, "transformers", context=2048) as engine:
         yield engine
 
 
 @pytest.fixture(scope="module")
 def smol(smollm_hf: Path):
-    with load("transformers", smollm_hf, context=512) as engine:
+    with open_model(smollm_hf, "transformers", context=512) as engine:
         yield engine
 
 
@@ -53,7 +54,7 @@ def test_quantizing_needs_a_cuda_gpu(tiny_llama: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     with pytest.raises(EngineError, match="needs an NVIDIA GPU with CUDA") as caught:
-        load("transformers", tiny_llama, quantize="4bit")
+        open_model(tiny_llama, "transformers", quantize="4bit")
     assert "\n" not in str(caught.value) and "--quantize" in str(caught.value)
 
 
@@ -218,7 +219,7 @@ def test_no_chat_template_says_so(tiny) -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_float16_on_cuda(smollm_hf: Path) -> None:
-    with load("transformers", smollm_hf, device="cuda", dtype="float16") as engine:
+    with open_model(smollm_hf, "transformers", device="cuda", dtype="float16") as engine:
         assert engine.device.type == "cuda" and engine.dtype == torch.float16
         result = engine.generate("The capital of France is", Sampling(temperature=0, max_tokens=8))
         assert result.text.startswith(" Paris")

@@ -308,10 +308,10 @@ def _tg_rate(total_s: float, first_s: float, generated: int) -> tuple[float, int
 
 
 def bench_scheda(path: Path, runs: int, threads: int | None) -> Result:
-    from scheda.engines import load
-    from scheda.engines.base import Sampling
+    from scheda.engines import open_model
+    from scheda.sampling import Sampling
 
-    engine = load("llama.cpp", path, context=PP_TOKENS + TG_TOKENS + 64, threads=threads)
+    engine = open_model(path, "llama.cpp", context=PP_TOKENS + TG_TOKENS + 64, threads=threads)
     count = engine.count_tokens
 
     def one_pp(prompt: str) -> tuple[float, int]:

@@ -17,10 +17,12 @@ from dataclasses import fields
 
 from rich.console import Console
 
-from scheda.engines.base import Engine, Message, Sampling
+from scheda.engines.base import Engine, Message
 from scheda.errors import SchedaError, UsageError
-from scheda.generate import ctrl_c_cancels, prompt_tokens
+from scheda.prompt_fit import prompt_tokens
+from scheda.sampling import Sampling
 from scheda.sessions import Session, SessionStore
+from scheda.terminal import ctrl_c_cancels
 
 HELP = """\
 /system TEXT   set the system prompt (no TEXT: show it; /system - removes it)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from scheda import settings
 from scheda.spec import ModelSpec
 
 MiB = 1 << 20
@@ -141,7 +142,7 @@ def estimate(
     """The memory breakdown of a model at one precision, context and batch."""
     if precision == "file" and not spec.tensor_bytes:
         precision = "FP16/BF16"
-    context = context or spec.context or 4096
+    context = context or spec.context or settings.DEFAULT_CONTEXT
     return Breakdown(
         precision=precision,
         context=context,
@@ -164,7 +165,7 @@ def rule_of_thumb_bytes(spec: ModelSpec, precision: str) -> int | None:
 
 def longest_context(spec: ModelSpec, precision: str, budget: int, batch: int = 1) -> int | None:
     """The longest context (a multiple of 256, up to the model's own) that fits a budget."""
-    top = spec.context or 4096
+    top = spec.context or settings.DEFAULT_CONTEXT
     if estimate(spec, precision, min(CONTEXT_STEP, top), batch).total > budget:
         return None
     if estimate(spec, precision, top, batch).total <= budget:

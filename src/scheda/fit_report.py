@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scheda import catalog
+from scheda import catalog, settings
 from scheda.fit import Breakdown, estimate, longest_context, precisions_for, rule_of_thumb_bytes
 from scheda.hardware import Device
 from scheda.spec import ModelSpec
@@ -63,7 +63,7 @@ class FitReport:
 def fit_report(
     spec: ModelSpec, context: int | None, batch: int, devices: list[Device]
 ) -> FitReport:
-    context = context or spec.context or 4096
+    context = context or spec.context or settings.DEFAULT_CONTEXT
     rows = [estimate(spec, p, context, batch) for p in precisions_for(spec)]
     rule = {p: b for p in ("FP32", "FP16/BF16", "Q8_0") if (b := rule_of_thumb_bytes(spec, p))}
     fits = [

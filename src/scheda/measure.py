@@ -37,14 +37,16 @@ def measure(path: Path, context: int) -> int:
 
 
 def _child(path: str, context: int) -> None:
-    import xllamacpp  # noqa: F401 (imported before the baseline, like any user of the engine)
+    # Imported before the baseline, as any user of the engine has them.
+    import xllamacpp  # noqa: F401
 
-    from scheda.engines.base import Sampling
-    from scheda.engines.llamacpp import LlamaCppEngine
+    import scheda.engines.llamacpp  # noqa: F401
+    from scheda.engines import open_model
+    from scheda.sampling import Sampling
 
     process = psutil.Process()
     before = process.memory_info().rss
-    engine = LlamaCppEngine(Path(path), context=context, warmup=True)
+    engine = open_model(Path(path), "llama.cpp", context=context, warmup=True)
     engine.generate("The capital of Italy is", Sampling(max_tokens=4, temperature=0))
     after = process.memory_info().rss
     print(

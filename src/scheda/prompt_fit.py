@@ -1,4 +1,4 @@
-"""Fitting a prompt into the context, and running it with Ctrl-C as a cancel.
+"""Fitting a prompt into the context.
 
 `generate` and `chat` share this: a prompt is counted in the model's own
 tokens before it is sent, so a prompt too long for the context gets an error
@@ -8,10 +8,6 @@ than a failure from deep inside the engine.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from scheda.engines.base import Engine, Message
@@ -85,18 +81,3 @@ def fit_user_message(
     kept = [*messages[:-1], Message(last.role, engine.detokenize(ids[overflow:]))]
     prompt = engine.chat_prompt(kept)
     return kept, Fitted(prompt, prompt_tokens(engine, prompt, chat=True), overflow)
-
-
-@contextlib.contextmanager
-def ctrl_c_cancels() -> Iterator[threading.Event]:
-    """While inside, Ctrl-C sets the event (the engine stops at its next token) instead of
-    raising KeyboardInterrupt in the middle of the engine's C++ call."""
-    cancel = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield cancel
-        return
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
-    try:
-        yield cancel
-    finally:
-        signal.signal(signal.SIGINT, previous)

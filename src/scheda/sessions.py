@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 import secrets
 import sqlite3
 import threading
@@ -35,10 +34,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from scheda import settings
 from scheda.engines.base import Message
 from scheda.errors import SessionNotFoundError, SessionStoreError
 
-ENV_DATA_DIR = "SCHEDA_DATA_DIR"
 FILENAME = "sessions.sqlite3"
 SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is a file scheda has not set up yet
 ROLES = ("system", "user", "assistant")
@@ -73,22 +72,14 @@ SCHEMA = (
     "CREATE INDEX sessions_by_updated ON sessions(updated)",
 )
 
-MOVE_AWAY = f"move it away (scheda starts a new one) or set {ENV_DATA_DIR} to another folder"
-
-
-def data_dir() -> Path:
-    """The folder of the sessions file: `SCHEDA_DATA_DIR`, else the platform's user data folder."""
-    env = os.environ.get(ENV_DATA_DIR)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return platformdirs.user_data_path("scheda")
+MOVE_AWAY = (
+    f"move it away (scheda starts a new one) or set {settings.ENV_DATA_DIR} to another folder"
+)
 
 
 def default_path() -> Path:
     """Where the sessions file lives unless a `path` is given."""
-    return data_dir() / FILENAME
+    return settings.data_dir() / FILENAME
 
 
 def make_title(text: str) -> str | None:
@@ -187,7 +178,7 @@ class SessionStore:
         except OSError as exc:
             raise SessionStoreError(
                 f"cannot create the sessions folder {self.path.parent}: "
-                f"{exc.strerror or exc}; set {ENV_DATA_DIR} to a writable folder"
+                f"{exc.strerror or exc}; set {settings.ENV_DATA_DIR} to a writable folder"
             ) from exc
         with self._guard():
             # isolation_level=None: no implicit transactions; each method opens its own.
@@ -226,8 +217,8 @@ class SessionStore:
             if version > SCHEMA_VERSION:
                 raise SessionStoreError(
                     f"{self.path} was written by a newer scheda (schema {version}, this one "
-                    f"reads {SCHEMA_VERSION}): upgrade scheda or set {ENV_DATA_DIR} to another "
-                    "folder"
+                    f"reads {SCHEMA_VERSION}): upgrade scheda or set {settings.ENV_DATA_DIR} "
+                    "to another folder"
                 )
             if version == 0:
                 if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:

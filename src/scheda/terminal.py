@@ -1,10 +1,14 @@
-"""Where the commands print: a Rich console sized for a terminal or a pipe, and JSON."""
+"""The terminal: a Rich console sized for a terminal or a pipe, JSON, and Ctrl-C as a cancel."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -22,3 +26,18 @@ def console() -> Console:
 
 def emit_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels() -> Iterator[threading.Event]:
+    """While inside, Ctrl-C sets the event (the engine stops at its next token) instead of
+    raising KeyboardInterrupt in the middle of the engine's C++ call."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -89,10 +89,10 @@ def tokenize(spec: ModelSpec, text: str) -> Tokenization:
 
 
 def _gguf_tokens(path: Path, text: str) -> list[Token]:
-    from scheda.engines import load
+    from scheda.engines import open_model
 
     # The smallest context: tokenizing needs the vocabulary, not a KV cache.
-    with load("llama.cpp", path, context=256, warmup=False) as engine:
+    with open_model(path, "llama.cpp", context=256, warmup=False) as engine:
         return engine.tokenize(text)
 
 

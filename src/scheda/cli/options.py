@@ -24,9 +24,7 @@ def _sampling_parameter(d: declared_options.Declared, default: Any) -> inspect.P
         default = None  # Typer's multiple option: None when not given
     else:
         annotation = d.type
-    bounds = (
-        {"min": info.minimum, "max": info.maximum} if d.kind in ("integer", "number") else {}
-    )
+    bounds = {"min": info.minimum, "max": info.maximum} if d.kind in ("integer", "number") else {}
     option = typer.Option(*info.flags, help=info.help, show_default=True, **bounds)
     return inspect.Parameter(
         d.name,

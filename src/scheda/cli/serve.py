@@ -20,22 +20,22 @@ def serve(
     ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on; 0.0.0.0 opens it to the network.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535)] = 8000,
+    ] = settings.DEFAULT_HOST,
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535)] = settings.DEFAULT_PORT,
     api_key: Annotated[
         str | None,
         typer.Option(
-            "--api-key", envvar="SCHEDA_API_KEY", help="Require this bearer key on the API."
+            "--api-key", envvar=settings.ENV_API_KEY, help="Require this bearer key on the API."
         ),
     ] = None,
     engine: EngineOpt = None,
     context: ContextOpt = None,
     parallel: Annotated[
         int, typer.Option("--parallel", "-np", min=1, max=64, help="Requests decoded together.")
-    ] = 4,
+    ] = settings.DEFAULT_PARALLEL,
     queue: Annotated[
         int, typer.Option("--queue", min=0, help="Requests that may wait per model beyond those.")
-    ] = 64,
+    ] = settings.DEFAULT_QUEUE,
     budget: Annotated[
         float | None,
         typer.Option("--budget", help="GB of memory for loaded models (default: RAM available)."),
@@ -43,7 +43,7 @@ def serve(
     threads: ThreadsOpt = None,
     max_body: Annotated[
         int, typer.Option("--max-body", min=1024, help="Largest request body, in bytes.")
-    ] = 4 << 20,
+    ] = settings.DEFAULT_MAX_BODY,
 ) -> None:
     """Serve models over an OpenAI-compatible API, with the web studio at /."""
     from scheda.server import build_pool

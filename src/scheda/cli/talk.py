@@ -69,7 +69,8 @@ def generate(
     sampling: Sampling = SAMPLING_DEFAULTS,
 ) -> None:
     """Continue a prompt, streamed to the terminal as it is written."""
-    from scheda.generate import ctrl_c_cancels, fit_prompt, fit_user_message
+    from scheda.prompt_fit import fit_prompt, fit_user_message
+    from scheda.terminal import ctrl_c_cancels
 
     if system and not chat:
         raise UsageError("--system applies to --chat")

@@ -9,6 +9,7 @@ reference: a GGUF file goes to llama.cpp, an HF folder to transformers.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ from scheda.engines.base import (
     Generation,
     Message,
     Sample,
-    Sampling,
     Timings,
     Token,
     TokenLogprob,
@@ -37,20 +37,45 @@ REGISTRY: dict[str, tuple[str, str]] = {
 BY_FORMAT = {"gguf": "llama.cpp", "hf": "transformers"}
 
 
-def load(name: str, path: str | Path, **options: Any) -> Engine:
-    """Load a model file or folder into the named engine."""
-    if name not in REGISTRY:
-        raise UsageError(f"unknown engine {name!r}: known are {', '.join(REGISTRY)}")
-    target, install = REGISTRY[name]
-    module_name, class_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EngineError(
-            f"the {name} engine needs a package that is not installed ({exc.name}): run `{install}`"
-        ) from exc
-    cls = getattr(module, class_name)
-    return cls(Path(path), **options)  # type: ignore[no-any-return]
+# Options only one engine takes; the others refuse them in one line rather than ignore them.
+ENGINE_ONLY = {
+    "dtype": (
+        "transformers",
+        "a GGUF carries its precision in the file (pick another file, "
+        "or --engine transformers on an HF folder)",
+    ),
+    "quantize": (
+        "transformers",
+        "a GGUF is quantized in the file (pick another file, "
+        "or --engine transformers on an HF folder)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A model resolved to its engine and file, with checked options; `open()` loads it.
+
+    The server's pool plans every model when it starts (a bad reference fails at once) and
+    opens each on first use; everyone else calls `open_model`, which does both at once.
+    """
+
+    engine: str
+    path: Path
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def open(self) -> Engine:
+        target, install = REGISTRY[self.engine]
+        module_name, class_name = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise EngineError(
+                f"the {self.engine} engine needs a package that is not installed ({exc.name}): "
+                f"run `{install}`"
+            ) from exc
+        cls = getattr(module, class_name)
+        return cls(self.path, **self.options)  # type: ignore[no-any-return]
 
 
 def load_embedder(path: str | Path, **options: Any) -> Any:
@@ -78,6 +103,8 @@ def choose(ref: str, engine: str | None = None) -> tuple[str, Path]:
     """The engine and the file or folder a model reference runs on; an error if it cannot run."""
     from scheda.resolve import locate
 
+    if engine is not None and engine not in REGISTRY:
+        raise UsageError(f"unknown engine {engine!r}: known are {', '.join(REGISTRY)}")
     path = locate(ref)
     if path is None:
         raise UsageError(
@@ -97,10 +124,22 @@ def choose(ref: str, engine: str | None = None) -> tuple[str, Path]:
     return name, path
 
 
-def open_model(ref: str, engine: str | None = None, **options: Any) -> Engine:
-    """Resolve a model reference and load it into its engine (or the one named)."""
-    name, path = choose(ref, engine)
-    return load(name, path, **options)
+def plan(ref: str | Path, engine: str | None = None, **options: Any) -> Plan:
+    """The engine, file and load options for a model reference; options left None are the
+    engine's defaults (settings.py)."""
+    name, path = choose(str(ref), engine)
+    chosen = {key: value for key, value in options.items() if value is not None}
+    for key in chosen:
+        only, why = ENGINE_ONLY.get(key, (name, ""))
+        if only != name:
+            raise UsageError(f"--{key} is for the {only} engine; {why}")
+    return Plan(name, path, chosen)
+
+
+def open_model(ref: str | Path, engine: str | None = None, **options: Any) -> Engine:
+    """Resolve a model reference and load it into its engine (or the one named): the one way
+    the commands, the server's pool and the evaluator open a model."""
+    return plan(ref, engine, **options).open()
 
 
 __all__ = [
@@ -108,14 +147,14 @@ __all__ = [
     "Engine",
     "Generation",
     "Message",
+    "Plan",
     "Sample",
-    "Sampling",
     "Timings",
     "Token",
     "TokenLogprob",
     "choose",
     "engine_for",
-    "load",
     "load_embedder",
     "open_model",
+    "plan",
 ]

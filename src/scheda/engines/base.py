@@ -22,6 +22,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scheda import sampling as options
+from scheda.errors import EngineError
+from scheda.sampling import Sampling
+
 # (sample index, new text) -> None. Called from the thread that runs the generation.
 OnText = Callable[[int, str], None]
 
@@ -35,33 +39,6 @@ class Token:
 
     id: int
     piece: bytes
-
-
-@dataclass
-class Sampling:
-    """Sampling options, named as llama.cpp and the OpenAI API name them.
-
-    The defaults are llama.cpp's own (llama-cli and llama-server), so a user
-    moving from llama.cpp sees the same behaviour.
-    """
-
-    max_tokens: int = 256  # 0 or less: until the end of text or the context is full
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    # OpenAI's additive penalties; llama.cpp has both, transformers neither (it refuses them).
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    n: int = 1
-    logprobs: int = 0  # how many top alternatives to report per generated token; 0: none
-    ignore_eos: bool = False  # go on past the end-of-text token (benchmarks want fixed lengths)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -231,10 +208,15 @@ class Engine(ABC):
         self.close()
 
 
+def check_sampling(engine: str, sampling: Sampling) -> None:
+    """An option this engine does not honour, set away from its default, is refused, not ignored."""
+    name = options.unsupported(engine, sampling)
+    if name is not None:
+        raise EngineError(options.refusal(engine, name), client_fault=True)
+
+
 def check_token_ids(ids: list[int], vocab_size: int) -> None:
     """Token ids from a client must exist: an engine given one past its vocabulary may crash."""
-    from scheda.errors import EngineError
-
     bad = next((t for t in ids if not 0 <= int(t) < vocab_size), None) if vocab_size else None
     if bad is not None:
         raise EngineError(

@@ -22,25 +22,25 @@ from typing import Any
 
 import psutil
 
+from scheda import settings
 from scheda.engines.base import (
     Engine,
     Generation,
     Message,
     OnText,
     Sample,
-    Sampling,
     Timings,
     Token,
     TokenLogprob,
+    check_sampling,
     check_token_ids,
     stopwatch,
 )
 from scheda.errors import EngineError, PromptTooLongError
+from scheda.sampling import Sampling
 
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 60
-# llama-server's default context: large enough for chat, small enough for a laptop.
-DEFAULT_CONTEXT = 4096
 
 
 def physical_cores() -> int:
@@ -60,16 +60,16 @@ class LlamaCppEngine(Engine):
         threads: int | None = None,
         warmup: bool = True,
     ) -> None:
-        self._start(path, context or DEFAULT_CONTEXT, parallel, threads, warmup)
+        self._start(path, settings.context_for(context, None), parallel, threads, warmup)
         meta = self.model_meta()
         self.vocab_size = int(meta.get("n_vocab") or 0)
         trained = int(meta.get("n_ctx_train") or 0)
         self.trained_context = trained or None
-        if context is None and 0 < trained < self.context:
+        if settings.context_for(context, trained) != self.context:
             # Asked for nothing in particular: never more than the model was trained on.
             loaded = self.load_s
             self.close()
-            self._start(path, trained, parallel, threads, warmup)
+            self._start(path, settings.context_for(context, trained), parallel, threads, warmup)
             self.load_s += loaded
 
     def _start(
@@ -172,6 +172,7 @@ class LlamaCppEngine(Engine):
 
     def _body(self, sampling: Sampling, chat: bool) -> dict[str, Any]:
         """A request body in llama.cpp's own terms; its sampler does the rest."""
+        check_sampling(self.name, sampling)
         if sampling.n > self.parallel:
             raise EngineError(
                 f"{sampling.n} samples need {sampling.n} parallel slots; "
@@ -184,7 +185,7 @@ class LlamaCppEngine(Engine):
             "top_k": sampling.top_k,
             "top_p": sampling.top_p,
             "min_p": sampling.min_p,
-            "repeat_penalty": sampling.repeat_penalty,
+            "repeat_penalty": sampling.repeat_penalty or 1.0,  # 0 means off, as 1 does
             "frequency_penalty": sampling.frequency_penalty,
             "presence_penalty": sampling.presence_penalty,
             "stop": list(sampling.stop),

@@ -32,27 +32,27 @@ import psutil
 import torch
 import transformers
 
+from scheda import settings
 from scheda.engines.base import (
     Engine,
     Generation,
     Message,
     OnText,
     Sample,
-    Sampling,
     Timings,
     Token,
     TokenLogprob,
+    check_sampling,
     check_token_ids,
     stopwatch,
 )
 from scheda.errors import EngineError, ModelFileError, PromptTooLongError, UsageError
+from scheda.sampling import Sampling
 from scheda.tokens import hf_piece, is_byte_level
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZE = (None, "8bit", "4bit")
 CUDA_INSTALL = "pip install 'scheda[cuda]'"
-# What a request may use when the caller names no context (llama-server's default).
-DEFAULT_CONTEXT = 4096
 # A character is at most 4 UTF-8 bytes; byte-level tokenizers may split one over as many tokens.
 HOLD_TOKENS = 4
 
@@ -74,7 +74,7 @@ class TransformersEngine(Engine):
     def __init__(
         self,
         path: Path,
-        context: int | None = 2048,
+        context: int | None = None,
         parallel: int = 1,  # llama.cpp's slots; transformers batches the `n` samples instead
         threads: int | None = None,
         warmup: bool = True,
@@ -119,8 +119,9 @@ class TransformersEngine(Engine):
         self.quantize = quantize
         trained = getattr(config.get_text_config(), "max_position_embeddings", None)
         self.trained_context = int(trained) if trained else None
-        asked = context or DEFAULT_CONTEXT
-        self.context = min(asked, self.trained_context) if self.trained_context else asked
+        # Never past the trained positions, even when asked: some architectures have no more.
+        wanted = settings.context_for(context, self.trained_context)
+        self.context = min(wanted, self.trained_context) if self.trained_context else wanted
         self._eos = _token_ids(model.generation_config.eos_token_id) or _token_ids(
             self.tokenizer.eos_token_id
         )
@@ -232,11 +233,7 @@ class TransformersEngine(Engine):
         sampling = sampling or Sampling()
         if sampling.n < 1:
             raise UsageError(f"n must be at least 1, not {sampling.n}")
-        if sampling.frequency_penalty or sampling.presence_penalty:
-            raise UsageError(
-                "the transformers engine has no frequency or presence penalty: "
-                "leave them at 0 and use repeat_penalty"
-            )
+        check_sampling(self.name, sampling)
         room = self.context - len(prompt_ids)
         if room <= 0:
             raise PromptTooLongError(len(prompt_ids), self.context)
@@ -282,7 +279,7 @@ class TransformersEngine(Engine):
             typical_p=1.0,
             epsilon_cutoff=0.0,
             eta_cutoff=0.0,
-            repetition_penalty=sampling.repeat_penalty,
+            repetition_penalty=sampling.repeat_penalty or 1.0,  # 0 means off, as 1 does
             no_repeat_ngram_size=0,
             eos_token_id=list(self._eos) or None,
             pad_token_id=self._pad,

@@ -73,11 +73,13 @@ class EvalModel:
 
         with self._lock:
             if self._engine is None:
-                name = self.engine_name or engines.engine_for(self.path)
-                options: dict[str, Any] = {"context": self.context, "threads": self.threads}
-                if name == "llama.cpp":
-                    options["parallel"] = self.parallel
-                self._engine = engines.load(name, self.path, **options)
+                self._engine = engines.open_model(
+                    self.path,
+                    self.engine_name,
+                    context=self.context,
+                    threads=self.threads,
+                    parallel=self.parallel,
+                )
             return self._engine
 
     def close(self) -> None:

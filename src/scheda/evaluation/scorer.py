@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scheda import settings
 from scheda.errors import EngineError, PromptTooLongError
 
 EVAL_INSTALL = "pip install 'scheda[eval]'"
@@ -217,7 +218,8 @@ class LlamaCppScorer(Scorer):
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         trained = llama_cpp.llama_model_n_ctx_train(self._model)
-        self.context = min(context or 4096, trained) if trained > 0 else context or 4096
+        wanted = settings.context_for(context, trained or None)
+        self.context = min(wanted, trained) if trained > 0 else wanted
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.context
         params.n_batch = params.n_ubatch = 512
@@ -394,9 +396,11 @@ class TransformersScorer(Scorer):
     """An HF folder in transformers: logits from one forward pass, the prefix's KV kept."""
 
     def __init__(self, path: Path, context: int | None = None, threads: int | None = None) -> None:
-        from scheda.engines import load
+        from scheda.engines import open_model
 
-        self.engine = load("transformers", path, context=context, threads=threads, warmup=False)
+        self.engine = open_model(
+            path, "transformers", context=context, threads=threads, warmup=False
+        )
         self.context = self.engine.context
         self._past: list[int] = []
         self._cache = None
@@ -466,7 +470,7 @@ class TransformersScorer(Scorer):
         try:
             with torch.inference_mode():
                 out = self.engine.model(  # type: ignore[attr-defined]
-                    input_ids=ids, past_key_values=cache, use_cache=True
+                    input_ids=ids, cache=cache, use_cache=True
                 )
             return out.logits.float().cpu().numpy()  # type: ignore[no-any-return]
         finally:
@@ -490,12 +494,12 @@ class TransformersScorer(Scorer):
         with torch.inference_mode():
             out = self.engine.model(  # type: ignore[attr-defined]
                 input_ids=ids,
-                past_key_values=self._cache,
+                cache=self._cache,
                 use_cache=True,
                 # Only the rows asked for: the vocabulary projection is the costly part.
                 logits_to_keep=len(tokens) - first,
             )
-        self._cache = out.past_key_values
+        self._cache = out.cache
         self._past = tokens
         return out.logits[0].float().cpu().numpy()
 

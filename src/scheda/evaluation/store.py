@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheda import settings
 from scheda.errors import SessionStoreError
 from scheda.evaluation.base import ItemResult
-from scheda.sessions import data_dir
 
 FILENAME = "evals.sqlite3"
 
@@ -92,7 +92,7 @@ def _run(row: sqlite3.Row) -> Run:
 
 class EvalStore:
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or data_dir() / FILENAME
+        self.path = path or settings.data_dir() / FILENAME
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)

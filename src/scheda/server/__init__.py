@@ -12,25 +12,23 @@ from typing import Any
 
 import psutil
 
+from scheda import settings
 from scheda.errors import UsageError
 from scheda.evaluation.store import EvalStore
-from scheda.server.app import DEFAULT_MAX_BODY, create_app
+from scheda.server.app import create_app
 from scheda.server.pool import ModelPool, served_model
 from scheda.sessions import SessionStore
 from scheda.units import GiB
-
-DEFAULT_PARALLEL = 4  # llama-server's default number of slots
-DEFAULT_QUEUE = 64
 
 
 def build_pool(
     refs: list[str],
     engine: str | None = None,
     context: int | None = None,
-    parallel: int = DEFAULT_PARALLEL,
+    parallel: int = settings.DEFAULT_PARALLEL,
     threads: int | None = None,
     budget_gb: float | None = None,
-    queue: int = DEFAULT_QUEUE,
+    queue: int = settings.DEFAULT_QUEUE,
 ) -> ModelPool:
     """The pool of served models; each reference is checked (and its need estimated) now."""
     models = [served_model(r, engine, context, parallel, threads) for r in refs]
@@ -52,10 +50,10 @@ def check_port(host: str, port: int) -> None:
 
 def serve(
     pool: ModelPool,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str = settings.DEFAULT_HOST,
+    port: int = settings.DEFAULT_PORT,
     api_key: str | None = None,
-    max_body: int = DEFAULT_MAX_BODY,
+    max_body: int = settings.DEFAULT_MAX_BODY,
     on_ready: Callable[[str], Any] | None = None,
 ) -> None:
     import uvicorn

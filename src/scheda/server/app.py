@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheda import __version__
+from scheda import __version__, settings
 from scheda.evaluation.store import EvalStore
 from scheda.server import errors, openai_api, studio_api
 from scheda.server.errors import APIError
@@ -26,7 +26,6 @@ from scheda.server.pool import ModelPool
 from scheda.sessions import SessionStore
 
 STATIC = Path(__file__).parent / "static"
-DEFAULT_MAX_BODY = 4 << 20  # 4 MiB: a long prompt is well under; a runaway upload is not
 PROTECTED = ("/v1", "/api", "/tokenize", "/detokenize", "/tokenizer_info")
 
 
@@ -115,7 +114,7 @@ def create_app(
     pool: ModelPool,
     store: SessionStore,
     api_key: str | None = None,
-    max_body: int = DEFAULT_MAX_BODY,
+    max_body: int = settings.DEFAULT_MAX_BODY,
     evals: EvalStore | None = None,
 ) -> FastAPI:
     """The app; `evals` is the store of `scheda eval`'s runs (by default the data folder's)."""

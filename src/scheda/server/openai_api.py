@@ -21,7 +21,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from scheda.engines.base import Generation, Sampling, TokenLogprob
+from scheda.engines.base import Generation, TokenLogprob
+from scheda.sampling import Sampling
 from scheda.server.errors import APIError, error_response, sse
 from scheda.server.pool import ModelPool, PoolError, ServedModel
 from scheda.server.runner import Event, Job

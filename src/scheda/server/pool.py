@@ -22,14 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheda import engines
+from scheda import engines, settings
 from scheda.errors import SchedaError, UsageError
 from scheda.fit import estimate
 from scheda.resolve import resolve
 from scheda.spec import ModelSpec
 from scheda.units import size as human_bytes
-
-DEFAULT_CONTEXT = 4096  # llama-server's default, capped by what the model was trained on
 
 
 class PoolError(SchedaError):
@@ -92,7 +90,7 @@ def served_model(
         kind, slots = "embedding", 1
     else:
         kind, slots = "chat", parallel if name == "llama.cpp" else 1
-    served = context or min(DEFAULT_CONTEXT, spec.context or DEFAULT_CONTEXT)
+    served = settings.context_for(context, spec.context)
     if kind == "embedding":
         served = min(served, spec.context or served)
     precision = "file" if name == "llama.cpp" else "FP32"  # transformers runs float32 on a CPU
@@ -184,7 +182,7 @@ class ModelPool:
     def _load(self, entry: ServedModel) -> Any:
         if entry.kind == "embedding":
             return engines.load_embedder(entry.path, **entry.options)
-        return engines.load(entry.engine_name, entry.path, **entry.options)
+        return engines.open_model(entry.path, entry.engine_name, **entry.options)
 
     def _make_room(self, entry: ServedModel) -> None:
         """Unload idle models, least recently used first, until `entry` fits the budget."""

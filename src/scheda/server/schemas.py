@@ -9,15 +9,14 @@ answer (`user`, `metadata`) are accepted and ignored.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from scheda.engines.base import Message, Sampling
+from scheda import sampling as options
+from scheda.engines.base import Message
+from scheda.sampling import Sampling
 
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
-MAX_N = 16
 MAX_LOGPROBS = 20
 
 
@@ -33,28 +32,40 @@ class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class SamplingFields(Strict):
-    """What chat and text completions share."""
+def declared_fields(names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Request fields made from the sampling declarations (scheda/sampling.py), with their
+    bounds and help; None, or a field left out, keeps the declared default."""
+    made: dict[str, Any] = {}
+    for d in options.declared():
+        if not d.option.api or (names is not None and d.name not in names):
+            continue
+        if d.kind == "strings":
+            kind: Any = str | list[str]
+        elif d.kind in ("integer", "number"):
+            low, high = d.option.minimum, d.option.maximum
+            base = int if d.kind == "integer" else float
+            kind = Annotated[base, Field(ge=low, le=high)]
+        else:
+            kind = bool
+        made[d.name] = (kind | None, Field(None, description=d.option.help))
+    return made
+
+
+def chosen(values: BaseModel, names: Any) -> dict[str, Any]:
+    """The declared sampling fields a request set (to something other than None)."""
+    return {n: getattr(values, n) for n in names if getattr(values, n, None) is not None}
+
+
+class RequestFields(Strict):
+    """What chat and text completions share besides sampling: model, streaming, refusals."""
 
     model: str | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Probability | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    min_p: Probability | None = None
-    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    frequency_penalty: Penalty | None = None
-    presence_penalty: Penalty | None = None
-    repeat_penalty: Annotated[float, Field(ge=0.0)] | None = None
-    ignore_eos: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, float] | None = None
 
     @model_validator(mode="after")
-    def _refuse_unsupported(self) -> SamplingFields:
+    def _refuse_unsupported(self) -> RequestFields:
         extra = self.model_extra or {}
         if self.logit_bias:
             raise Unsupported("logit_bias is not supported: leave it out")
@@ -69,29 +80,27 @@ class SamplingFields(Strict):
         return self
 
     def sampling(self, logprobs: int = 0, max_tokens: int | None = None) -> Sampling:
-        """The engine's sampling options; a field left out keeps llama.cpp's default."""
-        base = Sampling()
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return Sampling(
-            # Left out: generate until the end of text or a full context, as OpenAI does.
-            max_tokens=max_tokens or self.max_tokens or 0,
-            temperature=base.temperature if self.temperature is None else self.temperature,
-            top_k=base.top_k if self.top_k is None else self.top_k,
-            top_p=base.top_p if self.top_p is None else self.top_p,
-            min_p=base.min_p if self.min_p is None else self.min_p,
-            repeat_penalty=self.repeat_penalty or base.repeat_penalty,
-            frequency_penalty=self.frequency_penalty or 0.0,
-            presence_penalty=self.presence_penalty or 0.0,
-            stop=stop,
-            seed=self.seed,
-            n=self.n,
-            logprobs=logprobs,
-            ignore_eos=self.ignore_eos,
-        )
+        """The engine's sampling options; a field left out keeps the declared default, but
+        for max_tokens: left out, the answer runs to the end of text or a full context, as
+        OpenAI's does."""
+        values = chosen(self, SAMPLING_FIELDS)
+        if isinstance(values.get("stop"), str):
+            values["stop"] = [values["stop"]]
+        values["max_tokens"] = max_tokens or values.get("max_tokens") or 0
+        return Sampling(**values, logprobs=logprobs)
 
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+
+SAMPLING_FIELDS = declared_fields()
+if TYPE_CHECKING:
+    SamplingFields = RequestFields
+else:
+    SamplingFields = create_model(
+        "SamplingFields", __base__=RequestFields, __doc__=RequestFields.__doc__, **SAMPLING_FIELDS
+    )
 
 
 class ContentPart(Strict):
@@ -142,13 +151,14 @@ class CompletionRequest(SamplingFields):
 
     @model_validator(mode="after")
     def _refuse_completion_extras(self) -> CompletionRequest:
-        if self.best_of not in (None, 1) and self.best_of != self.n:
+        n = getattr(self, "n", None) or 1
+        if self.best_of not in (None, 1) and self.best_of != n:
             raise Unsupported("best_of is not supported: leave it out or make it equal to n")
         if self.suffix:
             raise Unsupported("suffix (insertion) is not supported: leave it out")
         if self.echo and self.stream:
             raise Unsupported("echo is answered whole: leave stream out")
-        if self.echo and self.n > 1:
+        if self.echo and n > 1:
             raise Unsupported("echo takes n = 1")
         return self
 

@@ -13,24 +13,26 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import Field
+from pydantic import Field, create_model
 
 from scheda import hardware
+from scheda import sampling as options
 from scheda.chat import fit_history
-from scheda.engines.base import Generation, Sampling
+from scheda.engines.base import Generation
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.runner import summarize
 from scheda.evaluation.store import EvalStore, Run
 from scheda.fit_report import fit_report
 from scheda.render import card_rows
+from scheda.sampling import Sampling
 from scheda.server.errors import APIError, sse
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.runner import Job
-from scheda.server.schemas import Strict
+from scheda.server.schemas import Strict, chosen, declared_fields
 from scheda.sessions import SessionStore
 
 router = APIRouter(prefix="/api")
@@ -87,6 +89,13 @@ def gpus() -> list[dict[str, Any]]:
     ]
 
 
+@router.get("/sampling")
+def sampling_options() -> list[dict[str, Any]]:
+    """The sampling options as declared (scheda/sampling.py): the studio builds its controls
+    and their defaults from these, and marks those the chosen model's engine does not honour."""
+    return options.describe()
+
+
 # -- sessions --------------------------------------------------------------------------------
 
 
@@ -103,14 +112,12 @@ class SessionChange(Strict):
     model: str | None = None
 
 
-class ChatParams(Strict):
-    temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    seed: int | None = None
-    repeat_penalty: Annotated[float, Field(ge=0.0)] | None = None
+# The options a chat turn may set: every declared option settable in a chat (scheda/sampling.py).
+CHAT_OPTIONS = tuple(d.name for d in options.declared() if d.option.chat)
+if TYPE_CHECKING:
+    ChatParams = Strict
+else:
+    ChatParams = create_model("ChatParams", __base__=Strict, **declared_fields(CHAT_OPTIONS))
 
 
 class ChatTurn(Strict):
@@ -191,13 +198,10 @@ def _session_model(pool: ModelPool, stored: str, asked: str | None) -> ServedMod
 
 
 def _sampling(saved: dict[str, Any], params: ChatParams | None) -> Sampling:
-    sampling = Sampling()
-    for key, value in saved.items():  # what `scheda chat`'s /params saved with the session
-        if hasattr(sampling, key) and key not in ("stop", "n", "logprobs", "ignore_eos"):
-            setattr(sampling, key, value)
-    for key, value in (params.model_dump(exclude_none=True) if params else {}).items():
-        setattr(sampling, key, value)
-    return sampling
+    # What `scheda chat`'s /params or an earlier turn saved with the session, then this turn's.
+    values = {k: v for k, v in saved.items() if k in CHAT_OPTIONS}
+    values.update(chosen(params, CHAT_OPTIONS) if params else {})
+    return Sampling(**values)
 
 
 @router.post("/sessions/{session_id}/chat")
