@@ -23,8 +23,8 @@ LOCK_ARGS = compile --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock'
 COMPILE = $(UV_PIP) $(LOCK_ARGS)
 
-.PHONY: run test lint typecheck install install-test install-transformers install-eval install-cuda \
-	lock upgrade clean
+.PHONY: run test lint typecheck golden install install-test install-transformers install-eval \
+	install-cuda lock upgrade clean
 
 # Serves the embedded model and prints the URL of the web studio; Ctrl-C stops it.
 run: $(VENV)/.core
@@ -42,6 +42,11 @@ lint: $(VENV)/.test
 
 typecheck: $(VENV)/.test
 	$(PY) -m mypy
+
+# Rewrites tests/golden/*.json from the real `card`, `fit` and `tokens --json` output, after a
+# change to that output is meant; tests/test_golden.py compares them.
+golden: $(VENV)/.test
+	$(PY) -m tests.golden
 
 install: $(VENV)/.core
 install-test: $(VENV)/.test
