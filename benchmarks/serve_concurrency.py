@@ -60,6 +60,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from scheda.hardware import physical_cores
 from scheda.terminal import console as terminal_console
 
 HOST = "127.0.0.1"
@@ -109,12 +110,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-def physical_cores() -> int:
-    from scheda.engines.llamacpp import physical_cores as cores
-
-    return cores()
 
 
 def scheda_command(model: str, port: int, parallel: int) -> list[str]:

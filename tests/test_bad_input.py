@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from scheda.errors import ModelFileError, ModelNotFoundError
+from scheda.readers import read_spec
 from scheda.resolve import resolve
-from scheda.spec import read_spec
 
 CLI_TIMEOUT = 60
 MB = 1_000_000

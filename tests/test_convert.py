@@ -15,8 +15,9 @@ from scheda.convert import convert
 from scheda.engines import open_model
 from scheda.engines.base import Message
 from scheda.errors import ModelFileError, UsageError
+from scheda.readers import read_spec
 from scheda.sampling import Sampling
-from scheda.spec import ModelSpec, read_spec
+from scheda.spec import ModelSpec
 
 runner = CliRunner()
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Water boils at"]

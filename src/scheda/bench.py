@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scheda.errors import EngineError, UsageError
+from scheda.hardware import physical_cores
 
 CONTENDERS = ("scheda", "engine", "llama-cpp-python", "transformers")
 PP_TOKENS = 512
@@ -332,8 +333,6 @@ def bench_engine(path: Path, runs: int, threads: int | None) -> Result:
     """The same llama.cpp server, called straight through xllamacpp: no scheda in between."""
     import xllamacpp
 
-    from scheda.engines.llamacpp import physical_cores
-
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
     params.n_ctx = PP_TOKENS + TG_TOKENS + 64
@@ -392,8 +391,6 @@ def bench_llama_cpp_python(path: Path, runs: int, threads: int | None) -> Result
         raise UsageError(
             "llama-cpp-python is not installed: `pip install llama-cpp-python` (it compiles)"
         ) from exc
-    from scheda.engines.llamacpp import physical_cores
-
     start = time.perf_counter()
     llm = Llama(
         str(path),
@@ -444,8 +441,6 @@ def bench_transformers(path: Path, runs: int, threads: int | None) -> Result:
         raise UsageError(
             "transformers is not installed: pip install 'scheda[transformers]'"
         ) from exc
-    from scheda.engines.llamacpp import physical_cores
-
     hf_logging.set_verbosity_error()
     torch.set_num_threads(threads or physical_cores())
     start = time.perf_counter()

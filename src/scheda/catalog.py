@@ -349,6 +349,18 @@ def add_published_facts(spec: ModelSpec, m: CatalogModel, instruct: bool = False
     spec.benchmarks = dict(m.instruct_benchmarks if instruct else m.benchmarks)
 
 
+def with_published_facts(spec: ModelSpec) -> ModelSpec:
+    """A spec read from a file, with the published facts of the row its numbers match.
+
+    Readers say only what the file says; `resolve` calls this for every reader alike.
+    A file that matches no row gets no facts: none is invented.
+    """
+    found = match(spec)
+    if found is not None:
+        add_published_facts(spec, found)
+    return spec
+
+
 def catalog_spec(m: CatalogModel, instruct: bool = False) -> ModelSpec:
     """A spec record for a catalog row: architecture numbers, no file."""
     spec = ModelSpec(

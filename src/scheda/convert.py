@@ -57,7 +57,7 @@ def convert(
         raise UsageError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     _check_input(gguf_path)
     _check_output(out, overwrite)
-    from scheda.spec import read_spec
+    from scheda.readers import read_spec
 
     spec = read_spec(gguf_path)  # scheda's own validating reader: no tensor is loaded
     try:

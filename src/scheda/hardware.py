@@ -8,6 +8,7 @@ about three quarters of unified memory by default (its
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import psutil
@@ -59,6 +60,12 @@ def host() -> Device:
     """This machine's RAM: the total on the label, what is available now as the budget."""
     memory = psutil.virtual_memory()
     return Device("host", "this host's RAM", memory.total, memory.available)
+
+
+def physical_cores() -> int:
+    """Threads for CPU kernels: llama.cpp and PyTorch both run fastest with one per
+    physical core (hyper-threads share a core's vector units)."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def custom(gb: float) -> Device:

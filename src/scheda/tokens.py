@@ -4,19 +4,20 @@ GGUF models tokenize through the llama.cpp engine (the tokenizer inside the
 file); HF folders through `tokenizers` and their `tokenizer.json`. Each token
 comes back as raw bytes; `group` joins the tokens whose bytes only make whole
 characters together ("è" split over two byte-level tokens shows as "è"), and
-byte-level marks (GPT-2's "Ġ", SentencePiece's "▁", "<0xC3>") are decoded.
+byte-level marks (GPT-2's "Ġ", SentencePiece's "▁", "<0xC3>") are decoded
+(`pieces.py`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from scheda.engines.base import Token
 from scheda.errors import ModelFileError, UsageError
+from scheda.pieces import hf_piece, is_byte_level
 from scheda.spec import ModelSpec
 
 MAX_UTF8_BYTES = 4
@@ -96,24 +97,6 @@ def _gguf_tokens(path: Path, text: str) -> list[Token]:
         return engine.tokenize(text)
 
 
-@lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-to-unicode table, inverted: the marks byte-level BPE writes bytes as."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, codes, strict=True)}
-
-
 def _hf_tokens(folder: Path, text: str) -> list[Token]:
     from tokenizers import Tokenizer
 
@@ -132,22 +115,3 @@ def _hf_tokens(folder: Path, text: str) -> list[Token]:
         Token(i, hf_piece(t, byte_level))
         for i, t in zip(encoding.ids, encoding.tokens, strict=True)
     ]
-
-
-def is_byte_level(decoder: Any) -> bool:
-    """Whether a tokenizer.json `decoder` section writes bytes as GPT-2's byte-level marks."""
-    return "ByteLevel" in json.dumps(decoder)
-
-
-def hf_piece(token: str, byte_level: bool) -> bytes:
-    """The raw bytes an HF token string stands for ("Ġ", "▁" and "<0xC3>" decoded)."""
-    if byte_level:
-        table = _byte_decoder()
-        if all(ch in table for ch in token):
-            return bytes(table[ch] for ch in token)
-    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
-        try:
-            return bytes([int(token[3:5], 16)])  # SentencePiece byte fallback
-        except ValueError:
-            pass
-    return token.replace("▁", " ").encode("utf-8")

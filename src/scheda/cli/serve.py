@@ -46,8 +46,8 @@ def serve(
     ] = settings.DEFAULT_MAX_BODY,
 ) -> None:
     """Serve models over an OpenAI-compatible API, with the web studio at /."""
-    from scheda.server import build_pool
-    from scheda.server import serve as run_server
+    from scheda.server.main import build_pool
+    from scheda.server.main import serve as run_server
 
     if budget is not None and not budget > 0:
         raise UsageError(f"--budget must be a positive number of GB, got {budget}")

@@ -20,9 +20,9 @@ import torch
 import transformers
 
 from scheda.engines.base import Token, check_token_ids, stopwatch
-from scheda.engines.transformers import physical_cores
 from scheda.errors import ModelFileError
-from scheda.tokens import hf_piece, is_byte_level
+from scheda.hardware import physical_cores
+from scheda.pieces import hf_piece, is_byte_level
 
 BATCH = 32  # sentences per forward pass
 

@@ -10,7 +10,6 @@ binding does not expose (tokenization with pieces).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 import urllib.error
@@ -19,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from scheda import settings
 from scheda.engines.base import (
@@ -37,15 +34,11 @@ from scheda.engines.base import (
     stopwatch,
 )
 from scheda.errors import EngineError, PromptTooLongError
+from scheda.hardware import physical_cores
 from scheda.sampling import Sampling
 
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 60
-
-
-def physical_cores() -> int:
-    """llama.cpp decodes fastest with one thread per physical core."""
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 class LlamaCppEngine(Engine):

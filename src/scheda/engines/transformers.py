@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 import transformers
 
@@ -47,19 +45,15 @@ from scheda.engines.base import (
     stopwatch,
 )
 from scheda.errors import EngineError, ModelFileError, PromptTooLongError, UsageError
+from scheda.hardware import physical_cores
+from scheda.pieces import hf_piece, is_byte_level
 from scheda.sampling import Sampling
-from scheda.tokens import hf_piece, is_byte_level
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZE = (None, "8bit", "4bit")
 CUDA_INSTALL = "pip install 'scheda[cuda]'"
 # A character is at most 4 UTF-8 bytes; byte-level tokenizers may split one over as many tokens.
 HOLD_TOKENS = 4
-
-
-def physical_cores() -> int:
-    """PyTorch's CPU kernels run fastest with one thread per physical core."""
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 def _quiet() -> None:

@@ -205,7 +205,7 @@ class LlamaCppScorer(Scorer):
                 "scoring a GGUF needs llama-cpp-python, which is not installed: "
                 f"run `{EVAL_INSTALL}`"
             ) from exc
-        from scheda.engines.llamacpp import physical_cores
+        from scheda.hardware import physical_cores
 
         self._ll = llama_cpp
         self.path = Path(path)

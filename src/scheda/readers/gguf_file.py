@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scheda import catalog
 from scheda.errors import ModelFileError
 from scheda.readers.text import clean
 from scheda.spec import ModelSpec, TensorGroup
@@ -174,9 +173,6 @@ def _spec_from_reader(path: Path, reader: Any) -> ModelSpec:
         licence=clean(meta.get("general.license")) if meta.get("general.license") else None,
         chat_template=bool(meta.get("tokenizer.chat_template")),
     )
-    family = catalog.match(spec)
-    if family is not None:
-        catalog.add_published_facts(spec, family)
     return spec
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from scheda import catalog
 from scheda.errors import ModelFileError
 from scheda.readers.text import clean
 from scheda.spec import ModelSpec, TensorGroup
@@ -128,9 +127,6 @@ def read_hf_folder(folder: Path) -> ModelSpec:
         )
     if parameters is None:
         spec.notes.append("no safetensors weights in the folder: parameter count unknown")
-    family = catalog.match(spec)
-    if family is not None:
-        catalog.add_published_facts(spec, family)
     return spec
 
 

@@ -18,12 +18,13 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheda import __version__, settings
+from scheda import settings
 from scheda.evaluation.store import EvalStore
 from scheda.server import errors, openai_api, studio_api
 from scheda.server.errors import APIError
 from scheda.server.pool import ModelPool
 from scheda.sessions import SessionStore
+from scheda.version import __version__
 
 STATIC = Path(__file__).parent / "static"
 PROTECTED = ("/v1", "/api", "/tokenize", "/detokenize", "/tokenizer_info")

@@ -1,0 +1,50 @@
+"""The raw bytes an HF tokenizer's token string stands for.
+
+Byte-level BPE (GPT-2's) writes every byte as a printable mark ("Ġ" is a
+space), SentencePiece writes a space as "▁" and unknown bytes as "<0xC3>".
+`tokens` shows these bytes to people and the transformers engines return them
+as `Token.piece`; both take them from here, so an engine needs no `tokens`.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-to-unicode table, inverted: the marks byte-level BPE writes bytes as."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, codes, strict=True)}
+
+
+def is_byte_level(decoder: Any) -> bool:
+    """Whether a tokenizer.json `decoder` section writes bytes as GPT-2's byte-level marks."""
+    return "ByteLevel" in json.dumps(decoder)
+
+
+def hf_piece(token: str, byte_level: bool) -> bytes:
+    """The raw bytes an HF token string stands for ("Ġ", "▁" and "<0xC3>" decoded)."""
+    if byte_level:
+        table = _byte_decoder()
+        if all(ch in table for ch in token):
+            return bytes(table[ch] for ch in token)
+    if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+        try:
+            return bytes([int(token[3:5], 16)])  # SentencePiece byte fallback
+        except ValueError:
+            pass
+    return token.replace("▁", " ").encode("utf-8")

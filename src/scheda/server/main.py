@@ -1,0 +1,84 @@
+"""Running the server: the pool of served models, the address check, uvicorn.
+
+`build_pool(refs, ...)` plans every model at once (a bad reference fails
+before anything loads); `serve(pool, ...)` opens the sessions store and the
+evaluation runs' store and runs the app under uvicorn. `scheda serve`
+(cli/serve.py) calls both. See docs/api.md for the routes.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from scheda import settings
+from scheda.errors import UsageError
+from scheda.evaluation.store import EvalStore
+from scheda.server.app import create_app
+from scheda.server.pool import ModelPool, served_model
+from scheda.sessions import SessionStore
+from scheda.units import GiB
+
+
+def build_pool(
+    refs: list[str],
+    engine: str | None = None,
+    context: int | None = None,
+    parallel: int = settings.DEFAULT_PARALLEL,
+    threads: int | None = None,
+    budget_gb: float | None = None,
+    queue: int = settings.DEFAULT_QUEUE,
+) -> ModelPool:
+    """The pool of served models; each reference is checked (and its need estimated) now."""
+    models = [served_model(r, engine, context, parallel, threads) for r in refs]
+    budget = int(budget_gb * GiB) if budget_gb else psutil.virtual_memory().available
+    return ModelPool(models, budget, queue, parallel)
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail in one line before loading anything if the address is taken."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): pick another --port"
+        ) from exc
+
+
+def serve(
+    pool: ModelPool,
+    host: str = settings.DEFAULT_HOST,
+    port: int = settings.DEFAULT_PORT,
+    api_key: str | None = None,
+    max_body: int = settings.DEFAULT_MAX_BODY,
+    on_ready: Callable[[str], Any] | None = None,
+) -> None:
+    import uvicorn
+
+    check_port(host, port)
+    store = SessionStore()
+    evals = EvalStore()
+    app = create_app(pool, store, api_key=api_key, max_body=max_body, evals=evals)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        # Many clients stream at once; the default backlog and keep-alive are ample.
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        shown = f"[{host}]" if ":" in host else host
+        on_ready(f"http://{shown}:{port}/")
+    try:
+        server.run()
+    finally:
+        pool.close()
+        store.close()
+        evals.close()
