@@ -34,10 +34,15 @@ TEXTS = [
 ]
 # llama.cpp runs the Q4_1 weights with activations rounded to 8 bits (its Q8_1 dot
 # products); transformers runs the same weights dequantized to float16, in float32.
-# That rounding moves a token's log-probability by a few hundredths of a nat; 0.25
-# allows for the rare token where it adds up, and is still far below the gaps
-# between choices that decide an answer.
-TOLERANCE_NATS = 0.25
+# That rounding moves a token's log-probability by a few hundredths of a nat on average,
+# and by more on the odd unlikely token, by an amount that depends on which SIMD kernels
+# llama.cpp was built with. Measured on the three texts below: mean 0.04-0.12 and worst
+# 0.38 nats with the AVX2 build the Makefile makes, mean 0.04-0.12 and worst 0.24 with an
+# AVX-512 build. A scorer reading the wrong position is off by several nats on most
+# tokens, so both bounds still catch it, and both are far below the gaps between choices
+# that decide an answer.
+TOLERANCE_NATS = 0.5  # any one token
+MEAN_TOLERANCE_NATS = 0.15  # the mean over a text
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +65,9 @@ def test_the_two_scorers_agree_token_by_token(
         assert hf_scorer.tokenize(text) == tokens
         a, b = gguf_scorer.score(tokens, 1), hf_scorer.score(tokens, 1)
         assert len(a.logprobs) == len(b.logprobs) == len(tokens) - 1
-        worst = max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True))
-        assert worst < TOLERANCE_NATS, (text, worst)
+        gaps = [abs(x - y) for x, y in zip(a.logprobs, b.logprobs, strict=True)]
+        assert max(gaps) < TOLERANCE_NATS, (text, max(gaps))
+        assert sum(gaps) / len(gaps) < MEAN_TOLERANCE_NATS, (text, sum(gaps) / len(gaps))
         agree = sum(x == y for x, y in zip(a.greedy, b.greedy, strict=True)) / len(a.greedy)
         assert agree >= 0.9
 
