@@ -113,7 +113,7 @@ class Report:
     def _get(self, contender: str, metric: str) -> float | None:
         for r in self.results:
             if r.contender == contender:
-                return getattr(r, metric)  # type: ignore[no-any-return]
+                return float(getattr(r, metric))
         return None
 
     def to_dict(self) -> dict[str, Any]:

@@ -232,7 +232,7 @@ def _steps(show: bool) -> Iterator[Callable[[str], None]]:
 
     original = getattr(gguf_utils, "tqdm", None)
     if original is not None:
-        gguf_utils.tqdm = bar
+        gguf_utils.tqdm = bar  # type: ignore[attr-defined]
     try:
         if progress is not None:
             with progress:
@@ -241,4 +241,4 @@ def _steps(show: bool) -> Iterator[Callable[[str], None]]:
             yield step
     finally:
         if original is not None:
-            gguf_utils.tqdm = original
+            gguf_utils.tqdm = original  # type: ignore[attr-defined]

@@ -71,6 +71,10 @@ def _vocab(s: ModelSpec) -> str | None:
     return f"{s.vocab_size:,} ({s.tokenizer or 'unknown tokenizer'})"
 
 
+def _file_size(value: int | None) -> str | None:
+    return f"{value:,} bytes ({size(value)})" if value else None
+
+
 def _flag(value: bool | None, yes: str, no: str) -> str | None:
     return None if value is None else (yes if value else no)
 
@@ -95,7 +99,10 @@ CARD_ROWS: list[Row] = [
     ("Precision", lambda s: s.file_type),
     ("Tensor types", _quantization),
     ("Bits per weight", _bits),
-    ("File size", lambda s: s.file_size and f"{s.file_size:,} bytes ({size(s.file_size)})"),
+    (
+        "File size",
+        lambda s: f"{s.file_size:,} bytes ({size(s.file_size)})" if s.file_size else None,
+    ),
     ("Tied embeddings", lambda s: _flag(s.tied_embeddings, "yes", "no")),
     ("Licence", lambda s: s.licence),
     ("Chat template", lambda s: _flag(s.chat_template, "present", "none")),

@@ -185,7 +185,7 @@ def declared() -> tuple[Declared, ...]:
         Declared(
             f.name,
             hints[f.name],
-            f.default_factory() if f.default is MISSING else f.default,  # type: ignore[misc]
+            f.default if f.default_factory is MISSING else f.default_factory(),
             f.metadata["option"],
         )
         for f in fields(Sampling)

@@ -84,7 +84,7 @@ def _measure(spec: ModelSpec, context: int | None) -> list[tuple[int, int, int]]
     from scheda.fit import estimate
     from scheda.measure import measure
 
-    if spec.source != "gguf":
+    if spec.source != "gguf" or spec.path is None:
         raise UsageError("--measure loads the model through llama.cpp: it needs a .gguf file")
     top = spec.context or settings.DEFAULT_CONTEXT
     contexts = [context] if context else sorted({c for c in (*MEASURE_CONTEXTS, top) if c <= top})

@@ -24,8 +24,14 @@ def _sampling_parameter(d: declared_options.Declared, default: Any) -> inspect.P
         default = None  # Typer's multiple option: None when not given
     else:
         annotation = d.type
-    bounds = {"min": info.minimum, "max": info.maximum} if d.kind in ("integer", "number") else {}
-    option = typer.Option(*info.flags, help=info.help, show_default=True, **bounds)
+    numeric = d.kind in ("integer", "number")
+    option = typer.Option(
+        *info.flags,
+        help=info.help,
+        show_default=True,
+        min=info.minimum if numeric else None,
+        max=info.maximum if numeric else None,
+    )
     return inspect.Parameter(
         d.name,
         inspect.Parameter.KEYWORD_ONLY,
@@ -67,7 +73,7 @@ def with_sampling(
         parameters = [*positional, *added, *keyword]
         run.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in parameters}
-        del run.__wrapped__  # type: ignore[attr-defined]  # Typer must read the new signature
+        del run.__wrapped__  # Typer must read the new signature, not the wrapped one
         return run
 
     return wrap

@@ -75,7 +75,8 @@ class Plan:
                 f"run `{install}`"
             ) from exc
         cls = getattr(module, class_name)
-        return cls(self.path, **self.options)  # type: ignore[no-any-return]
+        engine: Engine = cls(self.path, **self.options)
+        return engine
 
 
 def load_embedder(path: str | Path, **options: Any) -> Any:

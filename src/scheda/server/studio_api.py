@@ -40,15 +40,15 @@ MAX_CONTEXT = 1 << 24
 
 
 def pool_of(request: Request) -> ModelPool:
-    return request.app.state.pool  # type: ignore[no-any-return]
+    return request.app.state.pool
 
 
 def store_of(request: Request) -> SessionStore:
-    return request.app.state.store  # type: ignore[no-any-return]
+    return request.app.state.store
 
 
 def evals_of(request: Request) -> EvalStore:
-    return request.app.state.evals  # type: ignore[no-any-return]
+    return request.app.state.evals
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ async def chat(session_id: str, body: ChatTurn, request: Request) -> Any:
     def work(engine: Any, on_text: Any, cancel: Any) -> Generation:
         history = store.messages(session.id)
         messages, _ = fit_history(engine, session.system, history, sampling.max_tokens)
-        return engine.chat(messages, sampling, on_text, cancel)  # type: ignore[no-any-return]
+        return engine.chat(messages, sampling, on_text, cancel)
 
     job = Job(pool, entry, work)
     return StreamingResponse(
