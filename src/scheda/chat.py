@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from dataclasses import fields
 
 from rich.console import Console
 
+from scheda import sampling as options
 from scheda.engines.base import Engine, Message
 from scheda.errors import SchedaError, UsageError
 from scheda.prompt_fit import prompt_tokens
@@ -33,7 +33,8 @@ HELP = """\
 /exit          leave (Ctrl-D too); Ctrl-C stops an answer in progress
 """
 
-SETTABLE = {f.name: f.type for f in fields(Sampling) if f.name not in ("stop", "n", "ignore_eos")}
+# The options /params sets: those the declarations mark settable in a chat (scheda/sampling.py).
+SETTABLE = tuple(d.name for d in options.declared() if d.option.chat)
 
 
 class ChatLoop:
@@ -158,7 +159,7 @@ class ChatLoop:
                 if not sep or key not in SETTABLE:
                     keys = ", ".join(SETTABLE)
                     raise UsageError(f"{item!r}: write KEY=VALUE with KEY one of {keys}")
-                setattr(self.sampling, key, _parse(key, value))
+                setattr(self.sampling, key, options.parse(key, value))
             self.store.set_params(self.session.id, self.sampling.to_dict())
         shown = ", ".join(f"{k}={getattr(self.sampling, k)}" for k in SETTABLE)
         self.console.print(shown, highlight=False)
@@ -214,13 +215,3 @@ def _next_turn(history: list[Message], start: int) -> int:
         if history[i].role == "user":
             return i
     return len(history) - 1
-
-
-def _parse(key: str, value: str) -> int | float | None:
-    kind = SETTABLE[key]
-    try:
-        if "int" in str(kind):
-            return None if value.lower() in ("none", "") and "None" in str(kind) else int(value)
-        return float(value)
-    except ValueError:
-        raise UsageError(f"{key}={value!r}: not a number") from None
