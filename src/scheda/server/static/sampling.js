@@ -61,11 +61,11 @@ function makeControl(option) {
   }
   const label = el("label", option.type === "strings" ? "wide" : "", labelText(option.name));
   label.htmlFor = input.id;
-  const note = el("small", "", option.nullable ? "empty: none" : "");
+  const note = el("small");
   label.append(note);
   const control = { option, input, label, note };
   setValue(control, option.default);
-  describe(control, null);
+  explain(control, null);
   return control;
 }
 
@@ -77,7 +77,7 @@ function labelText(name) {
 }
 
 /** The control's tooltip: the option's help, or why the chosen model's engine leaves it out. */
-function describe(control, engine) {
+function explain(control, engine) {
   const { option, input, label, note } = control;
   const off = Boolean(engine) && !option.engines.includes(engine);
   input.disabled = off;
@@ -90,7 +90,7 @@ function describe(control, engine) {
 
 /** Mark the controls the engine of the chosen model does not honour (disabled, with why). */
 export function markEngine(engine) {
-  for (const control of controls) describe(control, engine);
+  for (const control of controls) explain(control, engine);
 }
 
 function setValue({ option, input }, value) {
