@@ -5,7 +5,10 @@ Chromium runs headless through Playwright against the page the server ships
 button and the saved sessions are the real ones. Sessions made through
 `SessionStore` on the server's own SQLite file stand for sessions begun in
 the terminal with `scheda chat`, and evaluation runs written through
-`EvalStore` on its evaluation file stand for runs of `scheda eval`.
+`EvalStore` on its evaluation file stand for runs of `scheda eval`. The sampling
+controls are checked against the server's own declarations (`GET /api/sampling`),
+and against a second engine with a tiny transformers model served beside the
+embedded one.
 
 Chromium is Debian's (/usr/bin/chromium). Without it these tests skip, or
 fail where the CI variable is set, since CI must run them.
@@ -38,6 +41,7 @@ from scheda.evaluation.multiple_choice import MMLU
 from scheda.evaluation.runner import summarize
 from scheda.evaluation.store import FILENAME as EVALS_FILENAME
 from scheda.evaluation.store import EvalStore
+from scheda.server.app import STATIC
 from scheda.sessions import FILENAME, SessionStore
 from tests.needs import unavailable
 
@@ -195,9 +199,28 @@ class Studio:
     def session_item(self, session_id: str) -> Any:
         return self.page.locator(f"#session-list [data-session-id='{session_id}']")
 
+    def controls(self) -> list[dict[str, Any]]:
+        """The sampling controls shown, in order, as the page has them."""
+        return self.page.locator("#sampling-fields [data-param]").evaluate_all(
+            """inputs => inputs.map(i => ({
+              name: i.dataset.param, id: i.id, type: i.type, value: i.value,
+              placeholder: i.placeholder, min: i.min, max: i.max, step: i.step,
+              title: i.title, disabled: i.disabled, label: i.labels[0]?.textContent ?? "",
+            }))"""
+        )
 
-@pytest.fixture
-def studio(browser: Any, server: Server) -> Iterator[Studio]:
+    def turn_params(self, text: str) -> tuple[dict[str, Any], Any]:
+        """Send a message; the sampling options its request carried, and the answer."""
+        with self.page.expect_request(
+            lambda r: r.method == "POST" and r.url.endswith("/chat")
+        ) as request:
+            answer = self.send(text)
+        return request.value.post_data_json["params"], answer
+
+
+@contextlib.contextmanager
+def _studio_on(browser: Any, url: str) -> Iterator[Studio]:
+    """A fresh browser context (no saved key or options) on the studio at `url`."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -210,9 +233,15 @@ def studio(browser: Any, server: Server) -> Iterator[Studio]:
 
     page.on("dialog", on_dialog)
     page.on("pageerror", lambda error: errors.append(str(error)))
-    yield Studio(page, server.url, dialogs, errors)
+    yield Studio(page, url, dialogs, errors)
     context.close()
     assert not errors, f"the page threw: {errors}"
+
+
+@pytest.fixture
+def studio(browser: Any, server: Server) -> Iterator[Studio]:
+    with _studio_on(browser, server.url) as studio:
+        yield studio
 
 
 def _save_screenshot(page: Any, tmp_path: Path, name: str) -> None:
@@ -471,6 +500,139 @@ def test_terminal_session_continues_renames_and_deletes(studio: Studio, server: 
         store.get(made.id)
     assert page.locator("#chat-title").text_content() == "New chat"
     assert page.locator(".message").count() == 0
+
+
+def test_every_module_is_served_as_javascript(server: Server) -> None:
+    """The page is ES modules: each is served with a JavaScript type, from static/ itself.
+
+    A browser refuses a module of any other type, and the package data takes the
+    files of static/ (`server/static/*`), not its subfolders.
+    """
+    page = (STATIC / "index.html").read_text()
+    modules = {STATIC / "studio.js"}
+    for module in sorted(STATIC.glob("*.js")):
+        for name in re.findall(r'from "\./([^"]+)"', module.read_text()):
+            modules.add(STATIC / name)
+    assert '<script type="module" src="/static/studio.js">' in page
+    assert modules == set(STATIC.glob("*.js")), "a module is missing, or imported by none"
+    for module in sorted(modules):
+        with urllib.request.urlopen(f"{server.url}/static/{module.name}", timeout=30) as response:
+            kind = response.headers.get_content_type()
+            assert kind == "text/javascript", (module.name, kind)
+            assert response.read() == module.read_bytes()
+
+
+def _number_or_empty(text: str) -> float | None:
+    return None if text in ("", "any") else float(text)
+
+
+def test_sampling_controls_are_the_servers_declarations(
+    studio: Studio, server: Server, tmp_path: Path
+) -> None:
+    """One control per option the server declares for the studio, with its bounds and default.
+
+    Nothing of the options is written in the studio's files: an option added to
+    `scheda.sampling.Sampling` with studio=True shows here as this test reads it.
+    """
+    page = studio.page
+    declared = [o for o in server.api("GET", "/api/sampling") if o["studio"]]
+    engine = {m["id"]: m["engine"] for m in server.api("GET", "/api/models")}["default"]
+    studio.open()
+    shown = studio.controls()
+    assert [c["name"] for c in shown] == [o["name"] for o in declared]
+    for control, option in zip(shown, declared, strict=True):
+        name = option["name"]
+        assert control["label"].strip(), name
+        assert control["title"] == option["help"], name
+        assert control["disabled"] is (engine not in option["engines"]), name
+        if option["type"] not in ("integer", "number"):
+            continue
+        assert control["type"] == "number", name
+        assert _number_or_empty(control["value"]) == option["default"], name
+        assert _number_or_empty(control["min"]) == option["minimum"], name
+        assert _number_or_empty(control["max"]) == option["maximum"], name
+        assert _number_or_empty(control["step"]) == option["step"], name
+        if option["nullable"]:
+            assert control["placeholder"] == "none", name
+    _save_screenshot(page, tmp_path, "studio-sampling.png")
+
+    # A turn sends every control's value (an empty nullable one is left out: none).
+    studio.sampling(**QUICK)
+    params, answer = studio.turn_params("Say hello.")
+    expected = {o["name"]: o["default"] for o in declared if o["default"] is not None}
+    expected.update({k: float(v) for k, v in QUICK.items()})
+    assert params == expected
+    studio.wait_state(answer)
+
+    # Reset puts the declared defaults back; the options last used are kept in this browser.
+    page.click("#new-session")
+    page.click("#reset-params")
+    assert [_number_or_empty(c["value"]) for c in studio.controls()] == [
+        o["default"] for o in declared
+    ]
+    page.fill("#top-k", "12")
+    page.dispatch_event("#top-k", "change")
+    page.reload()
+    studio.ready()
+    assert page.input_value("#top-k") == "12"
+    assert page.input_value("#temperature") == str(
+        next(o["default"] for o in declared if o["name"] == "temperature")
+    )
+
+
+TINY_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def test_a_control_the_engine_lacks_is_marked_and_left_at_its_default(
+    browser: Any, tiny_llama: Path, tmp_path: Path
+) -> None:
+    """Two models, two engines: transformers has no OpenAI penalties, llama.cpp has them."""
+    tiny = tmp_path / "tiny-chat"
+    shutil.copytree(tiny_llama, tiny)
+    config = json.loads((tiny / "tokenizer_config.json").read_text())
+    (tiny / "tokenizer_config.json").write_text(
+        json.dumps({**config, "chat_template": TINY_TEMPLATE})
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    with _serve(data, str(tiny)) as two, _studio_on(browser, two.url) as studio:
+        engines = {m["id"]: m["engine"] for m in two.api("GET", "/api/models")}
+        assert engines == {"default": "llama.cpp", "tiny-chat": "transformers"}
+        declared = [o for o in two.api("GET", "/api/sampling") if o["studio"]]
+        lacking = {o["name"] for o in declared if "transformers" not in o["engines"]}
+        assert lacking, "every studio option is honoured by transformers: nothing to mark"
+        name = sorted(lacking)[0]
+        field = f"#{name.replace('_', '-')}"
+        page = studio.page
+        studio.open()
+        page.select_option("#model-picker", "default")
+        assert not any(c["disabled"] for c in studio.controls())
+        page.fill(field, "0.5")  # a value llama.cpp honours ...
+
+        page.select_option("#model-picker", "tiny-chat")  # ... and transformers would refuse
+        for control in studio.controls():
+            off = control["name"] in lacking
+            assert control["disabled"] is off, control
+            if off:
+                assert "transformers" in control["title"] and control["name"] in control["title"]
+                assert "not in transformers" in control["label"]
+        _save_screenshot(page, tmp_path, "studio-sampling-transformers.png")
+
+        # The turn sends the option at its default, which the engine does anyway; it answers.
+        studio.sampling(temperature="0", max_tokens="4", seed="1")
+        params, answer = studio.turn_params("Hello?")
+        for option in declared:
+            if option["name"] in lacking:
+                assert params[option["name"]] == option["default"], params
+        studio.wait_state(answer)
+
+        # Back on llama.cpp the control is live again, with the value it had.
+        page.select_option("#model-picker", "default")
+        assert page.is_enabled(field)
+        assert page.input_value(field) == "0.5"
 
 
 def test_spec_sheet_and_fit_calculator(studio: Studio, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ key, so that the page can ask for it.
 
 from __future__ import annotations
 
+import mimetypes
 import secrets
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from scheda.sessions import SessionStore
 from scheda.version import __version__
 
 STATIC = Path(__file__).parent / "static"
+# The studio is ES modules, which a browser refuses unless served with a JavaScript type;
+# the static files' types come from the system's table, which on some hosts says text/plain.
+mimetypes.add_type("text/javascript", ".js")
 PROTECTED = ("/v1", "/api", "/tokenize", "/detokenize", "/tokenizer_info")
 
 
