@@ -41,6 +41,22 @@ def serve(
         typer.Option("--budget", help="GB of memory for loaded models (default: RAM available)."),
     ] = None,
     threads: ThreadsOpt = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also accept requests sent to this name (repeatable), e.g. a reverse proxy's; "
+            "by default only the server's own address, localhost, 127.0.0.1 and [::1].",
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            help="Let the web page at this origin call the API (repeatable), e.g. "
+            "http://localhost:3000; by default other pages are refused.",
+        ),
+    ] = None,
     max_body: Annotated[
         int, typer.Option("--max-body", min=1024, help="Largest request body, in bytes.")
     ] = settings.DEFAULT_MAX_BODY,
@@ -63,4 +79,13 @@ def serve(
         console().print(f"scheda serving {names}\n  studio: {url}\n  API:    {url}v1")
         sys.stdout.flush()
 
-    run_server(pool, host, port, api_key, max_body, on_ready=ready)
+    run_server(
+        pool,
+        host,
+        port,
+        api_key,
+        max_body,
+        on_ready=ready,
+        allow_hosts=allow_host,
+        cors_origins=cors_origin,
+    )

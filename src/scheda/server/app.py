@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +24,7 @@ from scheda import settings
 from scheda.evaluation.store import EvalStore
 from scheda.server import errors, openai_api, studio_api
 from scheda.server.errors import APIError
+from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
 from scheda.sessions import SessionStore
 from scheda.version import __version__
@@ -121,6 +123,7 @@ def create_app(
     api_key: str | None = None,
     max_body: int = settings.DEFAULT_MAX_BODY,
     evals: EvalStore | None = None,
+    allowed: Allowed | None = None,
 ) -> FastAPI:
     """The app; `evals` is the store of `scheda eval`'s runs (by default the data folder's)."""
     app = FastAPI(
@@ -153,6 +156,15 @@ def create_app(
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    allowed = allowed or Allowed(settings.DEFAULT_HOST)
     app.add_middleware(ApiKey, key=api_key)
     app.add_middleware(BodyLimit, limit=max_body)
+    if allowed.origins:  # CORS headers only for the origins the user named
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(allowed.origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(Guard, allowed=allowed)  # the outermost: before anything else runs
     return app

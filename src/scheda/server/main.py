@@ -18,6 +18,7 @@ from scheda import settings
 from scheda.errors import UsageError
 from scheda.evaluation.store import EvalStore
 from scheda.server.app import create_app
+from scheda.server.guard import Allowed
 from scheda.server.pool import ModelPool, served_model
 from scheda.sessions import SessionStore
 from scheda.units import GiB
@@ -57,13 +58,16 @@ def serve(
     api_key: str | None = None,
     max_body: int = settings.DEFAULT_MAX_BODY,
     on_ready: Callable[[str], Any] | None = None,
+    allow_hosts: list[str] | None = None,
+    cors_origins: list[str] | None = None,
 ) -> None:
     import uvicorn
 
     check_port(host, port)
     store = SessionStore()
     evals = EvalStore()
-    app = create_app(pool, store, api_key=api_key, max_body=max_body, evals=evals)
+    allowed = Allowed(host, allow_hosts or [], cors_origins or [])
+    app = create_app(pool, store, api_key, max_body, evals, allowed)
     config = uvicorn.Config(
         app,
         host=host,
