@@ -134,6 +134,17 @@ def test_a_prompt_over_the_context_is_a_clear_error(engine: LlamaCppEngine) -> N
         engine.generate("word " * 1200, greedy(1))
 
 
+def test_no_max_tokens_fills_the_context_and_no_more(smollm_path: Path) -> None:
+    """llama.cpp rounds a small slot up to 256 tokens; an answer stops at the asked context."""
+    endless = Sampling(max_tokens=0, temperature=0, ignore_eos=True)
+    with open_model(smollm_path, "llama.cpp", context=64) as small:
+        plain = small.generate("Once upon a time", endless)
+        chat = small.chat([Message("user", "Tell me a long story.")], endless)
+        for answer in (plain, chat):
+            assert answer.finish_reason == "length"
+            assert answer.prompt_tokens + answer.samples[0].completion_tokens == 64
+
+
 def test_the_llama_cpp_listener_is_locked(engine: LlamaCppEngine) -> None:
     """llama.cpp's own HTTP listener stays on loopback and refuses callers without the key."""
     assert engine._address.startswith("http://127.0.0.1:")

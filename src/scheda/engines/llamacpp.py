@@ -148,8 +148,14 @@ class LlamaCppEngine(Engine):
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        body = self._body(sampling or Sampling(), chat=False)
+        sampling = sampling or Sampling()
+        body = self._body(sampling, chat=False)
         body["prompt"] = prompt if isinstance(prompt, str) else [int(t) for t in prompt]
+        if sampling.max_tokens <= 0:
+            ids = body["prompt"]
+            body["max_tokens"] = self._room(
+                self.count_tokens(ids) if isinstance(ids, str) else len(ids)
+            )
         return self._run(self._server.handle_completions, body, on_text, cancel)
 
     def chat(
@@ -159,9 +165,20 @@ class LlamaCppEngine(Engine):
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        body = self._body(sampling or Sampling(), chat=True)
+        sampling = sampling or Sampling()
+        body = self._body(sampling, chat=True)
         body["messages"] = [asdict(m) for m in messages]
+        if sampling.max_tokens <= 0:
+            prompt = self.chat_prompt(messages)  # its special tokens are in the text
+            body["max_tokens"] = self._room(len(self.tokenize(prompt, add_special=False)))
         return self._run(self._server.handle_chat_completions, body, on_text, cancel)
+
+    def _room(self, prompt_tokens: int) -> int:
+        """With no max_tokens, an answer may fill the context and no more: llama.cpp's own
+        slot can be larger (it rounds small contexts up to 256 tokens)."""
+        if prompt_tokens >= self.context:
+            raise PromptTooLongError(prompt_tokens, self.context)
+        return self.context - prompt_tokens
 
     def _body(self, sampling: Sampling, chat: bool) -> dict[str, Any]:
         """A request body in llama.cpp's own terms; its sampler does the rest."""
@@ -173,7 +190,7 @@ class LlamaCppEngine(Engine):
                 client_fault=True,
             )
         body: dict[str, Any] = {
-            "max_tokens": sampling.max_tokens if sampling.max_tokens > 0 else -1,
+            "max_tokens": sampling.max_tokens,  # 0 or less: the room left (generate, chat)
             "temperature": sampling.temperature,
             "top_k": sampling.top_k,
             "top_p": sampling.top_p,
