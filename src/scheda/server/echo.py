@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from scheda.engines.base import Generation, TokenLogprob
-from scheda.server.errors import APIError
+from scheda.errors import APIError
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.responses import finish_reason, new_id
 from scheda.server.runner import Work

@@ -22,9 +22,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from scheda.engines.base import Generation
+from scheda.errors import APIError
 from scheda.sampling import Sampling
 from scheda.server import echo
-from scheda.server.errors import APIError, error_response, sse
+from scheda.server.errors import error_body, error_response, sse
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.responses import ChatShape, Shape, TextShape, new_id, usage_of
 from scheda.server.runner import Event, Job
@@ -162,7 +163,7 @@ async def _stream(job: Job, first: Event, shape: Shape, usage: bool, n: int) -> 
             yield sse(shape.chunk(chunk_id, created, [shape.piece(event.index, event.text)]))
             event = await job.next()
         if event.kind == "error":
-            yield sse({"error": APIError.from_exception(event.error).body()})
+            yield sse({"error": error_body(event.error)})
         else:
             generation: Generation = event.result
             closing = [shape.closing(i, s) for i, s in enumerate(generation.samples)]
