@@ -92,7 +92,8 @@ class TransformersEngine(Engine):
                 options["quantization_config"] = _bitsandbytes_config(quantize, self.dtype)
             if self.device.type == "cuda":
                 options["device_map"] = {"": str(self.device)}
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **options)
+            # Any: transformers 5 types `.to` (a decorated method) as if it took no device.
+            model: Any = transformers.AutoModelForCausalLM.from_pretrained(str(path), **options)
         except Exception as exc:  # transformers, safetensors and torch each raise their own
             raise EngineError(
                 f"{path}: transformers could not load the model ({_line(exc)})"
@@ -316,7 +317,7 @@ def _device(name: str) -> torch.device:
 
 def _dtype(name: str, config: Any, device: torch.device) -> torch.dtype:
     if name != "auto":
-        return getattr(torch, name)  # type: ignore[no-any-return]
+        return getattr(torch, name)
     if device.type == "cpu":
         return torch.float32  # float16 matrix products are slow on a CPU
     saved = getattr(config.get_text_config(), "dtype", None) or getattr(config, "dtype", None)
@@ -326,7 +327,7 @@ def _dtype(name: str, config: Any, device: torch.device) -> torch.dtype:
         saved = torch.float16
     if saved == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16  # older GPUs (a T4) have no bfloat16
-    return saved  # type: ignore[no-any-return]
+    return saved
 
 
 def _check_bitsandbytes(quantize: str, device: torch.device) -> None:

@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -417,10 +418,10 @@ class TransformersScorer(Scorer):
         )
         self.context = self.engine.context
         self._past: list[int] = []
-        self._cache = None
+        self._cache: Any = None  # transformers' DynamicCache, made on the first pass
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return self.engine._encode(text, add_special)  # type: ignore[attr-defined,no-any-return]
+        return self.engine._encode(text, add_special)  # type: ignore[attr-defined]
 
     def piece(self, token: int) -> str:
         return self.engine.detokenize([token])
@@ -484,7 +485,7 @@ class TransformersScorer(Scorer):
                 out = self.engine.model(  # type: ignore[attr-defined]
                     input_ids=ids, cache=cache, use_cache=True
                 )
-            return out.logits.float().cpu().numpy()  # type: ignore[no-any-return]
+            return out.logits.float().cpu().numpy()
         finally:
             cache.batch_select_indices(torch.tensor([0], device=self.engine.device))  # type: ignore[attr-defined]
             cache.crop(-width)

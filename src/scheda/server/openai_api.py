@@ -41,7 +41,7 @@ router = APIRouter()
 
 
 def pool_of(request: Request) -> ModelPool:
-    return request.app.state.pool  # type: ignore[no-any-return]
+    return request.app.state.pool
 
 
 def _entry(request: Request, model: str | None, kind: str) -> ServedModel:
@@ -249,7 +249,7 @@ def _embedding_texts(body: EmbeddingRequest) -> list[str | list[int]]:
 
 def _embed(engine: Any, texts: list[str | list[int]]) -> tuple[list[list[float]], int]:
     decoded = [t if isinstance(t, str) else engine.detokenize(t) for t in texts]
-    return engine.embed(decoded)  # type: ignore[no-any-return]
+    return engine.embed(decoded)
 
 
 def _encode_vector(vector: list[float], encoding: str) -> Any:
