@@ -95,6 +95,24 @@ def test_a_reused_prefix_gives_the_same_numbers(make: str, request: pytest.Fixtu
 
 
 @pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+def test_scorer_refuses_nothing_to_score_in_one_line(
+    make: str, request: pytest.FixtureRequest
+) -> None:
+    """An empty text, or a start outside it, is the caller's to fix: a UsageError, not a crash."""
+    scorer: Scorer = request.getfixturevalue(make)
+    tokens = scorer.tokenize("The capital")
+    for call in (
+        lambda: scorer.score([], 1),
+        lambda: scorer.score(tokens, 0),
+        lambda: scorer.score(tokens, len(tokens) + 1),
+        lambda: scorer.next_logprobs([]),
+    ):
+        with pytest.raises(UsageError) as error:
+            call()
+        assert "\n" not in str(error.value) and ": " in str(error.value)
+
+
+@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
 def test_one_pass_for_single_token_choices(make: str, request: pytest.FixtureRequest) -> None:
     """MMLU's letters come from one next-token distribution; the same as one at a time."""
     scorer: Scorer = request.getfixturevalue(make)

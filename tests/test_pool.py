@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scheda.errors import UsageError
-from scheda.server.pool import ModelPool, PoolError, served_model
+from scheda.errors import ModelNotServedError, ServerBusyError, UsageError
+from scheda.server.pool import ModelPool, served_model
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_a_busy_model_is_never_unloaded(two: tuple) -> None:
     holder.start()
     try:
         assert busy.wait(60)
-        with pytest.raises(PoolError) as error, pool.lease(chat):
+        with pytest.raises(ServerBusyError) as error, pool.lease(chat):
             pass
         assert error.value.status == 503 and "busy" in str(error.value)
         assert pool.loaded() == [embed.id]
@@ -88,7 +88,7 @@ def test_admission_stops_at_slots_plus_queue(two: tuple) -> None:
     try:
         for lease in leases:
             lease.__enter__()
-        with pytest.raises(PoolError) as error, pool.lease(chat):
+        with pytest.raises(ServerBusyError) as error, pool.lease(chat):
             pass
         assert error.value.status == 503
     finally:
@@ -102,7 +102,7 @@ def test_unknown_model_is_a_404(two: tuple) -> None:
     chat, _ = two
     pool = ModelPool([chat], budget=chat.need, queue=1, parallel=2)
     assert pool.get(None) is chat
-    with pytest.raises(PoolError) as error:
+    with pytest.raises(ModelNotServedError) as error:
         pool.get("nope")
     assert error.value.status == 404 and "default" in str(error.value)
 

@@ -1,16 +1,27 @@
 """One error tree for everything scheda tells a user went wrong.
 
-    SchedaError                 a one-line message for the user; exit code 2
-    ├── ModelNotFoundError      a model reference that resolves to nothing
-    ├── ModelFileError          a model file or folder that cannot be read
-    ├── EngineError             an engine failed to load or answer
-    │   └── PromptTooLongError  a prompt longer than the context (says both counts)
-    ├── SessionNotFoundError    a chat session id that matches none, or several
-    ├── SessionStoreError       the sessions file cannot be opened, is damaged or is busy
-    └── UsageError              options that make no sense together
+    SchedaError                     a one-line message for the user; exit code 2, HTTP 500
+    ├── ModelNotFoundError          a model reference that resolves to nothing (404)
+    │   └── ModelNotServedError     a model the server does not offer (404, param "model")
+    ├── ModelFileError              a model file or folder that cannot be read
+    ├── EngineError                 an engine failed to load or answer (400 if a request caused it)
+    │   └── PromptTooLongError      a prompt longer than the context (says both counts; 400)
+    ├── SessionNotFoundError        a chat session id that matches none, or several (404)
+    ├── SessionStoreError           the sessions file cannot be opened, is damaged or is busy
+    ├── UsageError                  options that make no sense together (400)
+    │   └── RequestFieldError       request fields that cannot work as sent; also a ValueError
+    │       └── UnsupportedFieldError   a field scheda lacks, set to a value that matters
+    ├── APIError                    a request the server refuses: its own status, param, code
+    └── ServerBusyError             a model at its request limit, or busy models fill memory (503)
 
 The CLI prints `error: <message>` and exits non-zero; it never shows a
-traceback for these.
+traceback for these. The server answers each in OpenAI's error shape
+(server/errors.py) with the class's `status`, naming the request field at
+fault in `param` and OpenAI's error code in `code` where there is one: a 4xx
+is the client's to fix, a 500 scheda's or the machine's.
+
+A `ValueError` that remains in the code marks a bug in scheda's own calls, not
+a user's mistake (tests/test_errors.py holds the list, each with its reason).
 """
 
 
@@ -18,10 +29,21 @@ class SchedaError(Exception):
     """Base class: the message is what the user reads, on one line."""
 
     exit_code = 2
+    status = 500  # the server's answer: not the client's doing unless a subclass says so
+    param: str | None = None  # the request field at fault, as the client wrote it
+    code: str | None = None  # OpenAI's error code, where it has one
 
 
 class ModelNotFoundError(SchedaError):
     """A model reference that is not a file, a folder, a catalog name or a cached repo."""
+
+    status = 404
+
+
+class ModelNotServedError(ModelNotFoundError):
+    """A request names a model the server was not started with."""
+
+    param = "model"
 
 
 class ModelFileError(SchedaError):
@@ -38,10 +60,14 @@ class EngineError(SchedaError):
     def __init__(self, message: str, client_fault: bool = False) -> None:
         super().__init__(message)
         self.client_fault = client_fault
+        self.status = 400 if client_fault else 500
 
 
 class PromptTooLongError(EngineError):
     """A prompt with more tokens than one request may use."""
+
+    param = "messages"
+    code = "context_length_exceeded"
 
     def __init__(self, prompt_tokens: int, context: int) -> None:
         super().__init__(
@@ -56,6 +82,8 @@ class PromptTooLongError(EngineError):
 class SessionNotFoundError(SchedaError):
     """A chat session id (or id prefix) that matches no session, or more than one."""
 
+    status = 404
+
 
 class SessionStoreError(SchedaError):
     """The sessions file cannot be used: not a SQLite database, unreadable, or locked too long."""
@@ -63,3 +91,37 @@ class SessionStoreError(SchedaError):
 
 class UsageError(SchedaError):
     """Arguments that cannot work together."""
+
+    status = 400
+
+
+class RequestFieldError(UsageError, ValueError):
+    """Request fields that cannot work as sent.
+
+    Also a `ValueError`: raised in a pydantic validator, pydantic reports it as a
+    validation error (a 400 naming the field); raised anywhere else, it is a
+    `UsageError` like any other.
+    """
+
+
+class UnsupportedFieldError(RequestFieldError):
+    """A field scheda does not implement, set to something that would matter."""
+
+
+class APIError(SchedaError):
+    """A request the server refuses as sent, with the status, field and code to answer with."""
+
+    def __init__(
+        self, message: str, param: str | None = None, status: int = 400, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.status = status
+        self.code = code
+
+
+class ServerBusyError(SchedaError):
+    """A model with as many requests in flight as it admits, or busy models filling memory."""
+
+    status = 503

@@ -94,6 +94,7 @@ def weight_bytes(spec: ModelSpec, precision: str) -> int:
     """Weights at a precision; "file" is the file's exact tensor bytes."""
     if precision == "file":
         if not spec.tensor_bytes:
+            # A bug, not a user's mistake: `estimate` asks for "file" only where the spec has it.
             raise ValueError(f"{spec.name} has no file to read its own size from")
         return spec.tensor_bytes
     bits, _ = PRECISIONS[precision]

@@ -137,6 +137,7 @@ class SessionSummary:
 
 def _check_role(role: str) -> None:
     if role not in ROLES:
+        # A bug, not a user's mistake: scheda's callers pass the role themselves, never a user.
         raise ValueError(f"a message role is one of {', '.join(ROLES)}, not {role!r}")
 
 

@@ -1,17 +1,11 @@
 """Hugging Face transformers: an HF folder on the CPU, or on a GPU where there is one.
 
 The tokenizer, the chat template and the sampler are transformers' own
-(`AutoTokenizer`, `apply_chat_template`, `model.generate`); scheda adds what
-`generate` does not say by itself, in one `StoppingCriteria` that sees every
-new token of every sample:
-
-- streaming: each sample's new text, decoded incrementally (a character split
-  across tokens is held back until it is whole) and sent to `on_text(i, text)`
-  for every sample, as llama.cpp does with `n` > 1;
-- stop strings, matched on the decoded text like llama.cpp and the OpenAI
-  API: the text stops before the stop string, and the text that might begin
-  one is held back from the stream until it is decided;
-- cancelling: when the event is set, generation ends after the current token.
+(`AutoTokenizer`, `apply_chat_template`, `model.generate`). This module loads
+the model and shapes each request; what `generate` does not say by itself
+(streaming, stop strings, cancelling, log-probabilities, timings) is the
+`Watch` of hf_stream.py, one `StoppingCriteria` that sees every new token of
+every sample.
 
 Loads are offline only (`local_files_only`). On the CPU the weights run in
 float32 (float16 matrix products are slow there); on a GPU in the dtype the
@@ -36,14 +30,12 @@ from scheda.engines.base import (
     Generation,
     Message,
     OnText,
-    Sample,
-    Timings,
     Token,
-    TokenLogprob,
     check_sampling,
     check_token_ids,
     stopwatch,
 )
+from scheda.engines.hf_stream import Watch
 from scheda.errors import EngineError, ModelFileError, PromptTooLongError, UsageError
 from scheda.hardware import physical_cores
 from scheda.pieces import hf_piece, is_byte_level
@@ -52,8 +44,6 @@ from scheda.sampling import Sampling
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZE = (None, "8bit", "4bit")
 CUDA_INSTALL = "pip install 'scheda[cuda]'"
-# A character is at most 4 UTF-8 bytes; byte-level tokenizers may split one over as many tokens.
-HOLD_TOKENS = 4
 
 
 def _quiet() -> None:
@@ -102,7 +92,8 @@ class TransformersEngine(Engine):
                 options["quantization_config"] = _bitsandbytes_config(quantize, self.dtype)
             if self.device.type == "cuda":
                 options["device_map"] = {"": str(self.device)}
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **options)
+            # Any: transformers 5 types `.to` (a decorated method) as if it took no device.
+            model: Any = transformers.AutoModelForCausalLM.from_pretrained(str(path), **options)
         except Exception as exc:  # transformers, safetensors and torch each raise their own
             raise EngineError(
                 f"{path}: transformers could not load the model ({_line(exc)})"
@@ -233,7 +224,16 @@ class TransformersEngine(Engine):
             raise PromptTooLongError(len(prompt_ids), self.context)
         # Never past the context: the request is capped, and ends with "length".
         max_new = min(sampling.max_tokens, room) if sampling.max_tokens > 0 else room
-        watch = _Watch(self, sampling, len(prompt_ids), on_text, cancel)
+        watch = Watch(
+            sampling,
+            len(prompt_ids),
+            on_text,
+            cancel,
+            decode=self._text,
+            eos=self._eos,
+            piece=lambda token: _piece_text(self, token),
+            load_s=self.load_s,
+        )
         if not prompt_ids:  # nothing to continue from: start at BOS, as llama.cpp does
             prompt_ids = [self._any_token()]
         inputs = torch.tensor([prompt_ids] * sampling.n, device=self.device)
@@ -296,141 +296,6 @@ class TransformersEngine(Engine):
             torch.cuda.empty_cache()
 
 
-class _Sample:
-    """One sample's tokens and text, decoded as they come (vLLM's incremental detokenizer)."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.prefix = 0  # decoding starts here, a few tokens back, so spaces come out right
-        self.read = 0  # tokens before this one are in `text`
-        self.text = ""  # decoded so far, stop strings not yet cut
-        self.sent = 0  # characters of `text` sent to the stream
-        self.finish: str | None = None
-        self.cut = False  # ended by a stop string
-        self.logprobs: list[TokenLogprob] | None = None
-
-    def new_text(self, engine: TransformersEngine, final: bool = False) -> str:
-        before = engine._text(self.ids[self.prefix : self.read])
-        after = engine._text(self.ids[self.prefix :])
-        if not final and after.endswith("\ufffd") and len(self.ids) - self.read < HOLD_TOKENS:
-            return ""  # a character is still arriving
-        self.prefix, self.read = self.read, len(self.ids)
-        return after[len(before) :]
-
-
-class _Watch(transformers.StoppingCriteria):
-    """Sees each new token of every sample: streams it, stops at EOS, a stop string or cancel."""
-
-    def __init__(
-        self,
-        engine: TransformersEngine,
-        sampling: Sampling,
-        prompt_tokens: int,
-        on_text: OnText | None,
-        cancel: threading.Event | None,
-    ) -> None:
-        self.engine = engine
-        self.stops = [s for s in sampling.stop if s]
-        self.prompt_tokens = prompt_tokens
-        self.on_text = on_text
-        self.cancel = cancel
-        self.samples = [_Sample() for _ in range(sampling.n)]
-        self.cancelled = cancel is not None and cancel.is_set()
-        self.elapsed = stopwatch()
-        self.first_token_s = 0.0
-
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        if not self.first_token_s:
-            self.first_token_s = self.elapsed()
-        last = input_ids[:, -1].tolist()
-        for i, (sample, token) in enumerate(zip(self.samples, last, strict=True)):
-            if sample.finish is not None:
-                continue
-            if token in self.engine._eos:
-                sample.finish = "stop"
-                continue
-            sample.ids.append(int(token))
-            sample.text += sample.new_text(self.engine)
-            self._send(i, sample)
-        if self.cancel is not None and self.cancel.is_set():
-            self.cancelled = True
-        done = [self.cancelled or s.finish is not None for s in self.samples]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
-
-    def _send(self, i: int, sample: _Sample, final: bool = False) -> None:
-        """Send what is decided: text before any stop string, minus a possible stop's start."""
-        end = len(sample.text)
-        for stop in self.stops:
-            at = sample.text.find(stop, max(0, sample.sent - len(stop) + 1))
-            if 0 <= at < end:
-                end = at
-        if end < len(sample.text):  # a stop string: the text ends before it
-            sample.text, sample.finish, sample.cut = sample.text[:end], "stop", True
-        elif not final:
-            end -= _held_back(sample.text, self.stops)
-        if end > sample.sent:
-            new, sample.sent = sample.text[sample.sent : end], end
-            if self.on_text is not None:
-                self.on_text(i, new)
-
-    def add_logprobs(self, logits: tuple[torch.Tensor, ...], top: int) -> None:
-        """Log-probabilities of the raw logits (before sampling), as llama.cpp reports them."""
-        engine = self.engine
-        for i, sample in enumerate(self.samples):
-            entries: list[TokenLogprob] = []
-            for step, token in enumerate(sample.ids):
-                if step >= len(logits):
-                    break
-                row = torch.log_softmax(logits[step][i].float(), dim=-1)
-                values, ids = torch.topk(row, min(top, row.shape[-1]))
-                entries.append(
-                    TokenLogprob(
-                        _piece_text(engine, token),
-                        float(row[token]),
-                        [
-                            (_piece_text(engine, int(t)), float(v))
-                            for v, t in zip(values.tolist(), ids.tolist(), strict=True)
-                        ],
-                    )
-                )
-            sample.logprobs = entries
-
-    def result(self) -> Generation:
-        for i, sample in enumerate(self.samples):
-            if not sample.cut:  # what was held back is text after all
-                sample.text += sample.new_text(self.engine, final=True)
-                self._send(i, sample, final=True)
-                if sample.finish is None:
-                    sample.finish = "cancelled" if self.cancelled else "length"
-        total = self.elapsed()
-        samples = [
-            Sample(s.text, s.finish or "length", len(s.ids), s.logprobs) for s in self.samples
-        ]
-        first = self.first_token_s
-        decode_s = total - first
-        # Decoding steps after the first, per second: one sample's rate, as llama.cpp reports.
-        after_first = max(s.completion_tokens for s in samples) - 1
-        timings = Timings(
-            load_s=self.engine.load_s,
-            first_token_s=first,
-            total_s=total,
-            prompt_tokens_per_s=self.prompt_tokens / first if first > 0 else 0.0,
-            tokens_per_s=after_first / decode_s if after_first > 0 and decode_s > 0 else 0.0,
-        )
-        return Generation(samples, self.prompt_tokens, timings)
-
-
-def _held_back(text: str, stops: list[str]) -> int:
-    """How many trailing characters of `text` could be the start of a stop string."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest
-
-
 def _piece_text(engine: TransformersEngine, token: int) -> str:
     piece = engine.tokenizer.convert_ids_to_tokens(token)
     return hf_piece(str(piece), engine._byte_level).decode("utf-8", errors="replace")
@@ -452,7 +317,7 @@ def _device(name: str) -> torch.device:
 
 def _dtype(name: str, config: Any, device: torch.device) -> torch.dtype:
     if name != "auto":
-        return getattr(torch, name)  # type: ignore[no-any-return]
+        return getattr(torch, name)
     if device.type == "cpu":
         return torch.float32  # float16 matrix products are slow on a CPU
     saved = getattr(config.get_text_config(), "dtype", None) or getattr(config, "dtype", None)
@@ -462,7 +327,7 @@ def _dtype(name: str, config: Any, device: torch.device) -> torch.dtype:
         saved = torch.float16
     if saved == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16  # older GPUs (a T4) have no bfloat16
-    return saved  # type: ignore[no-any-return]
+    return saved
 
 
 def _check_bitsandbytes(quantize: str, device: torch.device) -> None:

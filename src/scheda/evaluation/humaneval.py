@@ -157,6 +157,7 @@ def canonical_pass_rate(problems: list[dict[str, str]], workers: int = CHECK_WOR
 def pass_at_k(n: int, c: int, k: int) -> float:
     """The Codex paper's unbiased pass@k: 1 - C(n-c, k) / C(n, k), as a stable product."""
     if not 0 <= c <= n or not 1 <= k <= n:
+        # A bug, not a user's mistake: n, c and k are counted by the task (ks_for), never given.
         raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, not n={n}, c={c}, k={k}")
     if n - c < k:
         return 1.0

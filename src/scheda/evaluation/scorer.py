@@ -27,11 +27,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from scheda import settings
-from scheda.errors import EngineError, PromptTooLongError
+from scheda.errors import EngineError, PromptTooLongError, UsageError
 
 EVAL_INSTALL = "pip install 'scheda[eval]'"
 BRANCHES = 16  # choices of one question decoded together, at most
@@ -88,6 +89,22 @@ def scored(rows: Iterable[np.ndarray], targets: Sequence[int], top: int = 0) -> 
         greedy.append(int(row.argmax()) == target)
         alternatives.append(top_k(lp, top))
     return Scored(tuple(logprobs), tuple(greedy), tuple(alternatives) if top else ())
+
+
+def _check_start(tokens: Sequence[int], start: int) -> None:
+    """A token is scored from the tokens before it: the first scored one is token 1 or later."""
+    if not tokens:
+        raise UsageError("nothing to score: the text has no tokens; give it some text")
+    if not 1 <= start <= len(tokens):
+        raise UsageError(
+            f"cannot score from token {start} of {len(tokens)}: start between 1 and "
+            f"{len(tokens)}, after at least one token of context"
+        )
+
+
+def _check_context(tokens: Sequence[int]) -> None:
+    if not tokens:
+        raise UsageError("nothing to continue from: give at least one token of context")
 
 
 def _groups(tails: list[list[int]], room: int) -> Iterator[list[list[int]]]:
@@ -257,8 +274,7 @@ class LlamaCppScorer(Scorer):
 
     def score(self, tokens: Sequence[int], start: int, top: int = 0) -> Scored:
         tokens = list(tokens)
-        if not 1 <= start <= len(tokens):
-            raise ValueError(f"start must be between 1 and {len(tokens)}, not {start}")
+        _check_start(tokens, start)
         if len(tokens) > self.context:
             raise PromptTooLongError(len(tokens), self.context)
         # Each row is read before the next decode overwrites llama.cpp's logits.
@@ -267,8 +283,7 @@ class LlamaCppScorer(Scorer):
 
     def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         tokens = list(tokens)
-        if not tokens:
-            raise ValueError("no tokens to continue")
+        _check_context(tokens)
         if len(tokens) >= self.context:
             raise PromptTooLongError(len(tokens) + 1, self.context)
         [(_, row)] = list(self._rows(tokens, len(tokens) - 1, len(tokens) - 1))
@@ -403,25 +418,23 @@ class TransformersScorer(Scorer):
         )
         self.context = self.engine.context
         self._past: list[int] = []
-        self._cache = None
+        self._cache: Any = None  # transformers' DynamicCache, made on the first pass
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return self.engine._encode(text, add_special)  # type: ignore[attr-defined,no-any-return]
+        return self.engine._encode(text, add_special)  # type: ignore[attr-defined]
 
     def piece(self, token: int) -> str:
         return self.engine.detokenize([token])
 
     def score(self, tokens: Sequence[int], start: int, top: int = 0) -> Scored:
         tokens = list(tokens)
-        if not 1 <= start <= len(tokens):
-            raise ValueError(f"start must be between 1 and {len(tokens)}, not {start}")
+        _check_start(tokens, start)
         rows = self._rows(tokens, start - 1)[:-1]  # the last row scores no token
         return scored(rows, tokens[start:], top)
 
     def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         tokens = list(tokens)
-        if not tokens:
-            raise ValueError("no tokens to continue")
+        _check_context(tokens)
         return log_softmax(self._rows(tokens, len(tokens) - 1)[-1])
 
     def branches(self, head: list[int], tails: list[list[int]]) -> list[Scored]:
@@ -472,7 +485,7 @@ class TransformersScorer(Scorer):
                 out = self.engine.model(  # type: ignore[attr-defined]
                     input_ids=ids, cache=cache, use_cache=True
                 )
-            return out.logits.float().cpu().numpy()  # type: ignore[no-any-return]
+            return out.logits.float().cpu().numpy()
         finally:
             cache.batch_select_indices(torch.tensor([0], device=self.engine.device))  # type: ignore[attr-defined]
             cache.crop(-width)

@@ -21,9 +21,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheda import settings
+from scheda.errors import APIError
 from scheda.evaluation.store import EvalStore
 from scheda.server import errors, openai_api, studio_api
-from scheda.server.errors import APIError
 from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
 from scheda.sessions import SessionStore
@@ -37,7 +37,7 @@ PROTECTED = ("/v1", "/api", "/tokenize", "/detokenize", "/tokenizer_info")
 
 
 async def _reply(send: Send, error: APIError) -> None:
-    response = error.response()
+    response = errors.error_response(error)
     await send(
         {
             "type": "http.response.start",

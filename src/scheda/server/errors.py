@@ -3,8 +3,11 @@
 `{"error": {"message", "type", "param", "code"}}`: 400 for what the client
 sent wrong (the field named in `param`), 401 for a missing key, 404 for an
 unknown model or route, 413 for a body over the limit, 503 when a model's
-queue is full. Anything a client can send ends in one of those; a 500 means
-a bug in scheda, and its message says so without a traceback.
+queue is full. Each `SchedaError` carries its own status, field and code
+(scheda/errors.py); this module only spells them. Anything a client can send
+ends in a 4xx; a 500 is scheda's or the machine's failing, and an exception
+that is no `SchedaError` is a bug in scheda, whose message says so without a
+traceback.
 """
 
 from __future__ import annotations
@@ -18,16 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from scheda.errors import (
-    EngineError,
-    ModelNotFoundError,
-    PromptTooLongError,
-    SchedaError,
-    SessionNotFoundError,
-    UsageError,
-)
-from scheda.server.pool import PoolError
-from scheda.server.schemas import Unsupported
+from scheda.errors import APIError, SchedaError
 
 log = logging.getLogger("scheda.server")
 
@@ -44,53 +38,33 @@ TYPES = {
 }
 
 
-class APIError(Exception):
-    def __init__(
-        self, message: str, param: str | None = None, status: int = 400, code: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.status = status
-        self.code = code
+def api_error(exc: BaseException | None) -> APIError:
+    """What a client should read for an error raised while answering it."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, SchedaError):  # its class says whose fault it is: see scheda/errors.py
+        return APIError(str(exc), exc.param, exc.status, exc.code)
+    log.exception("unexpected error", exc_info=exc)
+    return APIError(f"internal error in scheda ({type(exc).__name__}): please report it", None, 500)
 
-    def body(self) -> dict[str, Any]:
-        return {
-            "message": self.message,
-            "type": TYPES.get(self.status, "invalid_request_error"),
-            "param": self.param,
-            "code": self.code,
-        }
 
-    def response(self) -> JSONResponse:
-        headers = {"Retry-After": "1"} if self.status in (429, 503) else None
-        if self.status == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        return JSONResponse({"error": self.body()}, status_code=self.status, headers=headers)
-
-    @classmethod
-    def from_exception(cls, exc: BaseException | None) -> APIError:
-        """What a client should read for an error raised while answering it."""
-        if isinstance(exc, APIError):
-            return exc
-        if isinstance(exc, PromptTooLongError):
-            return cls(str(exc), "messages", 400, "context_length_exceeded")
-        if isinstance(exc, PoolError):
-            return cls(str(exc), "model" if exc.status == 404 else None, exc.status)
-        if isinstance(exc, SessionNotFoundError | ModelNotFoundError):
-            return cls(str(exc), None, 404)
-        if isinstance(exc, UsageError | Unsupported):
-            return cls(str(exc), None, 400)
-        if isinstance(exc, EngineError) and exc.client_fault:
-            return cls(str(exc), None, 400)
-        if isinstance(exc, SchedaError):  # the engine or the store failed: not the client's doing
-            return cls(str(exc), None, 500)
-        log.exception("unexpected error", exc_info=exc)
-        return cls(f"internal error in scheda ({type(exc).__name__}): please report it", None, 500)
+def error_body(exc: BaseException | None) -> dict[str, Any]:
+    """The `error` object of OpenAI's shape: also what a stream sends when it fails midway."""
+    error = api_error(exc)
+    return {
+        "message": error.message,
+        "type": TYPES.get(error.status, "invalid_request_error"),
+        "param": error.param,
+        "code": error.code,
+    }
 
 
 def error_response(exc: BaseException | None) -> JSONResponse:
-    return APIError.from_exception(exc).response()
+    error = api_error(exc)
+    headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+    if error.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    return JSONResponse({"error": error_body(error)}, status_code=error.status, headers=headers)
 
 
 def sse(data: dict[str, Any]) -> str:
@@ -130,18 +104,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_message(exc).response()
+        return error_response(_validation_message(exc))
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         message = {404: "no such route", 405: "method not allowed on this route"}.get(
             exc.status_code, str(exc.detail)
         )
-        return APIError(message, None, exc.status_code).response()
-
-    @app.exception_handler(APIError)
-    async def api_error(_request: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
+        return error_response(APIError(message, None, exc.status_code))
 
     @app.exception_handler(SchedaError)
     async def scheda_error(_request: Request, exc: SchedaError) -> JSONResponse:

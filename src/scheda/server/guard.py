@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scheda.server.errors import APIError
+from scheda.errors import APIError
+from scheda.server.errors import error_response
 
 log = logging.getLogger("scheda.server")
 
@@ -113,5 +114,5 @@ class Guard:
             return
         log.warning("%s %s 403 %s", scope.get("method", "-"), scope["path"], refusal)
         if scope["type"] == "http":
-            response = APIError(refusal, None, 403, "forbidden").response()
+            response = error_response(APIError(refusal, None, 403, "forbidden"))
             await response(scope, receive, send)

@@ -4,13 +4,13 @@ Each route validates the body (schemas.py), finds the model in the pool and
 runs the engine call as a `Job`. The first event of a job is awaited before
 any answer starts, so an error the engine finds at once (a prompt over the
 context, a value llama.cpp refuses) still gets its proper status rather than
-a 200 followed by a broken stream.
+a 200 followed by a broken stream. The answers' shapes are responses.py's;
+echo's prompt scoring is echo.py's. A route parses, calls and answers.
 """
 
 from __future__ import annotations
 
 import base64
-import secrets
 import struct
 import threading
 import time
@@ -21,10 +21,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from scheda.engines.base import Generation, TokenLogprob
+from scheda.engines.base import Generation
+from scheda.errors import APIError
 from scheda.sampling import Sampling
-from scheda.server.errors import APIError, error_response, sse
-from scheda.server.pool import ModelPool, PoolError, ServedModel
+from scheda.server import echo
+from scheda.server.errors import error_body, error_response, sse
+from scheda.server.pool import ModelPool, ServedModel
+from scheda.server.responses import ChatShape, Shape, TextShape, new_id, usage_of
 from scheda.server.runner import Event, Job
 from scheda.server.schemas import (
     ChatRequest,
@@ -38,7 +41,7 @@ router = APIRouter()
 
 
 def pool_of(request: Request) -> ModelPool:
-    return request.app.state.pool  # type: ignore[no-any-return]
+    return request.app.state.pool
 
 
 def _entry(request: Request, model: str | None, kind: str) -> ServedModel:
@@ -47,10 +50,6 @@ def _entry(request: Request, model: str | None, kind: str) -> ServedModel:
         verb = "generates text" if entry.kind == "chat" else "makes embeddings"
         raise APIError(f"{entry.id} {verb}: use a {kind} model for this route", param="model")
     return entry
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(12)}"
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -120,7 +119,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     event = await job.finish(request)
     if event.kind == "error":
         return error_response(event.error)
-    return shape.whole(_new_id("cmpl"), event.result)
+    return shape.whole(new_id("cmpl"), event.result)
 
 
 def _batch(prompts: list[Any], sampling: Sampling, entry: ServedModel) -> Any:
@@ -143,7 +142,7 @@ async def _answer(
         last = first if first.kind == "done" else await job.finish(request)
         if last.kind == "error":
             return error_response(last.error)
-        return shape.whole(_new_id(shape.prefix), [last.result])
+        return shape.whole(new_id(shape.prefix), [last.result])
     return StreamingResponse(
         _stream(job, first, shape, usage, n),
         media_type="text/event-stream",
@@ -153,7 +152,7 @@ async def _answer(
 
 async def _stream(job: Job, first: Event, shape: Shape, usage: bool, n: int) -> AsyncIterator[str]:
     """Server-sent events in OpenAI's chunk shape; leaving early cancels the generation."""
-    chunk_id = _new_id(shape.prefix)
+    chunk_id = new_id(shape.prefix)
     created = int(time.time())
     event = first
     try:
@@ -164,167 +163,19 @@ async def _stream(job: Job, first: Event, shape: Shape, usage: bool, n: int) -> 
             yield sse(shape.chunk(chunk_id, created, [shape.piece(event.index, event.text)]))
             event = await job.next()
         if event.kind == "error":
-            yield sse({"error": APIError.from_exception(event.error).body()})
+            yield sse({"error": error_body(event.error)})
         else:
             generation: Generation = event.result
             closing = [shape.closing(i, s) for i, s in enumerate(generation.samples)]
             yield sse(shape.chunk(chunk_id, created, closing))
             if usage:
-                yield sse(shape.chunk(chunk_id, created, [], _usage([generation])))
+                yield sse(shape.chunk(chunk_id, created, [], usage_of([generation])))
         yield "data: [DONE]\n\n"
     finally:
         job.cancel.set()  # the client left (or the stream ended): stop generating either way
 
 
-def _usage(generations: list[Generation]) -> dict[str, Any]:
-    prompt = sum(g.prompt_tokens for g in generations)
-    completion = sum(g.completion_tokens for g in generations)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-
-
-def _finish(reason: str) -> str:
-    return "length" if reason == "length" else "stop"
-
-
-class Shape:
-    """How one route spells its answers and chunks."""
-
-    prefix = "cmpl"
-    object = "text_completion"
-    chunk_object = "text_completion"
-
-    def __init__(self, model: str, logprobs: int | None) -> None:
-        self.model = model
-        self.logprobs = logprobs  # alternatives to show per token; None: no logprobs at all
-
-    def chunk(
-        self, chunk_id: str, created: int, choices: list[dict[str, Any]], usage: Any = None
-    ) -> dict[str, Any]:
-        body = {
-            "id": chunk_id,
-            "object": self.chunk_object,
-            "created": created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if usage is not None:
-            body["usage"] = usage
-        return body
-
-    def whole(self, answer_id: str, generations: list[Generation]) -> dict[str, Any]:
-        samples = [s for g in generations for s in g.samples]
-        result = self.chunk(answer_id, int(time.time()), [], _usage(generations))
-        result["object"] = self.object
-        result["choices"] = [self.complete(i, s) for i, s in enumerate(samples)]
-        if len(generations) == 1:
-            result["timings"] = _timings(generations[0])
-        return result
-
-    def opening(self, index: int) -> dict[str, Any] | None:
-        return None
-
-    def piece(self, index: int, text: str) -> dict[str, Any]:
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
-
-    def closing(self, index: int, sample: Any) -> dict[str, Any]:
-        return {
-            "index": index,
-            "text": "",
-            "logprobs": self.format_logprobs(sample.logprobs),
-            "finish_reason": _finish(sample.finish_reason),
-        }
-
-    def complete(self, index: int, sample: Any) -> dict[str, Any]:
-        return {
-            "index": index,
-            "text": sample.text,
-            "logprobs": self.format_logprobs(sample.logprobs),
-            "finish_reason": _finish(sample.finish_reason),
-        }
-
-    def format_logprobs(self, entries: list[TokenLogprob] | None) -> Any:
-        if self.logprobs is None or entries is None:
-            return None
-        offsets, at = [], 0
-        for e in entries:
-            offsets.append(at)
-            at += len(e.token)
-        return {
-            "tokens": [e.token for e in entries],
-            "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [dict(e.top[: self.logprobs]) for e in entries],
-            "text_offset": offsets,
-        }
-
-
-TextShape = Shape
-
-
-class ChatShape(Shape):
-    prefix = "chatcmpl"
-    object = "chat.completion"
-    chunk_object = "chat.completion.chunk"
-
-    def opening(self, index: int) -> dict[str, Any] | None:
-        return {
-            "index": index,
-            "delta": {"role": "assistant", "content": ""},
-            "logprobs": None,
-            "finish_reason": None,
-        }
-
-    def piece(self, index: int, text: str) -> dict[str, Any]:
-        return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
-
-    def closing(self, index: int, sample: Any) -> dict[str, Any]:
-        return {
-            "index": index,
-            "delta": {},
-            "logprobs": self.format_logprobs(sample.logprobs),
-            "finish_reason": _finish(sample.finish_reason),
-        }
-
-    def complete(self, index: int, sample: Any) -> dict[str, Any]:
-        return {
-            "index": index,
-            "message": {"role": "assistant", "content": sample.text},
-            "logprobs": self.format_logprobs(sample.logprobs),
-            "finish_reason": _finish(sample.finish_reason),
-        }
-
-    def format_logprobs(self, entries: list[TokenLogprob] | None) -> Any:
-        if self.logprobs is None or entries is None:
-            return None
-
-        def token(text: str, logprob: float) -> dict[str, Any]:
-            return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
-
-        return {
-            "content": [
-                {
-                    **token(e.token, e.logprob),
-                    "top_logprobs": [token(t, lp) for t, lp in e.top[: self.logprobs]],
-                }
-                for e in entries
-            ]
-        }
-
-
-def _timings(generation: Generation) -> dict[str, float]:
-    t = generation.timings
-    return {
-        "first_token_s": round(t.first_token_s, 4),
-        "total_s": round(t.total_s, 4),
-        "prompt_tokens_per_s": round(t.prompt_tokens_per_s, 2),
-        "tokens_per_s": round(t.tokens_per_s, 2),
-    }
-
-
-# -- echo: the prompt's own log-probabilities, from the exact scorer -----------------------
+# -- echo: the prompt's own log-probabilities (echo.py) ------------------------------------
 
 
 async def _echo(
@@ -334,19 +185,9 @@ async def _echo(
     sampling: Sampling,
     logprobs: int | None,
 ) -> Any:
-    """What lm-evaluation-harness's `local-completions` sends to score multiple choice.
-
-    Each prompt comes back with a log-probability for every token but the first, read
-    from the scorer (llama.cpp's own server refuses echo). When `max_tokens` asks for
-    more, the engine generates it after the prompt, as OpenAI's API does.
-    """
+    """Each prompt with its tokens' log-probabilities, then what `max_tokens` asks for more."""
     pool = pool_of(request)
-
-    def score_all(_engine: Any, _on_text: Any, cancel: threading.Event) -> list[Any]:
-        with pool.scoring(entry) as scorer:
-            return [_echo_one(scorer, p, logprobs or 0) for p in prompts if not cancel.is_set()]
-
-    job = Job(pool, entry, score_all, engine=False)
+    job = Job(pool, entry, echo.scoring(pool, entry, prompts, logprobs or 0), engine=False)
     event = await job.finish(request)
     if event.kind == "error":
         return error_response(event.error)
@@ -358,75 +199,7 @@ async def _echo(
         if done.kind == "error":
             return error_response(done.error)
         generations = done.result
-    choices, prompt_tokens, completion_tokens = [], 0, 0
-    for i, (e, g) in enumerate(zip(echoed, generations, strict=True)):
-        text, lp, finish = e["text"], e["logprobs"], "length"
-        if g is not None:
-            sample = g.samples[0]
-            text += sample.text
-            finish = _finish(sample.finish_reason)
-            completion_tokens += sample.completion_tokens
-            _append_generated(lp, sample.logprobs or [], logprobs or 0, len(e["text"]))
-        prompt_tokens += len(e["ids"])
-        choices.append(
-            {"index": i, "text": text, "logprobs": lp if logprobs is not None else None,
-             "finish_reason": finish}
-        )  # fmt: skip
-    return {
-        "id": _new_id("cmpl"),
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": entry.id,
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
-
-def _echo_one(scorer: Any, prompt: str | list[int], top: int) -> dict[str, Any]:
-    ids = scorer.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
-    if not ids:
-        raise APIError("the prompt is empty: echo needs at least one token", "prompt")
-    vocab = getattr(scorer, "n_vocab", None)
-    if vocab is not None and any(not 0 <= t < vocab for t in ids):
-        raise APIError(f"a token id is outside the vocabulary (0 to {vocab - 1})", "prompt")
-    pieces = [scorer.piece(t) for t in ids]
-    scored = scorer.score(ids, 1, max(top, 1)) if len(ids) > 1 else None
-    token_logprobs: list[float | None] = [None]
-    top_logprobs: list[dict[str, float] | None] = [None]
-    if scored is not None:
-        token_logprobs += list(scored.logprobs)
-        top_logprobs += [
-            {scorer.piece(t): lp for t, lp in alternatives[: max(top, 1)]}
-            for alternatives in scored.top
-        ]
-    offsets, at = [], 0
-    for p in pieces:
-        offsets.append(at)
-        at += len(p)
-    text = prompt if isinstance(prompt, str) else "".join(pieces)
-    return {
-        "ids": ids,
-        "text": text,
-        "logprobs": {
-            "tokens": pieces,
-            "token_logprobs": token_logprobs,
-            "top_logprobs": top_logprobs,
-            "text_offset": offsets,
-        },
-    }
-
-
-def _append_generated(lp: dict[str, Any], entries: list[TokenLogprob], top: int, at: int) -> None:
-    for e in entries:
-        lp["tokens"].append(e.token)
-        lp["token_logprobs"].append(e.logprob)
-        lp["top_logprobs"].append(dict(e.top[: max(top, 1)]))
-        lp["text_offset"].append(at)
-        at += len(e.token)
+    return echo.answer(entry.id, echoed, generations, logprobs)
 
 
 # -- embeddings ------------------------------------------------------------------------------
@@ -476,7 +249,7 @@ def _embedding_texts(body: EmbeddingRequest) -> list[str | list[int]]:
 
 def _embed(engine: Any, texts: list[str | list[int]]) -> tuple[list[list[float]], int]:
     decoded = [t if isinstance(t, str) else engine.detokenize(t) for t in texts]
-    return engine.embed(decoded)  # type: ignore[no-any-return]
+    return engine.embed(decoded)
 
 
 def _encode_vector(vector: list[float], encoding: str) -> Any:
@@ -539,4 +312,4 @@ async def tokenizer_info(request: Request, model: str | None = None) -> Any:
     return JSONResponse(info)
 
 
-__all__ = ["PoolError", "router"]
+__all__ = ["router"]

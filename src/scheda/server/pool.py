@@ -23,19 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from scheda import engines, settings
-from scheda.errors import SchedaError, UsageError
+from scheda.errors import ModelNotServedError, ServerBusyError, UsageError
 from scheda.fit import estimate
 from scheda.resolve import resolve
 from scheda.spec import ModelSpec
 from scheda.units import size as human_bytes
-
-
-class PoolError(SchedaError):
-    """A request the pool cannot take now: `status` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 503) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -140,7 +132,7 @@ class ModelPool:
         entry = self.models.get(model or self.default)
         if entry is None:
             known = ", ".join(self.models)
-            raise PoolError(f"model {model!r} is not served here: the models are {known}", 404)
+            raise ModelNotServedError(f"model {model!r} is not served here: the models are {known}")
         return entry
 
     def capacity(self, entry: ServedModel) -> int:
@@ -164,7 +156,7 @@ class ModelPool:
     def _admit(self, entry: ServedModel) -> None:
         with self._lock:
             if entry.active >= self.capacity(entry):
-                raise PoolError(
+                raise ServerBusyError(
                     f"{entry.id} has {entry.active} requests in flight, its limit: retry shortly"
                 )
             entry.active += 1
@@ -197,7 +189,7 @@ class ModelPool:
                 gone.append(victim)
             if used + entry.need > self.budget:
                 busy = ", ".join(m.id for m in loaded if m.active)
-                raise PoolError(
+                raise ServerBusyError(
                     f"{entry.id} needs {human_bytes(entry.need)} and the budget is "
                     f"{human_bytes(self.budget)}; {busy} busy: retry shortly"
                 )

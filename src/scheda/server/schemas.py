@@ -15,13 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from scheda import sampling as options
 from scheda.engines.base import Message
+from scheda.errors import RequestFieldError, UnsupportedFieldError
 from scheda.sampling import Sampling
 
 MAX_LOGPROBS = 20
-
-
-class Unsupported(ValueError):
-    """A field scheda does not implement, set to something that would matter."""
 
 
 class Strict(BaseModel):
@@ -68,15 +65,17 @@ class RequestFields(Strict):
     def _refuse_unsupported(self) -> RequestFields:
         extra = self.model_extra or {}
         if self.logit_bias:
-            raise Unsupported("logit_bias is not supported: leave it out")
+            raise UnsupportedFieldError("logit_bias is not supported: leave it out")
         for name in ("tools", "functions"):
             if extra.get(name):
-                raise Unsupported(f"{name} (tool calling) is not supported: leave it out")
+                raise UnsupportedFieldError(f"{name} (tool calling) is not supported: leave it out")
         if extra.get("tool_choice") not in (None, "none"):
-            raise Unsupported("tool_choice is not supported: leave it out")
+            raise UnsupportedFieldError("tool_choice is not supported: leave it out")
         response_format = extra.get("response_format")
         if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
-            raise Unsupported("response_format other than text is not supported: leave it out")
+            raise UnsupportedFieldError(
+                "response_format other than text is not supported: leave it out"
+            )
         return self
 
     def sampling(self, logprobs: int = 0, max_tokens: int | None = None) -> Sampling:
@@ -119,7 +118,9 @@ class ChatMessage(Strict):
         texts = []
         for part in self.content:
             if part.type != "text" or part.text is None:
-                raise Unsupported(f"content of type {part.type!r}: this server reads text only")
+                raise UnsupportedFieldError(
+                    f"content of type {part.type!r}: this server reads text only; send text parts"
+                )
             texts.append(part.text)
         return Message(role, "".join(texts))
 
@@ -153,13 +154,15 @@ class CompletionRequest(SamplingFields):
     def _refuse_completion_extras(self) -> CompletionRequest:
         n = getattr(self, "n", None) or 1
         if self.best_of not in (None, 1) and self.best_of != n:
-            raise Unsupported("best_of is not supported: leave it out or make it equal to n")
+            raise UnsupportedFieldError(
+                "best_of is not supported: leave it out or make it equal to n"
+            )
         if self.suffix:
-            raise Unsupported("suffix (insertion) is not supported: leave it out")
+            raise UnsupportedFieldError("suffix (insertion) is not supported: leave it out")
         if self.echo and self.stream:
-            raise Unsupported("echo is answered whole: leave stream out")
+            raise UnsupportedFieldError("echo is answered whole: leave stream out")
         if self.echo and n > 1:
-            raise Unsupported("echo takes n = 1")
+            raise UnsupportedFieldError("echo takes n = 1: leave n out")
         return self
 
     def prompts(self) -> list[str | list[int]]:
@@ -194,7 +197,7 @@ class TokenizeRequest(Strict):
     @model_validator(mode="after")
     def _one_input(self) -> TokenizeRequest:
         if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give either prompt or messages")
+            raise RequestFieldError("give either prompt or messages")
         return self
 
 

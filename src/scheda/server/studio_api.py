@@ -23,13 +23,14 @@ from scheda import hardware
 from scheda import sampling as options
 from scheda.chat import fit_history
 from scheda.engines.base import Generation
+from scheda.errors import APIError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.runner import summarize
 from scheda.evaluation.store import EvalStore, Run
 from scheda.fit_report import fit_report
 from scheda.render import card_rows
 from scheda.sampling import Sampling
-from scheda.server.errors import APIError, sse
+from scheda.server.errors import error_body, sse
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.runner import Job
 from scheda.server.schemas import Strict, chosen, declared_fields
@@ -251,7 +252,7 @@ async def _turn(job: Job, store: SessionStore, session_id: str) -> AsyncIterator
                     yield sse({"text": event.text})
                 continue
             if event.kind == "error":
-                yield sse({"error": APIError.from_exception(event.error).body()})
+                yield sse({"error": error_body(event.error)})
                 return
             generation: Generation = event.result
             t = generation.timings

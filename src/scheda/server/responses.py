@@ -1,0 +1,167 @@
+"""Answers in OpenAI's shapes: whole completions, streamed chunks, usage, logprobs, timings.
+
+Text completions and chat completions say the same things in different words
+(`text` against `message` and `delta`, one logprobs layout against another);
+a `Shape` per route spells them, so the routes only pick one. `timings` is
+scheda's own addition to a whole answer (llama.cpp's server adds the same).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from scheda.engines.base import Generation, TokenLogprob
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def usage_of(generations: list[Generation]) -> dict[str, Any]:
+    prompt = sum(g.prompt_tokens for g in generations)
+    completion = sum(g.completion_tokens for g in generations)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def finish_reason(reason: str) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+def timings(generation: Generation) -> dict[str, float]:
+    t = generation.timings
+    return {
+        "first_token_s": round(t.first_token_s, 4),
+        "total_s": round(t.total_s, 4),
+        "prompt_tokens_per_s": round(t.prompt_tokens_per_s, 2),
+        "tokens_per_s": round(t.tokens_per_s, 2),
+    }
+
+
+class Shape:
+    """How one route spells its answers and chunks."""
+
+    prefix = "cmpl"
+    object = "text_completion"
+    chunk_object = "text_completion"
+
+    def __init__(self, model: str, logprobs: int | None) -> None:
+        self.model = model
+        self.logprobs = logprobs  # alternatives to show per token; None: no logprobs at all
+
+    def chunk(
+        self, chunk_id: str, created: int, choices: list[dict[str, Any]], usage: Any = None
+    ) -> dict[str, Any]:
+        body = {
+            "id": chunk_id,
+            "object": self.chunk_object,
+            "created": created,
+            "model": self.model,
+            "choices": choices,
+        }
+        if usage is not None:
+            body["usage"] = usage
+        return body
+
+    def whole(self, answer_id: str, generations: list[Generation]) -> dict[str, Any]:
+        samples = [s for g in generations for s in g.samples]
+        result = self.chunk(answer_id, int(time.time()), [], usage_of(generations))
+        result["object"] = self.object
+        result["choices"] = [self.complete(i, s) for i, s in enumerate(samples)]
+        if len(generations) == 1:
+            result["timings"] = timings(generations[0])
+        return result
+
+    def opening(self, index: int) -> dict[str, Any] | None:
+        return None
+
+    def piece(self, index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+
+    def closing(self, index: int, sample: Any) -> dict[str, Any]:
+        return {
+            "index": index,
+            "text": "",
+            "logprobs": self.format_logprobs(sample.logprobs),
+            "finish_reason": finish_reason(sample.finish_reason),
+        }
+
+    def complete(self, index: int, sample: Any) -> dict[str, Any]:
+        return {
+            "index": index,
+            "text": sample.text,
+            "logprobs": self.format_logprobs(sample.logprobs),
+            "finish_reason": finish_reason(sample.finish_reason),
+        }
+
+    def format_logprobs(self, entries: list[TokenLogprob] | None) -> Any:
+        if self.logprobs is None or entries is None:
+            return None
+        offsets, at = [], 0
+        for e in entries:
+            offsets.append(at)
+            at += len(e.token)
+        return {
+            "tokens": [e.token for e in entries],
+            "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [dict(e.top[: self.logprobs]) for e in entries],
+            "text_offset": offsets,
+        }
+
+
+TextShape = Shape
+
+
+class ChatShape(Shape):
+    prefix = "chatcmpl"
+    object = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+
+    def opening(self, index: int) -> dict[str, Any] | None:
+        return {
+            "index": index,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+
+    def piece(self, index: int, text: str) -> dict[str, Any]:
+        return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+
+    def closing(self, index: int, sample: Any) -> dict[str, Any]:
+        return {
+            "index": index,
+            "delta": {},
+            "logprobs": self.format_logprobs(sample.logprobs),
+            "finish_reason": finish_reason(sample.finish_reason),
+        }
+
+    def complete(self, index: int, sample: Any) -> dict[str, Any]:
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": sample.text},
+            "logprobs": self.format_logprobs(sample.logprobs),
+            "finish_reason": finish_reason(sample.finish_reason),
+        }
+
+    def format_logprobs(self, entries: list[TokenLogprob] | None) -> Any:
+        if self.logprobs is None or entries is None:
+            return None
+
+        def token(text: str, logprob: float) -> dict[str, Any]:
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+        return {
+            "content": [
+                {
+                    **token(e.token, e.logprob),
+                    "top_logprobs": [token(t, lp) for t, lp in e.top[: self.logprobs]],
+                }
+                for e in entries
+            ]
+        }
