@@ -1,8 +1,9 @@
-"""Read a GGUF file's spec through the `gguf` package: metadata and tensor table only.
+"""Read a GGUF file's spec: metadata and tensor table only, never the tensor data.
 
-The reader memory-maps the file and never touches tensor data. A GGUF file is
-untrusted input: any failure of the parser, and any tensor that would reach
-past the end of the file, becomes one `ModelFileError` naming the file.
+`gguf_header` walks the header lazily through a byte source; this module reads
+the few values a spec sheet shows and groups the tensor table by storage type.
+A GGUF file is untrusted input: anything unreadable becomes one
+`ModelFileError` naming the file.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from scheda.errors import ModelFileError
+from scheda.readers import gguf_types as keys
+from scheda.readers.gguf_header import GGUFHeader, read_header
+from scheda.readers.source import FileSource
 from scheda.readers.text import clean
 from scheda.spec import ModelSpec, TensorGroup
-
-GGUF_MAGIC = b"GGUF"
 
 # tokenizer.ggml.model -> the tokenizer kind a spec sheet names.
 TOKENIZER_KINDS = {
@@ -32,57 +34,17 @@ NAMES_KEPT = 2  # a tensor group lists its names only when this short
 
 def read_gguf(path: Path) -> ModelSpec:
     """The spec of one GGUF file; raises ModelFileError for anything unreadable."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head != GGUF_MAGIC:
-        raise ModelFileError(
-            f"{path}: not a GGUF file (it starts with {head!r}, a GGUF file with b'GGUF')"
-        )
     try:
-        reader = _open_reader(path)
-        spec = _spec_from_reader(path, reader)
-    except ModelFileError:
-        raise
-    except Exception as exc:  # the parser's own errors: numpy, struct, unicode...
-        raise ModelFileError(f"{path}: damaged GGUF header ({_describe(exc)})") from exc
-    return spec
-
-
-def _open_reader(path: Path) -> Any:
-    import numpy as np
-    from gguf import GGUFReader, GGUFValueType
-
-    item_sizes: dict[Any, int] = {}
-
-    class CheckedReader(GGUFReader):
-        """GGUFReader that stops at the end of the file.
-
-        gguf reads by slicing its memory map, so a read past the end yields a short
-        or empty array instead of an error: an array of numbers whose length field
-        is damaged then loops up to 2**64 times, growing a list each time (a hang
-        that eats memory), and a tensor cut short fails in numpy's reshape.
-        """
-
-        def _get(self, offset: Any, dtype: Any, count: Any = 1, override_order: Any = None) -> Any:
-            size = item_sizes.get(dtype) or item_sizes.setdefault(dtype, np.dtype(dtype).itemsize)
-            end = int(offset) + size * int(count)
-            if end > len(self.data):
-                raise ModelFileError(
-                    f"{path}: truncated: it needs bytes up to {end:,} but has {len(self.data):,}"
-                )
-            return super()._get(offset, dtype, count, override_order)
-
-        def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
-            if raw_type == GGUFValueType.ARRAY:  # item type (u32), then item count (u64)
-                count = int(self._get(orig_offs + 4, np.uint64)[0])
-                if count > len(self.data) - orig_offs:  # every item takes a byte at least
-                    raise ModelFileError(
-                        f"{path}: damaged GGUF header: an array of {count:,} items "
-                        f"at byte {orig_offs:,} cannot fit in the file"
-                    )
-            return super()._get_field_parts(orig_offs, raw_type)
-
-    return CheckedReader(path, "r")
+        source = FileSource(path)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    with source:
+        try:
+            return _spec_from_header(path, read_header(source))
+        except ModelFileError:
+            raise
+        except Exception as exc:  # a check missed: still one line naming the file
+            raise ModelFileError(f"{path}: damaged GGUF header ({_describe(exc)})") from exc
 
 
 def _describe(exc: Exception) -> str:
@@ -93,23 +55,23 @@ def _describe(exc: Exception) -> str:
 class _Fields:
     """Typed access to metadata values, with the architecture prefix filled in."""
 
-    def __init__(self, reader: Any, path: Path) -> None:
-        self.fields = reader.fields
-        self.path = path
+    def __init__(self, header: GGUFHeader) -> None:
+        self.header = header
         self.arch = ""
-        self.arch = str(self.get("general.architecture") or "")
+        self.arch = str(self.get(keys.ARCHITECTURE) or "")
 
     def get(self, key: str) -> Any:
-        field = self.fields.get(key.replace("{arch}", self.arch))
-        return None if field is None else field.contents()
+        return self.header.value(key.replace("{arch}", self.arch))
 
     def integer(self, key: str) -> int | None:
         value = self.get(key)
         if isinstance(value, list):  # per-layer arrays: the largest layer decides memory
+            if not all(_is_number(v) for v in value):
+                raise self._not_a_number(key, value)
             value = max(value) if value else None
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not _is_number(value):
             raise self._not_a_number(key, value)
         return int(value)
 
@@ -117,114 +79,116 @@ class _Fields:
         value = self.get(key)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not _is_number(value):
             raise self._not_a_number(key, value)
         return float(value)
+
+    def vocabulary(self) -> int | None:
+        """`{arch}.vocab_size`, else the length of the token list (its strings unread)."""
+        size = self.integer(keys.VOCAB_SIZE)
+        tokens = self.header.fields.get(keys.TOKENS)
+        if size or tokens is None:
+            return size
+        if tokens.item_type is None:
+            raise ModelFileError(
+                f"{self.header.name}: metadata {keys.TOKENS} should be a list of tokens"
+            )
+        return tokens.count
 
     def _not_a_number(self, key: str, value: Any) -> ModelFileError:
         key = key.replace("{arch}", self.arch)
         return ModelFileError(
-            f"{self.path}: metadata {clean(key, 60)} should be a number, found {clean(value, 40)!r}"
+            f"{self.header.name}: metadata {clean(key, 60)} should be a number, "
+            f"found {clean(value, 40)!r}"
         )
 
 
-def _spec_from_reader(path: Path, reader: Any) -> ModelSpec:
-    meta = _Fields(reader, path)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _spec_from_header(path: Path, header: GGUFHeader) -> ModelSpec:
+    meta = _Fields(header)
     if not meta.arch:
         raise ModelFileError(f"{path}: GGUF file without general.architecture")
-    file_size = path.stat().st_size
-    groups, parameters, vectors, tensor_bytes, names = _tensor_table(path, reader, file_size)
+    groups, parameters, vectors, tensor_bytes, names = _tensor_table(header)
 
-    heads = meta.integer("{arch}.attention.head_count")
-    hidden = meta.integer("{arch}.embedding_length")
-    head_dim = meta.integer("{arch}.attention.key_length")
+    heads = meta.integer(keys.HEAD_COUNT)
+    hidden = meta.integer(keys.EMBEDDING_LENGTH)
+    head_dim = meta.integer(keys.KEY_LENGTH)
     if head_dim is None and heads and hidden:
         head_dim = hidden // heads
-    tokens = meta.fields.get("tokenizer.ggml.tokens")
-    vocab = meta.integer("{arch}.vocab_size") or (len(tokens.data) if tokens else None)
-    tok_model = meta.get("tokenizer.ggml.model")
-    file_type = meta.integer("general.file_type")
+    tok_model = meta.get(keys.TOKENIZER_MODEL)
+    file_type = meta.integer(keys.FILE_TYPE)
+    licence = meta.get(keys.LICENSE)
 
     spec = ModelSpec(
-        name=clean(meta.get("general.name") or path.stem),
+        name=clean(meta.get(keys.NAME) or path.stem),
         source="gguf",
         path=str(path),
         architecture=clean(meta.arch),
         kind="encoder" if meta.arch in ENCODERS else "decoder",
         parameters=parameters,
         vector_parameters=vectors,
-        layers=meta.integer("{arch}.block_count"),
+        layers=meta.integer(keys.BLOCK_COUNT),
         hidden=hidden,
         heads=heads,
-        kv_heads=meta.integer("{arch}.attention.head_count_kv") or heads,
+        kv_heads=meta.integer(keys.HEAD_COUNT_KV) or heads,
         head_dim=head_dim,
-        ffn=meta.integer("{arch}.feed_forward_length"),
-        context=meta.integer("{arch}.context_length"),
-        rope_base=meta.number("{arch}.rope.freq_base"),
-        sliding_window=meta.integer("{arch}.attention.sliding_window"),
-        vocab_size=vocab,
+        ffn=meta.integer(keys.FEED_FORWARD_LENGTH),
+        context=meta.integer(keys.CONTEXT_LENGTH),
+        rope_base=meta.number(keys.ROPE_FREQ_BASE),
+        sliding_window=meta.integer(keys.SLIDING_WINDOW),
+        vocab_size=meta.vocabulary(),
         tokenizer=TOKENIZER_KINDS.get(str(tok_model), clean(tok_model) if tok_model else None),
         tokenizer_detail=_tokenizer_detail(meta),
         tied_embeddings="output.weight" not in names,
         file_type=_file_type_name(file_type, groups),
         quantization=groups,
         tensor_bytes=tensor_bytes,
-        file_size=file_size,
-        licence=clean(meta.get("general.license")) if meta.get("general.license") else None,
-        chat_template=bool(meta.get("tokenizer.chat_template")),
+        file_size=header.size,
+        licence=clean(licence) if licence else None,
+        chat_template=bool(meta.get(keys.CHAT_TEMPLATE)),
     )
     return spec
 
 
-def _tensor_table(
-    path: Path, reader: Any, file_size: int
-) -> tuple[dict[str, TensorGroup], int, int, int, set[str]]:
-    """Group tensors by storage type; check that each one lies inside the file."""
+def _tensor_table(header: GGUFHeader) -> tuple[dict[str, TensorGroup], int, int, int, set[str]]:
+    """Group tensors by storage type (the header has checked each lies inside the file)."""
     groups: dict[str, TensorGroup] = {}
     parameters = vectors = total_bytes = 0
     names: set[str] = set()
-    for tensor in reader.tensors:
-        n_elements, n_bytes = int(tensor.n_elements), int(tensor.n_bytes)
-        end = int(tensor.data_offset) + n_bytes
-        if end > file_size:
-            raise ModelFileError(
-                f"{path}: truncated: tensor {clean(tensor.name, 60)} ends at byte {end:,} "
-                f"but the file has {file_size:,} bytes"
-            )
-        group = groups.setdefault(tensor.tensor_type.name, TensorGroup())
+    for tensor in header.tensors:
+        group = groups.setdefault(tensor.type_name, TensorGroup())
         group.tensors += 1
-        group.parameters += n_elements
-        group.bytes += n_bytes
+        group.parameters += tensor.n_elements
+        group.bytes += tensor.n_bytes
         if len(group.names) <= NAMES_KEPT:
             group.names.append(clean(tensor.name, 60))
-        parameters += n_elements
-        total_bytes += n_bytes
-        if len([d for d in tensor.shape if int(d) > 1]) <= 1:
-            vectors += n_elements
-        names.add(str(tensor.name))
+        parameters += tensor.n_elements
+        total_bytes += tensor.n_bytes
+        if len([d for d in tensor.dims if d > 1]) <= 1:
+            vectors += tensor.n_elements
+        names.add(tensor.name)
     for group in groups.values():
         if group.tensors > NAMES_KEPT:
             group.names = []
     if not groups:
-        raise ModelFileError(f"{path}: the GGUF file holds no tensors")
+        raise ModelFileError(f"{header.name}: the GGUF file holds no tensors")
     return groups, parameters, vectors, total_bytes, names
 
 
 def _file_type_name(file_type: int | None, groups: dict[str, TensorGroup]) -> str:
     """`general.file_type` as llama.cpp names it (Q4_1), or the commonest tensor type."""
-    if file_type is not None:
-        from gguf import LlamaFileType
-
-        try:
-            return LlamaFileType(file_type).name.removeprefix("MOSTLY_").replace("ALL_", "")
-        except ValueError:
-            pass
+    name = keys.FILE_TYPES.get(file_type) if file_type is not None else None
+    if name is not None:
+        return name.removeprefix("MOSTLY_").replace("ALL_", "")
     return max(groups.items(), key=lambda item: item[1].parameters)[0]
 
 
 def _tokenizer_detail(meta: _Fields) -> str | None:
-    model = meta.get("tokenizer.ggml.model")
-    pre = meta.get("tokenizer.ggml.pre")
+    model = meta.get(keys.TOKENIZER_MODEL)
+    pre = meta.get(keys.TOKENIZER_PRE)
     parts = [
         f"model {clean(model, 40)}" if model else "",
         f"pre-tokenizer {clean(pre, 40)}" if pre else "",
