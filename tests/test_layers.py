@@ -32,6 +32,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "scheda.version",
             "scheda.pieces",
             "scheda.terminal",
+            # Leaves inside readers/: what any layer may read bytes through, and GGUF's
+            # constants. Declared here, they may import nothing above the records.
+            "scheda.readers.source",
+            "scheda.readers.gguf_types",
         ),
     ),
     ("readers", ("scheda.readers",)),
@@ -195,3 +199,45 @@ def test_importing_scheda_and_its_cli_loads_no_engine_and_no_server() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert json.loads(done.stdout) == []
+
+
+LEAVES = ("scheda.readers.source", "scheda.readers.gguf_types")
+
+
+def test_the_leaves_import_nothing_from_scheda() -> None:
+    graph = imports()
+    assert {leaf: graph[leaf] for leaf in LEAVES} == {leaf: set() for leaf in LEAVES}
+
+
+# What a quick command must not load: each costs start-up time it never uses (numpy alone
+# is a fifth of a second; `card` and `fit` answer in less than a third).
+UNUSED_BY_QUICK_COMMANDS = (
+    *HEAVY,
+    "numpy",
+    "gguf",
+    "yaml",
+    "safetensors",
+    "huggingface_hub",
+    "rich.progress",
+)
+
+
+def _loaded_by(*args: str) -> list[str]:
+    """The modules of UNUSED_BY_QUICK_COMMANDS that `scheda ARGS` has loaded when it exits."""
+    code = (
+        "import atexit, json, runpy, sys\n"
+        f"watched = {UNUSED_BY_QUICK_COMMANDS!r}\n"
+        "atexit.register(lambda: print(json.dumps(sorted(m for m in watched"
+        " if m in sys.modules)), file=sys.stderr))\n"
+        f"sys.argv = ['scheda', *{list(args)!r}]\n"
+        "runpy.run_module('scheda', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return json.loads(done.stderr.strip().splitlines()[-1])
+
+
+def test_card_and_fit_load_only_what_they_use() -> None:
+    for args in (("card", "default", "--json"), ("fit", "default", "--json"), ("--help",)):
+        assert _loaded_by(*args) == [], args

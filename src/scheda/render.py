@@ -15,13 +15,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from scheda.fit_report import FitReport
 from scheda.spec import ModelSpec
-from scheda.tokens import Tokenization
 from scheda.units import count, size
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # records for annotations only: `card` loads neither fit nor tokens
     from scheda.bench import Report as BenchReport
+    from scheda.fit_report import FitReport
+    from scheda.tokens import Tokenization
 
 Row = tuple[str, Callable[[ModelSpec], str | None]]
 

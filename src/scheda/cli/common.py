@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from scheda import settings
-from scheda.engines.base import Engine
 from scheda.errors import UsageError
+
+if TYPE_CHECKING:  # loading the engines' records costs start-up time `card` never uses
+    from scheda.engines.base import Engine
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON (stable keys, see docs/json.md).")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from scheda.errors import UsageError
 from scheda.terminal import console, emit_json
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _percent(value: float | None) -> str:
@@ -25,6 +25,8 @@ def _percent(value: float | None) -> str:
 
 def report_table(model: str, summaries: list[dict[str, Any]], published: dict[str, float]) -> Table:
     """The published spec sheets' shape: benchmark, shots, metric, score ± standard error."""
+    from rich.table import Table
+
     from scheda.evaluation.runner import PUBLISHED
 
     table = Table(title=f"{model}: measured here", title_justify="left")
@@ -129,6 +131,15 @@ def _evaluate(
 
 
 def _run_one(task: Any, evaluator: Any, store: Any, model: str) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     from scheda.evaluation.runner import run_task
 
     columns = (
@@ -157,6 +168,8 @@ def _list(store: Any, as_json: bool) -> None:
     if not runs:
         console().print("no evaluation runs yet: `scheda eval MODEL --tasks mmlu` starts one")
         return
+    from rich.table import Table
+
     from scheda.sessions import local_time
 
     table = Table(title="Evaluation runs", title_justify="left")
