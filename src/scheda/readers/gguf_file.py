@@ -88,7 +88,7 @@ class _Fields:
         size = self.integer(keys.VOCAB_SIZE)
         tokens = self.header.fields.get(keys.TOKENS)
         if size or tokens is None:
-            return size
+            return size or None
         if tokens.item_type is None:
             raise ModelFileError(
                 f"{self.header.name}: metadata {keys.TOKENS} should be a list of tokens"

@@ -92,7 +92,8 @@ class GGUFHeader:
         return self.source.size
 
     def value(self, key: str) -> Any:
-        """A metadata value decoded (str, int, float, bool or a list of them); None if absent."""
+        """A metadata value decoded (str, int, float, bool or a list of them); None if absent.
+        A value the walk did not keep is read again: the source must still be open."""
         found = self.fields.get(key)
         if found is None:
             return None
@@ -241,7 +242,8 @@ def _locate(cursor: _Cursor, kind: int, key: str) -> Field:
         _skip_items(cursor, item_type, count, key, depth=1)
         return found
     if kind == types.STRING:
-        found = Field(kind, cursor.pos + 8, count=cursor.u64())
+        length = cursor.u64()
+        found = Field(kind, cursor.pos, count=length)
     elif kind in SIZES:
         found = Field(kind, cursor.pos)
     else:
