@@ -295,6 +295,11 @@ DAMAGED = {
     "five dimensions": ({"tensors": [(b"v", [1] * 5, F32_TENSOR, 16)]}, "5 dimensions"),
     "row not whole blocks": ({"tensors": [(b"v", [40], 8, 16)]}, "blocks of 32"),
     "tensor past the end": ({"tensors": [(b"v", [4, 4], F32_TENSOR, 16)]}, "truncated: tensor v"),
+    "a key of a megabyte": ({"metadata": [(b"k" * (1 << 20), U32, b"\0" * 4)]}, "claims 1,048,576"),
+    "a layer count of NaN": (
+        {"metadata": [(b"llama.block_count", 6, struct.pack("<f", float("nan")))]},
+        "llama.block_count should be a number",
+    ),
     "tokens not a list": (
         {"metadata": [(b"tokenizer.ggml.tokens", U32, b"\0" * 4)]},
         "tokenizer.ggml.tokens should be a list",
@@ -312,6 +317,25 @@ def test_a_damaged_header_is_one_error_naming_the_file(tmp_path: Path, case: str
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and words in message, message
     assert "\n" not in message
+
+
+def test_a_chat_template_is_never_decoded(tmp_path: Path) -> None:
+    """Only its presence is shown: one that is not UTF-8 does not stop the card."""
+    path = tmp_path / "template.gguf"
+    path.write_bytes(_gguf([(b"tokenizer.chat_template", STR, _string(b"\xff{{ x }}"))]))
+    assert read_gguf(path).chat_template is True
+    path.write_bytes(_gguf([(b"tokenizer.chat_template", STR, _string(b""))]))
+    assert read_gguf(path).chat_template is False
+
+
+def test_a_value_too_large_to_be_a_header_value_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from scheda.readers import gguf_header
+
+    monkeypatch.setattr(gguf_header, "MAX_DECODED", 100)
+    path = tmp_path / "large.gguf"
+    path.write_bytes(_gguf([(b"general.name", STR, _string(b"n" * 101))]))
+    with pytest.raises(ModelFileError, match=r"general\.name takes 101 bytes"):
+        read_gguf(path)
 
 
 def test_counts_past_the_end_stop_before_any_loop(tmp_path: Path) -> None:

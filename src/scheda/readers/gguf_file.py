@@ -8,6 +8,7 @@ A GGUF file is untrusted input: anything unreadable becomes one
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def read_gguf(path: Path) -> ModelSpec:
             return _spec_from_header(path, read_header(source))
         except ModelFileError:
             raise
-        except Exception as exc:  # a check missed: still one line naming the file
+        except Exception as exc:  # a check the header reader lacks: still one line
             raise ModelFileError(f"{path}: damaged GGUF header ({_describe(exc)})") from exc
 
 
@@ -71,7 +72,7 @@ class _Fields:
             value = max(value) if value else None
         if value is None:
             return None
-        if not _is_number(value):
+        if not _is_number(value) or not math.isfinite(value):
             raise self._not_a_number(key, value)
         return int(value)
 
@@ -82,6 +83,16 @@ class _Fields:
         if not _is_number(value):
             raise self._not_a_number(key, value)
         return float(value)
+
+    def present(self, key: str) -> bool:
+        """Whether a value is set and not empty; a string is not decoded (a chat template
+        is never shown, only whether there is one)."""
+        found = self.header.fields.get(key.replace("{arch}", self.arch))
+        if found is None:
+            return False
+        if found.type == keys.STRING or found.item_type is not None:
+            return found.count > 0
+        return bool(self.get(key))
 
     def vocabulary(self) -> int | None:
         """`{arch}.vocab_size`, else the length of the token list (its strings unread)."""
@@ -148,7 +159,7 @@ def _spec_from_header(path: Path, header: GGUFHeader) -> ModelSpec:
         tensor_bytes=tensor_bytes,
         file_size=header.size,
         licence=clean(licence) if licence else None,
-        chat_template=bool(meta.get(keys.CHAT_TEMPLATE)),
+        chat_template=meta.present(keys.CHAT_TEMPLATE),
     )
     return spec
 

@@ -41,6 +41,8 @@ SIZES = {kind: struct.calcsize("<" + code) for kind, code in types.SCALARS.items
 UINT32 = 4
 MAX_DIMS = 4  # llama.cpp's GGML_MAX_DIMS: it refuses a tensor with more
 KEEP = 64 * 1024  # a value this small is kept while walking (a chat template is ~4-20 KB)
+MAX_NAME = 64 * 1024  # a key or a tensor name (llama.cpp allows names of 63 bytes)
+MAX_DECODED = 64 << 20  # a value asked for: 128k tokens take 2 MB, 280k merges 5 MB
 MAX_NESTING = 8  # arrays of arrays: llama.cpp reads none; a bound keeps recursion short
 # The fewest bytes each takes: what a count is checked against before a loop runs.
 MIN_KEY = 8 + 4 + 1  # empty key, value type, a one-byte value
@@ -56,6 +58,7 @@ class Field:
     offset: int  # the value's first byte: a string's text, an array's first item
     item_type: int | None = None  # arrays only
     count: int = 1  # arrays: the number of items; strings: the number of bytes
+    size: int = 0  # the bytes from `offset` to the value's end
     raw: bytes | None = None  # the value's bytes, kept while walking when they are few
 
 
@@ -97,6 +100,11 @@ class GGUFHeader:
         found = self.fields.get(key)
         if found is None:
             return None
+        if found.size > MAX_DECODED:  # a damaged length would make a memory error
+            raise ModelFileError(
+                f"{self.name}: metadata {clean(key, 60)} takes {found.size:,} bytes, more than "
+                f"a header value can ({MAX_DECODED:,}): the file is damaged"
+            )
         kind = found.type if found.item_type is None else found.item_type
         if kind not in SIZES and found.item_type is not None:  # strings or arrays, item by item
             cursor = _Cursor(self.source, self.order, found.offset)
@@ -133,7 +141,7 @@ def read_header(source: ByteSource) -> GGUFHeader:
     tensor_count, key_count = cursor.u64(), cursor.u64()
     cursor.fits(key_count, MIN_KEY, "metadata keys")
     for _ in range(key_count):
-        key = cursor.text("a metadata key")
+        key = cursor.text("a metadata key", MAX_NAME)
         if key in header.fields:
             raise cursor.damaged(f"the metadata key {clean(key, 60)} appears twice")
         header.fields[key] = _locate(cursor, cursor.u32(), key)
@@ -189,9 +197,11 @@ class _Cursor:
     def u64(self) -> int:
         return int(self._u64.unpack(self.take(8))[0])
 
-    def text(self, what: str) -> str:
-        start = self.pos
-        return _text(self.take(self.u64()), self.source.name, what, start)
+    def text(self, what: str, limit: int = MAX_DECODED) -> str:
+        start, length = self.pos, self.u64()
+        if length > limit:
+            raise self.damaged(f"{what} at byte {start:,} claims {length:,} bytes")
+        return _text(self.take(length), self.source.name, what, start)
 
     def skip_strings(self, count: int) -> None:
         """Step over `count` strings by their lengths alone: the hot loop of a vocabulary
@@ -237,11 +247,11 @@ def _locate(cursor: _Cursor, kind: int, key: str) -> Field:
     if kind == types.ARRAY:
         item_type, count = cursor.u32(), cursor.u64()
         found = Field(kind, cursor.pos, item_type, count)
-        if item_type in SIZES and count * SIZES[item_type] <= KEEP:
-            return replace(found, raw=cursor.take(_payload(found)))
-        _skip_items(cursor, item_type, count, key, depth=1)
-        return found
-    if kind == types.STRING:
+        if item_type not in SIZES:  # strings or arrays: only a walk finds the end
+            _skip_items(cursor, item_type, count, key, depth=1)
+            return replace(found, size=cursor.pos - found.offset)
+        cursor.fits(count, SIZES[item_type], "array items")
+    elif kind == types.STRING:
         length = cursor.u64()
         found = Field(kind, cursor.pos, count=length)
     elif kind in SIZES:
@@ -250,9 +260,9 @@ def _locate(cursor: _Cursor, kind: int, key: str) -> Field:
         raise cursor.damaged(f"metadata {clean(key, 60)} has value type {kind}, unknown to GGUF")
     size = _payload(found)
     if size <= KEEP:
-        return replace(found, raw=cursor.take(size))
+        return replace(found, size=size, raw=cursor.take(size))
     cursor.skip(size)
-    return found
+    return replace(found, size=size)
 
 
 def _skip_items(cursor: _Cursor, kind: int, count: int, key: str, depth: int) -> None:
@@ -284,7 +294,7 @@ def _items(cursor: _Cursor, kind: int, count: int, key: str) -> list[Any]:
 
 def _tensor_entry(cursor: _Cursor) -> tuple[str, tuple[int, ...], int, int]:
     """(name, dimensions, storage type, offset) as the tensor table stores them."""
-    name = cursor.text("a tensor name")
+    name = cursor.text("a tensor name", MAX_NAME)
     n_dims = cursor.u32()
     if n_dims > MAX_DIMS:
         raise cursor.damaged(f"tensor {clean(name, 60)} has {n_dims:,} dimensions (at most 4)")
