@@ -113,6 +113,15 @@ def test_fit_with_a_memory_budget_and_host(smollm) -> None:
     assert 0 < host.usable <= host.memory
 
 
+def test_host_memory_is_what_psutil_says() -> None:
+    import psutil
+
+    total, available = hardware._memory()  # /proc/meminfo on Linux, psutil's source there
+    memory = psutil.virtual_memory()
+    assert total == memory.total
+    assert abs(available - memory.available) < 2**30  # it moves while other processes run
+
+
 def test_devices_by_name() -> None:
     assert [d.key for d in hardware.find("a100")] == ["a100-40", "a100-80"]
     assert hardware.find("4090")[0].key == "rtx-4090"

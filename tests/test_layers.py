@@ -218,15 +218,16 @@ UNUSED_BY_QUICK_COMMANDS = (
     "yaml",
     "safetensors",
     "huggingface_hub",
+    "psutil",
     "rich.progress",
 )
 
 
-def _loaded_by(*args: str) -> list[str]:
-    """The modules of UNUSED_BY_QUICK_COMMANDS that `scheda ARGS` has loaded when it exits."""
+def _loaded_by(*args: str, watched: tuple[str, ...] = UNUSED_BY_QUICK_COMMANDS) -> list[str]:
+    """The modules of `watched` that `scheda ARGS` has loaded when it exits."""
     code = (
         "import atexit, json, runpy, sys\n"
-        f"watched = {UNUSED_BY_QUICK_COMMANDS!r}\n"
+        f"watched = {watched!r}\n"
         "atexit.register(lambda: print(json.dumps(sorted(m for m in watched"
         " if m in sys.modules)), file=sys.stderr))\n"
         f"sys.argv = ['scheda', *{list(args)!r}]\n"
@@ -241,3 +242,5 @@ def _loaded_by(*args: str) -> list[str]:
 def test_card_and_fit_load_only_what_they_use() -> None:
     for args in (("card", "default", "--json"), ("fit", "default", "--json"), ("--help",)):
         assert _loaded_by(*args) == [], args
+    readers = ("scheda.readers.gguf_file", "scheda.readers.hf_folder", "scheda.fit_report")
+    assert _loaded_by("--help", watched=readers) == []
