@@ -181,7 +181,7 @@ def test_values_and_tensors_equal_gguf_readers(tmp_path: Path, big_endian: bool)
     ]
 
 
-def test_the_cards_read_no_vocabulary(smollm_path: Path, monkeypatch) -> None:
+def test_the_card_reads_no_vocabulary(smollm_path: Path, monkeypatch) -> None:
     """The card of the real model: the header in a few large reads, no token decoded."""
     asked: list[str] = []
     sources: list[FileSource] = []

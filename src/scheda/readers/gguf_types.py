@@ -1,7 +1,7 @@
 """The few constants of the GGUF format scheda needs, without importing `gguf`.
 
-`import gguf` imports numpy (a fifth of a second), and `scheda card` must
-answer in less than that. These tables copy the `gguf` package's own:
+`import gguf` imports numpy: a fifth of a second, of the quarter that
+`scheda card` takes without it. These tables copy the `gguf` package's own:
 `tests/test_gguf_header.py` checks that they equal it, value for value, so a
 new `gguf` release that adds a type fails a test instead of going unseen.
 A leaf: it imports nothing.
