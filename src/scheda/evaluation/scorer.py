@@ -219,8 +219,7 @@ class LlamaCppScorer(Scorer):
             import llama_cpp
         except ImportError as exc:
             raise EngineError(
-                "scoring a GGUF needs llama-cpp-python, which is not installed: "
-                f"run {EVAL_INSTALL}"
+                f"scoring a GGUF needs llama-cpp-python, which is not installed: run {EVAL_INSTALL}"
             ) from exc
         from scheda.hardware import physical_cores
 
