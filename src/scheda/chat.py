@@ -34,7 +34,7 @@ HELP = """\
 """
 
 # The options /params sets: those the declarations mark settable in a chat (scheda/sampling.py).
-SETTABLE = tuple(d.name for d in options.declared() if d.option.chat)
+SETTABLE = options.chat_options()
 
 
 class ChatLoop:

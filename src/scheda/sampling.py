@@ -192,6 +192,11 @@ def declared() -> tuple[Declared, ...]:
     )
 
 
+def chat_options() -> tuple[str, ...]:
+    """The options a conversation may set (`scheda chat`, its /params, the studio's turns)."""
+    return tuple(d.name for d in declared() if d.option.chat)
+
+
 def by_name() -> dict[str, Declared]:
     return {d.name: d for d in declared()}
 
@@ -236,7 +241,7 @@ def parse(name: str, text: str) -> Any:
     """A value typed by a user (`/params temperature=0.2`), converted and checked."""
     d = by_name().get(name)
     if d is None or not d.option.chat:
-        settable = ", ".join(x.name for x in declared() if x.option.chat)
+        settable = ", ".join(chat_options())
         raise UsageError(f"{name!r} is not a sampling option: choose one of {settable}")
     if d.optional and text.strip().lower() in ("", "none"):
         return None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from scheda import sampling as options
 from scheda.cli.common import (
     ContextOpt,
     DtypeOpt,
@@ -33,18 +34,9 @@ if TYPE_CHECKING:
 
 # Replaced by the declared sampling flags (`with_sampling`); never used as a default itself.
 SAMPLING_DEFAULTS = Sampling()
-# The options a chat turn takes from the command line (the rest are set with /params).
-CHAT_OPTIONS = (
-    "max_tokens",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repeat_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "seed",
-)
+# The options a chat takes from the command line: those the declarations mark settable
+# in a chat (the rest make no sense there: n, stop, logprobs, ignore_eos).
+CHAT_OPTIONS = options.chat_options()
 
 
 @with_sampling()

@@ -114,7 +114,7 @@ class SessionChange(Strict):
 
 
 # The options a chat turn may set: every declared option settable in a chat (scheda/sampling.py).
-CHAT_OPTIONS = tuple(d.name for d in options.declared() if d.option.chat)
+CHAT_OPTIONS = options.chat_options()
 if TYPE_CHECKING:
     ChatParams = Strict
 else:
