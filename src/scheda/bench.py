@@ -186,6 +186,22 @@ def run_bench(
     return Report(model, results, cold, machine())
 
 
+def measure_models(
+    targets: list[tuple[str, Path]],
+    runs: int,
+    threads: int | None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[Result]:
+    """One contender (`scheda` for a GGUF, `transformers` for an HF folder) on each of several
+    models, round-robin as `run_bench` does: `scheda compare`'s load, pp512 and tg128."""
+    rounds: list[list[Result]] = [[] for _ in targets]
+    for round_ in range(1, runs + 1):
+        for i, (contender, path) in enumerate(targets):
+            progress(f"round {round_}/{runs}: {path.name} (pp{PP_TOKENS}, tg{TG_TOKENS})")
+            rounds[i].append(_worker(contender, path, 1, threads))
+    return [_combine(r) for r in rounds]
+
+
 def _combine(rounds: list[Result]) -> Result:
     """The medians over rounds (the peak memory: the highest); every run kept in `detail`."""
     first_tokens = [r.first_token_s for r in rounds if r.first_token_s is not None]

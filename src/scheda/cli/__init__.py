@@ -5,6 +5,8 @@
     tokens    how does it split my text         tokens
     talk      let me talk to it                 generate, chat
     convert   the same model on both engines    convert
+    quantize  make it smaller                   quantize
+    compare   what does quantization cost       compare, compare list
     bench     how fast is it here               bench
     serve     the API and the web studio        serve
     eval      how good is it really             eval
@@ -22,7 +24,7 @@ import sys
 import typer
 
 from scheda import settings
-from scheda.cli import bench, card, convert, fit, serve, sessions, talk, tokens
+from scheda.cli import bench, card, compare, convert, fit, quantize, serve, sessions, talk, tokens
 from scheda.cli import eval as evaluate
 from scheda.errors import SchedaError
 
@@ -39,6 +41,8 @@ app.command(name="catalog")(card.catalog_command)
 app.command()(talk.generate)
 app.command()(talk.chat)
 app.command()(convert.convert)
+app.command()(quantize.quantize)
+app.command()(compare.compare)
 app.command()(bench.bench)
 app.command()(serve.serve)
 app.command(name="eval")(evaluate.eval_command)

@@ -155,6 +155,23 @@ class Scorer(ABC):
     def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         """log P(next token | tokens) over the whole vocabulary."""
 
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """The width of a row of logits."""
+
+    @abstractmethod
+    def bos(self) -> int | None:
+        """The token the tokenizer puts first (`add_special`), or None when it adds none."""
+
+    @abstractmethod
+    def chunk_logits(self, tokens: Sequence[int], first: int) -> np.ndarray:
+        """The raw logits (float32) at positions first..len-2, each scoring the next token,
+        from an empty cache: one row per scored token, as llama-perplexity reads them.
+
+        The rows may be a view of the engine's own buffer, valid until the next call.
+        """
+
     def split(self, context: str, continuation: str) -> tuple[list[int], int]:
         """The tokens of context + continuation, and where the continuation's begin.
 
@@ -287,6 +304,36 @@ class LlamaCppScorer(Scorer):
             raise PromptTooLongError(len(tokens) + 1, self.context)
         [(_, row)] = list(self._rows(tokens, len(tokens) - 1, len(tokens) - 1))
         return log_softmax(row)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.n_vocab)
+
+    def bos(self) -> int | None:
+        if not self._ll.llama_vocab_get_add_bos(self._vocab):
+            return None
+        return int(self._ll.llama_vocab_bos(self._vocab))
+
+    def chunk_logits(self, tokens: Sequence[int], first: int) -> np.ndarray:
+        tokens = list(tokens)
+        if len(tokens) > self.context:
+            raise PromptTooLongError(len(tokens), self.context)
+        _check_start(tokens, first + 1)
+        self._ll.llama_memory_seq_rm(self._memory, 0, 0, -1)
+        self._past = []
+        parts = []
+        for begin in range(0, len(tokens), self.n_batch):
+            chunk = tokens[begin : begin + self.n_batch]
+            wanted = self._decode(chunk, begin, first_logit=first, last_logit=len(tokens) - 2)
+            self._past.extend(chunk)
+            if wanted:
+                # The rows asked for, in batch order, one block in llama.cpp's buffer.
+                rows = np.ctypeslib.as_array(
+                    self._ll.llama_get_logits(self._ctx), shape=(len(wanted), self.n_vocab)
+                )
+                more = begin + self.n_batch < len(tokens)
+                parts.append(rows.copy() if more else rows)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def branches(self, head: list[int], tails: list[list[int]]) -> list[Scored]:
         """Every tail after one head, decoded together: the choices of one question.
@@ -435,6 +482,20 @@ class TransformersScorer(Scorer):
         tokens = list(tokens)
         _check_context(tokens)
         return log_softmax(self._rows(tokens, len(tokens) - 1)[-1])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.engine.model.get_output_embeddings().weight.shape[0])  # type: ignore[attr-defined]
+
+    def bos(self) -> int | None:
+        first = self.tokenize("a", True)
+        return first[0] if len(first) > len(self.tokenize("a", False)) else None
+
+    def chunk_logits(self, tokens: Sequence[int], first: int) -> np.ndarray:
+        tokens = list(tokens)
+        _check_start(tokens, first + 1)
+        self._past, self._cache = [], None  # a chunk starts from an empty cache
+        return self._rows(tokens, first)[:-1]
 
     def branches(self, head: list[int], tails: list[list[int]]) -> list[Scored]:
         """Every tail after one head, in one forward pass per group of tails.

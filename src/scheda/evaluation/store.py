@@ -1,5 +1,7 @@
 """Evaluation runs and their per-item results, in one SQLite file beside the sessions.
 
+The same file keeps `scheda compare`'s comparisons, one row each, whole.
+
 A run is one task on one model with one configuration. Each item's result is
 committed as soon as it is known, so an interrupted run loses at most the
 item in progress; running the same command again finds the unfinished run
@@ -50,6 +52,18 @@ SCHEMA = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS runs_by_identity ON runs(identity, finished)",
+    # `scheda compare`'s tables, each kept whole: the figures, how they were obtained, the
+    # machine and versions.
+    """
+    CREATE TABLE IF NOT EXISTS comparisons (
+        id        TEXT PRIMARY KEY,
+        reference TEXT NOT NULL,
+        models    INTEGER NOT NULL,
+        text      TEXT NOT NULL,
+        created   REAL NOT NULL,
+        record    TEXT NOT NULL
+    )
+    """,
 )
 
 
@@ -179,6 +193,45 @@ class EvalStore:
             what = "no run" if not rows else f"{len(rows)} runs"
             raise SessionStoreError(f"{what} with id {run_id!r}: `scheda eval list` shows them")
         return _run(rows[0])
+
+    def add_comparison(self, record: dict[str, Any]) -> str:
+        """Store one comparison; its id (also set in the record)."""
+        comparison_id = secrets.token_hex(4)
+        record["id"] = comparison_id
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO comparisons (id, reference, models, text, created, record) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    comparison_id,
+                    record["reference"],
+                    len(record["rows"]),
+                    record["text"]["name"],
+                    record["created"],
+                    json.dumps(record, default=str),
+                ),
+            )
+        return comparison_id
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        """Every stored comparison, newest first, whole."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT record FROM comparisons ORDER BY created DESC"
+            ).fetchall()
+        return [json.loads(r["record"]) for r in rows]
+
+    def comparison(self, comparison_id: str) -> dict[str, Any]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT record FROM comparisons WHERE id LIKE ?", (comparison_id + "%",)
+            ).fetchall()
+        if len(rows) != 1:
+            what = "no comparison" if not rows else f"{len(rows)} comparisons"
+            raise SessionStoreError(
+                f"{what} with id {comparison_id!r}: `scheda compare list` shows them"
+            )
+        return json.loads(rows[0]["record"])
 
     def close(self) -> None:
         self._conn.close()
