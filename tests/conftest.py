@@ -137,3 +137,20 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     model.save_pretrained(folder)
     return folder
+
+
+# -- quantization: the embedded model requantized once per session -----------------------------
+
+
+@pytest.fixture(scope="session")
+def smollm_quants(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The embedded Q4_1 model as F16 (the reference) and Q8_0, by llama.cpp's quantizer."""
+    from scheda.quantize import quantize
+
+    out = tmp_path_factory.getbasetemp() / "smollm-quants"
+    made = {p.name.split(".")[-2]: p for p in out.glob("*.gguf")} if out.is_dir() else {}
+    wanted = [t for t in ("F16", "Q8_0") if t not in made]
+    if wanted:
+        for written in quantize(smollm_path, wanted, out, allow_requantize=True):
+            made[written.type] = written.path
+    return made

@@ -356,3 +356,45 @@ def get_eval(run_id: str, request: Request, detail: bool = False) -> dict[str, A
         {**run.to_dict(), "scored": len(results), "partial": _so_far(run, results), "results": rows}
     )
     return answer
+
+
+# -- comparisons -----------------------------------------------------------------------------
+
+
+def _comparison_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """One line of the list: what was compared with what, on which text, the worst KLD."""
+    candidates = [r for r in record["rows"] if r["role"] == "candidate"]
+    klds = [r["kld"]["mean"] for r in candidates if r.get("kld")]
+    return _finite(
+        {
+            "id": record["id"],
+            "created": record["created"],
+            "reference": record["reference"],
+            "candidates": [r["path"] for r in candidates],
+            "text": record["text"]["name"],
+            "context": record["context"],
+            "largest_kld": max(klds) if klds else None,
+        }
+    )
+
+
+@router.get("/comparisons")
+def list_comparisons(request: Request) -> list[dict[str, Any]]:
+    """`scheda compare`'s stored comparisons, newest first (read only)."""
+    return [_comparison_summary(r) for r in evals_of(request).comparisons()]
+
+
+@router.get("/comparisons/{comparison_id}")
+def get_comparison(comparison_id: str, request: Request) -> dict[str, Any]:
+    """One stored comparison, whole: its rows, how each figure was obtained, the machine."""
+    records = evals_of(request).comparisons()
+    found = [r for r in records if r["id"] == comparison_id] or [
+        r for r in records if r["id"].startswith(comparison_id)
+    ]
+    if len(found) != 1:
+        what = "no comparison" if not found else f"{len(found)} comparisons"
+        raise APIError(
+            f"{what} with id {comparison_id!r}: GET /api/comparisons lists them", None, 404
+        )
+    answer: dict[str, Any] = _finite(found[0])
+    return answer

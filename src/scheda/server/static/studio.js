@@ -11,6 +11,7 @@
 import { forgetKey, hasKey, saveKey } from "./api.js";
 import { clearChat, fillModelPicker, showSession, stopAnswer, wireChat } from "./chat.js";
 import { $, hideBanner, report } from "./dom.js";
+import { askForComparison, hashComparison, showCompare, wireCompare } from "./compare.js";
 import { askForEval, hashEval, showEvals, wireEvals } from "./evals.js";
 import { fillCardPicker, loadGpus, loadModels, showModel, wireModel } from "./model.js";
 import { loadSampling, wireSampling } from "./sampling.js";
@@ -31,6 +32,7 @@ function showView(view) {
   $("settings").hidden = view !== "chat";
   $("view-model").hidden = view !== "model";
   $("view-evals").hidden = view !== "evals";
+  $("view-compare").hidden = view !== "compare";
   for (const tab of document.querySelectorAll(".tab")) {
     tab.setAttribute("aria-selected", String(tab.dataset.view === view));
   }
@@ -38,6 +40,7 @@ function showView(view) {
   // The URL names what a reload comes back to: the open session, or the evaluation run shown.
   if (view === "chat") setHashSession(state.current?.id ?? null);
   if (view === "evals") return showEvals();
+  if (view === "compare") return showCompare();
   return Promise.resolve();
 }
 
@@ -66,6 +69,7 @@ function wire() {
   wireSessions({ open: openChat, fresh: newChat });
   wireModel();
   wireEvals();
+  wireCompare();
   $("auth-form").addEventListener("submit", (event) => {
     if (saveKey(event)) load();
   });
@@ -89,12 +93,17 @@ async function load() {
   fillCardPicker($("model-picker").value);
   await Promise.all([refreshSessions(), loadGpus()]);
   const evalId = hashEval(); // read first: starting a new chat clears the URL's hash
+  const comparisonId = hashComparison();
   const id = hashSession();
   if (id) await openChat(id);
   else newChat();
   if (evalId) {
     askForEval(evalId);
     await showView("evals");
+  }
+  if (comparisonId) {
+    askForComparison(comparisonId);
+    await showView("compare");
   }
   document.body.dataset.ready = "true";
 }
