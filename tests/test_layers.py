@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "library",
         (
             "scheda.tokens",
+            "scheda.gguf_tokens",
             "scheda.chat",
             "scheda.prompt_fit",
             "scheda.sessions",
