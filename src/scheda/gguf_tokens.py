@@ -34,6 +34,7 @@ the library does not:
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -116,24 +117,27 @@ class GgufTokenizer:
         self.types = types
         self.tokenizer = tokenizer
         self.missing = missing  # bytes with no token: a text holding one is left to llama.cpp
+        self._missing = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in missing) + b"]")
+        self._pieces: dict[int, bytes] = {}
 
     def tokenize(self, text: str) -> list[Token] | None:
         """llama.cpp's tokens for `text` (no BOS), or None where they are not proven equal."""
         try:
             raw = text.encode("utf-8")
-        except UnicodeEncodeError:
+        except UnicodeEncodeError:  # a lone surrogate
             return None
-        if not self.missing.isdisjoint(raw):
+        if self.missing and self._missing.search(raw):
             return None
-        if not text.isascii() and any(unicodedata.category(c) == "Cn" for c in text):
+        if not text.isascii() and any(unicodedata.category(c) == "Cn" for c in set(text)):
             return None
-        tokens = []
-        for i in self.tokenizer.encode(text, add_special_tokens=False).ids:
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        pieces = self._pieces
+        for i in set(ids).difference(pieces):
             piece = self.piece(i)
             if piece is None:
                 return None
-            tokens.append(Token(i, piece))
-        return tokens
+            pieces[i] = piece
+        return [Token(i, pieces[i]) for i in ids]
 
     def piece(self, token: int) -> bytes | None:
         """What llama.cpp's token_to_piece (special tokens shown) gives for a token."""
