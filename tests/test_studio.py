@@ -683,6 +683,70 @@ def test_spec_sheet_and_fit_calculator(studio: Studio, tmp_path: Path) -> None:
     _save_screenshot(page, tmp_path, "studio-fit.png")
 
 
+ITALIAN = "ChatGPT è incredibile!"
+PIECES_SHOWN = """panels => panels.map(panel => ({
+  id: panel.dataset.model,
+  ids: panel.querySelector(".tokens-ids").textContent,
+  pieces: [...panel.querySelectorAll(".piece")].map(span => ({
+    text: span.dataset.text, ids: span.dataset.ids, shown: span.textContent, hover: span.title,
+  })),
+}))"""
+
+
+def test_tokens_side_by_side_are_the_command_s(
+    browser: Any, minilm_path: Path, tmp_path: Path
+) -> None:
+    """Two models, typed text: the pieces and ids shown are `scheda tokens --json`'s."""
+    command = [sys.executable, "-m", "scheda", "tokens", "default", str(minilm_path), ITALIAN]
+    done = subprocess.run([*command, "--json"], capture_output=True, check=True, timeout=120)
+    expected = json.loads(done.stdout)["models"]
+    data = tmp_path / "data"
+    data.mkdir()
+    with _serve(data, str(minilm_path)) as two, _studio_on(browser, two.url) as studio:
+        served = [m["id"] for m in two.api("GET", "/api/models")]
+        page = studio.page
+        studio.open()
+        page.click("#tab-tokens")
+        page.locator("#tokens-input").fill("")
+        page.locator("#tokens-input").press_sequentially(ITALIAN)
+        # Answers come as the text is typed; the last one splits the whole sentence.
+        page.wait_for_function(
+            """([text, count]) => {
+              const panels = document.querySelectorAll("#tokens-results [data-model]");
+              const pieces = document.querySelectorAll("[data-model='default'] .piece");
+              return panels.length === count
+                && [...pieces].map(span => span.dataset.text).join("") === text;
+            }""",
+            arg=[ITALIAN, 2],
+        )
+        shown = page.locator("#tokens-results [data-model]").evaluate_all(PIECES_SHOWN)
+        _save_screenshot(page, tmp_path, "studio-tokens.png")
+
+        assert [m["id"] for m in shown] == served
+        for panel, want in zip(shown, expected, strict=True):
+            assert panel["ids"] == "ids: " + " ".join(map(str, want["ids"]))
+            assert [(p["text"], [int(i) for i in p["ids"].split()]) for p in panel["pieces"]] == [
+                (p["text"], p["ids"]) for p in want["pieces"]
+            ]
+            for piece in panel["pieces"]:
+                assert piece["shown"] == piece["text"].replace(" ", "␣")
+                assert " + ".join(piece["ids"].split()) in piece["hover"]
+        # "è" is two byte-level tokens in the GGUF, one piece with both ids.
+        assert {"text": " è", "ids": "5549 118", "shown": "␣è"}.items() <= next(
+            p for p in shown[0]["pieces"] if p["text"] == " è"
+        ).items()
+        # Neither model was loaded to answer: the vocabularies did.
+        assert not any(m["loaded"] for m in two.api("GET", "/api/models"))
+
+        # The route itself: every served model when none is named; an unknown one is a 404.
+        answer = two.api("POST", "/api/tokens", {"text": ITALIAN})
+        assert [m["id"] for m in answer["models"]] == served
+        assert [m["pieces"] for m in answer["models"]] == [m["pieces"] for m in expected]
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            two.api("POST", "/api/tokens", {"text": "x", "models": ["nope"]})
+        assert missing.value.code == 404
+
+
 def test_api_key_is_asked_for_and_kept(browser: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

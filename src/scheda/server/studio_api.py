@@ -1,4 +1,9 @@
-"""The web studio's own routes (`/api`): sessions, the spec sheet, the fit calculator, evals.
+"""The web studio's own routes (`/api`): sessions, the spec sheet, the fit calculator, tokens,
+evals.
+
+Tokens are `scheda tokens --json`'s answer for the served models: a GGUF's
+vocabulary answers alone where it can, so a model need not be loaded to show
+how it splits a text; where it cannot, the served engine answers.
 
 Sessions are the same SQLite store as `scheda chat`'s, so a conversation
 begun in the terminal goes on in the browser. A chat turn saves the question
@@ -22,7 +27,7 @@ from pydantic import Field, create_model
 from scheda import hardware
 from scheda import sampling as options
 from scheda.chat import fit_history
-from scheda.engines.base import Generation
+from scheda.engines.base import Generation, Token
 from scheda.errors import APIError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.runner import summarize
@@ -35,6 +40,7 @@ from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.runner import Job
 from scheda.server.schemas import Strict, chosen, declared_fields
 from scheda.sessions import SessionStore
+from scheda.tokens import Tokenization, tokenize
 
 router = APIRouter(prefix="/api")
 MAX_CONTEXT = 1 << 24
@@ -95,6 +101,36 @@ def sampling_options() -> list[dict[str, Any]]:
     """The sampling options as declared (scheda/sampling.py): the studio builds its controls
     and their defaults from these, and marks those the chosen model's engine does not honour."""
     return options.describe()
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+class TokensRequest(Strict):
+    text: str
+    models: list[str] | None = None  # served model ids; every served model when none
+
+
+@router.post("/tokens")
+def tokens(body: TokensRequest, request: Request) -> dict[str, Any]:
+    """How each model splits the text, side by side: `scheda tokens --json` with the ids."""
+    pool = pool_of(request)
+    entries = [pool.get(m) for m in body.models] if body.models else list(pool.models.values())
+    return {
+        "text": body.text,
+        "models": [{"id": e.id, **_tokenization(pool, e, body.text).to_dict()} for e in entries],
+    }
+
+
+def _tokenization(pool: ModelPool, entry: ServedModel, text: str) -> Tokenization:
+    """A served model's tokens: from its vocabulary, else from its own loaded engine."""
+
+    def served_engine(_path: Path, question: str) -> list[Token]:
+        with pool.lease(entry) as engine:
+            return list(engine.tokenize(question))
+
+    generates_on_llamacpp = entry.kind == "chat" and entry.engine_name == "llama.cpp"
+    return tokenize(entry.spec, text, served_engine if generates_on_llamacpp else None)
 
 
 # -- sessions --------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 // scheda studio: chat with the served models, keep sessions, read spec sheets and fits,
-// and read the saved evaluation runs (`scheda eval`).
+// see how each model splits a text, and read the saved evaluation runs (`scheda eval`).
 //
 // Plain ES modules, no framework and no build step, so the page works offline
 // from the files the server ships. This entry wires the views together: one
-// module per view (chat.js, sessions.js, model.js, evals.js), the sampling
+// module per view (chat.js, sessions.js, model.js, tokens.js, evals.js), the sampling
 // controls (sampling.js), and what they share (api.js, dom.js, format.js,
 // state.js). Text from a model or a user only ever goes into the page through
 // textContent or markdown.js (which builds DOM nodes), never through innerHTML.
@@ -24,12 +24,14 @@ import {
   wireSessions,
 } from "./sessions.js";
 import { state } from "./state.js";
+import { showTokens, wireTokens } from "./tokens.js";
 
 function showView(view) {
   $("layout").dataset.view = view;
   $("view-chat").hidden = view !== "chat";
   $("settings").hidden = view !== "chat";
   $("view-model").hidden = view !== "model";
+  $("view-tokens").hidden = view !== "tokens";
   $("view-evals").hidden = view !== "evals";
   for (const tab of document.querySelectorAll(".tab")) {
     tab.setAttribute("aria-selected", String(tab.dataset.view === view));
@@ -38,6 +40,7 @@ function showView(view) {
   // The URL names what a reload comes back to: the open session, or the evaluation run shown.
   if (view === "chat") setHashSession(state.current?.id ?? null);
   if (view === "evals") return showEvals();
+  if (view === "tokens") return showTokens();
   return Promise.resolve();
 }
 
@@ -65,6 +68,7 @@ function wire() {
   wireSampling();
   wireSessions({ open: openChat, fresh: newChat });
   wireModel();
+  wireTokens();
   wireEvals();
   $("auth-form").addEventListener("submit", (event) => {
     if (saveKey(event)) load();
