@@ -32,8 +32,15 @@ from scheda import gguf_tokens
 from scheda.engines import open_model
 from scheda.engines.base import Token
 from scheda.errors import ModelFileError
-from scheda.gguf_tokens import PRE_TOKENIZERS, build, refusal, vocabulary_tokenizer
-from scheda.readers.gguf_vocab import read_vocab
+from scheda.gguf_tokens import (
+    PRE_TOKENIZERS,
+    GgufTokenizer,
+    build,
+    refusal,
+    vocabulary_tokenizer,
+)
+from scheda.pieces import byte_marks
+from scheda.readers.gguf_vocab import GgufVocab, read_vocab
 from scheda.tokens import tokenize
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "scheda"
@@ -304,6 +311,26 @@ def _with_special(vocab, text: str):
     return replace(
         vocab, tokens=[*vocab.tokens[:-1], text], token_types=[*vocab.token_types[:-1], 3]
     )
+
+
+def test_a_vocabulary_with_every_byte_answers_every_text() -> None:
+    """A toy byte-level vocabulary with a token for each byte: nothing is missing."""
+    marks = list(byte_marks())
+    vocab = GgufVocab(
+        model="gpt2",
+        pre="gpt-2",
+        tokens=[*marks, "Ġt", "<|end|>"],
+        token_types=[1] * len(marks) + [1, 3],
+        merges=["Ġ t"],
+        architecture="gpt2",
+        name="toy",
+        odd=None,
+    )
+    toy = build(vocab)
+    assert isinstance(toy, GgufTokenizer) and not toy.missing
+    found = toy.tokenize("a t\x04<|end|>")
+    assert found is not None
+    assert [t.piece for t in found] == [b"a", b" t", b"\x04", b"<|end|>"]
 
 
 def test_a_file_replaced_under_the_same_name_is_read_again(
