@@ -236,7 +236,4 @@ def _tokenizer(path: Path) -> GgufTokenizer | str:
 
 @lru_cache(maxsize=8)
 def _load(path: str, _size: int, _mtime_ns: int) -> GgufTokenizer | str:
-    vocab = read_vocab(Path(path))
-    if vocab is None:
-        return "a GGUF version or byte order this reader does not read"
-    return build(vocab)
+    return build(read_vocab(Path(path)))
