@@ -6,7 +6,8 @@ the figures are medians. Each process times itself from having the path to havin
 tokens and prints them, and the run checks that every contender got the same ids:
 
 - `llama.cpp engine`: what `scheda tokens` did before, an xllamacpp server started for
-  the question (scheda's engine, context 256, no warm-up), then its /tokenize;
+  the question (scheda's engine, context 256, no warm-up), then its /tokenize; and the
+  same with one thread, what it does now for a tokenizer the vocabulary cannot answer;
 - `smallest server`: the same with the least llama.cpp allows (a context of 16, one
   thread, no warm-up, no extra buffer types), to see what a server costs at best;
 - `llama-cpp-python`: `Llama(vocab_only=True)`, where the eval extra is installed;
@@ -45,6 +46,11 @@ print(json.dumps({"seconds": seconds, "ids": ids}))
 """
 CONTENDERS = {
     "llama.cpp engine (before)": """
+from scheda.engines import open_model
+with open_model(path, "llama.cpp", context=256, warmup=False) as engine:
+    ids = [t.id for t in engine.tokenize(text)]
+""",
+    "llama.cpp engine, one thread (the fallback now)": """
 from scheda.tokens import llamacpp_tokens
 ids = [t.id for t in llamacpp_tokens(path, text)]
 """,

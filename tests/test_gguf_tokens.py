@@ -69,7 +69,7 @@ VARIED = [
 
 @pytest.fixture(scope="module")
 def llama(smollm_path: Path) -> Iterator[Any]:
-    with open_model(smollm_path, "llama.cpp", context=256, warmup=False) as engine:
+    with open_model(smollm_path, "llama.cpp", context=256, warmup=False, threads=1) as engine:
         yield engine
 
 
@@ -186,7 +186,7 @@ def test_each_pre_tokenizer_named_splits_as_in_llama_cpp(
         texts = _varied(copy)
         if pre in SWEPT:
             texts += _code() + _sweep(copy, private_step=997, step=5)
-        with open_model(copy, "llama.cpp", context=256, warmup=False) as engine:
+        with open_model(copy, "llama.cpp", context=256, warmup=False, threads=1) as engine:
             _assert_same(engine, copy, texts)
     finally:
         copy.unlink()

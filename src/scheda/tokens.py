@@ -116,8 +116,9 @@ def llamacpp_tokens(path: Path, text: str) -> list[Token]:
     """llama.cpp's own tokens, from an engine started for the question."""
     from scheda.engines import open_model
 
-    # The smallest context: tokenizing needs the vocabulary, not a KV cache.
-    with open_model(path, "llama.cpp", context=256, warmup=False) as engine:
+    # The smallest context, as tokenizing needs the vocabulary, not a KV cache; one thread,
+    # as it computes nothing (more threads only make llama.cpp's start slower).
+    with open_model(path, "llama.cpp", context=256, warmup=False, threads=1) as engine:
         return engine.tokenize(text)
 
 
