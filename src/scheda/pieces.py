@@ -2,8 +2,9 @@
 
 Byte-level BPE (GPT-2's) writes every byte as a printable mark ("Ġ" is a
 space), SentencePiece writes a space as "▁" and unknown bytes as "<0xC3>".
-`tokens` shows these bytes to people and the transformers engines return them
-as `Token.piece`; both take them from here, so an engine needs no `tokens`.
+`tokens` shows these bytes to people, the transformers engines return them
+as `Token.piece`, and `gguf_tokens` reads a GGUF's byte-level vocabulary with
+the same table; all take them from here, so an engine needs no `tokens`.
 """
 
 from __future__ import annotations

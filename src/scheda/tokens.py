@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -123,20 +124,30 @@ def llamacpp_tokens(path: Path, text: str) -> list[Token]:
 
 
 def _hf_tokens(folder: Path, text: str) -> list[Token]:
-    from tokenizers import Tokenizer
-
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise ModelFileError(f"{folder}: no tokenizer.json (scheda reads HF tokenizers from it)")
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-        byte_level = is_byte_level(json.loads(path.read_text(encoding="utf-8")).get("decoder"))
-    except Exception as exc:
-        raise ModelFileError(f"{path}: cannot load the tokenizer ({exc})") from exc
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
+    stat = path.stat()
+    tokenizer, byte_level = _hf_tokenizer(str(path), stat.st_size, stat.st_mtime_ns)
     encoding = tokenizer.encode(text, add_special_tokens=False)
     return [
         Token(i, hf_piece(t, byte_level))
         for i, t in zip(encoding.ids, encoding.tokens, strict=True)
     ]
+
+
+@lru_cache(maxsize=8)
+def _hf_tokenizer(path: str, _size: int, _mtime_ns: int) -> tuple[Any, bool]:
+    """A tokenizer.json loaded, and whether it writes bytes as byte-level marks. Kept per
+    file, size and modification time: the studio asks again as the user types."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(path)
+        decoder = json.loads(Path(path).read_text(encoding="utf-8")).get("decoder")
+        byte_level = is_byte_level(decoder)
+    except Exception as exc:
+        raise ModelFileError(f"{path}: cannot load the tokenizer ({exc})") from exc
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer, byte_level
