@@ -52,6 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "scheda.bench",
             "scheda.convert",
             "scheda.measure",
+            "scheda.pull",
             "scheda.evaluation",
             "scheda.render",
         ),
