@@ -132,7 +132,8 @@ def _not_cached(repo: RepoRef) -> str:
     if not online():
         return (
             f"{what} (HF_HUB_OFFLINE is set, so scheda stays off the Hub: unset it to read "
-            f"the repository's card and fit there, or to `scheda pull {repo}`)"
+            f"the card there, and fetch it first with `scheda pull {repo}` or `hf download "
+            f"{repo.repo}`)"
         )
     return (
         f"{what}: `scheda pull {repo}` downloads it (`scheda card` and `scheda fit` read "

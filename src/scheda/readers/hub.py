@@ -352,8 +352,8 @@ def hub_errors(repo: str) -> Iterator[None]:
     except RepositoryNotFoundError as exc:
         if _status(exc) == 404 and token_source() is None:
             raise ModelNotFoundError(
-                f"{repo}: no such repository on the Hub ({endpoint()}), or a private one "
-                f"({_token_advice(repo, gated=False)})"
+                f"{repo}: not a file or folder here, and no such repository on the Hub "
+                f"({endpoint()}), or a private one ({_token_advice(repo, gated=False)})"
             ) from None
         raise HubAccessError(
             f"{repo}: no such repository on the Hub, or a private one ({_status(exc)}): "
