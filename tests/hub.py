@@ -185,7 +185,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._route(body=False)
 
     def do_GET(self) -> None:
-        self._route(body=True)
+        try:
+            self._route(body=True)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client stopped reading (a refused answer)
 
     # -- routing ---------------------------------------------------------------------------
 

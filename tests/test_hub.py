@@ -116,10 +116,15 @@ def test_split_parts_group_under_the_first_and_tags_pick() -> None:
 # -- the remote card and fit -----------------------------------------------------------------
 
 
-def test_remote_gguf_card_equals_the_local_one(online_hub: Hub, smollm_path: Path) -> None:
-    remote = resolve(f"{GGUF_REPO}:q4_1")
-    _same(remote, resolve(str(smollm_path)))
+def test_remote_gguf_card_and_fit_equal_the_local_ones(online_hub: Hub, smollm_path: Path) -> None:
+    remote, local = resolve(f"{GGUF_REPO}:q4_1"), resolve(str(smollm_path))
+    _same(remote, local)
     assert remote.path == f"{GGUF_REPO}:Q4_1"
+    devices = hardware.all_devices()
+    fits = [fit_report(s, 8192, 1, devices).to_dict() for s in (remote, local)]
+    for fit in fits:
+        del fit["remote"], fit["files"]  # the remote one's own: what the read took, the files
+    assert fits[0] == fits[1]
     read = remote.remote
     assert read is not None and read.files_read == [Q4]
     # The goal: the metadata's size plus at most 1 MiB, in 1 MiB range requests.
@@ -333,6 +338,28 @@ def test_a_full_disk_is_refused_before_the_download(online_hub: Hub) -> None:
     with pytest.raises(PullRefusedError, match=r"needs 93.8 MiB more on disk .* has 1.0 MiB free"):
         pull(chosen, free_space=lambda path: 1 << 20)
     assert not _downloads(online_hub)
+
+
+def test_an_hf_pull_takes_the_files_an_engine_reads() -> None:
+    from scheda.pull import model_files
+    from scheda.readers.hub import HubFile, Listing
+
+    def names(*files: str) -> list[str]:
+        listing = Listing("o/m", "0" * 40, {f: HubFile(f, 1, "b", None) for f in files})
+        return [f.name for f in model_files(listing)]
+
+    common = ("config.json", "tokenizer.json", ".gitattributes", "onnx/model.onnx")
+    assert names(*common, "model.safetensors", "pytorch_model.bin", "tf_model.h5") == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
+    # No safetensors: PyTorch's own weights are what transformers reads.
+    assert names(*common, "pytorch_model.bin") == [
+        "config.json",
+        "pytorch_model.bin",
+        "tokenizer.json",
+    ]
 
 
 def test_pull_names_a_file_when_the_repository_holds_several(online_hub: Hub) -> None:

@@ -67,6 +67,7 @@ OTHER_FORMATS = (
     ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".onnx_data", ".ot",
     ".tflite", ".mlmodel", ".gguf", ".npz", ".pb",
 )  # fmt: skip
+PYTORCH = (".bin", ".pt", ".pth")
 OTHER_FOLDERS = ("onnx/", "openvino/", "coreml/", "tf/", "flax/", "jax/", "mlx/")
 Progress = Callable[[int, int], None]  # (bytes so far, bytes in all), resumed bytes included
 
@@ -168,12 +169,16 @@ def plan(
 
 
 def model_files(found: Listing) -> list[HubFile]:
-    """An HF repository's files an engine reads: all but other formats' weights."""
+    """An HF repository's files an engine reads: all but other formats' weights (PyTorch's
+    own are kept where there are no safetensors: transformers reads them then)."""
+    skipped: tuple[str, ...] = OTHER_FORMATS
+    if not any(n.endswith(".safetensors") for n in found.files):
+        skipped = tuple(s for s in OTHER_FORMATS if s not in PYTORCH)
     return [
         f
         for name, f in sorted(found.files.items())
         if name != ".gitattributes"
-        and not name.lower().endswith(OTHER_FORMATS)
+        and not name.lower().endswith(skipped)
         and not name.startswith(OTHER_FOLDERS)
     ]
 

@@ -68,11 +68,11 @@ def pull(
         with progress:
             pulled = download(plan, force, progress.update)
     except KeyboardInterrupt:
-        kept = f"{progress.done:,} of {progress.total:,} bytes are kept" if progress.total else ""
-        typer.echo(
-            f"interrupted: {kept}; run the same command again to continue where it stopped",
-            err=True,
-        )
+        if progress.total:
+            kept = f"{progress.done:,} of {progress.total:,} bytes are kept in the cache"
+            typer.echo(f"interrupted: {kept}; the same command continues from there", err=True)
+        else:
+            typer.echo("interrupted", err=True)
         sys.exit(130)
     if as_json:
         emit_json({"plan": plan.to_dict(), "pulled": pulled.to_dict()})

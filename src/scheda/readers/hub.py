@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 # org/name, optionally :TAG. Hub names are letters, digits, "-", "_" and "."; no ":".
 REFERENCE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<tag>[\w.-]+))?$")
 LOGIN = "`hf auth login`"
+WHOLE = 1 << 20  # a file this small may come whole from a server that ignores ranges
 
 
 @dataclass(frozen=True)
@@ -182,19 +183,28 @@ class HttpSource(ByteSource):
     def _fetch(self, offset: int, length: int) -> bytes:
         from huggingface_hub import get_session, hf_raise_for_status
 
-        headers = {**self.headers, "Range": f"bytes={offset}-{offset + length - 1}"}
-        with hub_errors(self.repo):
-            response = get_session().get(self.url, headers=headers)
-            hf_raise_for_status(response)
-        whole = response.status_code == 200 and offset == 0 and length == self.size
-        if response.status_code != 206 and not whole:
-            raise HubError(
-                f"{self.name}: the server answered {response.status_code} to a range request: "
-                "it does not serve byte ranges, so scheda cannot read the header alone"
-            )
-        if response.history:  # redirected to storage: read there from now on
-            self._follow(str(response.url))
-        data = bytes(response.content)
+        # Identity: a compressed answer to a range would not be the bytes asked for.
+        headers = {
+            **self.headers,
+            "Range": f"bytes={offset}-{offset + length - 1}",
+            "Accept-Encoding": "identity",
+        }
+        with hub_errors(self.repo), get_session().stream("GET", self.url, headers=headers) as got:
+            if got.status_code >= 400:
+                got.read()  # the error's body, for its message
+            hf_raise_for_status(got)
+            # A server that ignores ranges sends the whole file: taken if it is small.
+            whole = got.status_code == 200 and self.size <= WHOLE
+            if got.status_code != 206 and not whole:
+                raise HubError(
+                    f"{self.name}: the server answered {got.status_code} to a range request: "
+                    "it does not serve byte ranges, so scheda cannot read the header alone"
+                )
+            data = got.read()
+            if got.history:  # redirected to storage: read there from now on
+                self._follow(str(got.url))
+        if whole:
+            data = data[offset : offset + length]
         if len(data) != length:
             raise HubError(
                 f"{self.name}: asked for {length:,} bytes at {offset:,}, received {len(data):,}"
