@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "scheda.bench",
             "scheda.convert",
             "scheda.measure",
+            "scheda.pull",
             "scheda.evaluation",
             "scheda.render",
         ),

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scheda import settings
 from scheda.errors import APIError
 from scheda.evaluation.store import EvalStore
-from scheda.server import errors, openai_api, studio_api
+from scheda.server import errors, hub_api, openai_api, studio_api
 from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
 from scheda.sessions import SessionStore
@@ -140,6 +140,7 @@ def create_app(
     errors.install(app)
     app.include_router(openai_api.router)
     app.include_router(studio_api.router)
+    app.include_router(hub_api.router)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

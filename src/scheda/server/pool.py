@@ -124,8 +124,24 @@ class ModelPool:
         self.budget = budget
         self.queue = queue
         self.parallel = parallel
+        # How a model added later is served (`served_model`'s options): the serve's own.
+        self.defaults: dict[str, Any] = {"parallel": parallel}
         self._lock = threading.Lock()  # bookkeeping: admission counts, who is loaded
         self._loading = threading.Lock()  # one load (and its evictions) at a time
+
+    def add(self, entry: ServedModel) -> ServedModel:
+        """A model that joins the served ones (one the studio pulled); the one already
+        served under its id stays."""
+        with self._lock:
+            if entry.id in self.models:
+                return self.models[entry.id]
+            if entry.need > self.budget:
+                raise UsageError(
+                    f"{entry.id} needs {human_bytes(entry.need)}, more than the whole "
+                    f"{human_bytes(self.budget)} budget: serve it with a larger --budget"
+                )
+            self.models[entry.id] = entry
+            return entry
 
     def get(self, model: str | None) -> ServedModel:
         """The served model a request names (the default when it names none); 404 if unknown."""

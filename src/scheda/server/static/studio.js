@@ -12,6 +12,7 @@ import { forgetKey, hasKey, saveKey } from "./api.js";
 import { clearChat, fillModelPicker, showSession, stopAnswer, wireChat } from "./chat.js";
 import { $, hideBanner, report } from "./dom.js";
 import { askForEval, hashEval, showEvals, wireEvals } from "./evals.js";
+import { loadHubDevices, wireHub } from "./hub.js";
 import { fillCardPicker, loadGpus, loadModels, showModel, wireModel } from "./model.js";
 import { loadSampling, wireSampling } from "./sampling.js";
 import {
@@ -70,6 +71,7 @@ function wire() {
   wireModel();
   wireTokens();
   wireEvals();
+  wireHub({ onPulled: joinPickers });
   $("auth-form").addEventListener("submit", (event) => {
     if (saveKey(event)) load();
   });
@@ -78,6 +80,13 @@ function wire() {
   for (const tab of document.querySelectorAll(".tab")) {
     tab.addEventListener("click", () => showView(tab.dataset.view));
   }
+}
+
+/** A model pulled from the Hub is served now: it joins the chat's and the spec sheet's pickers. */
+async function joinPickers(model) {
+  await loadModels();
+  fillModelPicker();
+  fillCardPicker($("card-model").value || model.id);
 }
 
 /** Load what the page shows; run again after the API key is entered. */
@@ -91,7 +100,7 @@ async function load() {
   }
   fillModelPicker();
   fillCardPicker($("model-picker").value);
-  await Promise.all([refreshSessions(), loadGpus()]);
+  await Promise.all([refreshSessions(), loadGpus(), loadHubDevices()]);
   const evalId = hashEval(); // read first: starting a new chat clears the URL's hash
   const id = hashSession();
   if (id) await openChat(id);
