@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.serving import Server, sse_events
+from tests.serving import Server, sse_events, wait_for
 
 KEY = "sk-test-key"
 MAX_BODY = 256 * 1024
@@ -421,6 +421,52 @@ def test_disconnect_cancels_and_frees_the_slot(server: Server) -> None:
     assert server.request("GET", "/health")[1]["active"]["default"] == 0
 
 
+# -- a client that hangs up: whole answers are cancelled as streams are -----------------------
+
+FREED_WITHIN_S = 10  # the answers below would take minutes; a cancelled one stops at its next token
+LONG_CHAT = {
+    "messages": [{"role": "user", "content": "Count to ten thousand."}],
+    "max_tokens": 3000,
+    "ignore_eos": True,
+}
+LONG_TEXT = {"prompt": "1, 2, 3,", "max_tokens": 3000, "ignore_eos": True}
+
+
+def hang_up(server: Server, requests: list[tuple[str, Any]], model: str = "default") -> None:
+    """Send each request (none streamed), wait until the server runs them all, then close every
+    connection without reading a byte of the answers."""
+    conns = [server.send(path, body) for path, body in requests]
+    try:
+        assert wait_for(lambda: server.active(model) == len(requests), 60)
+        time.sleep(1)  # generating by now
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def assert_freed(server: Server, model: str = "default") -> None:
+    assert wait_for(lambda: server.active(model) == 0, FREED_WITHIN_S), server.active(model)
+    time.sleep(0.5)
+    assert server.active(model) == 0  # and nothing of theirs started again
+
+
+def test_abandoned_whole_answers_free_their_slots(server: Server) -> None:
+    """Chat, text, and several prompts in one request, on all four slots: the clients leave."""
+    hang_up(
+        server,
+        [
+            ("/v1/chat/completions", LONG_CHAT),
+            ("/v1/chat/completions", LONG_CHAT),
+            ("/v1/completions", LONG_TEXT),
+            ("/v1/completions", {**LONG_TEXT, "prompt": ["1, 2, 3,", "a, b, c,"]}),
+        ],
+    )
+    assert_freed(server)
+    started = time.monotonic()
+    status, _ = server.request("POST", "/v1/completions", {"prompt": CAPITAL, "max_tokens": 4})
+    assert status == 200 and time.monotonic() - started < 10  # a free slot, not a queue
+
+
 def test_a_long_prompt_runs_beside_others(server: Server) -> None:
     """One request may use (almost) the full context while another runs: each slot has it all."""
     long_prompt = "word " * 3500
@@ -507,56 +553,96 @@ def test_fuzzed_bodies_never_get_a_500(server: Server, route: str, body: dict[st
 # -- a full queue, and the transformers engine behind the same API ----------------------------
 
 
-def test_a_full_queue_answers_503(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One slot, no queue, a 256-token context."""
+    s = Server(
+        ["default", "--parallel", "1", "--queue", "0", "--context", "256"],
+        tmp_path_factory.mktemp("small"),
+    )
+    yield s
+    s.stop()
+
+
+def test_a_full_queue_answers_503(small: Server) -> None:
     """One slot and no queue: a second request while the first runs is told to retry."""
-    small = Server(["default", "--parallel", "1", "--queue", "0"], tmp_path)
-    try:
-        body = {
-            "messages": [{"role": "user", "content": "Count to ten thousand."}],
-            "max_tokens": 3000,
-            "ignore_eos": True,
-            "stream": True,
-        }
-        with stream_request(small, body) as running:
-            running.readline()
-            conn = http.client.HTTPConnection("127.0.0.1", small.port, timeout=60)
-            try:
-                conn.request(
-                    "POST", "/v1/completions", json.dumps({"prompt": "hi"}), small.headers()
-                )
-                answer = conn.getresponse()
-                error = json.loads(answer.read())["error"]
-                assert answer.status == 503 and answer.getheader("Retry-After") == "1"
-                assert "retry" in error["message"]
-            finally:
-                conn.close()
-    finally:
-        small.stop()
+    body = {
+        "messages": [{"role": "user", "content": "Count to ten thousand."}],
+        "max_tokens": 3000,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with stream_request(small, body) as running:
+        running.readline()
+        conn = http.client.HTTPConnection("127.0.0.1", small.port, timeout=60)
+        try:
+            conn.request("POST", "/v1/completions", json.dumps({"prompt": "hi"}), small.headers())
+            answer = conn.getresponse()
+            error = json.loads(answer.read())["error"]
+            assert answer.status == 503 and answer.getheader("Retry-After") == "1"
+            assert "retry" in error["message"]
+        finally:
+            conn.close()
+    assert wait_for(lambda: small.active() == 0, FREED_WITHIN_S)
 
 
-def test_an_hf_folder_behind_the_same_api(tmp_path: Path, smollm_hf: Path) -> None:
-    hf = Server([str(smollm_hf), "--context", "512"], tmp_path)
-    try:
-        client = openai.OpenAI(base_url=hf.url + "/v1", api_key="none", max_retries=0)
-        [model] = [m.id for m in client.models.list()]
-        answer = client.completions.create(model=model, prompt=CAPITAL, max_tokens=2, temperature=0)
-        assert answer.choices[0].text.startswith(" Paris")
-        pieces = [
-            c.choices[0].delta.content or ""
-            for c in client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": "Hi"}],
-                max_tokens=5,
-                temperature=0,
-                stream=True,
-            )
-            if c.choices
-        ]
-        assert "".join(pieces)
-        with pytest.raises(openai.BadRequestError, match="repeat_penalty"):
-            client.completions.create(model=model, prompt="x", max_tokens=1, presence_penalty=1.0)
-    finally:
-        hf.stop()
+def assert_stops_at_the_context(server: Server, context: int, model: str = "default") -> None:
+    """Without max_tokens (and with ignore_eos) an answer fills the context, and no more."""
+    for path, body in (
+        ("/v1/completions", {"prompt": "word " * (context - 50)}),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "word " * (context - 80)}]},
+        ),
+    ):
+        status, answer = server.request("POST", path, {**body, "model": model, "ignore_eos": True})
+        assert status == 200, answer
+        assert answer["choices"][0]["finish_reason"] == "length"
+        usage = answer["usage"]
+        assert usage["completion_tokens"] > 0 and usage["total_tokens"] <= context, (path, usage)
+
+
+def test_without_max_tokens_an_answer_stops_at_the_context(small: Server) -> None:
+    assert_stops_at_the_context(small, 256)
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory: pytest.TempPathFactory, smollm_hf: Path) -> Iterator[Server]:
+    s = Server([str(smollm_hf), "--context", "512"], tmp_path_factory.mktemp("hf"))
+    yield s
+    s.stop()
+
+
+def test_an_hf_folder_behind_the_same_api(hf: Server) -> None:
+    client = openai.OpenAI(base_url=hf.url + "/v1", api_key="none", max_retries=0)
+    [model] = [m.id for m in client.models.list()]
+    answer = client.completions.create(model=model, prompt=CAPITAL, max_tokens=2, temperature=0)
+    assert answer.choices[0].text.startswith(" Paris")
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+        )
+        if c.choices
+    ]
+    assert "".join(pieces)
+    with pytest.raises(openai.BadRequestError, match="repeat_penalty"):
+        client.completions.create(model=model, prompt="x", max_tokens=1, presence_penalty=1.0)
+
+
+def test_hf_abandoned_whole_answer_frees_the_slot(hf: Server, smollm_hf: Path) -> None:
+    model = smollm_hf.name
+    assert hf.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1})[0] == 200
+    hang_up(hf, [("/v1/chat/completions", {**LONG_CHAT, "model": model})], model)
+    assert_freed(hf, model)
+
+
+def test_hf_without_max_tokens_an_answer_stops_at_the_context(hf: Server, smollm_hf: Path) -> None:
+    assert_stops_at_the_context(hf, 512, smollm_hf.name)
 
 
 # -- echo: what lm-evaluation-harness sends to score multiple choice --------------------------
@@ -593,3 +679,24 @@ def test_echo_refuses_streaming(server: Server) -> None:
     body = {"prompt": "hi", "echo": True, "logprobs": 1, "stream": True}
     status, answer = server.request("POST", "/v1/completions", body)
     assert status == 400 and "echo" in answer["error"]["message"]
+
+
+def test_abandoned_echo_frees_its_slot(server: Server) -> None:
+    body = {"prompt": CAPITAL, "echo": True, "logprobs": 1, "max_tokens": 3000, "ignore_eos": True}
+    hang_up(server, [("/v1/completions", body)])
+    assert_freed(server)
+
+
+def test_abandoned_studio_turn_frees_its_slot_and_keeps_the_answer_so_far(server: Server) -> None:
+    status, session = server.request("POST", "/api/sessions", {})
+    assert status == 201
+    turn = {"content": "Count from one to one thousand, in words.", "params": {"max_tokens": 3000}}
+    conn = server.send(f"/api/sessions/{session['id']}/chat", turn)
+    try:
+        answer = conn.getresponse()
+        assert answer.status == 200 and answer.readline().startswith(b"data: {")
+    finally:
+        conn.close()
+    assert_freed(server)
+    status, saved = server.request("GET", f"/api/sessions/{session['id']}")
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]

@@ -14,7 +14,7 @@ import base64
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -92,6 +92,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
         pool_of(request),
         entry,
         lambda engine, on_text, cancel: engine.chat(messages, sampling, on_text, cancel),
+        texts=body.stream,
     )
     shape = ChatShape(entry.id, body.top_logprobs or 0 if body.logprobs else None)
     return await _answer(job, request, shape, body.stream, body.include_usage, sampling.n)
@@ -111,6 +112,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             pool_of(request),
             entry,
             lambda engine, on_text, cancel: engine.generate(prompt, sampling, on_text, cancel),
+            texts=body.stream,
         )
         return await _answer(job, request, shape, body.stream, body.include_usage, sampling.n)
     if body.stream:
@@ -125,7 +127,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 def _batch(prompts: list[Any], sampling: Sampling, entry: ServedModel) -> Any:
     """Several prompts in one request: sent to the engine together, so its slots share them."""
 
-    def work(engine: Any, _on_text: Callable[[int, str], None], cancel: threading.Event) -> Any:
+    def work(engine: Any, _on_text: Any, cancel: threading.Event) -> Any:
         with ThreadPoolExecutor(max_workers=entry.options.get("parallel", 1)) as workers:
             return list(workers.map(lambda p: engine.generate(p, sampling, None, cancel), prompts))
 
@@ -135,14 +137,14 @@ def _batch(prompts: list[Any], sampling: Sampling, entry: ServedModel) -> Any:
 async def _answer(
     job: Job, request: Request, shape: Shape, stream: bool, usage: bool, n: int
 ) -> Any:
-    first = await job.next()
-    if first.kind == "error":
-        return error_response(first.error)
     if not stream:
-        last = first if first.kind == "done" else await job.finish(request)
+        last = await job.finish(request)
         if last.kind == "error":
             return error_response(last.error)
         return shape.whole(new_id(shape.prefix), [last.result])
+    first = await job.first(request)
+    if first.kind == "error":
+        return error_response(first.error)
     return StreamingResponse(
         _stream(job, first, shape, usage, n),
         media_type="text/event-stream",
@@ -191,9 +193,9 @@ async def _echo(
     event = await job.finish(request)
     if event.kind == "error":
         return error_response(event.error)
-    echoed = event.result
-    generations: list[Any] = [None] * len(prompts)
-    if sampling.max_tokens > 0:
+    echoed = event.result  # fewer than the prompts if the client left while they were scored
+    generations: list[Any] = [None] * len(echoed)
+    if sampling.max_tokens > 0 and not job.cancel.is_set():
         more = Job(pool, entry, _batch([e["ids"] for e in echoed], sampling, entry))
         done = await more.finish(request)
         if done.kind == "error":
