@@ -202,6 +202,15 @@ def test_embeddings(client: openai.OpenAI, minilm_path: Path) -> None:
     assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(alone, abs=1e-6)
 
 
+def test_embeddings_without_a_model_go_to_the_embedding_model(
+    server: Server, minilm_path: Path
+) -> None:
+    """The default model generates text; an embeddings request naming none gets the first
+    embedding model, not a 400."""
+    status, answer = server.request("POST", "/v1/embeddings", {"input": "A cat."})
+    assert status == 200 and answer["model"] == minilm_path.name
+
+
 # -- vLLM's tokenizer routes ---------------------------------------------------------------
 
 
@@ -271,6 +280,9 @@ def test_wrong_types_name_the_field(server: Server) -> None:
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
         ({"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}, "top_p"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"messages": [{"role": "system", "content": None}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"1": 5}}, "logit_bias"),
     ]
     for body, field in cases:
         status, error = error_of(server, "/v1/chat/completions", body)
@@ -298,9 +310,37 @@ def test_refused_features_say_so(server: Server) -> None:
         ({"logit_bias": {"1": 5}}, "logit_bias"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"n": 5}, "parallel slots"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "text only"),
     ):
         status, error = error_of(server, "/v1/chat/completions", {**base, **extra})
         assert status == 400 and word in error["message"], extra
+
+
+def test_messages_the_template_takes(server: Server) -> None:
+    """An assistant turn may have no content; two answers in a row at the end are the
+    client's mistake (a 400), not the server's."""
+    asked = {"role": "user", "content": "hi"}
+    silent = {"role": "assistant", "content": None}
+    body = {"messages": [asked, silent, asked], "max_tokens": 2}
+    assert server.request("POST", "/v1/chat/completions", body)[0] == 200
+    for path in ("/v1/chat/completions", "/tokenize"):
+        status, error = error_of(server, path, {"messages": [asked, silent, silent]})
+        assert status == 400 and "assistant" in error["message"], path
+
+
+def test_client_mistakes_are_one_log_line_each(server: Server) -> None:
+    """Method, path, status and reason on one line; no traceback, whatever the path holds."""
+    body = {"model": "nope-logged", "messages": [{"role": "user", "content": "hi"}]}
+    assert server.request("POST", "/v1/chat/completions", body)[0] == 404
+    assert server.request("GET", "/v1/no%0Aforged%20200%20line")[0] == 404
+    assert server.request("POST", "/v1/completions", {"prompt": "hi", "suffix": "x"})[0] == 400
+    last = "\nPOST /v1/completions 400 suffix (insertion) is not supported"
+    assert wait_for(lambda: last in server.log.read_text(), 10)  # written once answered
+    log = server.log.read_text()
+    assert "POST /v1/chat/completions 404 model 'nope-logged' is not served here" in log
+    assert "\nGET /v1/no\\nforged 200 line 404 no such route\n" in log
+    assert "\nforged" not in log
+    assert "Traceback" not in log
 
 
 def test_body_over_the_limit(server: Server) -> None:

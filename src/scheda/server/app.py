@@ -166,5 +166,6 @@ def create_app(
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(errors.LogErrors)  # sees every answer but the guard's, which logs its own
     app.add_middleware(Guard, allowed=allowed)  # the outermost: before anything else runs
     return app

@@ -45,10 +45,11 @@ def pool_of(request: Request) -> ModelPool:
 
 
 def _entry(request: Request, model: str | None, kind: str) -> ServedModel:
-    entry = pool_of(request).get(model)
+    entry = pool_of(request).get(model, kind)
     if entry.kind != kind:
         verb = "generates text" if entry.kind == "chat" else "makes embeddings"
-        raise APIError(f"{entry.id} {verb}: use a {kind} model for this route", param="model")
+        wanted = "an embedding" if kind == "embedding" else "a chat"
+        raise APIError(f"{entry.id} {verb}: use {wanted} model for this route", param="model")
     return entry
 
 

@@ -179,7 +179,7 @@ def delete_session(session_id: str, request: Request) -> dict[str, Any]:
 
 
 def _chat_model(pool: ModelPool, model: str | None) -> ServedModel:
-    entry = pool.get(model)
+    entry = pool.get(model, "chat")
     if entry.kind != "chat":
         raise APIError(f"{entry.id} makes embeddings; it cannot chat", "model")
     return entry
