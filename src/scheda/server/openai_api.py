@@ -26,6 +26,7 @@ from scheda.errors import APIError
 from scheda.sampling import Sampling
 from scheda.server import echo
 from scheda.server.errors import error_body, error_response, sse
+from scheda.server.openapi import answers
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.responses import ChatShape, Shape, TextShape, new_id, usage_of
 from scheda.server.runner import Event, Job
@@ -74,7 +75,7 @@ def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses=answers(404))
 def get_model(model_id: str, request: Request) -> dict[str, Any]:
     m = pool_of(request).get(model_id)
     created = int(request.app.state.started)
@@ -84,7 +85,7 @@ def get_model(model_id: str, request: Request) -> dict[str, Any]:
 # -- chat and text completions ---------------------------------------------------------------
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=answers(400, 404, 503, stream=True))
 async def chat_completions(body: ChatRequest, request: Request) -> Any:
     entry = _entry(request, body.model, "chat")
     messages = body.chat_messages()
@@ -99,7 +100,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     return await _answer(job, request, shape, body.stream, body.include_usage, sampling.n)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=answers(400, 404, 503, stream=True))
 async def completions(body: CompletionRequest, request: Request) -> Any:
     entry = _entry(request, body.model, "chat")
     prompts = body.prompts()
@@ -208,7 +209,7 @@ async def _echo(
 # -- embeddings ------------------------------------------------------------------------------
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", responses=answers(400, 404, 503))
 async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
     entry = _entry(request, body.model, "embedding")
     texts = _embedding_texts(body)
@@ -264,7 +265,7 @@ def _encode_vector(vector: list[float], encoding: str) -> Any:
 # -- tokenizer (vLLM's routes and shapes) ----------------------------------------------------
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", responses=answers(400, 404, 503))
 async def tokenize(body: TokenizeRequest, request: Request) -> Any:
     entry = pool_of(request).get(body.model)
 
@@ -294,7 +295,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> Any:
     }
 
 
-@router.post("/detokenize")
+@router.post("/detokenize", responses=answers(400, 404, 503))
 async def detokenize(body: DetokenizeRequest, request: Request) -> Any:
     entry = pool_of(request).get(body.model)
     job = Job(pool_of(request), entry, lambda engine, _t, _c: engine.detokenize(body.tokens))
@@ -304,7 +305,7 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> Any:
     return {"prompt": event.result}
 
 
-@router.get("/tokenizer_info")
+@router.get("/tokenizer_info", responses=answers(400, 404, 503))
 async def tokenizer_info(request: Request, model: str | None = None) -> Any:
     entry = pool_of(request).get(model)
     job = Job(pool_of(request), entry, lambda engine, _t, _c: engine.tokenizer_info())
