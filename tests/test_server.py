@@ -14,7 +14,7 @@ import math
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -627,12 +627,21 @@ def test_a_full_queue_answers_503(small: Server) -> None:
 
 
 def assert_stops_at_the_context(server: Server, context: int, model: str = "default") -> None:
-    """Without max_tokens (and with ignore_eos) an answer fills the context, and no more."""
+    """Without max_tokens (and with ignore_eos) an answer fills the context, and no more: a
+    prompt a few tokens short of it keeps the answers short."""
+
+    def tokens(body: dict[str, Any]) -> int:
+        return int(server.request("POST", "/tokenize", {**body, "model": model})[1]["count"])
+
+    def filling(wrap: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+        words = context - ROOM - (tokens(wrap("word")) - 1)  # "word" then " word" each a token
+        return wrap("word" + " word" * (words - 1))
+
     for path, body in (
-        ("/v1/completions", {"prompt": "word " * (context - 50)}),
+        ("/v1/completions", filling(lambda text: {"prompt": text})),
         (
             "/v1/chat/completions",
-            {"messages": [{"role": "user", "content": "word " * (context - 80)}]},
+            filling(lambda text: {"messages": [{"role": "user", "content": text}]}),
         ),
     ):
         status, answer = server.request("POST", path, {**body, "model": model, "ignore_eos": True})
@@ -640,6 +649,9 @@ def assert_stops_at_the_context(server: Server, context: int, model: str = "defa
         assert answer["choices"][0]["finish_reason"] == "length"
         usage = answer["usage"]
         assert usage["completion_tokens"] > 0 and usage["total_tokens"] <= context, (path, usage)
+
+
+ROOM = 8  # tokens left for the answer
 
 
 def test_without_max_tokens_an_answer_stops_at_the_context(small: Server) -> None:
