@@ -36,6 +36,7 @@ from scheda.fit_report import fit_report
 from scheda.render import card_rows
 from scheda.sampling import Sampling
 from scheda.server.errors import error_body, sse
+from scheda.server.openapi import EventStream, answers
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.runner import Job
 from scheda.server.schemas import Strict, chosen, declared_fields
@@ -66,7 +67,7 @@ def models(request: Request) -> list[dict[str, Any]]:
     return [m.describe() for m in pool_of(request).models.values()]
 
 
-@router.get("/models/{model_id:path}/card")
+@router.get("/models/{model_id:path}/card", responses=answers(404))
 def card(model_id: str, request: Request) -> dict[str, Any]:
     spec = pool_of(request).get(model_id).spec
     return {
@@ -76,7 +77,7 @@ def card(model_id: str, request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{model_id:path}/fit")
+@router.get("/models/{model_id:path}/fit", responses=answers(400, 404))
 def fit(
     model_id: str,
     request: Request,
@@ -177,7 +178,7 @@ def list_sessions(request: Request) -> list[dict[str, Any]]:
     return [s.to_dict() for s in store_of(request).list()]
 
 
-@router.post("/sessions", status_code=201)
+@router.post("/sessions", status_code=201, responses=answers(400, 404))
 def create_session(body: NewSession, request: Request) -> dict[str, Any]:
     entry = _chat_model(pool_of(request), body.model)
     store = store_of(request)
@@ -187,12 +188,12 @@ def create_session(body: NewSession, request: Request) -> dict[str, Any]:
     return _session_json(store, session.id)
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", responses=answers(404))
 def get_session(session_id: str, request: Request) -> dict[str, Any]:
     return _session_json(store_of(request), session_id)
 
 
-@router.patch("/sessions/{session_id}")
+@router.patch("/sessions/{session_id}", responses=answers(400, 404))
 def change_session(session_id: str, body: SessionChange, request: Request) -> dict[str, Any]:
     store = store_of(request)
     session = store.get(session_id)
@@ -208,14 +209,14 @@ def change_session(session_id: str, body: SessionChange, request: Request) -> di
     return _session_json(store, session.id)
 
 
-@router.delete("/sessions/{session_id}")
+@router.delete("/sessions/{session_id}", responses=answers(404))
 def delete_session(session_id: str, request: Request) -> dict[str, Any]:
     gone = store_of(request).delete(session_id)
     return {"deleted": gone.id}
 
 
 def _chat_model(pool: ModelPool, model: str | None) -> ServedModel:
-    entry = pool.get(model)
+    entry = pool.get(model, "chat")
     if entry.kind != "chat":
         raise APIError(f"{entry.id} makes embeddings; it cannot chat", "model")
     return entry
@@ -241,7 +242,11 @@ def _sampling(saved: dict[str, Any], params: ChatParams | None) -> Sampling:
     return Sampling(**values)
 
 
-@router.post("/sessions/{session_id}/chat")
+@router.post(
+    "/sessions/{session_id}/chat",
+    response_class=EventStream,
+    responses=answers(400, 404, 503, stream=True),
+)
 async def chat(session_id: str, body: ChatTurn, request: Request) -> Any:
     store, pool = store_of(request), pool_of(request)
     session = store.get(session_id)
@@ -374,7 +379,7 @@ def list_evals(request: Request) -> list[dict[str, Any]]:
     return [_finite({**r.to_dict(), "scored": _scored(store, r)}) for r in store.runs()]
 
 
-@router.get("/evals/{run_id}")
+@router.get("/evals/{run_id}", responses=answers(400, 404))
 def get_eval(run_id: str, request: Request, detail: bool = False) -> dict[str, Any]:
     store = evals_of(request)
     run = _find_run(store, run_id)
