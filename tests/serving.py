@@ -45,6 +45,7 @@ class Server:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._log_file.close()
                 raise RuntimeError(f"scheda serve exited: {self.log.read_text()}")
             try:
                 status, _ = self.request("GET", "/health")

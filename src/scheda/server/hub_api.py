@@ -36,6 +36,7 @@ from scheda.readers.hub import parse_ref
 from scheda.render import card_rows, remote_caption
 from scheda.resolve import resolve
 from scheda.server.errors import error_body, sse
+from scheda.server.openapi import answers
 from scheda.server.pool import ModelPool, served_model
 from scheda.server.schemas import Strict
 
@@ -58,7 +59,8 @@ def _hub_reference(repo: str) -> None:
         raise APIError(f"{repo!r} is not a Hub repository: give org/name or org/name:QUANT", "repo")
 
 
-@router.get("/card")
+# 403: the Hub refused the token (gated, private); 502: the Hub failed or is out of reach.
+@router.get("/card", responses=answers(400, 404, 502))
 def hub_card(
     repo: str,
     file: str | None = None,
@@ -93,7 +95,7 @@ class PullBody(Strict):
     force: bool = False
 
 
-@router.post("/pull")
+@router.post("/pull", responses=answers(400, 404, 409, 502, stream=True))
 def hub_pull(body: PullBody, request: Request) -> StreamingResponse:
     _hub_reference(body.repo)
     devices = _devices(body.gpu)

@@ -112,7 +112,7 @@ class TokensRequest(Strict):
     models: list[str] | None = None  # served model ids; every served model when none
 
 
-@router.post("/tokens")
+@router.post("/tokens", responses=answers(400, 404, 503))
 def tokens(body: TokensRequest, request: Request) -> dict[str, Any]:
     """How each model splits the text, side by side: `scheda tokens --json` with the ids."""
     pool = pool_of(request)
