@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from scheda.resolve import default_model_path, resolve
 from scheda.spec import ModelSpec
 from tests.needs import GSM8K_DIR, MMLU_DIR, require
+
+if TYPE_CHECKING:
+    from tests.hub import Hub
 
 
 def minilm_folder() -> Path:
@@ -154,3 +159,71 @@ def smollm_quants(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -
         for written in quantize(smollm_path, wanted, out, allow_requantize=True):
             made[written.type] = written.path
     return made
+# -- the Hub on loopback (tests/hub.py): the real GGUF and MiniLM files, by the Hub's protocol --
+
+GGUF_REPO = "scheda-test/SmolLM2-135M-Instruct-GGUF"
+SPLIT_REPO = "scheda-test/SmolLM2-135M-Instruct-split-GGUF"
+MINILM_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+GGUF_README = b"---\nlicense: apache-2.0\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n---\n"
+
+
+@pytest.fixture(scope="session")
+def gguf_variants(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The embedded model as Q8_0 too, and split in two parts: real files for a repository."""
+    from tests.gguf_variants import requantized, split
+
+    folder = tmp_path_factory.mktemp("gguf-variants")
+    q8 = requantized(smollm_path, folder / "SmolLM2-135M-Instruct.Q8_0.gguf")
+    (folder / "split").mkdir()
+    parts = split(smollm_path, folder / "split")
+    return {"Q8_0": q8, **{p.name: p for p in parts}}
+
+
+@pytest.fixture(scope="session")
+def hub_server(
+    smollm_path: Path, minilm_path: Path, gguf_variants: dict[str, Path]
+) -> Iterator[Hub]:
+    """The test Hub, serving a GGUF repository (Q4_1 and Q8_0), a split GGUF's and MiniLM's."""
+    from tests.hub import Hub, folder_files, serving
+
+    hub = Hub()
+    hub.add(
+        GGUF_REPO,
+        {
+            smollm_path.name: smollm_path,
+            gguf_variants["Q8_0"].name: gguf_variants["Q8_0"],
+            "README.md": GGUF_README,
+        },
+    )
+    hub.add(SPLIT_REPO, {n: p for n, p in gguf_variants.items() if "-of-" in n})
+    hub.add(MINILM_REPO, folder_files(minilm_path))
+    with serving(hub):
+        yield hub
+
+
+@pytest.fixture
+def online_hub(hub_server: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
+    """This test online, against the test Hub, with a cache of its own; for subprocesses too
+    (`hub_env`). huggingface_hub reads its settings once, at import: they are set there."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-home" / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", hub_server.url)
+    monkeypatch.setattr(
+        constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        hub_server.url + "/{repo_id}/resolve/{revision}/{filename}",
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    hub_server.reset()
+    try:
+        yield hub_server
+    finally:
+        hub_server.reset()

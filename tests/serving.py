@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ class Server:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                self._log_file.close()
                 raise RuntimeError(f"scheda serve exited: {self.log.read_text()}")
             try:
                 status, _ = self.request("GET", "/health")
@@ -85,6 +87,16 @@ class Server:
         except ValueError:
             return answer.status, text
 
+    def send(self, path: str, body: Any) -> http.client.HTTPConnection:
+        """POST `body` and leave the answer unread: closing the connection is hanging up."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        conn.request("POST", path, json.dumps(body).encode(), self.headers())
+        return conn
+
+    def active(self, model: str = "default") -> int:
+        """Requests in flight to `model`, as `/health` counts them."""
+        return int(self.request("GET", "/health")[1]["active"][model])
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -94,6 +106,16 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log_file.close()
+
+
+def wait_for(condition: Callable[[], bool], within: float) -> bool:
+    """Whether `condition` comes true within `within` seconds (polled every 0.1 s)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def sse_events(response: http.client.HTTPResponse) -> list[dict[str, Any] | str]:

@@ -162,7 +162,7 @@ REFERENCES = {
     "someorg/somerepo": (
         "'someorg/somerepo'",
         "not in the local Hugging Face cache",
-        "huggingface-cli download someorg/somerepo",
+        "`scheda pull someorg/somerepo`",  # the Hub CLI of the locked huggingface_hub is `hf`
     ),
 }
 

@@ -46,6 +46,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "library",
         (
             "scheda.tokens",
+            "scheda.gguf_tokens",
             "scheda.chat",
             "scheda.prompt_fit",
             "scheda.sessions",
@@ -54,6 +55,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "scheda.gguf_writer",
             "scheda.quantize",
             "scheda.measure",
+            "scheda.pull",
             "scheda.evaluation",
             "scheda.render",
             "scheda.render_compare",

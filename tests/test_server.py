@@ -14,7 +14,7 @@ import math
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.serving import Server, sse_events
+from tests.serving import Server, sse_events, wait_for
 
 KEY = "sk-test-key"
 MAX_BODY = 256 * 1024
@@ -202,6 +202,15 @@ def test_embeddings(client: openai.OpenAI, minilm_path: Path) -> None:
     assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(alone, abs=1e-6)
 
 
+def test_embeddings_without_a_model_go_to_the_embedding_model(
+    server: Server, minilm_path: Path
+) -> None:
+    """The default model generates text; an embeddings request naming none gets the first
+    embedding model, not a 400."""
+    status, answer = server.request("POST", "/v1/embeddings", {"input": "A cat."})
+    assert status == 200 and answer["model"] == minilm_path.name
+
+
 # -- vLLM's tokenizer routes ---------------------------------------------------------------
 
 
@@ -271,6 +280,9 @@ def test_wrong_types_name_the_field(server: Server) -> None:
         ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "hi"}], "n": 0}, "n"),
         ({"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}, "top_p"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"messages": [{"role": "system", "content": None}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"1": 5}}, "logit_bias"),
     ]
     for body, field in cases:
         status, error = error_of(server, "/v1/chat/completions", body)
@@ -298,9 +310,37 @@ def test_refused_features_say_so(server: Server) -> None:
         ({"logit_bias": {"1": 5}}, "logit_bias"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"n": 5}, "parallel slots"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "text only"),
     ):
         status, error = error_of(server, "/v1/chat/completions", {**base, **extra})
         assert status == 400 and word in error["message"], extra
+
+
+def test_messages_the_template_takes(server: Server) -> None:
+    """An assistant turn may have no content; two answers in a row at the end are the
+    client's mistake (a 400), not the server's."""
+    asked = {"role": "user", "content": "hi"}
+    silent = {"role": "assistant", "content": None}
+    body = {"messages": [asked, silent, asked], "max_tokens": 2}
+    assert server.request("POST", "/v1/chat/completions", body)[0] == 200
+    for path in ("/v1/chat/completions", "/tokenize"):
+        status, error = error_of(server, path, {"messages": [asked, silent, silent]})
+        assert status == 400 and "assistant" in error["message"], path
+
+
+def test_client_mistakes_are_one_log_line_each(server: Server) -> None:
+    """Method, path, status and reason on one line; no traceback, whatever the path holds."""
+    body = {"model": "nope-logged", "messages": [{"role": "user", "content": "hi"}]}
+    assert server.request("POST", "/v1/chat/completions", body)[0] == 404
+    assert server.request("GET", "/v1/no%0Aforged%20200%20line")[0] == 404
+    assert server.request("POST", "/v1/completions", {"prompt": "hi", "suffix": "x"})[0] == 400
+    last = "\nPOST /v1/completions 400 suffix (insertion) is not supported"
+    assert wait_for(lambda: last in server.log.read_text(), 10)  # written once answered
+    log = server.log.read_text()
+    assert "POST /v1/chat/completions 404 model 'nope-logged' is not served here" in log
+    assert "\nGET /v1/no\\nforged 200 line 404 no such route\n" in log
+    assert "\nforged" not in log
+    assert "Traceback" not in log
 
 
 def test_body_over_the_limit(server: Server) -> None:
@@ -421,6 +461,52 @@ def test_disconnect_cancels_and_frees_the_slot(server: Server) -> None:
     assert server.request("GET", "/health")[1]["active"]["default"] == 0
 
 
+# -- a client that hangs up: whole answers are cancelled as streams are -----------------------
+
+FREED_WITHIN_S = 10  # the answers below would take minutes; a cancelled one stops at its next token
+LONG_CHAT = {
+    "messages": [{"role": "user", "content": "Count to ten thousand."}],
+    "max_tokens": 3000,
+    "ignore_eos": True,
+}
+LONG_TEXT = {"prompt": "1, 2, 3,", "max_tokens": 3000, "ignore_eos": True}
+
+
+def hang_up(server: Server, requests: list[tuple[str, Any]], model: str = "default") -> None:
+    """Send each request (none streamed), wait until the server runs them all, then close every
+    connection without reading a byte of the answers."""
+    conns = [server.send(path, body) for path, body in requests]
+    try:
+        assert wait_for(lambda: server.active(model) == len(requests), 60)
+        time.sleep(1)  # generating by now
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def assert_freed(server: Server, model: str = "default") -> None:
+    assert wait_for(lambda: server.active(model) == 0, FREED_WITHIN_S), server.active(model)
+    time.sleep(0.5)
+    assert server.active(model) == 0  # and nothing of theirs started again
+
+
+def test_abandoned_whole_answers_free_their_slots(server: Server) -> None:
+    """Chat, text, and several prompts in one request, on all four slots: the clients leave."""
+    hang_up(
+        server,
+        [
+            ("/v1/chat/completions", LONG_CHAT),
+            ("/v1/chat/completions", LONG_CHAT),
+            ("/v1/completions", LONG_TEXT),
+            ("/v1/completions", {**LONG_TEXT, "prompt": ["1, 2, 3,", "a, b, c,"]}),
+        ],
+    )
+    assert_freed(server)
+    started = time.monotonic()
+    status, _ = server.request("POST", "/v1/completions", {"prompt": CAPITAL, "max_tokens": 4})
+    assert status == 200 and time.monotonic() - started < 10  # a free slot, not a queue
+
+
 def test_a_long_prompt_runs_beside_others(server: Server) -> None:
     """One request may use (almost) the full context while another runs: each slot has it all."""
     long_prompt = "word " * 3500
@@ -507,56 +593,108 @@ def test_fuzzed_bodies_never_get_a_500(server: Server, route: str, body: dict[st
 # -- a full queue, and the transformers engine behind the same API ----------------------------
 
 
-def test_a_full_queue_answers_503(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One slot, no queue, a 256-token context."""
+    s = Server(
+        ["default", "--parallel", "1", "--queue", "0", "--context", "256"],
+        tmp_path_factory.mktemp("small"),
+    )
+    yield s
+    s.stop()
+
+
+def test_a_full_queue_answers_503(small: Server) -> None:
     """One slot and no queue: a second request while the first runs is told to retry."""
-    small = Server(["default", "--parallel", "1", "--queue", "0"], tmp_path)
-    try:
-        body = {
-            "messages": [{"role": "user", "content": "Count to ten thousand."}],
-            "max_tokens": 3000,
-            "ignore_eos": True,
-            "stream": True,
-        }
-        with stream_request(small, body) as running:
-            running.readline()
-            conn = http.client.HTTPConnection("127.0.0.1", small.port, timeout=60)
-            try:
-                conn.request(
-                    "POST", "/v1/completions", json.dumps({"prompt": "hi"}), small.headers()
-                )
-                answer = conn.getresponse()
-                error = json.loads(answer.read())["error"]
-                assert answer.status == 503 and answer.getheader("Retry-After") == "1"
-                assert "retry" in error["message"]
-            finally:
-                conn.close()
-    finally:
-        small.stop()
+    body = {
+        "messages": [{"role": "user", "content": "Count to ten thousand."}],
+        "max_tokens": 3000,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with stream_request(small, body) as running:
+        running.readline()
+        conn = http.client.HTTPConnection("127.0.0.1", small.port, timeout=60)
+        try:
+            conn.request("POST", "/v1/completions", json.dumps({"prompt": "hi"}), small.headers())
+            answer = conn.getresponse()
+            error = json.loads(answer.read())["error"]
+            assert answer.status == 503 and answer.getheader("Retry-After") == "1"
+            assert "retry" in error["message"]
+        finally:
+            conn.close()
+    assert wait_for(lambda: small.active() == 0, FREED_WITHIN_S)
 
 
-def test_an_hf_folder_behind_the_same_api(tmp_path: Path, smollm_hf: Path) -> None:
-    hf = Server([str(smollm_hf), "--context", "512"], tmp_path)
-    try:
-        client = openai.OpenAI(base_url=hf.url + "/v1", api_key="none", max_retries=0)
-        [model] = [m.id for m in client.models.list()]
-        answer = client.completions.create(model=model, prompt=CAPITAL, max_tokens=2, temperature=0)
-        assert answer.choices[0].text.startswith(" Paris")
-        pieces = [
-            c.choices[0].delta.content or ""
-            for c in client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": "Hi"}],
-                max_tokens=5,
-                temperature=0,
-                stream=True,
-            )
-            if c.choices
-        ]
-        assert "".join(pieces)
-        with pytest.raises(openai.BadRequestError, match="repeat_penalty"):
-            client.completions.create(model=model, prompt="x", max_tokens=1, presence_penalty=1.0)
-    finally:
-        hf.stop()
+def assert_stops_at_the_context(server: Server, context: int, model: str = "default") -> None:
+    """Without max_tokens (and with ignore_eos) an answer fills the context, and no more: a
+    prompt a few tokens short of it keeps the answers short."""
+
+    def tokens(body: dict[str, Any]) -> int:
+        return int(server.request("POST", "/tokenize", {**body, "model": model})[1]["count"])
+
+    def filling(wrap: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+        words = context - ROOM - (tokens(wrap("word")) - 1)  # "word" then " word" each a token
+        return wrap("word" + " word" * (words - 1))
+
+    for path, body in (
+        ("/v1/completions", filling(lambda text: {"prompt": text})),
+        (
+            "/v1/chat/completions",
+            filling(lambda text: {"messages": [{"role": "user", "content": text}]}),
+        ),
+    ):
+        status, answer = server.request("POST", path, {**body, "model": model, "ignore_eos": True})
+        assert status == 200, answer
+        assert answer["choices"][0]["finish_reason"] == "length"
+        usage = answer["usage"]
+        assert usage["completion_tokens"] > 0 and usage["total_tokens"] <= context, (path, usage)
+
+
+ROOM = 8  # tokens left for the answer
+
+
+def test_without_max_tokens_an_answer_stops_at_the_context(small: Server) -> None:
+    assert_stops_at_the_context(small, 256)
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory: pytest.TempPathFactory, smollm_hf: Path) -> Iterator[Server]:
+    s = Server([str(smollm_hf), "--context", "512"], tmp_path_factory.mktemp("hf"))
+    yield s
+    s.stop()
+
+
+def test_an_hf_folder_behind_the_same_api(hf: Server) -> None:
+    client = openai.OpenAI(base_url=hf.url + "/v1", api_key="none", max_retries=0)
+    [model] = [m.id for m in client.models.list()]
+    answer = client.completions.create(model=model, prompt=CAPITAL, max_tokens=2, temperature=0)
+    assert answer.choices[0].text.startswith(" Paris")
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+        )
+        if c.choices
+    ]
+    assert "".join(pieces)
+    with pytest.raises(openai.BadRequestError, match="repeat_penalty"):
+        client.completions.create(model=model, prompt="x", max_tokens=1, presence_penalty=1.0)
+
+
+def test_hf_abandoned_whole_answer_frees_the_slot(hf: Server, smollm_hf: Path) -> None:
+    model = smollm_hf.name
+    assert hf.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1})[0] == 200
+    hang_up(hf, [("/v1/chat/completions", {**LONG_CHAT, "model": model})], model)
+    assert_freed(hf, model)
+
+
+def test_hf_without_max_tokens_an_answer_stops_at_the_context(hf: Server, smollm_hf: Path) -> None:
+    assert_stops_at_the_context(hf, 512, smollm_hf.name)
 
 
 # -- echo: what lm-evaluation-harness sends to score multiple choice --------------------------
@@ -593,3 +731,24 @@ def test_echo_refuses_streaming(server: Server) -> None:
     body = {"prompt": "hi", "echo": True, "logprobs": 1, "stream": True}
     status, answer = server.request("POST", "/v1/completions", body)
     assert status == 400 and "echo" in answer["error"]["message"]
+
+
+def test_abandoned_echo_frees_its_slot(server: Server) -> None:
+    body = {"prompt": CAPITAL, "echo": True, "logprobs": 1, "max_tokens": 3000, "ignore_eos": True}
+    hang_up(server, [("/v1/completions", body)])
+    assert_freed(server)
+
+
+def test_abandoned_studio_turn_frees_its_slot_and_keeps_the_answer_so_far(server: Server) -> None:
+    status, session = server.request("POST", "/api/sessions", {})
+    assert status == 201
+    turn = {"content": "Count from one to one thousand, in words.", "params": {"max_tokens": 3000}}
+    conn = server.send(f"/api/sessions/{session['id']}/chat", turn)
+    try:
+        answer = conn.getresponse()
+        assert answer.status == 200 and answer.readline().startswith(b"data: {")
+    finally:
+        conn.close()
+    assert_freed(server)
+    status, saved = server.request("GET", f"/api/sessions/{session['id']}")
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]

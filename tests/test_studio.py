@@ -43,6 +43,8 @@ from scheda.evaluation.store import FILENAME as EVALS_FILENAME
 from scheda.evaluation.store import EvalStore
 from scheda.server.app import STATIC
 from scheda.sessions import FILENAME, SessionStore
+from tests.conftest import GGUF_REPO
+from tests.hub import Hub
 from tests.needs import unavailable
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -109,11 +111,15 @@ def _log_tail(log: Path) -> str:
 
 
 @contextlib.contextmanager
-def _serve(data: Path, *extra: str) -> Iterator[Server]:
-    """`scheda serve default` on a free loopback port, until /v1/models answers; stopped after."""
+def _serve(data: Path, *extra: str, hub: str | None = None) -> Iterator[Server]:
+    """`scheda serve default` on a free loopback port, until /v1/models answers; stopped after.
+    Offline, unless `hub` is the URL of a Hub to reach (tests/hub.py), with a cache of its own."""
     port = _free_port()
     env = {**os.environ, "SCHEDA_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
     env.pop("SCHEDA_API_KEY", None)
+    if hub is not None:
+        env.pop("HF_HUB_OFFLINE")
+        env.update(HF_ENDPOINT=hub, HF_HOME=str(data / "hf-home"))
     log = data / "server.log"
     command = [sys.executable, "-m", "scheda", "serve", "default", "--port", str(port), *extra]
     with log.open("wb") as out:
@@ -683,6 +689,70 @@ def test_spec_sheet_and_fit_calculator(studio: Studio, tmp_path: Path) -> None:
     _save_screenshot(page, tmp_path, "studio-fit.png")
 
 
+ITALIAN = "ChatGPT è incredibile!"
+PIECES_SHOWN = """panels => panels.map(panel => ({
+  id: panel.dataset.model,
+  ids: panel.querySelector(".tokens-ids").textContent,
+  pieces: [...panel.querySelectorAll(".piece")].map(span => ({
+    text: span.dataset.text, ids: span.dataset.ids, shown: span.textContent, hover: span.title,
+  })),
+}))"""
+
+
+def test_tokens_side_by_side_are_the_command_s(
+    browser: Any, minilm_path: Path, tmp_path: Path
+) -> None:
+    """Two models, typed text: the pieces and ids shown are `scheda tokens --json`'s."""
+    command = [sys.executable, "-m", "scheda", "tokens", "default", str(minilm_path), ITALIAN]
+    done = subprocess.run([*command, "--json"], capture_output=True, check=True, timeout=120)
+    expected = json.loads(done.stdout)["models"]
+    data = tmp_path / "data"
+    data.mkdir()
+    with _serve(data, str(minilm_path)) as two, _studio_on(browser, two.url) as studio:
+        served = [m["id"] for m in two.api("GET", "/api/models")]
+        page = studio.page
+        studio.open()
+        page.click("#tab-tokens")
+        page.locator("#tokens-input").fill("")
+        page.locator("#tokens-input").press_sequentially(ITALIAN)
+        # Answers come as the text is typed; the last one splits the whole sentence.
+        page.wait_for_function(
+            """([text, count]) => {
+              const panels = document.querySelectorAll("#tokens-results [data-model]");
+              const pieces = document.querySelectorAll("[data-model='default'] .piece");
+              return panels.length === count
+                && [...pieces].map(span => span.dataset.text).join("") === text;
+            }""",
+            arg=[ITALIAN, 2],
+        )
+        shown = page.locator("#tokens-results [data-model]").evaluate_all(PIECES_SHOWN)
+        _save_screenshot(page, tmp_path, "studio-tokens.png")
+
+        assert [m["id"] for m in shown] == served
+        for panel, want in zip(shown, expected, strict=True):
+            assert panel["ids"] == "ids: " + " ".join(map(str, want["ids"]))
+            assert [(p["text"], [int(i) for i in p["ids"].split()]) for p in panel["pieces"]] == [
+                (p["text"], p["ids"]) for p in want["pieces"]
+            ]
+            for piece in panel["pieces"]:
+                assert piece["shown"] == piece["text"].replace(" ", "␣")
+                assert " + ".join(piece["ids"].split()) in piece["hover"]
+        # "è" is two byte-level tokens in the GGUF, one piece with both ids.
+        assert {"text": " è", "ids": "5549 118", "shown": "␣è"}.items() <= next(
+            p for p in shown[0]["pieces"] if p["text"] == " è"
+        ).items()
+        # Neither model was loaded to answer: the vocabularies did.
+        assert not any(m["loaded"] for m in two.api("GET", "/api/models"))
+
+        # The route itself: every served model when none is named; an unknown one is a 404.
+        answer = two.api("POST", "/api/tokens", {"text": ITALIAN})
+        assert [m["id"] for m in answer["models"]] == served
+        assert [m["pieces"] for m in answer["models"]] == [m["pieces"] for m in expected]
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            two.api("POST", "/api/tokens", {"text": "x", "models": ["nope"]})
+        assert missing.value.code == 404
+
+
 def test_api_key_is_asked_for_and_kept(browser: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -817,3 +887,46 @@ def test_evaluation_routes(server: Server, tmp_path: Path) -> None:
         error = json.loads(caught.value.read())["error"]
         caught.value.close()
         assert error["type"] == "not_found_error" and missing in error["message"]
+
+
+def test_a_hub_repository_read_then_pulled_joins_the_pickers(
+    browser: Any, hub_server: Hub, tmp_path: Path
+) -> None:
+    """The model tab reads a repository on the Hub (tests/hub.py) without downloading it,
+    lists its files with a verdict each, pulls one with a progress bar, and serves it."""
+    from playwright.sync_api import expect
+
+    data = tmp_path / "data"
+    data.mkdir()
+    q4 = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with _serve(data, hub=hub_server.url) as served, _studio_on(browser, served.url) as studio:
+        page = studio.page
+        studio.open()
+        page.click("#tab-model")
+        page.fill("#hub-repo", GGUF_REPO)
+        page.click("#hub-look")
+        rows = page.locator("#hub-files tbody tr")
+        expect(rows).to_have_count(2)
+        expect(page.locator("#hub-note")).to_contain_text("in 3 requests, the listing included")
+        assert page.locator("#hub-card tr", has_text="Layers").locator("td").text_content() == "30"
+        row = page.locator(f"#hub-files tr[data-file='{q4}']")
+        assert row.locator(".hub-verdict").first.text_content() == "fits"
+        assert not list((data / "hf-home").rglob("*.gguf"))  # looked at, not downloaded
+
+        row.locator("[data-testid='hub-pull']").click()
+        expect(page.locator("#hub-progress")).to_have_attribute(
+            "data-state", "done", timeout=TIMEOUT_MS
+        )
+        expect(page.locator("#hub-progress-text")).to_contain_text("downloaded and checked")
+        assert page.locator("#hub-bar").evaluate("bar => bar.value") == 1
+        reference = f"{GGUF_REPO}:Q4_1"
+        expect(page.locator(f"#model-picker option[value='{reference}']")).to_have_count(1)
+        expect(page.locator(f"#card-model option[value='{reference}']")).to_have_count(1)
+        assert reference in [m["id"] for m in served.api("GET", "/api/models")]
+        _save_screenshot(page, tmp_path, "studio-hub.png")
+
+        # The routes read Hub repositories only, never a path on the server's machine.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            served.api("GET", "/api/hub/card?repo=/etc/passwd")
+        refused.value.close()
+        assert refused.value.code == 400

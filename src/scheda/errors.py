@@ -12,7 +12,10 @@
     │   └── RequestFieldError       request fields that cannot work as sent; also a ValueError
     │       └── UnsupportedFieldError   a field scheda lacks, set to a value that matters
     ├── APIError                    a request the server refuses: its own status, param, code
-    └── ServerBusyError             a model at its request limit, or busy models fill memory (503)
+    ├── ServerBusyError             a model at its request limit, or busy models fill memory (503)
+    ├── HubError                    the Hub cannot be reached, or a download went wrong (502)
+    │   └── HubAccessError          a gated or private repository the token does not open (403)
+    └── PullRefusedError            a pull refused at once: it would not fit, or no disk (409)
 
 The CLI prints `error: <message>` and exits non-zero; it never shows a
 traceback for these. The server answers each in OpenAI's error shape
@@ -125,3 +128,22 @@ class ServerBusyError(SchedaError):
     """A model with as many requests in flight as it admits, or busy models filling memory."""
 
     status = 503
+
+
+class HubError(SchedaError):
+    """The Hub could not be reached or answered an error, or a download did not verify."""
+
+    status = 502
+
+
+class HubAccessError(HubError):
+    """A gated or private repository, and no token that opens it: says which, and what to do."""
+
+    status = 403
+
+
+class PullRefusedError(SchedaError):
+    """A download refused before its first byte: the model would not fit the target, or the
+    disk could not hold it. Says the numbers, and what would fit instead."""
+
+    status = 409

@@ -6,13 +6,13 @@ renders the result as a table, Markdown or JSON.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from scheda import catalog, settings
 from scheda.fit import Breakdown, estimate, longest_context, precisions_for, rule_of_thumb_bytes
 from scheda.hardware import Device
-from scheda.spec import ModelSpec
+from scheda.spec import GGUFFile, ModelSpec
 
 # The precision a "what would fit" suggestion assumes: the usual local default.
 SUGGESTED_PRECISION = "Q4_K_M"
@@ -28,6 +28,21 @@ class DeviceFit:
 
 
 @dataclass
+class FileFit:
+    """One GGUF model of a repository at the asked context: its need, and where it fits."""
+
+    file: str
+    quant: str | None
+    size: int
+    total: int  # bytes at the context: its weights, KV cache and engine buffers
+    fits: dict[str, bool]  # device key -> fits
+    read: bool  # the file whose header was read (exact); the others scaled from it by size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class FitReport:
     spec: ModelSpec
     context: int
@@ -36,6 +51,7 @@ class FitReport:
     rule_of_thumb: dict[str, int]
     devices: list[DeviceFit]
     alternatives: dict[str, Any] = field(default_factory=dict)
+    files: list[FileFit] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,12 +73,20 @@ class FitReport:
                 for d in self.devices
             ],
             "alternatives": self.alternatives,
+            "remote": asdict(self.spec.remote) if self.spec.remote else None,
+            "files": [f.to_dict() for f in self.files],
         }
 
 
 def fit_report(
-    spec: ModelSpec, context: int | None, batch: int, devices: list[Device]
+    spec: ModelSpec,
+    context: int | None,
+    batch: int,
+    devices: list[Device],
+    file_devices: list[Device] | None = None,
 ) -> FitReport:
+    """The fit at each precision on each device; for a GGUF repository read on the Hub,
+    also each of its models on `file_devices` (default: `devices`)."""
     context = context or spec.context or settings.DEFAULT_CONTEXT
     rows = [estimate(spec, p, context, batch) for p in precisions_for(spec)]
     rule = {p: b for p in ("FP32", "FP16/BF16", "Q8_0") if (b := rule_of_thumb_bytes(spec, p))}
@@ -77,6 +101,8 @@ def fit_report(
         for d in devices
     ]
     report = FitReport(spec, context, batch, rows, rule, fits)
+    if spec.remote is not None and spec.remote.ggufs:
+        report.files = file_fits(spec, spec.remote.ggufs, context, batch, file_devices or devices)
     nothing_fits = [d.device for d in fits if not any(d.fits.values())]
     if nothing_fits:
         report.alternatives = alternatives(spec, context, batch, rows, nothing_fits)
@@ -116,3 +142,21 @@ def alternatives(
         "catalog_models_that_fit": [name for _, name in reversed(smaller)][:5],
         "catalog_precision": SUGGESTED_PRECISION,
     }
+
+
+def file_fits(
+    spec: ModelSpec, files: list[GGUFFile], context: int, batch: int, devices: list[Device]
+) -> list[FileFit]:
+    """Each GGUF model of a repository at a context, from the one header read: the same
+    architecture, so the same KV cache and buffers, with each file's own tensor bytes (its
+    size less the header and padding the read file has)."""
+    overhead = (spec.file_size or 0) - (spec.tensor_bytes or 0)
+    read_file = spec.remote.files_read[0] if spec.remote and spec.remote.files_read else None
+    out = []
+    for f in files:
+        read = f.file == read_file
+        variant = spec if read else replace(spec, tensor_bytes=max(1, f.size - overhead))
+        total = estimate(variant, "file", context, batch).total
+        fits = {d.key: total <= d.usable for d in devices}
+        out.append(FileFit(f.file, f.quant, f.size, total, fits, read))
+    return out

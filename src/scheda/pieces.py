@@ -2,8 +2,9 @@
 
 Byte-level BPE (GPT-2's) writes every byte as a printable mark ("Ġ" is a
 space), SentencePiece writes a space as "▁" and unknown bytes as "<0xC3>".
-`tokens` shows these bytes to people and the transformers engines return them
-as `Token.piece`; both take them from here, so an engine needs no `tokens`.
+`tokens` shows these bytes to people, the transformers engines return them
+as `Token.piece`, and `gguf_tokens` reads a GGUF's byte-level vocabulary with
+the same table; all take them from here, so an engine needs no `tokens`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 
 @lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
+def byte_marks() -> dict[str, int]:
     """GPT-2's byte-to-unicode table, inverted: the marks byte-level BPE writes bytes as."""
     printable = [
         *range(ord("!"), ord("~") + 1),
@@ -36,12 +37,21 @@ def is_byte_level(decoder: Any) -> bool:
     return "ByteLevel" in json.dumps(decoder)
 
 
+def byte_level_bytes(token: str) -> bytes | None:
+    """The bytes a byte-level BPE token string stands for; None if a character is no byte mark."""
+    table = byte_marks()
+    try:
+        return bytes([table[ch] for ch in token])
+    except KeyError:
+        return None
+
+
 def hf_piece(token: str, byte_level: bool) -> bytes:
     """The raw bytes an HF token string stands for ("Ġ", "▁" and "<0xC3>" decoded)."""
     if byte_level:
-        table = _byte_decoder()
-        if all(ch in table for ch in token):
-            return bytes(table[ch] for ch in token)
+        raw = byte_level_bytes(token)
+        if raw is not None:
+            return raw
     if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
         try:
             return bytes([int(token[3:5], 16)])  # SentencePiece byte fallback

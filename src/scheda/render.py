@@ -20,7 +20,8 @@ from scheda.units import count, size
 
 if TYPE_CHECKING:  # records for annotations only: `card` loads neither fit nor tokens
     from scheda.bench import Report as BenchReport
-    from scheda.fit_report import FitReport
+    from scheda.fit_report import FileFit, FitReport
+    from scheda.hardware import Device
     from scheda.tokens import Tokenization
 
 Row = tuple[str, Callable[[ModelSpec], str | None]]
@@ -75,6 +76,13 @@ def _file_size(value: int | None) -> str | None:
     return f"{value:,} bytes ({size(value)})" if value else None
 
 
+def _names(names: list[str], shown: int = 4) -> str | None:
+    if not names:
+        return None
+    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def _flag(value: bool | None, yes: str, no: str) -> str | None:
     return None if value is None else (yes if value else no)
 
@@ -105,6 +113,8 @@ CARD_ROWS: list[Row] = [
     ),
     ("Tied embeddings", lambda s: _flag(s.tied_embeddings, "yes", "no")),
     ("Licence", lambda s: s.licence),
+    ("Base model", lambda s: _names(s.base_model)),
+    ("Datasets", lambda s: _names(s.datasets)),
     ("Chat template", lambda s: _flag(s.chat_template, "present", "none")),
     ("Family", lambda s: s.family and f"{s.family} ({s.catalog_name})"),
     (
@@ -133,14 +143,80 @@ def card_rows(specs: Sequence[ModelSpec]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def remote_caption(spec: ModelSpec) -> str | None:
+    """How a spec read on the Hub was read: the commit, and the bytes and requests it took."""
+    r = spec.remote
+    if r is None:
+        return None
+    files = ", ".join(r.files_read[:3]) + (" ..." if len(r.files_read) > 3 else "")
+    return (
+        f"{r.repo} read on the Hub at {r.revision[:12]}: {r.bytes:,} bytes ({size(r.bytes)}) "
+        f"in {r.requests} requests, the listing included ({files or 'no file'}); "
+        "nothing downloaded"
+    )
+
+
 def card_table(specs: Sequence[ModelSpec]) -> Table:
-    table = Table(title="Spec sheet", show_lines=False, title_justify="left")
+    captions = [c for s in specs if (c := remote_caption(s))]
+    table = Table(
+        title="Spec sheet",
+        show_lines=False,
+        title_justify="left",
+        caption="\n".join(captions) or None,
+        caption_justify="left",
+    )
     table.add_column("", style="bold")
     for s in specs:
         table.add_column(Text(s.name), overflow="fold")
     for label, cells in card_rows(specs):
         table.add_row(label, *(Text(c) for c in cells))
     return table
+
+
+# ---- a GGUF repository's files ---------------------------------------------------------
+
+
+def file_header(devices: Sequence[Device]) -> list[str]:
+    return ["file", "quant", "size", "needs", *(d.label for d in devices)]
+
+
+def file_rows(files: Sequence[FileFit], devices: Sequence[Device]) -> list[list[str]]:
+    """One row per GGUF model: its name (* the one read), quantization, size, need, verdicts."""
+    return [
+        [
+            f.file + (" *" if f.read else ""),
+            f.quant or "—",
+            size(f.size),
+            size(f.total),
+            *("✓" if f.fits.get(d.key) else "✗" for d in devices),
+        ]
+        for f in files
+    ]
+
+
+def files_title(repo: str, context: int) -> str:
+    return (
+        f"{repo}: its GGUF files at context {context:,} (* the one whose header was read; "
+        "the others' needs follow from their sizes)"
+    )
+
+
+def files_table(
+    repo: str, files: Sequence[FileFit], devices: Sequence[Device], context: int
+) -> Table:
+    table = Table(title=files_title(repo, context), title_justify="left")
+    for h in file_header(devices):
+        table.add_column(h, justify="left" if h in ("file", "quant") else "right")
+    for row in file_rows(files, devices):
+        table.add_row(*(Text(c) for c in row))
+    return table
+
+
+def files_markdown(
+    repo: str, files: Sequence[FileFit], devices: Sequence[Device], context: int
+) -> str:
+    rows = file_rows(files, devices)
+    return f"{files_title(repo, context)}\n\n{markdown_table(file_header(devices), rows)}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -153,9 +229,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def card_markdown(specs: Sequence[ModelSpec]) -> str:
-    return markdown_table(
+    table = markdown_table(
         ["", *(s.name for s in specs)], [[label, *cells] for label, cells in card_rows(specs)]
     )
+    captions = [c for s in specs if (c := remote_caption(s))]
+    return "\n\n".join([table, *captions])
 
 
 # ---- fit -------------------------------------------------------------------
@@ -237,7 +315,10 @@ def verdicts(report: FitReport) -> list[str]:
 
 
 def fit_view(
-    report: FitReport, measured: list[tuple[int, int, int]] | None = None, chosen: bool = False
+    report: FitReport,
+    measured: list[tuple[int, int, int]] | None = None,
+    chosen: bool = False,
+    file_devices: Sequence[Device] = (),
 ) -> RenderableType:
     s = report.spec
     title = (
@@ -261,8 +342,12 @@ def fit_view(
     parts: list[RenderableType] = [main, devices]
     if chosen:
         parts.append(Text("\n".join(verdicts(report))))
+    if report.files and s.remote is not None:
+        parts.append(files_table(s.remote.repo, report.files, file_devices, report.context))
     if measured:
         parts.append(measure_table(measured))
+    if (caption := remote_caption(s)) is not None:
+        parts.append(Text(caption, style="dim"))
     return Group(*parts)
 
 
@@ -283,14 +368,22 @@ def measure_table(measured: list[tuple[int, int, int]]) -> Table:
 
 
 def fit_markdown(
-    report: FitReport, measured: list[tuple[int, int, int]] | None = None, chosen: bool = False
+    report: FitReport,
+    measured: list[tuple[int, int, int]] | None = None,
+    chosen: bool = False,
+    file_devices: Sequence[Device] = (),
 ) -> str:
     header, rows = device_rows(report)
     parts = [markdown_table(FIT_HEADER, fit_rows(report)), markdown_table(header, rows)]
     if chosen:
         parts.append("\n".join(f"- {line.strip()}" for line in verdicts(report)))
+    remote = report.spec.remote
+    if report.files and remote is not None:
+        parts.append(files_markdown(remote.repo, report.files, file_devices, report.context))
     if measured:
         parts.append(markdown_table(MEASURE_HEADER, measure_rows(measured)))
+    if (caption := remote_caption(report.spec)) is not None:
+        parts.append(caption)
     return "\n\n".join(parts)
 
 

@@ -22,6 +22,28 @@ class TensorGroup:
 
 
 @dataclass
+class GGUFFile:
+    """One GGUF model a repository or folder holds: a file, or a split GGUF's parts."""
+
+    file: str  # its name in the repository (a split GGUF's first part)
+    size: int  # bytes, every part together
+    quant: str | None  # the quantization its name tells (Q4_K_M), the tag that picks it
+    parts: list[str] = field(default_factory=list)  # every file, in order (one if not split)
+
+
+@dataclass
+class RemoteRead:
+    """What reading a spec from a Hub repository took, and the model files it lists."""
+
+    repo: str  # org/name
+    revision: str  # the commit read
+    files_read: list[str]  # the files whose bytes were read
+    bytes: int  # bytes of those files read
+    requests: int  # HTTP requests, the repository listing's included
+    ggufs: list[GGUFFile] = field(default_factory=list)  # a GGUF repository's models
+
+
+@dataclass
 class ModelSpec:
     """The spec sheet of one model. Counts are exact where the source is a file."""
 
@@ -51,6 +73,9 @@ class ModelSpec:
     tensor_bytes: int | None = None
     file_size: int | None = None
     licence: str | None = None
+    # The model card's `base_model:` and `datasets:` (an HF folder's README.md front matter).
+    base_model: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
     chat_template: bool | None = None
     # Published facts, from the catalog family the model matched.
     family: str | None = None
@@ -61,6 +86,8 @@ class ModelSpec:
     licence_terms: str | None = None
     benchmarks: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Set when the spec was read from a Hub repository over the network.
+    remote: RemoteRead | None = None
 
     @property
     def attention(self) -> str | None:

@@ -2,6 +2,7 @@
 
     card      what is it                        card, catalog
     fit       can I run it                      fit
+    pull      get it, if it fits                pull
     tokens    how does it split my text         tokens
     talk      let me talk to it                 generate, chat
     convert   the same model on both engines    convert
@@ -24,7 +25,19 @@ import sys
 import typer
 
 from scheda import settings
-from scheda.cli import bench, card, compare, convert, fit, quantize, serve, sessions, talk, tokens
+from scheda.cli import (
+    bench,
+    card,
+    compare,
+    convert,
+    fit,
+    pull,
+    quantize,
+    serve,
+    sessions,
+    talk,
+    tokens,
+)
 from scheda.cli import eval as evaluate
 from scheda.errors import SchedaError
 
@@ -36,6 +49,7 @@ app = typer.Typer(
 )
 app.command()(card.card)
 app.command()(fit.fit)
+app.command()(pull.pull)
 app.command()(tokens.tokens)
 app.command(name="catalog")(card.catalog_command)
 app.command()(talk.generate)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from scheda.cli.common import JsonOpt, MarkdownOpt, one_format
+from scheda.cli.common import FileOpt, JsonOpt, MarkdownOpt, one_format
+from scheda.errors import UsageError
+from scheda.spec import ModelSpec
 from scheda.terminal import console, emit_json
+
+if TYPE_CHECKING:  # `card` on a file loads neither fit nor the devices
+    from scheda.fit_report import FileFit
+    from scheda.hardware import Device
 
 
 def card(
     models: Annotated[
         list[str],
         typer.Argument(
-            help="Model references: a .gguf file, an HF folder, "
-            "a catalog name, 'default', or org/name in the HF cache."
+            help="Model references: a .gguf file, an HF folder, a catalog name, 'default', "
+            "or a Hub repository org/name[:QUANT] (the cache's, else read on the Hub)."
         ),
     ],
+    file: FileOpt = None,
     as_json: JsonOpt = False,
     markdown: MarkdownOpt = False,
 ) -> None:
@@ -26,13 +33,36 @@ def card(
     from scheda.resolve import resolve
 
     one_format(as_json, markdown)
-    specs = [resolve(m) for m in models]
+    if file is not None and len(models) != 1:
+        raise UsageError("--file picks a file of one model: give one model with it")
+    specs = [resolve(m, file) for m in models]
     if as_json:
         emit_json({"models": [s.to_dict() for s in specs]})
     elif markdown:
-        typer.echo(render.card_markdown(specs))
+        parts = [render.card_markdown(specs)]
+        parts += [render.files_markdown(*_files(s)) for s in specs if _is_gguf_repo(s)]
+        typer.echo("\n\n".join(parts))
     else:
         console().print(render.card_table(specs))
+        for s in specs:
+            if _is_gguf_repo(s):
+                console().print(render.files_table(*_files(s)))
+
+
+def _is_gguf_repo(spec: ModelSpec) -> bool:
+    return spec.remote is not None and bool(spec.remote.ggufs)
+
+
+def _files(spec: ModelSpec) -> tuple[str, list[FileFit], list[Device], int]:
+    """A GGUF repository's files with a verdict for this host at the engines' context."""
+    from scheda import hardware, settings
+    from scheda.fit_report import file_fits
+
+    assert spec.remote is not None
+    context = settings.context_for(None, spec.context)
+    devices = [hardware.host()]
+    fits = file_fits(spec, spec.remote.ggufs, context, 1, devices)
+    return spec.remote.repo, fits, devices, context
 
 
 def catalog_command(as_json: JsonOpt = False) -> None:

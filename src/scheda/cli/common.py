@@ -16,9 +16,17 @@ JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON (stable keys, see docs/json.md).")
 ]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")]
+FileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--file", help="A GGUF file of the folder or Hub repository, by name (else :QUANT)."
+    ),
+]
 ModelArg = Annotated[
     str,
-    typer.Argument(help="A .gguf file, an HF folder, 'default', or org/name in the HF cache."),
+    typer.Argument(
+        help="A .gguf file, an HF folder, 'default', or org/name[:QUANT] in the HF cache."
+    ),
 ]
 EngineOpt = Annotated[
     str | None,

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from scheda import settings
-from scheda.cli.common import JsonOpt, MarkdownOpt, one_format
+from scheda.cli.common import FileOpt, JsonOpt, MarkdownOpt, one_format
 from scheda.errors import UsageError
 from scheda.spec import ModelSpec
 from scheda.terminal import console, emit_json
 
+if TYPE_CHECKING:  # the devices load when `fit` runs, not at start-up
+    from scheda.hardware import Device
+
 
 def fit(
     model: Annotated[
-        str, typer.Argument(help="A model reference (file, folder, catalog name, default).")
+        str,
+        typer.Argument(
+            help="A model reference (file, folder, catalog name, default, or a Hub "
+            "repository org/name[:QUANT], the cache's, else read on the Hub)."
+        ),
     ],
+    file: FileOpt = None,
     context: Annotated[
         int | None,
         typer.Option("--context", "-c", min=1, help="Context length (default: the model's own)."),
@@ -58,8 +66,9 @@ def fit(
         if memory is not None
         else hardware.all_devices()
     )
-    spec = resolve(model)
-    report = fit_report(spec, context, batch, devices)
+    spec = resolve(model, file)
+    file_devices = _file_devices(devices, bool(gpu or memory)) if spec.remote else []
+    report = fit_report(spec, context, batch, devices, file_devices)
     measured = _measure(spec, context) if measure else None
     if as_json:
         data = report.to_dict()
@@ -69,9 +78,17 @@ def fit(
             ]
         emit_json(data)
     elif markdown:
-        typer.echo(render.fit_markdown(report, measured, chosen=bool(gpu or memory)))
+        typer.echo(render.fit_markdown(report, measured, bool(gpu or memory), file_devices))
     else:
-        console().print(render.fit_view(report, measured, chosen=bool(gpu or memory)))
+        console().print(render.fit_view(report, measured, bool(gpu or memory), file_devices))
+
+
+def _file_devices(devices: list[Device], chosen: bool) -> list[Device]:
+    """Where a GGUF repository's files are judged: this host, and the devices chosen."""
+    from scheda import hardware
+
+    host = next((d for d in devices if d.key == "host"), None) or hardware.host()
+    return [host, *(d for d in devices if d.key != "host")] if chosen else [host]
 
 
 MEASURE_CONTEXTS = (512, 2048)
@@ -84,8 +101,11 @@ def _measure(spec: ModelSpec, context: int | None) -> list[tuple[int, int, int]]
     from scheda.fit import estimate
     from scheda.measure import measure
 
-    if spec.source != "gguf" or spec.path is None:
-        raise UsageError("--measure loads the model through llama.cpp: it needs a .gguf file")
+    if spec.source != "gguf" or spec.path is None or spec.remote is not None:
+        raise UsageError(
+            "--measure loads the model through llama.cpp: it needs a .gguf file on this "
+            "machine (`scheda pull` one)"
+        )
     top = spec.context or settings.DEFAULT_CONTEXT
     contexts = [context] if context else sorted({c for c in (*MEASURE_CONTEXTS, top) if c <= top})
     with console().status("measuring (one fresh process per context)..."):

@@ -124,6 +124,8 @@ class LlamaCppEngine(Engine):
         try:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as answer:
                 return json.loads(answer.read())
+        except urllib.error.HTTPError as exc:  # llama.cpp's own error object, with its code
+            raise _error(_error_answer(exc)) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise EngineError(f"llama.cpp {route} failed: {exc}") from exc
 
@@ -225,7 +227,10 @@ class LlamaCppEngine(Engine):
     ) -> Generation:
         """Send one request to llama.cpp and gather its stream into a `Generation`."""
         gather = _Gatherer(body["n"], on_text, cancel)
-        handler(body, gather.chunk)
+        try:
+            handler(body, gather.chunk)
+        except ValueError as exc:  # the binding refuses the request itself (two answers in a row)
+            raise EngineError(f"llama.cpp: {exc}", client_fault=True) from exc
         if gather.error is not None:
             raise _error(gather.error)
         return gather.result(self.load_s)
@@ -324,6 +329,15 @@ def _error(error: dict[str, Any]) -> EngineError:
     code = error.get("code")
     client_fault = isinstance(code, int) and 400 <= code < 500
     return EngineError(f"llama.cpp: {message}", client_fault=client_fault)
+
+
+def _error_answer(exc: urllib.error.HTTPError) -> dict[str, Any]:
+    """The error object of llama.cpp's answer, with the HTTP status as its code."""
+    try:
+        error = json.loads(exc.read())["error"]
+    except (OSError, ValueError, KeyError, TypeError):
+        error = None
+    return {**(error if isinstance(error, dict) else {"message": str(exc)}), "code": exc.code}
 
 
 def _piece_bytes(piece: str | list[int]) -> bytes:

@@ -2,20 +2,25 @@
 
 `gguf_header` walks the header lazily through a byte source; this module reads
 the few values a spec sheet shows and groups the tensor table by storage type.
-A GGUF file is untrusted input: anything unreadable becomes one
-`ModelFileError` naming the file.
+A split GGUF (`NAME-00001-of-00003.gguf`) is one model: the first part holds
+the metadata, and every part the table of its own tensors, so each part's
+header is read and their tables joined. The sources may be local files or HTTP
+range requests (`readers/hub.py`). A GGUF file is untrusted input: anything
+unreadable becomes one `ModelFileError` naming the file.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from scheda.errors import ModelFileError
+from scheda.errors import ModelFileError, SchedaError
 from scheda.readers import gguf_types as keys
+from scheda.readers.gguf_files import split_names, split_part
 from scheda.readers.gguf_header import GGUFHeader, read_header
-from scheda.readers.source import FileSource
+from scheda.readers.source import ByteSource, FileSource
 from scheda.readers.text import clean
 from scheda.spec import ModelSpec, TensorGroup
 
@@ -34,18 +39,43 @@ NAMES_KEPT = 2  # a tensor group lists its names only when this short
 
 
 def read_gguf(path: Path) -> ModelSpec:
-    """The spec of one GGUF file; raises ModelFileError for anything unreadable."""
-    try:
-        source = FileSource(path)
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    with source:
+    """The spec of one GGUF file (of every part, from a split GGUF's first); raises
+    ModelFileError for anything unreadable."""
+    split = split_part(path.name)
+    if split is not None and split[1] != 1:
+        raise _not_first(str(path), split[1])
+    parts = [path.with_name(name) for name in split_names(path.name)]
+    with ExitStack() as stack:
+        sources = []
+        for part in parts:
+            if part != path and not part.is_file():
+                raise ModelFileError(
+                    f"{path}: a split GGUF whose part {part.name} is missing beside it"
+                )
+            try:
+                sources.append(stack.enter_context(FileSource(part)))
+            except OSError as exc:
+                raise ModelFileError(f"{part}: cannot be read ({exc.strerror or exc})") from exc
+        return read_gguf_sources(sources, path.stem, str(path))
+
+
+def read_gguf_sources(sources: list[ByteSource], stem: str, path: str) -> ModelSpec:
+    """The spec of a GGUF model from its file's source, or its split parts' in order.
+    `stem` names a model whose metadata names none; `path` is what the spec's path says."""
+    headers = []
+    for source in sources:
         try:
-            return _spec_from_header(path, read_header(source))
-        except ModelFileError:
+            headers.append(read_header(source))
+        except SchedaError:  # a damaged file, or the network's error reading it
             raise
         except Exception as exc:  # a check the header reader lacks: still one line
-            raise ModelFileError(f"{path}: damaged GGUF header ({_describe(exc)})") from exc
+            raise ModelFileError(f"{source.name}: damaged GGUF header ({_describe(exc)})") from exc
+    try:
+        return _spec_from_headers(stem, path, headers)
+    except SchedaError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{path}: damaged GGUF header ({_describe(exc)})") from exc
 
 
 def _describe(exc: Exception) -> str:
@@ -118,11 +148,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _spec_from_header(path: Path, header: GGUFHeader) -> ModelSpec:
+def _spec_from_headers(stem: str, path: str, headers: list[GGUFHeader]) -> ModelSpec:
+    header = headers[0]
     meta = _Fields(header)
+    _check_split(header, meta, len(headers))
     if not meta.arch:
         raise ModelFileError(f"{path}: GGUF file without general.architecture")
-    groups, parameters, vectors, tensor_bytes, names = _tensor_table(header)
+    groups, parameters, vectors, tensor_bytes, names = _tensor_table(headers)
+    told = meta.integer(keys.SPLIT_TENSORS)
+    if told is not None and told != len(names):
+        raise ModelFileError(
+            f"{path}: a split GGUF of {told:,} tensors whose parts hold {len(names):,}"
+        )
 
     heads = meta.integer(keys.HEAD_COUNT)
     hidden = meta.integer(keys.EMBEDDING_LENGTH)
@@ -134,9 +171,9 @@ def _spec_from_header(path: Path, header: GGUFHeader) -> ModelSpec:
     licence = meta.get(keys.LICENSE)
 
     spec = ModelSpec(
-        name=clean(meta.get(keys.NAME) or path.stem),
+        name=clean(meta.get(keys.NAME) or stem),
         source="gguf",
-        path=str(path),
+        path=path,
         architecture=clean(meta.arch),
         kind="encoder" if meta.arch in ENCODERS else "decoder",
         parameters=parameters,
@@ -157,19 +194,43 @@ def _spec_from_header(path: Path, header: GGUFHeader) -> ModelSpec:
         file_type=_file_type_name(file_type, groups),
         quantization=groups,
         tensor_bytes=tensor_bytes,
-        file_size=header.size,
+        file_size=sum(h.size for h in headers),
         licence=clean(licence) if licence else None,
         chat_template=meta.present(keys.CHAT_TEMPLATE),
     )
     return spec
 
 
-def _tensor_table(header: GGUFHeader) -> tuple[dict[str, TensorGroup], int, int, int, set[str]]:
+def _check_split(header: GGUFHeader, meta: _Fields, parts: int) -> None:
+    """A split GGUF is read from its first part, with as many parts as it says it has."""
+    number, count = meta.integer(keys.SPLIT_NO), meta.integer(keys.SPLIT_COUNT)
+    if number:
+        raise _not_first(header.name, number + 1)
+    if (count or 1) != parts:
+        told = "no parts" if parts == 1 else f"{parts} parts by its name"
+        raise ModelFileError(f"{header.name}: a split GGUF of {count} parts, with {told}")
+
+
+def _not_first(name: str, number: int) -> ModelFileError:
+    return ModelFileError(
+        f"{name}: part {number} of a split GGUF: give the first part "
+        "(NAME-00001-of-000NN.gguf), which reads every part"
+    )
+
+
+def _tensor_table(
+    headers: list[GGUFHeader],
+) -> tuple[dict[str, TensorGroup], int, int, int, set[str]]:
     """Group tensors by storage type (the header has checked each lies inside the file)."""
     groups: dict[str, TensorGroup] = {}
     parameters = vectors = total_bytes = 0
     names: set[str] = set()
-    for tensor in header.tensors:
+    header = headers[0]
+    for tensor in (t for h in headers for t in h.tensors):
+        if tensor.name in names:
+            raise ModelFileError(
+                f"{header.name}: the tensor {clean(tensor.name, 60)} appears in two parts"
+            )
         group = groups.setdefault(tensor.type_name, TensorGroup())
         group.tensors += 1
         group.parameters += tensor.n_elements

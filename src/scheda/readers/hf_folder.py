@@ -4,38 +4,34 @@ tokenizer files and the model card's YAML front matter. No tensor is loaded.
 Exact parameter counts come from the safetensors headers (tensor shapes);
 buffers saved beside the weights, such as BERT's `position_ids`, are not
 parameters and are left out.
+
+The folder is a `Folder`: one on disk, or a Hub repository whose files are
+read by HTTP range requests (`readers/hub.py`). The same code reads both, and
+reads little: each safetensors file's header (two reads), config.json and
+tokenizer_config.json whole, and of tokenizer.json and README.md only the
+beginning that holds what a card shows (a tokenizer's vocabulary and a model
+card's prose are never read).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import Any, TypeVar
 
 from scheda.errors import ModelFileError
+from scheda.readers.safetensors_header import DTYPE_BITS, read_safetensors
+from scheda.readers.source import ByteSource, FileSource
 from scheda.readers.text import clean
 from scheda.spec import ModelSpec, TensorGroup
 
-DTYPE_BYTES = {
-    "F64": 8,
-    "I64": 8,
-    "U64": 8,
-    "F32": 4,
-    "I32": 4,
-    "U32": 4,
-    "F16": 2,
-    "BF16": 2,
-    "I16": 2,
-    "U16": 2,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "I8": 1,
-    "U8": 1,
-    "BOOL": 1,
-}
+T = TypeVar("T")
+PREFIX = 16 * 1024  # the first read of a file only its beginning matters of; doubled as needed
+
 # Saved tensors that are buffers, not learned weights.
 BUFFER_SUFFIXES = ("position_ids", "inv_freq", ".attn.masked_bias", ".attn.bias")
 ENCODER_TYPES = {
@@ -67,9 +63,64 @@ CONFIG_KEYS = {
 }
 
 
-def read_hf_folder(folder: Path) -> ModelSpec:
+class Folder(ABC):
+    """The files of an HF model, wherever they lie: names relative to the folder's root."""
+
+    name: str  # what a spec calls the model
+    path: str  # what the spec's `path` holds: the folder, or the repository reference
+
+    @abstractmethod
+    def where(self, file: str) -> str:
+        """A file as an error message names it."""
+
+    @abstractmethod
+    def exists(self, file: str) -> bool: ...
+
+    @abstractmethod
+    def weight_files(self) -> list[str]:
+        """The `*.safetensors` files at the root, sorted."""
+
+    @abstractmethod
+    def size(self, file: str) -> int: ...
+
+    @abstractmethod
+    def open(self, file: str) -> ByteSource:
+        """The file's bytes; ModelFileError if it cannot be opened."""
+
+
+class LocalFolder(Folder):
+    """A folder on disk."""
+
+    def __init__(self, folder: Path) -> None:
+        self.root = folder
+        self.name = folder.name if folder.name != "model" else folder.parent.name
+        self.path = str(folder)
+
+    def where(self, file: str) -> str:
+        return str(self.root / file)
+
+    def exists(self, file: str) -> bool:
+        return (self.root / file).is_file()
+
+    def weight_files(self) -> list[str]:
+        return sorted(p.name for p in self.root.glob("*.safetensors"))
+
+    def size(self, file: str) -> int:
+        return (self.root / file).stat().st_size
+
+    def open(self, file: str) -> ByteSource:
+        try:
+            return FileSource(self.root / file)
+        except OSError as exc:
+            raise ModelFileError(
+                f"{self.where(file)}: cannot be read ({exc.strerror or exc})"
+            ) from exc
+
+
+def read_hf_folder(folder: Path | Folder) -> ModelSpec:
     """The spec of one HF model folder; raises ModelFileError for anything unreadable."""
-    config = _read_config(folder)
+    files = folder if isinstance(folder, Folder) else LocalFolder(folder)
+    config = _read_config(files)
     nested = config.get("text_config")
     text: dict[str, Any] = nested if isinstance(nested, dict) else {}
     merged = {**config, **text}
@@ -77,8 +128,8 @@ def read_hf_folder(folder: Path) -> ModelSpec:
     rope = merged.get("rope_parameters")
     if "rope_theta" not in merged and isinstance(rope, dict) and "rope_theta" in rope:
         merged["rope_theta"] = rope["rope_theta"]
-    numbers = {key: _config_int(folder, merged, names) for key, names in CONFIG_KEYS.items()}
-    groups, parameters, vectors, tensor_bytes, weight_bytes = _weights(folder)
+    numbers = {key: _config_int(files, merged, names) for key, names in CONFIG_KEYS.items()}
+    groups, parameters, vectors, tensor_bytes, weight_bytes = _weights(files)
     heads = numbers["heads"]
     if numbers["head_dim"] is None and heads and numbers["hidden"]:
         numbers["head_dim"] = numbers["hidden"] // heads
@@ -86,14 +137,15 @@ def read_hf_folder(folder: Path) -> ModelSpec:
     architectures = config.get("architectures") or []
     if not isinstance(architectures, list):
         raise ModelFileError(
-            f"{folder / 'config.json'}: architectures should be a list, "
+            f"{files.where('config.json')}: architectures should be a list, "
             f"found {clean(architectures, 40)!r}"
         )
-    tokenizer, detail = _tokenizer_kind(folder)
+    tokenizer, detail = _tokenizer_kind(files)
+    card = _card_front_matter(files)
     spec = ModelSpec(
-        name=folder.name if folder.name != "model" else folder.parent.name,
+        name=files.name,
         source="hf",
-        path=str(folder),
+        path=files.path,
         architecture=clean(architectures[0] if architectures else model_type or "unknown"),
         kind="encoder" if model_type in ENCODER_TYPES else "decoder",
         parameters=parameters,
@@ -117,8 +169,10 @@ def read_hf_folder(folder: Path) -> ModelSpec:
         quantization=groups,
         tensor_bytes=tensor_bytes,
         file_size=weight_bytes,
-        licence=_licence(folder),
-        chat_template=_has_chat_template(folder),
+        licence=_licence(card),
+        base_model=_names(card.get("base_model"), 3),
+        datasets=_names(card.get("datasets"), 50),
+        chat_template=_has_chat_template(files),
     )
     quant = config.get("quantization_config")
     if isinstance(quant, dict):
@@ -131,23 +185,42 @@ def read_hf_folder(folder: Path) -> ModelSpec:
     return spec
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    if not path.is_file():
+def _whole(files: Folder, file: str) -> bytes:
+    """A small file's bytes, in one read."""
+    with files.open(file) as source:
+        return source.read(0, source.size)
+
+
+def _grow(source: ByteSource, enough: Callable[[bytes, bool], T | None]) -> T | None:
+    """Read a file from its start, doubling what is read, until `enough(data, whole)`
+    answers (or the file ends): a value near the start costs one small read."""
+    data, want = b"", PREFIX
+    while True:
+        data += source.read(len(data), want - len(data))
+        whole = len(data) >= source.size
+        found = enough(data, whole)
+        if found is not None or whole:
+            return found
+        want *= 2
+
+
+def _read_config(files: Folder) -> dict[str, Any]:
+    if not files.exists("config.json"):
         raise ModelFileError(
-            f"{folder}: no config.json: not a Hugging Face model folder "
+            f"{files.path}: no config.json: not a Hugging Face model folder "
             "(give a folder with config.json, or a .gguf file)"
         )
+    where = files.where("config.json")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(_whole(files, "config.json").decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: not valid JSON ({clean(exc, 80)})") from exc
+        raise ModelFileError(f"{where}: not valid JSON ({clean(exc, 80)})") from exc
     if not isinstance(config, dict):
-        raise ModelFileError(f"{path}: expected a JSON object, found {type(config).__name__}")
+        raise ModelFileError(f"{where}: expected a JSON object, found {type(config).__name__}")
     return config
 
 
-def _config_int(folder: Path, config: dict[str, Any], names: tuple[str, ...]) -> Any:
+def _config_int(files: Folder, config: dict[str, Any], names: tuple[str, ...]) -> Any:
     for name in names:
         value = config.get(name)
         if value is None:
@@ -158,77 +231,72 @@ def _config_int(folder: Path, config: dict[str, Any], names: tuple[str, ...]) ->
             or not math.isfinite(value)
         ):
             raise ModelFileError(
-                f"{folder / 'config.json'}: {name} should be a number, found {clean(value, 40)!r}"
+                f"{files.where('config.json')}: {name} should be a number, "
+                f"found {clean(value, 40)!r}"
             )
         return value if isinstance(value, float) and name == "rope_theta" else int(value)
     return None
 
 
-def _weight_files(folder: Path) -> list[Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
+INDEX = "model.safetensors.index.json"
+
+
+def _weight_files(files: Folder) -> list[str]:
+    if files.exists(INDEX):
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            return [folder / name for name in sorted(set(weight_map.values()))]
+            weight_map = json.loads(_whole(files, INDEX).decode("utf-8"))["weight_map"]
+            return sorted(set(weight_map.values()))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelFileError(
-                f"{index}: not a valid safetensors index ({clean(exc, 60)})"
+                f"{files.where(INDEX)}: not a valid safetensors index ({clean(exc, 60)})"
             ) from exc
-    return sorted(folder.glob("*.safetensors"))
+    return files.weight_files()
 
 
 def read_safetensors_header(path: Path) -> dict[str, tuple[str, list[int]]]:
-    """Tensor name -> (dtype, shape) from one safetensors file, validated by `safetensors`."""
-    from safetensors import safe_open
+    """Tensor name -> (dtype, shape) from one safetensors file on disk, checked as the
+    `safetensors` library checks it."""
+    return _safetensors_header(LocalFolder(path.parent), path.name)
 
-    if not path.is_file():
-        raise ModelFileError(f"{path}: listed in the index but missing")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            out = {}
-            for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                sl = f.get_slice(name)
-                out[name] = (str(sl.get_dtype()), [int(d) for d in sl.get_shape()])
-            return out
-    except Exception as exc:  # the Rust parser's errors carry their own names
-        raise ModelFileError(f"{path}: corrupt safetensors header ({clean(exc, 100)})") from exc
+
+def _safetensors_header(files: Folder, file: str) -> dict[str, tuple[str, list[int]]]:
+    if not files.exists(file):
+        raise ModelFileError(f"{files.where(file)}: listed in the index but missing")
+    with files.open(file) as source:
+        return read_safetensors(source)
 
 
 def _weights(
-    folder: Path,
+    files: Folder,
 ) -> tuple[dict[str, TensorGroup], int | None, int | None, int | None, int | None]:
-    files = _weight_files(folder)
-    if not files:
+    names = _weight_files(files)
+    if not names:
         return {}, None, None, None, None
     groups: dict[str, TensorGroup] = {}
     vectors = 0
-    for path in files:
-        for name, (dtype, shape) in read_safetensors_header(path).items():
+    for file in names:
+        for name, (dtype, shape) in _safetensors_header(files, file).items():
             if name.endswith(BUFFER_SUFFIXES) or dtype == "BOOL":
                 continue
             count = math.prod(shape)
             group = groups.setdefault(dtype, TensorGroup())
             group.tensors += 1
             group.parameters += count
-            group.bytes += count * DTYPE_BYTES.get(dtype, 4)
+            group.bytes += count * DTYPE_BITS[dtype] // 8
             if len([d for d in shape if d > 1]) <= 1:
                 vectors += count
     parameters = sum(g.parameters for g in groups.values())
     tensor_bytes = sum(g.bytes for g in groups.values())
-    weight_bytes = sum(p.stat().st_size for p in files)
+    weight_bytes = sum(files.size(file) for file in names)
     return groups, parameters, vectors, tensor_bytes, weight_bytes
 
 
-def _tokenizer_kind(folder: Path) -> tuple[str | None, str | None]:
-    path = folder / "tokenizer.json"
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            model = data.get("model") or {}
-            kind = str(model.get("type") or "")
-            text = json.dumps({k: data.get(k) for k in ("pre_tokenizer", "decoder")})
-        except (ValueError, AttributeError) as exc:
-            raise ModelFileError(f"{path}: not valid JSON ({clean(exc, 60)})") from exc
+def _tokenizer_kind(files: Folder) -> tuple[str | None, str | None]:
+    if files.exists("tokenizer.json"):
+        data = _tokenizer_json(files)
+        model = data.get("model") or {}
+        kind = str(model.get("type") or "")
+        text = json.dumps({k: data.get(k) for k in ("pre_tokenizer", "decoder")})
         if (
             kind == "BPE"
             and "ByteLevel" not in text
@@ -239,45 +307,159 @@ def _tokenizer_kind(folder: Path) -> tuple[str | None, str | None]:
             return "SentencePiece (Unigram)", "tokenizer.json"
         if kind:
             return kind, "tokenizer.json" + (" (byte-level)" if "ByteLevel" in text else "")
-    if (folder / "tokenizer.model").is_file():
+    if files.exists("tokenizer.model"):
         return "SentencePiece", "tokenizer.model"
-    if (folder / "vocab.txt").is_file():
+    if files.exists("vocab.txt"):
         return "WordPiece", "vocab.txt"
-    if (folder / "merges.txt").is_file():
+    if files.exists("merges.txt"):
         return "BPE", "vocab.json + merges.txt"
     return None, None
 
 
-def _has_chat_template(folder: Path) -> bool:
-    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+def _tokenizer_json(files: Folder) -> dict[str, Any]:
+    """What the tokenizer kind is told by: `model` (its type and byte fallback),
+    `pre_tokenizer` and `decoder`. These come before the vocabulary in the file (the
+    `tokenizers` library writes `model` last, and its `vocab` and `merges` last in it),
+    so a walk over the file's start finds them; the whole file is parsed only when
+    the walk cannot finish, which is also where a damaged file is reported."""
+    where = files.where("tokenizer.json")
+    with files.open("tokenizer.json") as source:
+
+        def enough(data: bytes, whole: bool) -> dict[str, Any] | None:
+            if whole:
+                return _parse_whole(data, where)
+            text = codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
+            return _walk_tokenizer(text)
+
+        found = _grow(source, enough)
+    assert found is not None  # the whole file always answers
+    return found
+
+
+def _parse_whole(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+        parsed.get("model")
+    except (ValueError, AttributeError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ModelFileError(f"{where}: not valid JSON ({clean(exc, 60)})") from exc
+    if not isinstance(parsed.get("model") or {}, dict):
+        raise ModelFileError(f"{where}: not valid JSON (model should be an object)")
+    return parsed
+
+
+_JSON = json.JSONDecoder()
+_SPACE = " \t\n\r"
+
+
+class _More(Exception):
+    """The walk needs more of the file (or the whole of it, to be judged)."""
+
+
+def _walk_tokenizer(text: str) -> dict[str, Any] | None:
+    """The top-level values before `model`, and `model`'s up to its vocabulary; None
+    unless `pre_tokenizer` and `decoder` came first and `model` is an object."""
+    try:
+        return _walk_object(text)
+    except (_More, ValueError, IndexError):  # JSONDecodeError is a ValueError
+        return None
+
+
+def _member(text: str, pos: int) -> tuple[str, int]:
+    """The key of an object member at `pos` (after a comma, if any); the position of its value."""
+    pos = _skip(text, pos)
+    if text[pos] == ",":
+        pos = _skip(text, pos + 1)
+    if text[pos] != '"':
+        raise _More
+    key, pos = _JSON.raw_decode(text, pos)
+    pos = _skip(text, pos)
+    if text[pos] != ":":
+        raise _More
+    return key, _skip(text, pos + 1)
+
+
+def _skip(text: str, pos: int) -> int:
+    while text[pos] in _SPACE:
+        pos += 1
+    return pos
+
+
+def _walk_object(text: str) -> dict[str, Any]:
+    pos = _skip(text, 0)
+    if text[pos] != "{":
+        raise _More
+    found: dict[str, Any] = {}
+    pos += 1
+    while True:
+        key, pos = _member(text, pos)
+        if key == "model":
+            if text[pos] != "{" or not {"pre_tokenizer", "decoder"} <= found.keys():
+                raise _More
+            found["model"] = _walk_model(text, pos + 1)
+            return found
+        found[key], pos = _JSON.raw_decode(text, pos)
+
+
+def _walk_model(text: str, pos: int) -> dict[str, Any]:
+    model: dict[str, Any] = {}
+    while True:
+        key, pos = _member(text, pos)
+        if key in ("vocab", "merges"):
+            # What is not here yet would come after the vocabulary: parse it all.
+            if "type" not in model or (model["type"] == "BPE" and "byte_fallback" not in model):
+                raise _More
+            return model
+        model[key], pos = _JSON.raw_decode(text, pos)
+
+
+def _has_chat_template(files: Folder) -> bool:
+    if files.exists("chat_template.jinja") or files.exists("chat_template.json"):
         return True
-    path = folder / "tokenizer_config.json"
-    if not path.is_file():
+    if not files.exists("tokenizer_config.json"):
         return False
     try:
-        return bool(json.loads(path.read_text(encoding="utf-8")).get("chat_template"))
+        config = json.loads(_whole(files, "tokenizer_config.json").decode("utf-8"))
+        return bool(config.get("chat_template"))
     except (ValueError, AttributeError):
         return False
 
 
-def _licence(folder: Path) -> str | None:
-    """`license:` from the model card's YAML front matter (README.md)."""
-    path = folder / "README.md"
-    if not path.is_file():
-        return None
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
-        return None
-    end = text.find("\n---", 3)
-    if end < 0:
-        return None
+def _card_front_matter(files: Folder) -> dict[str, Any]:
+    """The model card's YAML front matter (README.md between `---` lines), or {}."""
+    if not files.exists("README.md"):
+        return {}
+
+    def enough(data: bytes, whole: bool) -> str | None:
+        text = data.decode("utf-8", errors="replace")
+        if not text.startswith("---"):
+            return "" if len(text) >= 3 or whole else None
+        end = text.find("\n---", 3)
+        return text[3:end] if end >= 0 else ("" if whole else None)
+
+    with files.open("README.md") as source:
+        front = _grow(source, enough)
+    if not front:
+        return {}
+    import yaml  # only a model card needs it: `card` on a GGUF file never loads it
+
     try:
-        front = yaml.safe_load(text[3:end])
+        data = yaml.safe_load(front)
     except yaml.YAMLError:
-        return None
-    if not isinstance(front, dict) or not front.get("license"):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _licence(front: dict[str, Any]) -> str | None:
+    """`license:` from the model card's front matter (`license_name:` for "other")."""
+    if not front.get("license"):
         return None
     licence = front["license"]
     if licence == "other" and front.get("license_name"):
         licence = front["license_name"]
     return clean(licence if isinstance(licence, str) else ", ".join(map(str, licence)), 60)
+
+
+def _names(value: Any, most: int) -> list[str]:
+    """`base_model:` or `datasets:` (a name or a list of names), cleaned, at most `most`."""
+    items = value if isinstance(value, list) else [value] if value else []
+    return [clean(v, 80) for v in items if isinstance(v, str) and v][:most]

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scheda import settings
 from scheda.errors import APIError
 from scheda.evaluation.store import EvalStore
-from scheda.server import errors, openai_api, studio_api
+from scheda.server import errors, hub_api, openai_api, openapi, studio_api
 from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
 from scheda.sessions import SessionStore
@@ -138,8 +138,10 @@ def create_app(
     app.state.evals = evals if evals is not None else EvalStore()
     app.state.started = time.time()
     errors.install(app)
+    openapi.install(app, _protected)
     app.include_router(openai_api.router)
     app.include_router(studio_api.router)
+    app.include_router(hub_api.router)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -166,5 +168,6 @@ def create_app(
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(errors.LogErrors)  # sees every answer but the guard's, which logs its own
     app.add_middleware(Guard, allowed=allowed)  # the outermost: before anything else runs
     return app

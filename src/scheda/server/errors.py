@@ -8,10 +8,14 @@ queue is full. Each `SchedaError` carries its own status, field and code
 ends in a 4xx; a 500 is scheda's or the machine's failing, and an exception
 that is no `SchedaError` is a bug in scheda, whose message says so without a
 traceback.
+
+The log gets one line per error answer (method, path, status, reason), from
+`LogErrors`; a traceback appears there only for a bug.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -20,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheda.errors import APIError, SchedaError
 
@@ -87,7 +92,11 @@ _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 def _validation_message(exc: RequestValidationError) -> APIError:
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    # scheda's own messages (a validator's, which say what to do) first; then, among a union's
+    # branches, the one whose type matched (too short, too big) before "should be a string".
+    ours = [e for e in errors if e.get("type") == "value_error"]
+    matched = [e for e in errors if not str(e.get("type", "")).endswith("_type")]
+    first = (ours or matched or errors or [{"loc": (), "msg": "invalid request"}])[0]
     if first.get("type") == "json_invalid":
         return APIError(f"the body is not valid JSON: {first.get('msg')}")
     if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
@@ -96,7 +105,9 @@ def _validation_message(exc: RequestValidationError) -> APIError:
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "model_attributes_type":
         message = "the body must be a JSON object"
-    return APIError(f"{param}: {message}" if param else message, param)
+    if param and not message.startswith(param):  # "tools (tool calling) is not ..." names it
+        message = f"{param}: {message}"
+    return APIError(message, param)
 
 
 def install(app: FastAPI) -> None:
@@ -119,4 +130,61 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        # Only for a bug in an ASGI layer outside LogErrors; a route's bug is answered there.
         return error_response(exc)
+
+
+class LogErrors:
+    """ASGI layer: one log line per error answer; a bug answered with a 500, its traceback logged.
+
+    The line matches the guard's: `POST /v1/completions 400 prompt: ...`. An exception that
+    reaches this layer has escaped every handler: it is answered here (and logged once, with
+    its traceback, by `api_error`) rather than re-raised for uvicorn to log a second time.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        body: list[bytes] = []
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status >= 400:
+                body.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if status:  # the answer had begun (a stream): nothing left to answer with
+                raise
+            await error_response(exc)(scope, receive, watch)
+        if status >= 400:
+            log_refusal(scope, status, _reason(body))
+
+
+def log_refusal(scope: Scope, status: int, reason: str) -> None:
+    """`METHOD PATH STATUS reason`, one line whatever the client put in the path."""
+    method, path = scope.get("method", "-"), scope.get("path", "")
+    log.warning("%s %s %d %s", one_line(method), one_line(path), status, one_line(reason))
+
+
+def one_line(text: str) -> str:
+    """Text for the log: control characters (a newline in a path) escaped, so a client can
+    neither forge a line nor send escape codes to a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _reason(body: list[bytes]) -> str:
+    """An error answer's message."""
+    text = b"".join(body).decode("utf-8", errors="replace")
+    with contextlib.suppress(ValueError, KeyError, TypeError):  # not OpenAI's shape: as it is
+        text = json.loads(text)["error"]["message"]
+    return str(text)

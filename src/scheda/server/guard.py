@@ -24,7 +24,6 @@ Refusals are 403s in OpenAI's error shape and one line in the log.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -32,9 +31,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scheda.errors import APIError
-from scheda.server.errors import error_response
-
-log = logging.getLogger("scheda.server")
+from scheda.server.errors import error_response, log_refusal
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 EVERY_INTERFACE = ("0.0.0.0", "::", "")
@@ -112,7 +109,7 @@ class Guard:
         if refusal is None:
             await self.app(scope, receive, send)
             return
-        log.warning("%s %s 403 %s", scope.get("method", "-"), scope["path"], refusal)
+        log_refusal(scope, 403, refusal)
         if scope["type"] == "http":
             response = error_response(APIError(refusal, None, 403, "forbidden"))
             await response(scope, receive, send)

@@ -36,7 +36,9 @@ def build_pool(
     """The pool of served models; each reference is checked (and its need estimated) now."""
     models = [served_model(r, engine, context, parallel, threads) for r in refs]
     budget = int(budget_gb * GiB) if budget_gb else psutil.virtual_memory().available
-    return ModelPool(models, budget, queue, parallel)
+    pool = ModelPool(models, budget, queue, parallel)
+    pool.defaults.update(context=context, threads=threads)  # for a model pulled while serving
+    return pool
 
 
 def check_port(host: str, port: int) -> None:

@@ -14,7 +14,7 @@ import base64
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +26,7 @@ from scheda.errors import APIError
 from scheda.sampling import Sampling
 from scheda.server import echo
 from scheda.server.errors import error_body, error_response, sse
+from scheda.server.openapi import answers
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.responses import ChatShape, Shape, TextShape, new_id, usage_of
 from scheda.server.runner import Event, Job
@@ -45,10 +46,11 @@ def pool_of(request: Request) -> ModelPool:
 
 
 def _entry(request: Request, model: str | None, kind: str) -> ServedModel:
-    entry = pool_of(request).get(model)
+    entry = pool_of(request).get(model, kind)
     if entry.kind != kind:
         verb = "generates text" if entry.kind == "chat" else "makes embeddings"
-        raise APIError(f"{entry.id} {verb}: use a {kind} model for this route", param="model")
+        wanted = "an embedding" if kind == "embedding" else "a chat"
+        raise APIError(f"{entry.id} {verb}: use {wanted} model for this route", param="model")
     return entry
 
 
@@ -73,7 +75,7 @@ def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses=answers(404))
 def get_model(model_id: str, request: Request) -> dict[str, Any]:
     m = pool_of(request).get(model_id)
     created = int(request.app.state.started)
@@ -83,7 +85,7 @@ def get_model(model_id: str, request: Request) -> dict[str, Any]:
 # -- chat and text completions ---------------------------------------------------------------
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=answers(400, 404, 503, stream=True))
 async def chat_completions(body: ChatRequest, request: Request) -> Any:
     entry = _entry(request, body.model, "chat")
     messages = body.chat_messages()
@@ -92,12 +94,13 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
         pool_of(request),
         entry,
         lambda engine, on_text, cancel: engine.chat(messages, sampling, on_text, cancel),
+        texts=body.stream,
     )
     shape = ChatShape(entry.id, body.top_logprobs or 0 if body.logprobs else None)
     return await _answer(job, request, shape, body.stream, body.include_usage, sampling.n)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=answers(400, 404, 503, stream=True))
 async def completions(body: CompletionRequest, request: Request) -> Any:
     entry = _entry(request, body.model, "chat")
     prompts = body.prompts()
@@ -111,6 +114,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             pool_of(request),
             entry,
             lambda engine, on_text, cancel: engine.generate(prompt, sampling, on_text, cancel),
+            texts=body.stream,
         )
         return await _answer(job, request, shape, body.stream, body.include_usage, sampling.n)
     if body.stream:
@@ -125,7 +129,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 def _batch(prompts: list[Any], sampling: Sampling, entry: ServedModel) -> Any:
     """Several prompts in one request: sent to the engine together, so its slots share them."""
 
-    def work(engine: Any, _on_text: Callable[[int, str], None], cancel: threading.Event) -> Any:
+    def work(engine: Any, _on_text: Any, cancel: threading.Event) -> Any:
         with ThreadPoolExecutor(max_workers=entry.options.get("parallel", 1)) as workers:
             return list(workers.map(lambda p: engine.generate(p, sampling, None, cancel), prompts))
 
@@ -135,14 +139,14 @@ def _batch(prompts: list[Any], sampling: Sampling, entry: ServedModel) -> Any:
 async def _answer(
     job: Job, request: Request, shape: Shape, stream: bool, usage: bool, n: int
 ) -> Any:
-    first = await job.next()
-    if first.kind == "error":
-        return error_response(first.error)
     if not stream:
-        last = first if first.kind == "done" else await job.finish(request)
+        last = await job.finish(request)
         if last.kind == "error":
             return error_response(last.error)
         return shape.whole(new_id(shape.prefix), [last.result])
+    first = await job.first(request)
+    if first.kind == "error":
+        return error_response(first.error)
     return StreamingResponse(
         _stream(job, first, shape, usage, n),
         media_type="text/event-stream",
@@ -191,9 +195,9 @@ async def _echo(
     event = await job.finish(request)
     if event.kind == "error":
         return error_response(event.error)
-    echoed = event.result
-    generations: list[Any] = [None] * len(prompts)
-    if sampling.max_tokens > 0:
+    echoed = event.result  # fewer than the prompts if the client left while they were scored
+    generations: list[Any] = [None] * len(echoed)
+    if sampling.max_tokens > 0 and not job.cancel.is_set():
         more = Job(pool, entry, _batch([e["ids"] for e in echoed], sampling, entry))
         done = await more.finish(request)
         if done.kind == "error":
@@ -205,7 +209,7 @@ async def _echo(
 # -- embeddings ------------------------------------------------------------------------------
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", responses=answers(400, 404, 503))
 async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
     entry = _entry(request, body.model, "embedding")
     texts = _embedding_texts(body)
@@ -261,7 +265,7 @@ def _encode_vector(vector: list[float], encoding: str) -> Any:
 # -- tokenizer (vLLM's routes and shapes) ----------------------------------------------------
 
 
-@router.post("/tokenize")
+@router.post("/tokenize", responses=answers(400, 404, 503))
 async def tokenize(body: TokenizeRequest, request: Request) -> Any:
     entry = pool_of(request).get(body.model)
 
@@ -291,7 +295,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> Any:
     }
 
 
-@router.post("/detokenize")
+@router.post("/detokenize", responses=answers(400, 404, 503))
 async def detokenize(body: DetokenizeRequest, request: Request) -> Any:
     entry = pool_of(request).get(body.model)
     job = Job(pool_of(request), entry, lambda engine, _t, _c: engine.detokenize(body.tokens))
@@ -301,7 +305,7 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> Any:
     return {"prompt": event.result}
 
 
-@router.get("/tokenizer_info")
+@router.get("/tokenizer_info", responses=answers(400, 404, 503))
 async def tokenizer_info(request: Request, model: str | None = None) -> Any:
     entry = pool_of(request).get(model)
     job = Job(pool_of(request), entry, lambda engine, _t, _c: engine.tokenizer_info())

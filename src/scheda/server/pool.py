@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scheda import engines, settings
-from scheda.errors import ModelNotServedError, ServerBusyError, UsageError
+from scheda.errors import APIError, ModelNotServedError, ServerBusyError, UsageError
 from scheda.fit import estimate
 from scheda.resolve import resolve
 from scheda.spec import ModelSpec
@@ -124,11 +124,34 @@ class ModelPool:
         self.budget = budget
         self.queue = queue
         self.parallel = parallel
+        # How a model added later is served (`served_model`'s options): the serve's own.
+        self.defaults: dict[str, Any] = {"parallel": parallel}
         self._lock = threading.Lock()  # bookkeeping: admission counts, who is loaded
         self._loading = threading.Lock()  # one load (and its evictions) at a time
 
-    def get(self, model: str | None) -> ServedModel:
-        """The served model a request names (the default when it names none); 404 if unknown."""
+    def add(self, entry: ServedModel) -> ServedModel:
+        """A model that joins the served ones (one the studio pulled); the one already
+        served under its id stays."""
+        with self._lock:
+            if entry.id in self.models:
+                return self.models[entry.id]
+            if entry.need > self.budget:
+                raise UsageError(
+                    f"{entry.id} needs {human_bytes(entry.need)}, more than the whole "
+                    f"{human_bytes(self.budget)} budget: serve it with a larger --budget"
+                )
+            self.models[entry.id] = entry
+            return entry
+
+    def get(self, model: str | None, kind: str | None = None) -> ServedModel:
+        """The served model a request names; 404 if unknown. A request that names none gets the
+        default, or with `kind` the first model of that kind (an embeddings request that names
+        no model goes to the first embedding model, not to a chat model)."""
+        if not model and kind is not None:
+            entry = next((m for m in self.models.values() if m.kind == kind), None)
+            if entry is None:
+                raise APIError(f"no {kind} model is served here: name one in model", "model")
+            return entry
         entry = self.models.get(model or self.default)
         if entry is None:
             known = ", ".join(self.models)

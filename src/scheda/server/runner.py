@@ -7,7 +7,10 @@ together. scheda takes no lock around them. Text reaches the event loop
 through `call_soon_threadsafe`, one queue item per piece.
 
 Cancelling is the engine's own: a client that goes away sets the job's event,
-llama.cpp sees it at the next token and frees the slot.
+and the engine sees it at the next token and frees the slot. A whole answer
+(no stream) notices the client leave by watching the ASGI `receive` channel
+for `http.disconnect` while the job runs, as Starlette's streamed responses
+do; a stream's own generator sets the event when it is closed.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +26,8 @@ from starlette.requests import Request
 
 from scheda.server.pool import ModelPool, ServedModel
 
-DISCONNECT_POLL_S = 0.25
-
-# (engine, on_text, cancel) -> result
-Work = Callable[[Any, Callable[[int, str], None], threading.Event], Any]
+# (engine, on_text, cancel) -> result; on_text is None when nobody reads the text as it comes
+Work = Callable[[Any, Callable[[int, str], None] | None, threading.Event], Any]
 
 
 @dataclass
@@ -42,12 +43,18 @@ class Job:
     """An engine call running in a worker thread; read its events with `next()`."""
 
     def __init__(
-        self, pool: ModelPool, entry: ServedModel, work: Work, engine: bool = True
+        self,
+        pool: ModelPool,
+        entry: ServedModel,
+        work: Work,
+        engine: bool = True,
+        texts: bool = True,
     ) -> None:
+        """`texts=False`: a whole answer, whose pieces need not wake the event loop one by one."""
         self.loop = asyncio.get_running_loop()
+        self.on_text = self._on_text if texts else None
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.cancel = threading.Event()
-        self._pending: asyncio.Task[Event] | None = None
         target = self._run if engine else self._run_bare
         thread = threading.Thread(
             target=target, args=(pool, entry, work), name=f"job-{entry.id}", daemon=True
@@ -57,7 +64,7 @@ class Job:
     def _run(self, pool: ModelPool, entry: ServedModel, work: Work) -> None:
         try:
             with pool.lease(entry) as engine:
-                result = work(engine, self._on_text, self.cancel)
+                result = work(engine, self.on_text, self.cancel)
             self._put(Event("done", result=result))
         except Exception as exc:  # handed to the request, which answers with it
             self._put(Event("error", error=exc))
@@ -65,7 +72,7 @@ class Job:
     def _run_bare(self, _pool: ModelPool, _entry: ServedModel, work: Work) -> None:
         """Work that takes what it needs from the pool itself (the scorer)."""
         try:
-            self._put(Event("done", result=work(None, self._on_text, self.cancel)))
+            self._put(Event("done", result=work(None, self.on_text, self.cancel)))
         except Exception as exc:
             self._put(Event("error", error=exc))
 
@@ -79,16 +86,35 @@ class Job:
     async def next(self) -> Event:
         return await self.events.get()
 
+    async def first(self, request: Request) -> Event:
+        """The first event (text, done or error), cancelling the work if the client goes away
+        before it comes (a queue, a long prompt)."""
+        async with self._watching(request):
+            return await self.next()
+
     async def finish(self, request: Request) -> Event:
         """The last event ("done" or "error"), cancelling the work if the client goes away."""
-        while True:
-            if self._pending is None:
-                self._pending = asyncio.ensure_future(self.events.get())
-            done, _ = await asyncio.wait({self._pending}, timeout=DISCONNECT_POLL_S)
-            if done:
-                event = self._pending.result()
-                self._pending = None
-                if event.kind != "text":
-                    return event
-            elif await request.is_disconnected():
-                self.cancel.set()
+        async with self._watching(request):
+            event = await self.next()
+            while event.kind == "text":
+                event = await self.next()
+            return event
+
+    @contextlib.asynccontextmanager
+    async def _watching(self, request: Request) -> AsyncIterator[None]:
+        """Set the cancel event the moment the client hangs up, for as long as this lasts.
+
+        A task waits on `receive`, which gives nothing more after the body until the
+        client disconnects; polling between events instead would never poll while
+        tokens keep coming, and an abandoned answer would run to its end.
+        """
+        watcher = asyncio.ensure_future(self._hang_up(request))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+
+    async def _hang_up(self, request: Request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        self.cancel.set()

@@ -5,13 +5,30 @@ mistake gets a 400 naming the field rather than a silent guess. Fields that
 OpenAI defines and scheda cannot honour are refused when set to anything but
 their neutral value, never silently ignored; fields with no effect on the
 answer (`user`, `metadata`) are accepted and ignored.
+
+The OpenAPI description (`/openapi.json`) is made from these models, and
+generated clients and fuzzers trust it: each model's JSON schema says what its
+validators do (the neutral values of refused fields, content needed but from
+the assistant, prompt or messages), so that a body the schema allows is one
+the server takes, short of what only the model can judge (its vocabulary, its
+context, its slots).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from scheda import sampling as options
 from scheda.engines.base import Message
@@ -23,6 +40,15 @@ MAX_LOGPROBS = 20
 
 class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
+
+
+def _whole(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# For integer fields, last in their Annotated (after the bounds, so that the schema shows them):
+# strict still (a string is refused), but 3.0 is 3, as JSON Schema's "integer" says.
+WHOLE = BeforeValidator(_whole)
 
 
 class StreamOptions(Strict):
@@ -40,8 +66,10 @@ def declared_fields(names: tuple[str, ...] | None = None) -> dict[str, Any]:
             kind: Any = str | list[str]
         elif d.kind in ("integer", "number"):
             low, high = d.option.minimum, d.option.maximum
-            base = int if d.kind == "integer" else float
-            kind = Annotated[base, Field(ge=low, le=high)]
+            if d.kind == "integer":
+                kind = Annotated[int, Field(ge=low, le=high), WHOLE]
+            else:
+                kind = Annotated[float, Field(ge=low, le=high)]
         else:
             kind = bool
         made[d.name] = (kind | None, Field(None, description=d.option.help))
@@ -53,30 +81,53 @@ def chosen(values: BaseModel, names: Any) -> dict[str, Any]:
     return {n: getattr(values, n) for n in names if getattr(values, n, None) is not None}
 
 
+def refused(message: str, neutral: Callable[[Any], bool] = lambda v: not v) -> BeforeValidator:
+    """A field scheda lacks: a value other than a neutral one is refused with `message` before
+    the field's type is checked; the type (empty, "none", "text") is what the schema shows."""
+
+    def check(value: Any) -> Any:
+        if value is not None and not neutral(value):
+            raise UnsupportedFieldError(message)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _text_format(value: Any) -> bool:
+    return not isinstance(value, dict) or value.get("type") in (None, "text")
+
+
+UNSUPPORTED = "Not supported: leave it out (or send it empty)."
+
+
+class ResponseFormat(Strict):
+    type: Literal["text"] | None = None
+
+
 class RequestFields(Strict):
     """What chat and text completions share besides sampling: model, streaming, refusals."""
 
     model: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logit_bias: dict[str, float] | None = None
-
-    @model_validator(mode="after")
-    def _refuse_unsupported(self) -> RequestFields:
-        extra = self.model_extra or {}
-        if self.logit_bias:
-            raise UnsupportedFieldError("logit_bias is not supported: leave it out")
-        for name in ("tools", "functions"):
-            if extra.get(name):
-                raise UnsupportedFieldError(f"{name} (tool calling) is not supported: leave it out")
-        if extra.get("tool_choice") not in (None, "none"):
-            raise UnsupportedFieldError("tool_choice is not supported: leave it out")
-        response_format = extra.get("response_format")
-        if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
-            raise UnsupportedFieldError(
-                "response_format other than text is not supported: leave it out"
-            )
-        return self
+    # Declared with the only values scheda takes, so that the OpenAPI description says so.
+    logit_bias: Annotated[
+        dict[str, float] | None, refused("logit_bias is not supported: leave it out")
+    ] = Field(None, max_length=0, description=UNSUPPORTED)
+    tools: Annotated[
+        list[Any] | None, refused("tools (tool calling) is not supported: leave it out")
+    ] = Field(None, max_length=0, description=UNSUPPORTED)
+    functions: Annotated[
+        list[Any] | None, refused("functions (tool calling) is not supported: leave it out")
+    ] = Field(None, max_length=0, description=UNSUPPORTED)
+    tool_choice: Annotated[
+        Literal["none"] | None,
+        refused("tool_choice is not supported: leave it out", lambda v: v == "none"),
+    ] = Field(None, description=UNSUPPORTED)
+    response_format: Annotated[
+        ResponseFormat | None,
+        refused("response_format other than text is not supported: leave it out", _text_format),
+    ] = None
 
     def sampling(self, logprobs: int = 0, max_tokens: int | None = None) -> Sampling:
         """The engine's sampling options; a field left out keeps the declared default, but
@@ -102,34 +153,66 @@ else:
     )
 
 
+def _text_part(kind: Any) -> Any:
+    if kind != "text":
+        raise UnsupportedFieldError(
+            f"content of type {kind!r}: this server reads text only; send text parts"
+        )
+    return kind
+
+
 class ContentPart(Strict):
-    type: str
-    text: str | None = None
+    type: Annotated[Literal["text"], BeforeValidator(_text_part)]
+    text: str
+
+
+ASKING_ROLES = ("system", "developer", "user")
+
+
+def _not_null(field: dict[str, Any]) -> dict[str, Any]:
+    kept = [s for s in field.get("anyOf", [field]) if s.get("type") != "null"]
+    return kept[0] if len(kept) == 1 else {"anyOf": kept}
+
+
+def _content_by_role(schema: dict[str, Any]) -> None:
+    """The schema says what the validator does: content is needed but from the assistant."""
+    content = schema["properties"]["content"]
+    given = _not_null(content)
+    schema["oneOf"] = [
+        {
+            "properties": {"role": {"enum": list(ASKING_ROLES)}, "content": given},
+            "required": ["role", "content"],
+        },
+        {"properties": {"role": {"const": "assistant"}}, "required": ["role"]},
+    ]
 
 
 class ChatMessage(Strict):
+    model_config = ConfigDict(json_schema_extra=_content_by_role)
+
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart] | None = Field(None, validate_default=True)
+
+    @field_validator("content")
+    @classmethod
+    def _content_needed(cls, value: Any, info: ValidationInfo) -> Any:
+        role = info.data.get("role")
+        if value is None and role in ASKING_ROLES:
+            raise RequestFieldError(f"a {role} message needs content: send its text")
+        return value
 
     def message(self) -> Message:
         role = "system" if self.role == "developer" else self.role
         if self.content is None or isinstance(self.content, str):
             return Message(role, self.content or "")
-        texts = []
-        for part in self.content:
-            if part.type != "text" or part.text is None:
-                raise UnsupportedFieldError(
-                    f"content of type {part.type!r}: this server reads text only; send text parts"
-                )
-            texts.append(part.text)
-        return Message(role, "".join(texts))
+        return Message(role, "".join(part.text for part in self.content))
 
 
 class ChatRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1), WHOLE] | None = None
     logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), WHOLE] | None = None
 
     def chat_messages(self) -> list[Message]:
         return [m.message() for m in self.messages]
@@ -140,15 +223,36 @@ class ChatRequest(SamplingFields):
         return self.sampling(wanted, self.max_completion_tokens)
 
 
-TokenIds = list[Annotated[int, Field(ge=0)]]
+TokenIds = list[Annotated[int, Field(ge=0), WHOLE]]
+
+
+def _echo_alone(schema: dict[str, Any]) -> None:
+    """The schema says what `_refuse_completion_extras` does: echo neither streams nor takes n."""
+    schema["allOf"] = [
+        {
+            "not": {
+                "properties": {"echo": {"const": True}, other: value},
+                "required": ["echo", other],
+            }
+        }
+        for other, value in (("stream", {"const": True}), ("n", {"type": "integer", "minimum": 2}))
+    ]
 
 
 class CompletionRequest(SamplingFields):
+    model_config = ConfigDict(json_schema_extra=_echo_alone)
+
     prompt: str | TokenIds | list[str] | list[TokenIds]
-    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), WHOLE] | None = None
     echo: bool = False
-    best_of: Annotated[int, Field(ge=1)] | None = None
-    suffix: str | None = None
+    best_of: Annotated[int, Field(ge=1), WHOLE] | None = Field(
+        None,
+        description="1, or the same as n: scheda draws no extra samples to choose from.",
+        json_schema_extra={"maximum": 1},  # the schema cannot say "equal to n"; 1 is safe
+    )
+    suffix: Annotated[str | None, refused("suffix (insertion) is not supported: leave it out")] = (
+        Field(None, max_length=0, description=UNSUPPORTED)
+    )
 
     @model_validator(mode="after")
     def _refuse_completion_extras(self) -> CompletionRequest:
@@ -157,8 +261,6 @@ class CompletionRequest(SamplingFields):
             raise UnsupportedFieldError(
                 "best_of is not supported: leave it out or make it equal to n"
             )
-        if self.suffix:
-            raise UnsupportedFieldError("suffix (insertion) is not supported: leave it out")
         if self.echo and self.stream:
             raise UnsupportedFieldError("echo is answered whole: leave stream out")
         if self.echo and n > 1:
@@ -180,13 +282,28 @@ class CompletionRequest(SamplingFields):
 
 
 class EmbeddingRequest(Strict):
-    input: str | list[str] | TokenIds | list[TokenIds]
+    input: (
+        str
+        | Annotated[list[str], Field(min_length=1)]
+        | Annotated[TokenIds, Field(min_length=1)]
+        | Annotated[list[TokenIds], Field(min_length=1)]
+    )
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, Field(ge=1)] | None = None
+    dimensions: Annotated[int, Field(ge=1), WHOLE] | None = None
+
+
+def _prompt_or_messages(schema: dict[str, Any]) -> None:
+    """The schema says what `_one_input` does: exactly one of prompt and messages."""
+    schema["oneOf"] = [
+        {"properties": {name: _not_null(schema["properties"][name])}, "required": [name]}
+        for name in ("prompt", "messages")
+    ]
 
 
 class TokenizeRequest(Strict):
+    model_config = ConfigDict(json_schema_extra=_prompt_or_messages)
+
     model: str | None = None
     prompt: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None

@@ -1,4 +1,9 @@
-"""The web studio's own routes (`/api`): sessions, the spec sheet, the fit calculator, evals.
+"""The web studio's own routes (`/api`): sessions, the spec sheet, the fit calculator, tokens,
+evals.
+
+Tokens are `scheda tokens --json`'s answer for the served models: a GGUF's
+vocabulary answers alone where it can, so a model need not be loaded to show
+how it splits a text; where it cannot, the served engine answers.
 
 Sessions are the same SQLite store as `scheda chat`'s, so a conversation
 begun in the terminal goes on in the browser. A chat turn saves the question
@@ -22,7 +27,7 @@ from pydantic import Field, create_model
 from scheda import hardware
 from scheda import sampling as options
 from scheda.chat import fit_history
-from scheda.engines.base import Generation
+from scheda.engines.base import Generation, Token
 from scheda.errors import APIError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.runner import summarize
@@ -31,10 +36,12 @@ from scheda.fit_report import fit_report
 from scheda.render import card_rows
 from scheda.sampling import Sampling
 from scheda.server.errors import error_body, sse
+from scheda.server.openapi import EventStream, answers
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.runner import Job
 from scheda.server.schemas import Strict, chosen, declared_fields
 from scheda.sessions import SessionStore
+from scheda.tokens import Tokenization, tokenize
 
 router = APIRouter(prefix="/api")
 MAX_CONTEXT = 1 << 24
@@ -60,7 +67,7 @@ def models(request: Request) -> list[dict[str, Any]]:
     return [m.describe() for m in pool_of(request).models.values()]
 
 
-@router.get("/models/{model_id:path}/card")
+@router.get("/models/{model_id:path}/card", responses=answers(404))
 def card(model_id: str, request: Request) -> dict[str, Any]:
     spec = pool_of(request).get(model_id).spec
     return {
@@ -70,7 +77,7 @@ def card(model_id: str, request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{model_id:path}/fit")
+@router.get("/models/{model_id:path}/fit", responses=answers(400, 404))
 def fit(
     model_id: str,
     request: Request,
@@ -95,6 +102,36 @@ def sampling_options() -> list[dict[str, Any]]:
     """The sampling options as declared (scheda/sampling.py): the studio builds its controls
     and their defaults from these, and marks those the chosen model's engine does not honour."""
     return options.describe()
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+class TokensRequest(Strict):
+    text: str
+    models: list[str] | None = None  # served model ids; every served model when none
+
+
+@router.post("/tokens", responses=answers(400, 404, 503))
+def tokens(body: TokensRequest, request: Request) -> dict[str, Any]:
+    """How each model splits the text, side by side: `scheda tokens --json` with the ids."""
+    pool = pool_of(request)
+    entries = [pool.get(m) for m in body.models] if body.models else list(pool.models.values())
+    return {
+        "text": body.text,
+        "models": [{"id": e.id, **_tokenization(pool, e, body.text).to_dict()} for e in entries],
+    }
+
+
+def _tokenization(pool: ModelPool, entry: ServedModel, text: str) -> Tokenization:
+    """A served model's tokens: from its vocabulary, else from its own loaded engine."""
+
+    def served_engine(_path: Path, question: str) -> list[Token]:
+        with pool.lease(entry) as engine:
+            return list(engine.tokenize(question))
+
+    generates_on_llamacpp = entry.kind == "chat" and entry.engine_name == "llama.cpp"
+    return tokenize(entry.spec, text, served_engine if generates_on_llamacpp else None)
 
 
 # -- sessions --------------------------------------------------------------------------------
@@ -141,7 +178,7 @@ def list_sessions(request: Request) -> list[dict[str, Any]]:
     return [s.to_dict() for s in store_of(request).list()]
 
 
-@router.post("/sessions", status_code=201)
+@router.post("/sessions", status_code=201, responses=answers(400, 404))
 def create_session(body: NewSession, request: Request) -> dict[str, Any]:
     entry = _chat_model(pool_of(request), body.model)
     store = store_of(request)
@@ -151,12 +188,12 @@ def create_session(body: NewSession, request: Request) -> dict[str, Any]:
     return _session_json(store, session.id)
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", responses=answers(404))
 def get_session(session_id: str, request: Request) -> dict[str, Any]:
     return _session_json(store_of(request), session_id)
 
 
-@router.patch("/sessions/{session_id}")
+@router.patch("/sessions/{session_id}", responses=answers(400, 404))
 def change_session(session_id: str, body: SessionChange, request: Request) -> dict[str, Any]:
     store = store_of(request)
     session = store.get(session_id)
@@ -172,14 +209,14 @@ def change_session(session_id: str, body: SessionChange, request: Request) -> di
     return _session_json(store, session.id)
 
 
-@router.delete("/sessions/{session_id}")
+@router.delete("/sessions/{session_id}", responses=answers(404))
 def delete_session(session_id: str, request: Request) -> dict[str, Any]:
     gone = store_of(request).delete(session_id)
     return {"deleted": gone.id}
 
 
 def _chat_model(pool: ModelPool, model: str | None) -> ServedModel:
-    entry = pool.get(model)
+    entry = pool.get(model, "chat")
     if entry.kind != "chat":
         raise APIError(f"{entry.id} makes embeddings; it cannot chat", "model")
     return entry
@@ -205,7 +242,11 @@ def _sampling(saved: dict[str, Any], params: ChatParams | None) -> Sampling:
     return Sampling(**values)
 
 
-@router.post("/sessions/{session_id}/chat")
+@router.post(
+    "/sessions/{session_id}/chat",
+    response_class=EventStream,
+    responses=answers(400, 404, 503, stream=True),
+)
 async def chat(session_id: str, body: ChatTurn, request: Request) -> Any:
     store, pool = store_of(request), pool_of(request)
     session = store.get(session_id)
@@ -338,7 +379,7 @@ def list_evals(request: Request) -> list[dict[str, Any]]:
     return [_finite({**r.to_dict(), "scored": _scored(store, r)}) for r in store.runs()]
 
 
-@router.get("/evals/{run_id}")
+@router.get("/evals/{run_id}", responses=answers(400, 404))
 def get_eval(run_id: str, request: Request, detail: bool = False) -> dict[str, Any]:
     store = evals_of(request)
     run = _find_run(store, run_id)
@@ -384,7 +425,7 @@ def list_comparisons(request: Request) -> list[dict[str, Any]]:
     return [_comparison_summary(r) for r in evals_of(request).comparisons()]
 
 
-@router.get("/comparisons/{comparison_id}")
+@router.get("/comparisons/{comparison_id}", responses=answers(404))
 def get_comparison(comparison_id: str, request: Request) -> dict[str, Any]:
     """One stored comparison, whole: its rows, how each figure was obtained, the machine."""
     records = evals_of(request).comparisons()

@@ -1,9 +1,9 @@
 // scheda studio: chat with the served models, keep sessions, read spec sheets and fits,
-// and read the saved evaluation runs (`scheda eval`).
+// see how each model splits a text, and read the saved evaluation runs (`scheda eval`).
 //
 // Plain ES modules, no framework and no build step, so the page works offline
 // from the files the server ships. This entry wires the views together: one
-// module per view (chat.js, sessions.js, model.js, evals.js), the sampling
+// module per view (chat.js, sessions.js, model.js, tokens.js, evals.js), the sampling
 // controls (sampling.js), and what they share (api.js, dom.js, format.js,
 // state.js). Text from a model or a user only ever goes into the page through
 // textContent or markdown.js (which builds DOM nodes), never through innerHTML.
@@ -13,6 +13,7 @@ import { clearChat, fillModelPicker, showSession, stopAnswer, wireChat } from ".
 import { $, hideBanner, report } from "./dom.js";
 import { askForComparison, hashComparison, showCompare, wireCompare } from "./compare.js";
 import { askForEval, hashEval, showEvals, wireEvals } from "./evals.js";
+import { loadHubDevices, wireHub } from "./hub.js";
 import { fillCardPicker, loadGpus, loadModels, showModel, wireModel } from "./model.js";
 import { loadSampling, wireSampling } from "./sampling.js";
 import {
@@ -25,12 +26,14 @@ import {
   wireSessions,
 } from "./sessions.js";
 import { state } from "./state.js";
+import { showTokens, wireTokens } from "./tokens.js";
 
 function showView(view) {
   $("layout").dataset.view = view;
   $("view-chat").hidden = view !== "chat";
   $("settings").hidden = view !== "chat";
   $("view-model").hidden = view !== "model";
+  $("view-tokens").hidden = view !== "tokens";
   $("view-evals").hidden = view !== "evals";
   $("view-compare").hidden = view !== "compare";
   for (const tab of document.querySelectorAll(".tab")) {
@@ -41,6 +44,7 @@ function showView(view) {
   if (view === "chat") setHashSession(state.current?.id ?? null);
   if (view === "evals") return showEvals();
   if (view === "compare") return showCompare();
+  if (view === "tokens") return showTokens();
   return Promise.resolve();
 }
 
@@ -68,8 +72,10 @@ function wire() {
   wireSampling();
   wireSessions({ open: openChat, fresh: newChat });
   wireModel();
+  wireTokens();
   wireEvals();
   wireCompare();
+  wireHub({ onPulled: joinPickers });
   $("auth-form").addEventListener("submit", (event) => {
     if (saveKey(event)) load();
   });
@@ -78,6 +84,13 @@ function wire() {
   for (const tab of document.querySelectorAll(".tab")) {
     tab.addEventListener("click", () => showView(tab.dataset.view));
   }
+}
+
+/** A model pulled from the Hub is served now: it joins the chat's and the spec sheet's pickers. */
+async function joinPickers(model) {
+  await loadModels();
+  fillModelPicker();
+  fillCardPicker($("card-model").value || model.id);
 }
 
 /** Load what the page shows; run again after the API key is entered. */
@@ -91,7 +104,7 @@ async function load() {
   }
   fillModelPicker();
   fillCardPicker($("model-picker").value);
-  await Promise.all([refreshSessions(), loadGpus()]);
+  await Promise.all([refreshSessions(), loadGpus(), loadHubDevices()]);
   const evalId = hashEval(); // read first: starting a new chat clears the URL's hash
   const comparisonId = hashComparison();
   const id = hashSession();

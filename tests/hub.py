@@ -1,0 +1,365 @@
+"""A Hub on loopback for the tests: the file protocol `huggingface_hub`'s client speaks.
+
+No hub is reachable from a test, so this serves what the client asks for when
+it lists a repository, resolves a file and downloads it, and nothing more:
+
+    GET  /api/models/ORG/NAME[/revision/REV]   the listing (`HfApi.model_info`): the commit,
+                                               and with ?blobs=true every file's size, git
+                                               blob id and, for LFS files, sha256 and size
+    HEAD /ORG/NAME/resolve/REV/PATH            a file's metadata: `ETag` and `X-Repo-Commit`;
+    GET  (the same)                            an LFS file answers 302 to the storage host with
+                                               `X-Linked-Etag` (its sha256) and `X-Linked-Size`,
+                                               as the Hub does, other files 200; `Range` gives
+                                               206 with `Content-Range`
+    GET  http://STORAGE/SHA256                 an LFS file's bytes, by range, on a second port:
+                                               another origin, so the client sends no token there
+
+Errors carry the headers the client maps to its exceptions: `X-Error-Code:
+RepoNotFound` (404, or 401 for a private repository without a token),
+`GatedRepo` (401 without a token, 403 with a token not granted access),
+`RevisionNotFound`, `EntryNotFound`. The files are real: the embedded GGUF and
+the MiniLM folder, read from where their packages put them.
+
+Switches for the failure cases: `gated` and `private` repositories (`tokens`
+open them), `drop[file] = N` (the next whole download of that file stops
+after N bytes, the connection closed mid-body, once), `corrupt[file] = offset` (that
+byte served flipped, always), `no_ranges` (ranges ignored, whole files sent).
+`log` records every request (method, path, Range header).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+LFS_SUFFIXES = (".gguf", ".safetensors", ".bin")
+LFS_SIZE = 10 << 20
+CHUNK = 1 << 16
+_DIGESTS: dict[tuple[str, int], tuple[str, str]] = {}  # (path, size) -> (sha1 blob id, sha256)
+
+
+@dataclass
+class Entry:
+    """One file of a repository: its bytes' source, and the digests the Hub publishes."""
+
+    source: Path | bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.source) if isinstance(self.source, bytes) else self.source.stat().st_size
+
+    @property
+    def lfs(self) -> bool:
+        name = self.source.name if isinstance(self.source, Path) else ""
+        return name.endswith(LFS_SUFFIXES) or self.size >= LFS_SIZE
+
+    def digests(self) -> tuple[str, str]:
+        """(git blob id of the content, sha256), computed once per file."""
+        key = (str(self.source) if isinstance(self.source, Path) else "", self.size)
+        if isinstance(self.source, Path) and key in _DIGESTS:
+            return _DIGESTS[key]
+        sha1 = hashlib.sha1(f"blob {self.size}\0".encode())
+        sha256 = hashlib.sha256()
+        for chunk in self.chunks(0, self.size):
+            sha1.update(chunk)
+            sha256.update(chunk)
+        found = (sha1.hexdigest(), sha256.hexdigest())
+        if isinstance(self.source, Path):
+            _DIGESTS[key] = found
+        return found
+
+    @property
+    def pointer(self) -> bytes:
+        """The LFS pointer git stores in the file's place."""
+        return (
+            f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.digests()[1]}\n"
+            f"size {self.size}\n"
+        ).encode()
+
+    @property
+    def blob_id(self) -> str:
+        if not self.lfs:
+            return self.digests()[0]
+        return hashlib.sha1(f"blob {len(self.pointer)}\0".encode() + self.pointer).hexdigest()
+
+    def chunks(self, start: int, end: int) -> Iterator[bytes]:
+        """The bytes in [start, end)."""
+        if isinstance(self.source, bytes):
+            yield self.source[start:end]
+            return
+        with self.source.open("rb") as f:
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                data = f.read(min(CHUNK, left))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+
+
+@dataclass
+class Repo:
+    files: dict[str, Entry]
+    gated: bool = False
+    private: bool = False
+
+    @property
+    def commit(self) -> str:
+        text = json.dumps(sorted((n, e.size) for n, e in self.files.items()))
+        return hashlib.sha1(text.encode()).hexdigest()
+
+
+def folder_files(folder: Path) -> dict[str, Path | bytes]:
+    """Every file under a folder, by its path relative to it."""
+    return {
+        p.relative_to(folder).as_posix(): p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+@dataclass
+class Hub:
+    """The repositories served, the switches, and the log of requests."""
+
+    repos: dict[str, Repo] = field(default_factory=dict)
+    tokens: set[str] = field(default_factory=set)
+    drop: dict[str, int] = field(default_factory=dict)
+    corrupt: dict[str, int] = field(default_factory=dict)
+    no_ranges: bool = False
+    log: list[tuple[str, str, str | None]] = field(default_factory=list)
+    url: str = ""
+    storage: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, repo: str, files: dict[str, Path | bytes], **flags: bool) -> None:
+        self.repos[repo] = Repo({n: Entry(s) for n, s in files.items()}, **flags)
+
+    def reset(self) -> None:
+        """The switches off and the log empty (the repositories stay)."""
+        with self.lock:
+            self.tokens.clear()
+            self.drop.clear()
+            self.corrupt.clear()
+            self.no_ranges = False
+            self.log.clear()
+            for name in [n for n, r in self.repos.items() if r.gated or r.private]:
+                del self.repos[name]
+
+    def requests(self, path_part: str = "") -> list[tuple[str, str, str | None]]:
+        with self.lock:
+            return [r for r in self.log if path_part in r[1]]
+
+    def by_sha(self, sha256: str) -> tuple[str, Entry] | None:
+        for repo in self.repos.values():
+            for name, entry in repo.files.items():
+                if entry.lfs and entry.digests()[1] == sha256:
+                    return name, entry
+        return None
+
+
+RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body in separate writes: no 40 ms stalls
+    hub: Hub
+    storage_role = False
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_HEAD(self) -> None:
+        self._route(body=False)
+
+    def do_GET(self) -> None:
+        try:
+            self._route(body=True)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client stopped reading (a refused answer)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _route(self, body: bool) -> None:
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
+        with self.hub.lock:
+            self.hub.log.append((self.command, path, self.headers.get("Range")))
+        if self.storage_role:
+            found = self.hub.by_sha(path.strip("/"))
+            if found is None:
+                return self._error(404, "EntryNotFound", "no such blob")
+            return self._send_file(found[0], found[1], body)
+        api = API.match(path)
+        if api is not None:
+            return self._listing(api["repo"], api["rev"], parse_qs(parts.query))
+        resolve = RESOLVE.match(path)
+        if resolve is not None:
+            return self._resolve(resolve["repo"], resolve["rev"], resolve["path"], body)
+        self._error(404, None, "not a route of the test Hub")
+
+    def _repo(self, name: str, files: bool) -> Repo | None:
+        """The repository if this request may see it; else the error is sent."""
+        repo = self.hub.repos.get(name)
+        token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+        granted = token in self.hub.tokens
+        if repo is None or (repo.private and not granted):
+            status = 401 if repo is not None and not token else 404
+            self._error(status, "RepoNotFound", f"Repository Not Found for url: {self.path}.")
+            return None
+        if repo.gated and files and not granted:
+            status, what = (403, "has not been granted access") if token else (401, "is not")
+            self._error(
+                status,
+                "GatedRepo",
+                f"Access to model {name} is restricted: the user {what} authenticated.",
+            )
+            return None
+        return repo
+
+    def _listing(self, name: str, rev: str | None, query: dict[str, list[str]]) -> None:
+        repo = self._repo(name, files=False)
+        if repo is None:
+            return
+        if rev not in (None, "main", repo.commit):
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        blobs = query.get("blobs", ["false"])[0].lower() == "true"
+        siblings = []
+        for file, entry in repo.files.items():
+            sibling: dict[str, Any] = {"rfilename": file}
+            if blobs:
+                sibling.update(size=entry.size, blobId=entry.blob_id)
+                if entry.lfs:
+                    sibling["lfs"] = {
+                        "sha256": entry.digests()[1],
+                        "size": entry.size,
+                        "pointerSize": len(entry.pointer),
+                    }
+            siblings.append(sibling)
+        data = {
+            "_id": repo.commit[:24],
+            "id": name,
+            "modelId": name,
+            "sha": repo.commit,
+            "private": repo.private,
+            "gated": "auto" if repo.gated else False,
+            "disabled": False,
+            "tags": [],
+            "siblings": siblings,
+            "lastModified": "2026-01-01T00:00:00.000Z",
+        }
+        self._send(200, json.dumps(data).encode(), {"Content-Type": "application/json"})
+
+    def _resolve(self, name: str, rev: str, file: str, body: bool) -> None:
+        repo = self._repo(name, files=True)
+        if repo is None:
+            return
+        if rev not in ("main", repo.commit):
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        entry = repo.files.get(file)
+        commit = {"X-Repo-Commit": repo.commit}
+        if entry is None:
+            return self._error(404, "EntryNotFound", f"{file} does not exist", commit)
+        if entry.lfs:
+            sha256 = entry.digests()[1]
+            headers = {
+                **commit,
+                "ETag": f'"{entry.blob_id}"',
+                "X-Linked-Etag": f'"{sha256}"',
+                "X-Linked-Size": str(entry.size),
+                "Location": f"{self.hub.storage}/{sha256}",
+            }
+            return self._send(302, b"", headers, body=body)
+        self._send_file(file, entry, body, {**commit, "ETag": f'"{entry.blob_id}"'})
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def _error(
+        self, status: int, code: str | None, message: str, extra: dict[str, str] | None = None
+    ) -> None:
+        headers = {"Content-Type": "application/json", "X-Error-Message": message, **(extra or {})}
+        if code:
+            headers["X-Error-Code"] = code
+        self._send(status, json.dumps({"error": message}).encode(), headers)
+
+    def _send(self, status: int, data: bytes, headers: dict[str, str], body: bool = True) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _send_file(
+        self, file: str, entry: Entry, body: bool, extra: dict[str, str] | None = None
+    ) -> None:
+        size = entry.size
+        start, end = 0, size  # [start, end)
+        wanted = self.headers.get("Range")
+        status = 200
+        if wanted and not self.hub.no_ranges:
+            found = re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
+            if found is None or int(found[1]) >= size:
+                return self._error(416, None, f"unsatisfiable range {wanted}")
+            start = int(found[1])
+            end = min(size, int(found[2]) + 1) if found[2] else size
+            status = 206
+        self.send_response(status)
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.end_headers()
+        if not body:
+            return
+        with self.hub.lock:
+            drop = self.hub.drop.pop(file, None) if status == 200 else None
+        flip = self.hub.corrupt.get(file)
+        sent = start
+        for chunk in entry.chunks(start, end):
+            if flip is not None and sent <= flip < sent + len(chunk):
+                at = flip - sent
+                chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1 :]
+            if drop is not None and sent + len(chunk) - start > drop:
+                self.wfile.write(chunk[: max(0, drop - (sent - start))])
+                self.wfile.flush()
+                self.close_connection = True  # the body cut short: the client sees it end
+                return
+            self.wfile.write(chunk)
+            sent += len(chunk)
+
+
+@contextmanager
+def serving(hub: Hub) -> Iterator[Hub]:
+    """The Hub and its storage host on two loopback ports until the block ends."""
+    servers = []
+    for storage in (False, True):
+        handler = type("Handler", (_Handler,), {"hub": hub, "storage_role": storage})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    hub.url = f"http://127.0.0.1:{servers[0].server_address[1]}"
+    hub.storage = f"http://127.0.0.1:{servers[1].server_address[1]}"
+    try:
+        yield hub
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
