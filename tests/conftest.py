@@ -159,6 +159,8 @@ def smollm_quants(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -
         for written in quantize(smollm_path, wanted, out, allow_requantize=True):
             made[written.type] = written.path
     return made
+
+
 # -- the Hub on loopback (tests/hub.py): the real GGUF and MiniLM files, by the Hub's protocol --
 
 GGUF_REPO = "scheda-test/SmolLM2-135M-Instruct-GGUF"

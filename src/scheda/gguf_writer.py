@@ -144,9 +144,9 @@ def _tokenizer(folder: Path) -> dict[str, Any]:
 
 
 def _matrix_type(folder: Path) -> str:
-    from scheda.readers.hf_folder import _weight_files, read_safetensors_header
+    from scheda.readers.hf_folder import read_safetensors_header, weight_paths
 
-    files = _weight_files(folder)
+    files = weight_paths(folder)
     if not files:
         raise ModelFileError(f"{folder}: no safetensors weights to write")
     dtypes = {d for f in files for d, _ in read_safetensors_header(f).values()}
@@ -181,9 +181,9 @@ def _metadata(writer: Any, gguf: Any, folder: Path, config: dict[str, Any], matr
 
 
 def _licence(folder: Path) -> str | None:
-    from scheda.readers.hf_folder import _licence
+    from scheda.readers.hf_folder import licence_of
 
-    return _licence(folder)
+    return licence_of(folder)
 
 
 def _vocabulary(
@@ -244,14 +244,14 @@ def _tensors(
     """(GGUF name, array, GGUF type) per tensor, read from the safetensors files."""
     import numpy as np
 
-    from scheda.readers.hf_folder import _weight_files
+    from scheda.readers.hf_folder import weight_paths
 
     layers = int(config["num_hidden_layers"])
     heads = int(config["num_attention_heads"])
     kv_heads = int(config.get("num_key_value_heads") or heads)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
     tied = bool(config.get("tie_word_embeddings"))
-    for path in _weight_files(folder):
+    for path in weight_paths(folder):
         for hf_name, dtype, array in _read_safetensors(path):
             if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
                 continue

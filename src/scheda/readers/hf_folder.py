@@ -253,6 +253,16 @@ def _weight_files(files: Folder) -> list[str]:
     return files.weight_files()
 
 
+def weight_paths(folder: Path) -> list[Path]:
+    """The safetensors files of a folder on disk, as its index lists them (or all at its root)."""
+    return [folder / name for name in _weight_files(LocalFolder(folder))]
+
+
+def licence_of(folder: Path) -> str | None:
+    """The licence a folder on disk's model card names, or None."""
+    return _licence(_card_front_matter(LocalFolder(folder)))
+
+
 def read_safetensors_header(path: Path) -> dict[str, tuple[str, list[int]]]:
     """Tensor name -> (dtype, shape) from one safetensors file on disk, checked as the
     `safetensors` library checks it."""
