@@ -229,8 +229,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     _one_line(_scheda("compare", ref, cand, "--text", str(latin1), env=env), "not UTF-8")
     done = _scheda("compare", ref, str(tiny_llama), *options, env=env)
     _one_line(done, "do not share a vocabulary")
-    # The reference was scored for the last one: its cache is whole, nothing else is there.
-    assert [p.name for p in (cache / "logits").iterdir() if p.name.startswith(".")] == []
+    # Refused before any pass: no cache was begun, none half-written.
+    assert not (cache / "logits").exists() or not any((cache / "logits").iterdir())
     assert json.loads(_scheda("compare", "list", "--json", env=env).stdout) == []
 
 
@@ -388,3 +388,22 @@ def test_the_studio_shows_a_stored_comparison(
         studio.ready()
         page.wait_for_selector(f"#compare-detail[data-comparison-id='{comparison}']")
         assert page.get_attribute("#tab-compare", "aria-selected") == "true"
+
+
+def test_a_candidate_that_splits_the_text_otherwise_is_refused(smollm_path: Path) -> None:
+    """The check after loading: same vocabulary size, yet other tokens (or other logits)."""
+    from scheda.evaluation.compare import check_vocabulary
+    from scheda.evaluation.scorer import open_scorer
+
+    text = Text("t", "Janet's ducks lay 16 eggs per day.", "a short text")
+    scorer = open_scorer(smollm_path, CONTEXT, None)
+    try:
+        plain = scorer.tokenize(text.content, add_special=False)
+        check_vocabulary(scorer, "cand", "ref", plain, scorer.vocab_size, text)  # agrees
+        other = [*plain[:3], plain[3] + 1, *plain[4:]]
+        with pytest.raises(UsageError, match="split the text differently from token 3 on"):
+            check_vocabulary(scorer, "cand", "ref", other, scorer.vocab_size, text)
+        with pytest.raises(UsageError, match="logits over 49,152 tokens against 100"):
+            check_vocabulary(scorer, "cand", "ref", plain, 100, text)
+    finally:
+        scorer.close()

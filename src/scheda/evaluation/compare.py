@@ -239,6 +239,22 @@ def check_vocabulary(
         )
 
 
+def _same_vocabulary_size(models: list[Path]) -> None:
+    """Refuse, before any pass, the candidates whose files declare another vocabulary size.
+
+    A cheap read of each spec; `check_vocabulary` still checks, after loading, that the
+    tokens themselves agree."""
+    from scheda.readers import read_spec
+
+    sizes = [read_spec(p).vocab_size for p in models]
+    for path, size in zip(models[1:], sizes[1:], strict=True):
+        if size and sizes[0] and size != sizes[0]:
+            raise UsageError(
+                f"{path.name} and {models[0].name} do not share a vocabulary: {size:,} tokens "
+                f"against {sizes[0]:,}; compare models with one tokenizer"
+            )
+
+
 def candidate_pass(
     scorer: Scorer, cache: LogitCache, chunks: Chunks, progress: Progress, label: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -415,6 +431,7 @@ def run_compare(
     engines = [check_model(p) for p in models]
     if len({p.resolve() for p in models}) < len(models):
         raise UsageError("a model is named twice: give each candidate once, none the reference")
+    _same_vocabulary_size(models)
     cache = LogitCache(reference, engines[0], text.sha256, context)
     chunks, meta = _reference(reference, engines[0], cache, text, context, threads, progress, step)
     rows = [
