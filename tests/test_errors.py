@@ -43,6 +43,8 @@ VALUE_ERRORS_ALLOWED = {
     ("sessions.py", "_check_role"): "scheda's callers pass the role, never a user",
     ("fit.py", "weight_bytes"): "estimate() asks for the file's size only where there is one",
     ("evaluation/humaneval.py", "pass_at_k"): "n, c and k are the task's own counts",
+    ("quantize.py", "_imatrix_gguf"): "load_imatrix makes it a UsageError naming the file",
+    ("quantize.py", "_imatrix_legacy"): "load_imatrix makes it a UsageError naming the file",
 }
 # Exceptions declared outside errors.py: (module, class): why no user sees them.
 EXCEPTIONS_ALLOWED = {

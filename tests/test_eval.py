@@ -239,6 +239,17 @@ class ConstantScorer(Scorer):
         picked = tokens[start:] == [ord(" "), ord(self.letter)]
         return Scored((0.0 if picked else -5.0,) * (len(tokens) - start), (picked,))
 
+    @property
+    def vocab_size(self) -> int:
+        return 256
+
+    def bos(self) -> int | None:
+        return None
+
+    def chunk_logits(self, tokens: list[int], first: int) -> np.ndarray:
+        rows = range(first, len(tokens) - 1)
+        return np.stack([self.next_logprobs(tokens[: i + 1]) for i in rows])
+
 
 @needs_mmlu
 def test_constant_answer_scores_its_share() -> None:
