@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from scheda.bench import PP_TOKENS, prompt_of
 from scheda.engines import open_model
@@ -34,15 +31,26 @@ def figures(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def test_bench_against_the_engine_gives_json_and_a_chart(tmp_path: Path) -> None:
+def test_bench_against_every_contender_gives_json_and_a_chart(
+    smollm_hf: Path, tmp_path: Path
+) -> None:
+    """One run, every contender beside scheda: the engine called directly, llama-cpp-python
+    (`make test` installs the evaluation extra, which builds it) and the transformers
+    pipeline."""
     chart = tmp_path / "bench.png"
-    data = figures(bench("--vs", "engine", "--json", "--chart", str(chart)))
+    contenders = ["engine", "llama-cpp-python", "transformers"]
+    vs = [arg for name in contenders for arg in ("--vs", name)]
+    data = figures(bench(*vs, "--hf-folder", str(smollm_hf), "--json", "--chart", str(chart)))
     by_name = {r["contender"]: r for r in data["results"]}
-    assert set(by_name) == {"scheda", "engine"}
-    for r in by_name.values():
+    assert set(by_name) == {"scheda", *contenders}
+    for name in ("scheda", "engine", "llama-cpp-python"):
+        r = by_name[name]
         assert r["load_s"] > 0 and r["pp_tokens_per_s"] > 0 and r["tg_tokens_per_s"] > 0
         assert r["first_token_s"] > 0 and r["peak_rss_mib"] > 50
-    assert data["ratios"]["engine"]["tg_tokens_per_s"] > 0
+    hf = by_name["transformers"]
+    assert hf["tg_tokens_per_s"] > 0 and hf["first_token_s"] is None  # the pipeline has no stream
+    for name in contenders:
+        assert data["ratios"][name]["tg_tokens_per_s"] > 0
     assert data["cold_first_token_s"] > 0
     assert data["machine"]["versions"]["xllamacpp"]
     assert chart.read_bytes().startswith(PNG_MAGIC) and chart.stat().st_size > 10_000
@@ -54,21 +62,6 @@ def test_bench_table_names_each_figure() -> None:
     for header in ("load", "first token", "pp512 tok/s", "tg128 tok/s", "peak memory"):
         assert header in done.stdout
     assert "cold start to first token" in done.stdout
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is None,
-    reason="llama-cpp-python is not installed (the evaluation extra builds it)",
-)
-def test_bench_against_llama_cpp_python() -> None:
-    data = figures(bench("--vs", "llama-cpp-python", "--json"))
-    assert data["ratios"]["llama-cpp-python"]["tg_tokens_per_s"] > 0
-
-
-def test_bench_against_the_transformers_pipeline(smollm_hf: Path) -> None:
-    data = figures(bench("--vs", "transformers", "--hf-folder", str(smollm_hf), "--json"))
-    (hf,) = [r for r in data["results"] if r["contender"] == "transformers"]
-    assert hf["tg_tokens_per_s"] > 0 and hf["first_token_s"] is None
 
 
 def test_an_unknown_contender_is_a_one_line_error() -> None:
