@@ -66,20 +66,16 @@ def _text_bytes(value: Any) -> int:
 
 
 def shards(items: list[Item], count: int) -> list[list[Item]]:
-    """Consecutive items cut into about `count` shards of about equal estimated tokens."""
-    if not items:
-        return []
+    """Consecutive items cut into at most `count` shards of about equal estimated tokens:
+    each item goes to the shard its middle token falls in."""
     tokens = [item_tokens(i) for i in items]
-    target = sum(tokens) / max(1, count)
-    cut: list[list[Item]] = [[]]
-    held = 0
+    total = sum(tokens)
+    cut: list[list[Item]] = [[] for _ in range(max(1, count))]
+    position = 0
     for item, n in zip(items, tokens, strict=True):
-        if cut[-1] and held + n / 2 > target:
-            cut.append([])
-            held = 0
-        cut[-1].append(item)
-        held += n
-    return cut
+        cut[min(len(cut) - 1, int((position + n / 2) / total * len(cut)))].append(item)
+        position += n
+    return [shard for shard in cut if shard]
 
 
 class Worker:
@@ -180,12 +176,16 @@ def _start(
         "threads": evaluator.threads,
         "engine": evaluator.engine_name,
     }
-    remote = ray.remote(Worker).options(
-        num_cpus=evaluator.threads or 1, scheduling_strategy="SPREAD", max_restarts=0
-    )
+    remote = ray.remote(Worker)
+    cpus = evaluator.threads or 1
     reference = worker_reference(model)
     lanes = [
-        Lane(name, remote.options(name=name).remote(task, reference, settings))
+        Lane(
+            name,
+            remote.options(
+                name=name, num_cpus=cpus, scheduling_strategy="SPREAD", max_restarts=0
+            ).remote(task, reference, settings),
+        )
         for name in (f"scheda-eval-{run.id}-{i + 1}" for i in range(count))
     ]
     try:
