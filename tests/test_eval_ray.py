@@ -42,7 +42,7 @@ QUESTIONS = [
 
 
 def mmlu() -> MMLU:
-    return MMLU(limit=3, data_dir=SHARED, subjects=SUBJECTS)
+    return MMLU(limit=2, data_dir=SHARED, subjects=SUBJECTS)
 
 
 @pytest.fixture(scope="module")
@@ -141,20 +141,20 @@ def test_a_run_stopped_on_ray_resumes_here(
     class Stop(Exception):
         pass
 
-    def stop_after_four(done: int, total: int) -> None:
-        if done == 4:
+    def stop_after_three(done: int, total: int) -> None:
+        if done == 3:
             raise Stop
 
     store = EvalStore(tmp_path / "evals.sqlite3")
     with pytest.raises(Stop):
-        on_ray(store, smollm_path, stop_after_four)
+        on_ray(store, smollm_path, stop_after_three)
     model = EvalModel(smollm_path, context=2048, threads=1)
     seen: list[int] = []
     try:
         run, _ = run_task(mmlu(), model, store, "default", lambda d, t: seen.append(d))
     finally:
         model.close()
-    assert seen[0] == 4 and seen[-1] == len(plain)  # only the missing items, here
+    assert seen[0] == 3 and seen[-1] == len(plain)  # only the missing items, here
     assert_same(store, run.id, plain)
     store.close()
 
