@@ -31,6 +31,11 @@ INSTRUCTIONS = {
 }
 
 
+# JSON on one line, as `json.dumps` writes it: llama.cpp's grammar engine (llguidance) would
+# otherwise let a small model spend its tokens on indentation.
+COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
 def new_call_id() -> str:
     return f"call_{secrets.token_hex(12)}"
 
@@ -51,28 +56,41 @@ def functions(guide: Guide) -> list[dict[str, Any]]:
 def schema(guide: Guide) -> dict[str, Any]:
     """The JSON schema of the answer: calls to the chosen tools, or (with "auto") a reply."""
     calls = [
-        {
-            "type": "object",
-            "properties": {
-                "name": {"const": f["name"]},
-                "arguments": f.get("parameters") or {"type": "object", "properties": {}},
-            },
-            "required": ["name", "arguments"],
-        }
+        _closed({"name": {"const": f["name"]}, "arguments": _arguments(f.get("parameters"))})
         for f in functions(guide)
     ]
     listed: dict[str, Any] = {"type": "array", "items": {"anyOf": calls}, "minItems": 1}
     if not guide.parallel_tool_calls:
         listed["maxItems"] = 1
-    calling = {"type": "object", "properties": {"tool_calls": listed}, "required": ["tool_calls"]}
+    calling = _closed({"tool_calls": listed})
     if guide.tool_choice != "auto":
-        return calling
-    replying = {
+        return {**calling, "x-guidance": COMPACT}
+    replying = _closed({"response": reply_schema(guide.response_format)})
+    return {"anyOf": [calling, replying], "x-guidance": COMPACT}
+
+
+def _closed(properties: dict[str, Any]) -> dict[str, Any]:
+    """An object of exactly these keys: a small model would otherwise go on adding more."""
+    return {
         "type": "object",
-        "properties": {"response": reply_schema(guide.response_format)},
-        "required": ["response"],
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
     }
-    return {"anyOf": [calling, replying]}
+
+
+def _arguments(parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """A tool's parameters; an object that says nothing of other keys takes only its own,
+    as OpenAI's strict mode has it (a client checks arguments against the same schema)."""
+    schema = dict(parameters or {"type": "object", "properties": {}})
+    if schema.get("type") == "object" and "additionalProperties" not in schema:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def answer_schema(response_format: dict[str, Any]) -> dict[str, Any]:
+    """A response format's schema as the whole answer's, written compact."""
+    return {**reply_schema(response_format), "x-guidance": COMPACT}
 
 
 def reply_schema(response_format: dict[str, Any] | None) -> dict[str, Any]:

@@ -152,6 +152,14 @@ class LlamaCppEngine(Engine):
         answer = self._post("/apply-template", self._conversation(messages, guide or Guide()))
         return str(answer["prompt"])
 
+    def _grammar(self, schema: dict[str, Any]) -> str:
+        import xllamacpp
+
+        try:
+            return str(xllamacpp.json_schema_to_grammar(schema))
+        except Exception as exc:  # the schema's fault: a tool's parameters, a response format
+            raise EngineError(f"llama.cpp cannot hold this JSON schema: {exc}", True) from exc
+
     def _conversation(self, messages: list[Message], guide: Guide) -> dict[str, Any]:
         """The messages and guide as llama.cpp's chat request takes them: tools for its
         template and parser, or the generic format's prompt and schema where the template
@@ -162,10 +170,9 @@ class LlamaCppEngine(Engine):
             body["logit_bias"] = {str(t): bias for t, bias in guide.logit_bias.items()}
         if generic_tools.applies(guide, self.template_knows_tools):
             body["messages"] = [m.to_openai() for m in generic_tools.messages(messages, guide)]
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": generic_tools.schema(guide)},
-            }
+            # llama.cpp's own converter makes the grammar (llguidance's, which honours the
+            # schema's compact-whitespace option; the chat route's own would not).
+            body["grammar"] = self._grammar(generic_tools.schema(guide))
             return body
         if not self.template_knows_tools:  # a history with calls, written for this template
             messages = generic_tools.messages(messages, guide)
@@ -179,8 +186,10 @@ class LlamaCppEngine(Engine):
                 if choice in ("auto", "none", "required")
                 else {"type": "function", "function": {"name": choice}}
             )
-        if guide.response_format is not None:
-            body["response_format"] = guide.response_format
+        if guide.response_format is not None and "tools" in body:
+            body["response_format"] = guide.response_format  # with its tools: llama.cpp's call
+        elif guide.response_format is not None:
+            body["grammar"] = self._grammar(generic_tools.answer_schema(guide.response_format))
         return body
 
     def generate(
