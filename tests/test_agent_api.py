@@ -237,6 +237,26 @@ def test_logit_bias_reaches_the_sampler(client: openai.OpenAI, server: Server) -
     assert answer(logit_bias={str(rome): 100}) == " Rome" * 3
 
 
+def test_a_schema_that_cannot_constrain_is_refused_naming_it(server: Server) -> None:
+    """llama.cpp would drop a schema its grammar engine cannot compile and answer freely:
+    scheda refuses it first, saying which schema and why."""
+    broken = {"type": "object", "properties": {"city": {"type": "string", "pattern": "(("}}}
+    tool = {"type": "function", "function": {"name": "f", "parameters": broken}}
+    shaped = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}
+    for extra, field in (
+        ({"tools": [WEATHER, tool], "tool_choice": "required"}, "tools[1].function.parameters"),
+        ({"response_format": shaped}, "response_format.json_schema.schema"),
+    ):
+        body = {"messages": ASK, "max_tokens": 4, **extra}
+        status, answer = server.request("POST", "/v1/chat/completions", body)
+        assert status == 400 and answer["error"]["message"].startswith(field), answer
+        assert "\n" not in answer["error"]["message"]
+    claude = {"name": "f", "input_schema": {"type": "nope"}}
+    body = {"messages": ASK, "max_tokens": 4, "tools": [claude]}
+    status, answer = server.request("POST", "/v1/messages", body)
+    assert status == 400 and answer["type"] == "error" and "nope" in answer["error"]["message"]
+
+
 # -- the Responses API ----------------------------------------------------------------------
 
 
@@ -345,7 +365,7 @@ def test_messages_tool_round_trip(claude: anthropic.Anthropic) -> None:
                     {"type": "tool_result", "tool_use_id": use.id, "content": "Sunny, 24 degrees."}
                 ],
             },
-        ],  # fmt: skip
+        ],
         tools=[CLAUDE_TOOL],
         tool_choice={"type": "none"},
     )
@@ -448,7 +468,8 @@ BAD: list[tuple[str, bytes]] = [
     ("/v1/messages", b'{"max_tokens": 4, "messages": [{"role": "user", "content": "x"}], '
      b'"tools": [{"name": "f"}]}'),
     ("/v1/messages", b'{"max_tokens": 4, "messages": [{"role": "user", "content": "x"}], '
-     b'"tool_choice": {"type": "tool", "name": "g"}, "tools": [{"name": "f", "input_schema": {}}]}'),
+     b'"tool_choice": {"type": "tool", "name": "g"}, '
+     b'"tools": [{"name": "f", "input_schema": {}}]}'),
     ("/v1/messages", b'{"max_tokens": 4, "messages": [{"role": "user", "content": "x"}], '
      b'"thinking": {"type": "enabled", "budget_tokens": 100}}'),
     ("/v1/messages/count_tokens", b'{"messages": "x"}'),

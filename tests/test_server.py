@@ -390,7 +390,8 @@ MALFORMED: list[bytes] = [
     b'"function": {"name": "absent"}}, "tools": [{"type": "function", "function": {"name": "f"}}]}',
     b'{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", '
     b'"function": {"name": "f"}}, {"type": "function", "function": {"name": "f"}}]}',
-    b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema"}}',
+    b'{"messages": [{"role": "user", "content": "hi"}], '
+    b'"response_format": {"type": "json_schema"}}',
     b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}',
     b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema",'
     b' "json_schema": {"name": "x", "schema": "not an object"}}}',

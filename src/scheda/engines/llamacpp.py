@@ -40,7 +40,7 @@ from scheda.engines.base import (
     check_token_ids,
     stopwatch,
 )
-from scheda.errors import EngineError, PromptTooLongError
+from scheda.errors import EngineError, PromptTooLongError, RequestFieldError
 from scheda.hardware import physical_cores
 from scheda.sampling import Sampling
 
@@ -155,6 +155,7 @@ class LlamaCppEngine(Engine):
     def _grammar(self, schema: dict[str, Any]) -> str:
         import xllamacpp
 
+        check_schema(schema, "the answer")
         try:
             return str(xllamacpp.json_schema_to_grammar(schema))
         except Exception as exc:  # the schema's fault: a tool's parameters, a response format
@@ -165,6 +166,7 @@ class LlamaCppEngine(Engine):
         template and parser, or the generic format's prompt and schema where the template
         knows no tools."""
         check_token_ids(list(guide.logit_bias), self.vocab_size)
+        check_schemas(guide)
         body: dict[str, Any] = {}
         if guide.logit_bias:
             body["logit_bias"] = {str(t): bias for t, bias in guide.logit_bias.items()}
@@ -293,6 +295,32 @@ class LlamaCppEngine(Engine):
     def close(self) -> None:
         if getattr(self, "_server", None) is not None:
             self._server = None  # xllamacpp stops llama.cpp's loop when the Server is freed
+
+
+def check_schemas(guide: Guide) -> None:
+    """Each JSON schema the client sent, checked before llama.cpp's grammar engine gets it."""
+    for at, tool in enumerate(guide.tools):
+        parameters = tool["function"].get("parameters")
+        if parameters is not None:
+            check_schema(parameters, f"tools[{at}].function.parameters")
+    form = guide.response_format or {}
+    if form.get("type") == "json_schema" and form["json_schema"].get("schema"):
+        check_schema(form["json_schema"]["schema"], "response_format.json_schema.schema")
+
+
+def check_schema(schema: dict[str, Any], field: str) -> None:
+    """A schema llguidance cannot compile is refused: llama.cpp would drop it unsaid and
+    sample unconstrained (llguidance is the library its grammars run on)."""
+    import llguidance
+
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(schema)
+        error = llguidance.LLMatcher.validate_grammar(grammar)
+    except Exception as exc:  # the compiler's own refusal of the schema's shape
+        error = str(exc)
+    if error:
+        reason = " ".join(error.split())
+        raise RequestFieldError(f"{field}: this JSON schema cannot constrain an answer: {reason}")
 
 
 class _Gatherer:
