@@ -81,10 +81,16 @@ def weather_args(arguments: str) -> dict[str, Any]:
 # -- chat completions: tools ----------------------------------------------------------------
 
 
-def test_a_tool_round_trip(client: openai.OpenAI) -> None:
-    asked = client.chat.completions.create(
+@pytest.fixture(scope="module")
+def asked(client: openai.OpenAI) -> Any:
+    """A greedy call to get_weather, made once: the round trip goes on from it, and the
+    streamed call must add up to it."""
+    return client.chat.completions.create(
         model="default", messages=ASK, tools=[WEATHER], temperature=0, **ONE_CALL
     )
+
+
+def test_a_tool_round_trip(client: openai.OpenAI, asked: Any) -> None:
     choice = asked.choices[0]
     assert choice.finish_reason == "tool_calls"
     (call,) = choice.message.tool_calls
@@ -102,9 +108,11 @@ def test_a_tool_round_trip(client: openai.OpenAI) -> None:
     assert not answered.choices[0].message.tool_calls
 
 
-def test_streamed_tool_call_deltas_add_up_to_the_whole_call(client: openai.OpenAI) -> None:
+def test_streamed_tool_call_deltas_add_up_to_the_whole_call(
+    client: openai.OpenAI, asked: Any
+) -> None:
     options = {"model": "default", "messages": ASK, "tools": [WEATHER], "temperature": 0}
-    whole = client.chat.completions.create(**options, **ONE_CALL).choices[0].message
+    whole = asked.choices[0].message
     calls: dict[int, dict[str, str]] = {}
     finish = None
     for chunk in client.chat.completions.create(**options, **ONE_CALL, stream=True):
@@ -137,26 +145,30 @@ def test_a_named_tool_is_the_one_called(client: openai.OpenAI) -> None:
 
 
 def test_parallel_calls_and_auto_each_call_a_declared_tool(client: openai.OpenAI) -> None:
+    """Several calls in one answer may come (parallel_tool_calls is on), each to a declared
+    tool; with "auto" the model may answer in text instead. A small model may also call on
+    and on until max_tokens: an answer cut short is no call at all, and is left aside."""
     ask = [{"role": "user", "content": "Weather in Paris and in Rome, and the time in UTC?"}]
-    seen = 0
-    for seed, choice in enumerate(("required", "auto", "auto")):
-        answer = client.chat.completions.create(
+    finished = []
+    for choice, n, most in (("required", 4, 50), ("auto", 2, 30)):
+        answers = client.chat.completions.create(
             model="default",
             messages=ask,
             tools=[WEATHER, TIME],
             tool_choice=choice,
-            seed=seed,
+            n=n,  # on the server's slots at once
+            seed=3,
             temperature=0.7,
-            max_tokens=90,
-        ).choices[0]
-        if answer.finish_reason == "length":
-            continue  # a small model may call on and on: cut short, it is no call at all
-        for call in answer.message.tool_calls or []:
+            max_tokens=most,
+        ).choices
+        finished += [(choice, a) for a in answers if a.finish_reason != "length"]
+    assert any(choice == "required" for choice, _ in finished)
+    for choice, answer in finished:
+        calls = answer.message.tool_calls or []
+        assert calls or (choice == "auto" and answer.message.content)
+        for call in calls:
             assert call.function.name in ("get_weather", "get_time")
             json.loads(call.function.arguments)
-            seen += 1
-        assert answer.message.tool_calls or answer.message.content
-    assert seen >= 1
 
 
 # -- chat completions: structured outputs and biases ----------------------------------------
