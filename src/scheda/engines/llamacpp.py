@@ -341,6 +341,7 @@ class _Gatherer:
         self.logprobs: list[list[TokenLogprob] | None] = [None] * n
         self.calls: list[dict[int, ToolCall]] = [{} for _ in range(n)]
         self.prompt_tokens = 0
+        self.completion_tokens = 0  # llama.cpp's count: tool calls are tokens too
         self.engine_timings: dict[str, float] = {}
         self.error: dict[str, Any] | None = None
         self.elapsed = stopwatch()
@@ -354,6 +355,7 @@ class _Gatherer:
             self._choice(choice)
         if "usage" in data:
             self.prompt_tokens = int(data["usage"].get("prompt_tokens", 0))
+            self.completion_tokens = int(data["usage"].get("completion_tokens", 0))
         if "timings" in data:
             self.engine_timings = data["timings"]
         return self.cancel is not None and self.cancel.is_set()
@@ -393,6 +395,8 @@ class _Gatherer:
 
     def result(self, load_s: float) -> Generation:
         total = self.elapsed()
+        if len(self.tokens) == 1 and self.calls[0]:  # llama.cpp's parsed calls come as no text
+            self.tokens[0] = max(self.tokens[0], self.completion_tokens)
         samples = [
             Sample(
                 text, finish or "cancelled", tokens, logprobs, [c for _, c in sorted(calls.items())]

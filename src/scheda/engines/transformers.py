@@ -173,6 +173,7 @@ class TransformersEngine(Engine):
     # -- chat ------------------------------------------------------------------------------
 
     def chat_prompt(self, messages: list[Message], guide: Guide | None = None) -> str:
+        check_guide(self.name, guide)  # its tools would not be in the prompt
         if not self.tokenizer.chat_template:
             raise EngineError(
                 f"{self.path.name} has no chat template: use `generate` without --chat"
