@@ -1,17 +1,19 @@
-"""Tool calls for a chat template that knows no tools: one JSON object, held by a grammar.
+"""Tool calls held by a grammar: llama.cpp's generic format, one JSON object per answer.
 
 llama.cpp renders tools with the model's own template and parses the calls
-with the parser it derives from that template; a template without tools
+with the parser it derives from that template. A template without tools
 (SmolLM2's, many small models') gets nothing from it, and the tools would be
-dropped unseen. Earlier llama.cpp versions had a "generic" format for those
-templates, and this module keeps it: the tools are described in the system
-prompt, and the answer is one JSON object, `{"tool_calls": [{"name",
-"arguments"}]}` or `{"response": ...}`, whose JSON schema the engine turns
-into a grammar (llama.cpp's own `json_schema`, so the grammar is llama.cpp's).
-So a call is always well formed and names a declared tool with arguments that
-match its parameters, however small the model. Earlier calls and their results
-in the history are written as the same JSON, as llama.cpp's template polyfills
-wrote them.
+dropped unseen; and where a call must be made (`tool_choice` "required" or a
+named tool), llama.cpp's own handling was not seen to force one. Earlier
+llama.cpp versions had a "generic" format for templates without tools, and
+this module keeps it, for those and for calls that must be made: the tools
+are described in the system prompt, and the answer is one JSON object,
+`{"tool_calls": [{"name", "arguments"}]}` or `{"response": ...}`, whose JSON
+schema llama.cpp's own converter turns into a grammar (llguidance's). So a
+call is always well formed and names a declared tool with arguments that
+match its parameters, however small the model. For a template without tools,
+earlier calls and their results in the history are written as the same JSON,
+as llama.cpp's template polyfills wrote them.
 """
 
 from __future__ import annotations
@@ -41,8 +43,13 @@ def new_call_id() -> str:
 
 
 def applies(guide: Guide, template_knows_tools: bool) -> bool:
-    """Whether this chat needs the generic format: tools the template cannot show."""
-    return bool(guide.tools) and guide.tool_choice != "none" and not template_knows_tools
+    """Whether this chat needs the generic format: tools the template cannot show, or a
+    call that must be made ("required", or a named tool). For those, llama.cpp's own
+    handling of a template that knows tools does not hold the answer to a call (a
+    Hermes-style template, tested, let the model answer in prose): the grammar does."""
+    if not guide.tools or guide.tool_choice == "none":
+        return False
+    return not template_knows_tools or guide.tool_choice != "auto"
 
 
 def functions(guide: Guide) -> list[dict[str, Any]]:
