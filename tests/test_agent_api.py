@@ -13,6 +13,7 @@ compares two of them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -150,7 +151,7 @@ def test_parallel_calls_and_auto_each_call_a_declared_tool(client: openai.OpenAI
     and on until max_tokens: an answer cut short is no call at all, and is left aside."""
     ask = [{"role": "user", "content": "Weather in Paris and in Rome, and the time in UTC?"}]
     finished = []
-    for choice, n, most in (("required", 4, 50), ("auto", 2, 30)):
+    for choice, n, most in (("required", 4, 50), ("auto", 2, 20)):
         answers = client.chat.completions.create(
             model="default",
             messages=ask,
@@ -218,7 +219,7 @@ def test_json_object_is_a_json_object(client: openai.OpenAI) -> None:
         model="default",
         messages=[{"role": "user", "content": "Give me a JSON object about Paris."}],
         response_format={"type": "json_object"},
-        max_tokens=40,
+        max_tokens=24,
         temperature=0,
     ).choices[0]
     if answer.finish_reason == "stop":
@@ -448,10 +449,8 @@ def test_an_openai_agents_sdk_agent_calls_the_tool(server: Server) -> None:
         called.append(city)
         return f"Sunny in {city}."
 
-    model = agents.OpenAIChatCompletionsModel(
-        model="default",
-        openai_client=openai.AsyncOpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0),
-    )
+    client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+    model = agents.OpenAIChatCompletionsModel(model="default", openai_client=client)
     agent = agents.Agent(
         name="weather",
         instructions="You answer questions about the weather with the tool.",
@@ -462,7 +461,14 @@ def test_an_openai_agents_sdk_agent_calls_the_tool(server: Server) -> None:
         ),
         tool_use_behavior="stop_on_first_tool",
     )
-    result = agents.Runner.run_sync(agent, "What is the weather in Paris?", max_turns=2)
+
+    async def run() -> Any:
+        try:
+            return await agents.Runner.run(agent, "What is the weather in Paris?", max_turns=2)
+        finally:
+            await client.close()  # in the loop it was opened in
+
+    result = asyncio.run(run())
     assert len(called) == 1 and called[0].strip()
     assert result.final_output == f"Sunny in {called[0]}."
 
