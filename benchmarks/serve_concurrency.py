@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/serve_concurrency.py [--model PATH] [--levels 1,2,4,8,16]
         [--rounds 3] [--parallel N] [--max-tokens 64]
-        [--servers scheda,llamacpp,llama-cpp-python]
+        [--servers scheda,llamacpp,llama-cpp-python,scheda-baseline] [--baseline SRC]
         [--out docs/serve_concurrency.json] [--png docs/serve_concurrency.png]
 
 For each concurrency level, that many clients start together, each streaming one
@@ -17,6 +17,9 @@ The servers:
   started by this script in a process of its own (the same parameters scheda's
   engine sets: N slots, `n_ctx = context × N`, one thread per physical core).
 - `llama-cpp-python`: `python -m llama_cpp.server` (one request at a time).
+- `scheda-baseline`: `scheda serve` again, from another source tree (`--baseline
+  SRC`, a checkout whose `src/` is put first on the path), to measure a change
+  side by side with the code before it (`git archive main src | tar -x -C SRC`).
 
 One server runs at a time, warmed up by one request, and is stopped before the
 next starts: on a small machine two servers would share the cores. Every round
@@ -64,9 +67,10 @@ from scheda.hardware import physical_cores
 from scheda.terminal import console as terminal_console
 
 HOST = "127.0.0.1"
-SERVERS = ("scheda", "llamacpp", "llama-cpp-python")
+SERVERS = ("scheda", "llamacpp", "llama-cpp-python", "scheda-baseline")
 LABELS = {
     "scheda": "scheda serve",
+    "scheda-baseline": "scheda serve (baseline)",
     "llamacpp": "llama.cpp server (xllamacpp)",
     "llama-cpp-python": "llama-cpp-python server",
 }
@@ -148,8 +152,19 @@ def llama_cpp_python_command(path: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+# The other scheda source tree `scheda-baseline` runs (--baseline).
+BASELINE: Path | None = None
+
+
+def server_env(name: str) -> dict[str, str] | None:
+    """The baseline's `src/` first on the path: the installed scheda is the one measured."""
+    if name != "scheda-baseline" or BASELINE is None:
+        return None
+    return {**os.environ, "PYTHONPATH": str(BASELINE / "src")}
+
+
 def server_command(name: str, model: str, path: Path, port: int, parallel: int) -> list[str]:
-    if name == "scheda":
+    if name in ("scheda", "scheda-baseline"):
         return scheda_command(model, port, parallel)
     if name == "llamacpp":
         return llamacpp_command(path, port, parallel)
@@ -185,6 +200,7 @@ def serving(name: str, model: str, path: Path, parallel: int, logs: Path) -> Ite
     with log.open("wb") as out:
         process = subprocess.Popen(
             server_command(name, model, path, port, parallel),
+            env=server_env(name),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # so that stopping it stops its children too
@@ -551,7 +567,7 @@ def warnings(summary: Summary) -> list[str]:
 
 def table(summary: Summary, levels: list[int]) -> Table:
     servers = list(summary)
-    others = [s for s in ("llamacpp", "llama-cpp-python") if s in summary and "scheda" in summary]
+    others = [s for s in SERVERS[1:] if s in summary and "scheda" in summary]
     t = Table(title="Aggregate tokens/s and time to first token (median, p90)")
     t.add_column("clients", justify="right")
     for name in servers:
@@ -572,7 +588,7 @@ def table(summary: Summary, levels: list[int]) -> Table:
 def markdown(summary: Summary, levels: list[int]) -> str:
     """The same table for docs/benchmarks.md."""
     servers = list(summary)
-    others = [s for s in ("llamacpp", "llama-cpp-python") if s in summary and "scheda" in summary]
+    others = [s for s in SERVERS[1:] if s in summary and "scheda" in summary]
     head = ["clients"]
     for name in servers:
         head += [f"{LABELS[name]} tok/s", f"{LABELS[name]} TTFT median (p90)"]
@@ -718,7 +734,8 @@ def parse(argv: list[str]) -> Config:
     cli.add_argument("--rounds", type=int, default=3)
     cli.add_argument("--parallel", type=int, default=16, help="slots of llama.cpp and scheda")
     cli.add_argument("--max-tokens", type=int, default=64)
-    cli.add_argument("--servers", default=",".join(SERVERS))
+    cli.add_argument("--servers", default=",".join(SERVERS[:3]))
+    cli.add_argument("--baseline", type=Path, help="the source tree scheda-baseline serves")
     cli.add_argument("--out", type=Path, default=Path("docs/serve_concurrency.json"))
     cli.add_argument("--png", type=Path, default=Path("docs/serve_concurrency.png"))
     cli.add_argument("--markdown", action="store_true", help="print the table for the docs too")
@@ -727,6 +744,10 @@ def parse(argv: list[str]) -> Config:
     unknown = set(servers) - set(SERVERS)
     if unknown:
         cli.error(f"--servers: unknown {', '.join(sorted(unknown))}; choose from {SERVERS}")
+    if "scheda-baseline" in servers and not (args.baseline and (args.baseline / "src").is_dir()):
+        cli.error("--servers scheda-baseline: give --baseline SRC, a source tree with src/")
+    global BASELINE
+    BASELINE = args.baseline.resolve() if args.baseline else None
     if args.model:
         model, path = args.model, Path(args.model)
     else:

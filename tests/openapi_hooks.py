@@ -27,6 +27,10 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     if case.operation.path in GENERATING:
         _cap(body, "max_tokens")
         _cap(body, "max_completion_tokens", add=False)
+    elif case.operation.path == "/v1/messages":  # max_tokens is required there: not added
+        _cap(body, "max_tokens", add=False)
+    elif case.operation.path == "/v1/responses":
+        _cap(body, "max_output_tokens")
     elif case.operation.path.endswith("/chat"):  # the studio's chat turn
         params = body.setdefault("params", {})
         if isinstance(params, dict):

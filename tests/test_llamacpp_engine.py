@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -11,11 +14,25 @@ from pathlib import Path
 import pytest
 
 from scheda.engines import Generation, Message, open_model
+from scheda.engines.base import Guide
 from scheda.engines.llamacpp import LlamaCppEngine
 from scheda.errors import EngineError, UsageError
 from scheda.sampling import Sampling
 
 PROMPT = "The capital of France is"
+# A chat template that knows tools, in the Hermes style Qwen 2.5 uses (<tools>, <tool_call>).
+HERMES = Path(__file__).parent / "templates" / "hermes_tools.jinja"
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}},
+            "required": ["city"],
+        },
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +195,34 @@ def test_open_model_refuses_what_cannot_run(minilm_path: Path, smollm_path: Path
         open_model(str(smollm_path), engine="transformers")
     with pytest.raises(UsageError, match="unknown engine"):
         open_model("default", engine="vllm-next")
+
+
+@pytest.fixture(scope="module")
+def hermes(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppEngine]:
+    """The embedded model, its template replaced by one that knows tools."""
+    copy = tmp_path_factory.mktemp("hermes") / "smollm-hermes.gguf"
+    rewrite = [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(smollm_path), str(copy)]
+    subprocess.run([*rewrite, "--chat-template-file", str(HERMES), "--force"], check=True)
+    with open_model(copy, "llama.cpp", context=1024) as loaded:
+        assert isinstance(loaded, LlamaCppEngine)
+        yield loaded
+
+
+def test_a_template_that_knows_tools_shows_them_and_a_required_call_is_made(
+    hermes: LlamaCppEngine,
+) -> None:
+    """With "auto", tools go to llama.cpp as they are: its template shows them (its parser
+    would read the calls). A required call is held by the generic format's grammar, which
+    this small model needs (llama.cpp's own handling let it answer in prose); the call and
+    its result then render back through the model's own template."""
+    assert hermes.template_knows_tools
+    asked = [Message("user", "What is the weather in Paris?")]
+    assert "<tools>" in hermes.chat_prompt(asked, Guide(tools=[WEATHER]))
+    guide = Guide(tools=[WEATHER], tool_choice="required", parallel_tool_calls=False)
+    assert "<tools>" not in hermes.chat_prompt(asked, guide)
+    result = hermes.chat(asked, greedy(40), guide=guide)
+    (call,) = result.samples[0].tool_calls
+    assert call.name == "get_weather" and json.loads(call.arguments)["city"]
+    assert result.finish_reason == "tool_calls" and result.completion_tokens > 5
+    answered = [*asked, Message("assistant", "", [call]), Message("tool", "Sunny.", [], call.id)]
+    assert "<tool_response>\nSunny.\n</tool_response>" in hermes.chat_prompt(answered)

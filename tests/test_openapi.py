@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FUZZ_TIME_S = 60  # schemathesis's own budget; starting it and the coverage phase come on top
 ROUTE_STATUSES = {
     ("post", "/v1/chat/completions"): {"200", "400", "401", "403", "404", "413", "500", "503"},
+    ("post", "/v1/messages"): {"200", "400", "401", "403", "404", "413", "500", "503"},
+    ("post", "/v1/responses"): {"200", "400", "401", "403", "404", "413", "500", "503"},
     ("get", "/v1/models"): {"200", "401", "403", "413", "500"},
     ("get", "/health"): {"200", "403", "413", "500"},
 }
@@ -64,10 +66,11 @@ def test_every_error_is_described_in_openai_s_shape(description: dict[str, Any])
         for method, operation in operations.items():
             answers = operation["responses"]
             assert "422" not in answers, (method, path)
+            shape = "AnthropicError" if path.startswith("/v1/messages") else "Error"
             for status, answer in answers.items():
                 if status.startswith(("4", "5")):
                     schema = answer["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/Error"}, (method, path)
+                    assert schema == {"$ref": f"#/components/schemas/{shape}"}, (method, path)
             if "503" in answers:
                 assert "Retry-After" in answers["503"]["headers"]
 

@@ -282,7 +282,13 @@ def test_wrong_types_name_the_field(server: Server) -> None:
         ({"messages": [{"role": "user", "content": "hi"}], "top_p": 1.5}, "top_p"),
         ({"messages": [{"role": "user"}]}, "messages[0].content"),
         ({"messages": [{"role": "system", "content": None}]}, "messages[0].content"),
-        ({"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"1": 5}}, "logit_bias"),
+        ({"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"x": 5}}, "logit_bias.x"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"1": 101}},
+            "logit_bias.1",
+        ),
+        ({"messages": [{"role": "user", "content": "hi"}], "tools": [{}]}, "tools[0].type"),
+        ({"messages": [{"role": "user", "content": "hi"}], "tool_choice": "always"}, "tool_choice"),
     ]
     for body, field in cases:
         status, error = error_of(server, "/v1/chat/completions", body)
@@ -307,8 +313,7 @@ def test_prompt_over_the_context(server: Server) -> None:
 def test_refused_features_say_so(server: Server) -> None:
     base = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     for extra, word in (
-        ({"logit_bias": {"1": 5}}, "logit_bias"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"functions": [{"name": "f"}]}, "send tools instead"),
         ({"n": 5}, "parallel slots"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "text only"),
     ):
@@ -375,6 +380,26 @@ MALFORMED: list[bytes] = [
     b'{"tokens": ["a"]}',
     b'{"tokens": [99999999]}',
     b"[" * 5000 + b"]" * 5000,
+    # tools, tool choices, response formats and biases that cannot work
+    b'{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "tools": {"f": 1}}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", '
+    b'"function": {"name": "no spaces allowed"}}]}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "tool_choice": {"type": "function", '
+    b'"function": {"name": "absent"}}, "tools": [{"type": "function", "function": {"name": "f"}}]}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", '
+    b'"function": {"name": "f"}}, {"type": "function", "function": {"name": "f"}}]}',
+    b'{"messages": [{"role": "user", "content": "hi"}], '
+    b'"response_format": {"type": "json_schema"}}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema",'
+    b' "json_schema": {"name": "x", "schema": "not an object"}}}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"-3": 1}}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"1": "up"}}',
+    b'{"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"999999999": 5}}',
+    b'{"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {}}]}]}',
+    b'{"messages": [{"role": "tool", "tool_call_id": "c"}]}',
 ]
 
 
@@ -684,6 +709,21 @@ def test_an_hf_folder_behind_the_same_api(hf: Server) -> None:
     assert "".join(pieces)
     with pytest.raises(openai.BadRequestError, match="repeat_penalty"):
         client.completions.create(model=model, prompt="x", max_tokens=1, presence_penalty=1.0)
+
+
+def test_hf_refuses_what_it_cannot_guide_naming_field_and_engine(hf: Server) -> None:
+    """Tools, response formats and biases are llama.cpp's here: transformers refuses them
+    with a 400 that names both, never ignores them."""
+    ask = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    for extra, field in (
+        ({"tools": [tool]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"logit_bias": {"1": 5}}, "logit_bias"),
+    ):
+        status, answer = hf.request("POST", "/v1/chat/completions", {**ask, **extra})
+        message = answer["error"]["message"]
+        assert status == 400 and field in message and "transformers" in message, extra
 
 
 def test_hf_abandoned_whole_answer_frees_the_slot(hf: Server, smollm_hf: Path) -> None:

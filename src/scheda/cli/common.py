@@ -83,3 +83,20 @@ def open_engine(
         quantize=quantize,
         parallel=parallel,
     )
+
+
+def print_list(title: str, columns: tuple[str, ...], rows: list[list[str]], empty: str) -> None:
+    """A stored-things listing (`eval list`, `compare list`): a table, or what to do when empty."""
+    from rich.table import Table
+
+    from scheda.terminal import console
+
+    if not rows:
+        console().print(empty)
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console().print(table)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from scheda.cli.common import JsonOpt, MarkdownOpt, ThreadsOpt, one_format
+from scheda.cli.common import JsonOpt, MarkdownOpt, ThreadsOpt, one_format, print_list
 from scheda.errors import UsageError
 from scheda.terminal import console, emit_json
 
@@ -179,16 +179,11 @@ def _list(store: Any, as_json: bool) -> None:
     if as_json:
         emit_json(records)
         return
-    if not records:
-        console().print("no comparisons yet: `scheda compare REFERENCE CANDIDATE` makes one")
-        return
-    from rich.table import Table
-
     from scheda.render_compare import list_rows
 
-    table = Table(title="Comparisons", title_justify="left")
-    for column in ("Id", "Reference", "Candidates", "Text", "Context", "Largest KLD", "When"):
-        table.add_column(column)
-    for row in list_rows(records):
-        table.add_row(*row)
-    console().print(table)
+    print_list(
+        "Comparisons",
+        ("Id", "Reference", "Candidates", "Text", "Context", "Largest KLD", "When"),
+        list_rows(records),
+        "no comparisons yet: `scheda compare REFERENCE CANDIDATE` makes one",
+    )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from scheda.cli.common import print_list
 from scheda.errors import UsageError
 from scheda.terminal import console, emit_json
 
@@ -241,28 +242,18 @@ def _list(store: Any, as_json: bool) -> None:
     if as_json:
         emit_json([r.to_dict() for r in runs])
         return
-    if not runs:
-        console().print("no evaluation runs yet: `scheda eval MODEL --tasks mmlu` starts one")
-        return
-    from rich.table import Table
-
     from scheda.sessions import local_time
 
-    table = Table(title="Evaluation runs", title_justify="left")
-    for column in ("Run", "Model", "Task", "Shots", "Items", "Score", "When"):
-        table.add_column(column)
+    rows = []
     for r in runs:
-        summary = r.summary or {}
-        metrics = summary.get("metrics") or {}
+        metrics = (r.summary or {}).get("metrics") or {}
         first = next(iter(metrics.values()), None)
         score = _percent(first["value"]) if first else "unfinished"
-        table.add_row(
-            r.id,
-            r.model,
-            r.task,
-            str(r.config.get("shots", "")),
-            f"{r.items:,}",
-            score,
-            local_time(r.created),
-        )
-    console().print(table)
+        config = str(r.config.get("shots", ""))
+        rows.append([r.id, r.model, r.task, config, f"{r.items:,}", score, local_time(r.created)])
+    print_list(
+        "Evaluation runs",
+        ("Run", "Model", "Task", "Shots", "Items", "Score", "When"),
+        rows,
+        "no evaluation runs yet: `scheda eval MODEL --tasks mmlu` starts one",
+    )

@@ -6,8 +6,11 @@ chat template; scheda never reimplements any of them. Every command (generate,
 chat, bench, the server, the evaluator) goes through this one interface.
 
 Streaming is a callback: `on_text(sample_index, text)` is called as text
-arrives. Cancelling is an event: set it (from a signal handler, another
-thread or the callback's caller) and the engine stops at the next token,
+arrives. A chat may carry a `Guide` (tools, a response format, logit biases):
+an engine either honours each of its fields or refuses the request naming the
+field, never ignores one; the calls a model makes come back on the `Sample`.
+Cancelling is an event: set it (from a signal handler, another thread or the
+callback's caller) and the engine stops at the next token,
 returning what it had with finish reason "cancelled". `stream()` turns the
 callback into an iterator for callers that prefer one (the server).
 """
@@ -51,13 +54,30 @@ class TokenLogprob:
 
 
 @dataclass
+class ToolCall:
+    """A function the model calls: its arguments as JSON text, as OpenAI's API carries them."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass
 class Sample:
     """One of the `n` answers to a request."""
 
     text: str
-    finish_reason: str  # "stop" (end of text or a stop sequence), "length" or "cancelled"
+    finish_reason: str  # "stop", "length", "tool_calls" or "cancelled"
     completion_tokens: int
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass
@@ -104,10 +124,49 @@ class Generation:
 
 @dataclass
 class Message:
-    """One chat turn."""
+    """One chat turn; an assistant's may call tools, a tool's answers one call."""
 
-    role: str  # "system", "user" or "assistant"
+    role: str  # "system", "user", "assistant" or "tool"
     content: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+    def to_openai(self) -> dict[str, Any]:
+        """The turn as chat templates and OpenAI's API read it: only the keys it uses."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+@dataclass
+class Guide:
+    """What steers a chat's answer beyond sampling, in OpenAI's terms.
+
+    `tools` are OpenAI's function tools (`{"type": "function", "function": {...}}`);
+    `tool_choice` is "auto", "none", "required" or a function's name; `response_format`
+    is OpenAI's (`json_object`, or `json_schema` with its `schema`); `logit_bias` maps
+    token ids to a bias from -100 to 100. Empty, it changes nothing.
+    """
+
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
+    response_format: dict[str, Any] | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+    def fields(self) -> list[str]:
+        """The request fields this guide sets, as the client named them."""
+        named = []
+        if self.tools:
+            named.append("tools")
+        if self.response_format is not None:
+            named.append("response_format")
+        if self.logit_bias:
+            named.append("logit_bias")
+        return named
 
 
 class Engine(ABC):
@@ -144,12 +203,15 @@ class Engine(ABC):
         sampling: Sampling | None = None,
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
+        guide: Guide | None = None,
     ) -> Generation:
-        """Answer a conversation, formatted by the model's own chat template."""
+        """Answer a conversation, formatted by the model's own chat template; `guide`'s
+        tools, response format and logit biases honoured, or the request refused."""
 
     @abstractmethod
-    def chat_prompt(self, messages: list[Message]) -> str:
-        """The text the chat template makes of a conversation, ready for the model."""
+    def chat_prompt(self, messages: list[Message], guide: Guide | None = None) -> str:
+        """The text the chat template makes of a conversation (and its tools), ready for
+        the model."""
 
     @abstractmethod
     def close(self) -> None:
@@ -213,6 +275,16 @@ def check_sampling(engine: str, sampling: Sampling) -> None:
     name = options.unsupported(engine, sampling)
     if name is not None:
         raise EngineError(options.refusal(engine, name), client_fault=True)
+
+
+def check_guide(engine: str, guide: Guide | None, honoured: tuple[str, ...] = ()) -> None:
+    """A guide field this engine does not honour is refused, naming the field and the engine."""
+    for name in guide.fields() if guide is not None else []:
+        if name not in honoured:
+            raise EngineError(
+                f"the {engine} engine has no {name}: leave it out, or serve a GGUF on llama.cpp",
+                client_fault=True,
+            )
 
 
 def check_token_ids(ids: list[int], vocab_size: int) -> None:

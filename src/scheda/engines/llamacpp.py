@@ -5,6 +5,11 @@ sampling, tokenizer) is llama.cpp's, called directly. xllamacpp also opens
 llama.cpp's HTTP listener; scheda keeps it on loopback and locked with a
 random key made for this process, and uses it only for what the Python
 binding does not expose (tokenization with pieces).
+
+Tools, response formats and logit biases go to llama.cpp as its server takes
+them (its template renders the tools, its parser reads the calls, its grammar
+holds a JSON schema). A template that knows no tools gets the generic format
+of generic_tools.py instead, held by the same grammar.
 """
 
 from __future__ import annotations
@@ -15,25 +20,27 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from scheda import settings
+from scheda.engines import generic_tools
 from scheda.engines.base import (
     Engine,
     Generation,
+    Guide,
     Message,
     OnText,
     Sample,
     Timings,
     Token,
     TokenLogprob,
+    ToolCall,
     check_sampling,
     check_token_ids,
     stopwatch,
 )
-from scheda.errors import EngineError, PromptTooLongError
+from scheda.errors import EngineError, PromptTooLongError, RequestFieldError
 from scheda.hardware import physical_cores
 from scheda.sampling import Sampling
 
@@ -99,6 +106,8 @@ class LlamaCppEngine(Engine):
         if not self._address.startswith(f"http://{LOOPBACK}:"):
             self.close()
             raise EngineError(f"llama.cpp listened on {self._address}, not on loopback: refusing")
+        caps = self._post("/props", None).get("chat_template_caps") or {}
+        self.template_knows_tools = bool(caps.get("supports_tools"))
 
     def tokenizer_info(self) -> dict[str, Any]:
         props = self._post("/props", None)
@@ -139,9 +148,51 @@ class LlamaCppEngine(Engine):
         check_token_ids(ids, self.vocab_size)
         return str(self._post("/detokenize", {"tokens": list(ids)})["content"])
 
-    def chat_prompt(self, messages: list[Message]) -> str:
-        answer = self._post("/apply-template", {"messages": [asdict(m) for m in messages]})
+    def chat_prompt(self, messages: list[Message], guide: Guide | None = None) -> str:
+        answer = self._post("/apply-template", self._conversation(messages, guide or Guide()))
         return str(answer["prompt"])
+
+    def _grammar(self, schema: dict[str, Any]) -> str:
+        import xllamacpp
+
+        check_schema(schema, "the answer")
+        try:
+            return str(xllamacpp.json_schema_to_grammar(schema))
+        except Exception as exc:  # the schema's fault: a tool's parameters, a response format
+            raise EngineError(f"llama.cpp cannot hold this JSON schema: {exc}", True) from exc
+
+    def _conversation(self, messages: list[Message], guide: Guide) -> dict[str, Any]:
+        """The messages and guide as llama.cpp's chat request takes them: tools for its
+        template and parser, or the generic format's prompt and schema where the template
+        knows no tools."""
+        check_token_ids(list(guide.logit_bias), self.vocab_size)
+        check_schemas(guide)
+        body: dict[str, Any] = {}
+        if guide.logit_bias:
+            body["logit_bias"] = {str(t): bias for t, bias in guide.logit_bias.items()}
+        if generic_tools.applies(guide, self.template_knows_tools):
+            body["messages"] = [m.to_openai() for m in generic_tools.messages(messages, guide)]
+            # llama.cpp's own converter makes the grammar (llguidance's, which honours the
+            # schema's compact-whitespace option; the chat route's own would not).
+            body["grammar"] = self._grammar(generic_tools.schema(guide))
+            return body
+        if not self.template_knows_tools:  # a history with calls, written for this template
+            messages = generic_tools.messages(messages, guide)
+        body["messages"] = [m.to_openai() for m in messages]
+        if guide.tools and self.template_knows_tools:
+            body["tools"] = guide.tools
+            body["parallel_tool_calls"] = guide.parallel_tool_calls
+            choice = guide.tool_choice
+            body["tool_choice"] = (
+                choice
+                if choice in ("auto", "none", "required")
+                else {"type": "function", "function": {"name": choice}}
+            )
+        if guide.response_format is not None and "tools" in body:
+            body["response_format"] = guide.response_format  # with its tools: llama.cpp's call
+        elif guide.response_format is not None:
+            body["grammar"] = self._grammar(generic_tools.answer_schema(guide.response_format))
+        return body
 
     def generate(
         self,
@@ -166,14 +217,20 @@ class LlamaCppEngine(Engine):
         sampling: Sampling | None = None,
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
+        guide: Guide | None = None,
     ) -> Generation:
         sampling = sampling or Sampling()
+        guide = guide or Guide()
         body = self._body(sampling, chat=True)
-        body["messages"] = [asdict(m) for m in messages]
+        body.update(self._conversation(messages, guide))
         if sampling.max_tokens <= 0:
-            prompt = self.chat_prompt(messages)  # its special tokens are in the text
+            prompt = self.chat_prompt(messages, guide)  # its special tokens are in the text
             body["max_tokens"] = self._room(len(self.tokenize(prompt, add_special=False)))
-        return self._run(self._server.handle_chat_completions, body, on_text, cancel)
+        if not generic_tools.applies(guide, self.template_knows_tools):
+            return self._run(self._server.handle_chat_completions, body, on_text, cancel)
+        # The JSON is not the answer's text: its reply goes out once read.
+        generation = self._run(self._server.handle_chat_completions, body, None, cancel)
+        return generic_tools.read(generation, on_text)
 
     def _room(self, prompt_tokens: int) -> int:
         """With no max_tokens, an answer may fill the context and no more: llama.cpp's own
@@ -240,6 +297,32 @@ class LlamaCppEngine(Engine):
             self._server = None  # xllamacpp stops llama.cpp's loop when the Server is freed
 
 
+def check_schemas(guide: Guide) -> None:
+    """Each JSON schema the client sent, checked before llama.cpp's grammar engine gets it."""
+    for at, tool in enumerate(guide.tools):
+        parameters = tool["function"].get("parameters")
+        if parameters is not None:
+            check_schema(parameters, f"tools[{at}].function.parameters")
+    form = guide.response_format or {}
+    if form.get("type") == "json_schema" and form["json_schema"].get("schema"):
+        check_schema(form["json_schema"]["schema"], "response_format.json_schema.schema")
+
+
+def check_schema(schema: dict[str, Any], field: str) -> None:
+    """A schema llguidance cannot compile is refused: llama.cpp would drop it unsaid and
+    sample unconstrained (llguidance is the library its grammars run on)."""
+    import llguidance
+
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(schema)
+        error = llguidance.LLMatcher.validate_grammar(grammar)
+    except Exception as exc:  # the compiler's own refusal of the schema's shape
+        error = str(exc)
+    if error:
+        reason = " ".join(error.split())
+        raise RequestFieldError(f"{field}: this JSON schema cannot constrain an answer: {reason}")
+
+
 class _Gatherer:
     """Collects llama.cpp's streamed chunks; its return value tells llama.cpp to stop.
 
@@ -256,7 +339,9 @@ class _Gatherer:
         self.tokens = [0] * n
         self.finish: list[str | None] = [None] * n
         self.logprobs: list[list[TokenLogprob] | None] = [None] * n
+        self.calls: list[dict[int, ToolCall]] = [{} for _ in range(n)]
         self.prompt_tokens = 0
+        self.completion_tokens = 0  # llama.cpp's count: tool calls are tokens too
         self.engine_timings: dict[str, float] = {}
         self.error: dict[str, Any] | None = None
         self.elapsed = stopwatch()
@@ -270,6 +355,7 @@ class _Gatherer:
             self._choice(choice)
         if "usage" in data:
             self.prompt_tokens = int(data["usage"].get("prompt_tokens", 0))
+            self.completion_tokens = int(data["usage"].get("completion_tokens", 0))
         if "timings" in data:
             self.engine_timings = data["timings"]
         return self.cancel is not None and self.cancel.is_set()
@@ -290,15 +376,33 @@ class _Gatherer:
             self.logprobs[i] = (self.logprobs[i] or []) + [_logprob(e) for e in entries]
         elif text:
             self.tokens[i] += 1
+        for call in (delta or {}).get("tool_calls") or []:
+            self._call(i, call)
         if choice.get("finish_reason"):
             self.finish[i] = choice["finish_reason"]
 
+    def _call(self, i: int, delta: dict[str, Any]) -> None:
+        """A piece of a tool call from llama.cpp's parser: its id and name first, then
+        argument text in fragments."""
+        if not self.first_token_s:
+            self.first_token_s = self.elapsed()
+        at = int(delta.get("index", 0))
+        call = self.calls[i].setdefault(at, ToolCall("", "", ""))
+        function = delta.get("function") or {}
+        call.id = delta.get("id") or call.id or generic_tools.new_call_id()
+        call.name += function.get("name") or ""
+        call.arguments += function.get("arguments") or ""
+
     def result(self, load_s: float) -> Generation:
         total = self.elapsed()
+        if len(self.tokens) == 1 and self.calls[0]:  # llama.cpp's parsed calls come as no text
+            self.tokens[0] = max(self.tokens[0], self.completion_tokens)
         samples = [
-            Sample(text, finish or "cancelled", tokens, logprobs)
-            for text, finish, tokens, logprobs in zip(
-                self.texts, self.finish, self.tokens, self.logprobs, strict=True
+            Sample(
+                text, finish or "cancelled", tokens, logprobs, [c for _, c in sorted(calls.items())]
+            )
+            for text, finish, tokens, logprobs, calls in zip(
+                self.texts, self.finish, self.tokens, self.logprobs, self.calls, strict=True
             )
         ]
         t = self.engine_timings

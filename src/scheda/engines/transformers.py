@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import json
 import threading
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,11 @@ from scheda import settings
 from scheda.engines.base import (
     Engine,
     Generation,
+    Guide,
     Message,
     OnText,
     Token,
+    check_guide,
     check_sampling,
     check_token_ids,
     stopwatch,
@@ -171,17 +172,19 @@ class TransformersEngine(Engine):
 
     # -- chat ------------------------------------------------------------------------------
 
-    def chat_prompt(self, messages: list[Message]) -> str:
+    def chat_prompt(self, messages: list[Message], guide: Guide | None = None) -> str:
+        check_guide(self.name, guide)  # its tools would not be in the prompt
         if not self.tokenizer.chat_template:
             raise EngineError(
                 f"{self.path.name} has no chat template: use `generate` without --chat"
             )
         try:
             prompt = self.tokenizer.apply_chat_template(
-                [asdict(m) for m in messages], tokenize=False, add_generation_prompt=True
+                [m.to_openai() for m in messages], tokenize=False, add_generation_prompt=True
             )
         except Exception as exc:  # the template's own errors (jinja2, raise_exception)
-            raise EngineError(f"the chat template failed: {_line(exc)}") from exc
+            # What it refuses is the conversation sent (roles out of order, a tool turn).
+            raise EngineError(f"the chat template failed: {_line(exc)}", True) from exc
         return str(prompt)
 
     def chat(
@@ -190,7 +193,10 @@ class TransformersEngine(Engine):
         sampling: Sampling | None = None,
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
+        guide: Guide | None = None,
     ) -> Generation:
+        # No constrained decoding here yet: tools, response formats and biases are refused.
+        check_guide(self.name, guide)
         # The template writes the BOS text itself: no special tokens added again.
         prompt = self.chat_prompt(messages)
         return self._generate(self._encode(prompt, False), sampling, on_text, cancel)

@@ -23,7 +23,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scheda import settings
 from scheda.errors import APIError
 from scheda.evaluation.store import EvalStore
-from scheda.server import errors, hub_api, openai_api, openapi, studio_api
+from scheda.server import (
+    errors,
+    hub_api,
+    messages_api,
+    openai_api,
+    openapi,
+    responses_api,
+    studio_api,
+)
 from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
 from scheda.sessions import SessionStore
@@ -36,8 +44,8 @@ mimetypes.add_type("text/javascript", ".js")
 PROTECTED = ("/v1", "/api", "/tokenize", "/detokenize", "/tokenizer_info")
 
 
-async def _reply(send: Send, error: APIError) -> None:
-    response = errors.error_response(error)
+async def _reply(scope: Scope, send: Send, error: APIError) -> None:
+    response = errors.error_response(error, scope.get("path"))
     await send(
         {
             "type": "http.response.start",
@@ -62,7 +70,7 @@ class BodyLimit:
         too_big = APIError(f"the body is over the {self.limit:,}-byte limit: send less", None, 413)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _reply(send, too_big)
+            await _reply(scope, send, too_big)
             return
         # Read the whole body here (it is small by now) and hand it on as one message.
         chunks: list[bytes] = []
@@ -74,7 +82,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.limit:
-                await _reply(send, too_big)
+                await _reply(scope, send, too_big)
                 return
             if not message.get("more_body", False):
                 break
@@ -96,7 +104,8 @@ class BodyLimit:
 
 
 class ApiKey:
-    """With a key set, every API route needs `Authorization: Bearer KEY`."""
+    """With a key set, every API route needs `Authorization: Bearer KEY`, or `x-api-key: KEY`
+    as Anthropic's clients send it."""
 
     def __init__(self, app: ASGIApp, key: str | None) -> None:
         self.app = app
@@ -104,11 +113,13 @@ class ApiKey:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.key is not None and scope["type"] == "http" and _protected(scope["path"]):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, token = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not secrets.compare_digest(token.strip(), self.key):
+            headers = dict(scope["headers"])
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer":
+                token = headers.get(b"x-api-key", b"")
+            if not secrets.compare_digest(token.strip(), self.key):
                 message = "missing or wrong API key: send Authorization: Bearer KEY"
-                await _reply(send, APIError(message, None, 401, "invalid_api_key"))
+                await _reply(scope, send, APIError(message, None, 401, "invalid_api_key"))
                 return
         await self.app(scope, receive, send)
 
@@ -140,6 +151,8 @@ def create_app(
     errors.install(app)
     openapi.install(app, _protected)
     app.include_router(openai_api.router)
+    app.include_router(messages_api.router)
+    app.include_router(responses_api.router)
     app.include_router(studio_api.router)
     app.include_router(hub_api.router)
 
@@ -166,7 +179,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=sorted(allowed.origins),
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "x-api-key", "anthropic-version"],
         )
     app.add_middleware(errors.LogErrors)  # sees every answer but the guard's, which logs its own
     app.add_middleware(Guard, allowed=allowed)  # the outermost: before anything else runs

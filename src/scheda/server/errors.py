@@ -9,6 +9,10 @@ ends in a 4xx; a 500 is scheda's or the machine's failing, and an exception
 that is no `SchedaError` is a bug in scheda, whose message says so without a
 traceback.
 
+Anthropic's routes (`/v1/messages`) answer in Anthropic's shape instead,
+`{"type": "error", "error": {"type", "message"}}` (with `param` and `code`
+too, which its clients ignore): `error_response` takes the path to tell.
+
 The log gets one line per error answer (method, path, status, reason), from
 `LogErrors`; a traceback appears there only for a bug.
 """
@@ -43,6 +47,21 @@ TYPES = {
 }
 
 
+# Anthropic's error types, by status.
+ANTHROPIC_TYPES = {
+    **TYPES,
+    413: "request_too_large",
+    500: "api_error",
+    503: "overloaded_error",
+}
+ANTHROPIC_PATHS = ("/v1/messages",)
+
+
+def anthropic(path: str | None) -> bool:
+    """Whether a path is one of Anthropic's routes, whose errors take its shape."""
+    return path is not None and any(path == p or path.startswith(p + "/") for p in ANTHROPIC_PATHS)
+
+
 def api_error(exc: BaseException | None) -> APIError:
     """What a client should read for an error raised while answering it."""
     if isinstance(exc, APIError):
@@ -53,23 +72,31 @@ def api_error(exc: BaseException | None) -> APIError:
     return APIError(f"internal error in scheda ({type(exc).__name__}): please report it", None, 500)
 
 
-def error_body(exc: BaseException | None) -> dict[str, Any]:
-    """The `error` object of OpenAI's shape: also what a stream sends when it fails midway."""
+def error_body(exc: BaseException | None, path: str | None = None) -> dict[str, Any]:
+    """The `error` object of OpenAI's shape (Anthropic's types on its routes): also what a
+    stream sends when it fails midway."""
     error = api_error(exc)
+    types = ANTHROPIC_TYPES if anthropic(path) else TYPES
     return {
         "message": error.message,
-        "type": TYPES.get(error.status, "invalid_request_error"),
+        "type": types.get(error.status, "invalid_request_error"),
         "param": error.param,
         "code": error.code,
     }
 
 
-def error_response(exc: BaseException | None) -> JSONResponse:
+def error_document(exc: BaseException | None, path: str | None = None) -> dict[str, Any]:
+    """The whole error answer: `{"error": ...}`, and `"type": "error"` on Anthropic's routes."""
+    body = {"error": error_body(exc, path)}
+    return {"type": "error", **body} if anthropic(path) else body
+
+
+def error_response(exc: BaseException | None, path: str | None = None) -> JSONResponse:
     error = api_error(exc)
     headers = {"Retry-After": "1"} if error.status in (429, 503) else None
     if error.status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
-    return JSONResponse({"error": error_body(error)}, status_code=error.status, headers=headers)
+    return JSONResponse(error_document(error, path), status_code=error.status, headers=headers)
 
 
 def sse(data: dict[str, Any]) -> str:
@@ -114,24 +141,24 @@ def install(app: FastAPI) -> None:
     """Route every error through the OpenAI shape."""
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(_validation_message(exc))
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(_validation_message(exc), request.url.path)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         message = {404: "no such route", 405: "method not allowed on this route"}.get(
             exc.status_code, str(exc.detail)
         )
-        return error_response(APIError(message, None, exc.status_code))
+        return error_response(APIError(message, None, exc.status_code), request.url.path)
 
     @app.exception_handler(SchedaError)
-    async def scheda_error(_request: Request, exc: SchedaError) -> JSONResponse:
-        return error_response(exc)
+    async def scheda_error(request: Request, exc: SchedaError) -> JSONResponse:
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Only for a bug in an ASGI layer outside LogErrors; a route's bug is answered there.
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
 
 class LogErrors:
@@ -165,7 +192,7 @@ class LogErrors:
         except Exception as exc:
             if status:  # the answer had begun (a stream): nothing left to answer with
                 raise
-            await error_response(exc)(scope, receive, watch)
+            await error_response(exc, scope.get("path"))(scope, receive, watch)
         if status >= 400:
             log_refusal(scope, status, _reason(body))
 

@@ -111,5 +111,5 @@ class Guard:
             return
         log_refusal(scope, 403, refusal)
         if scope["type"] == "http":
-            response = error_response(APIError(refusal, None, 403, "forbidden"))
+            response = error_response(APIError(refusal, None, 403, "forbidden"), scope.get("path"))
             await response(scope, receive, send)

@@ -90,10 +90,11 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     entry = _entry(request, body.model, "chat")
     messages = body.chat_messages()
     sampling = body.to_sampling()
+    guide = body.guide()
     job = Job(
         pool_of(request),
         entry,
-        lambda engine, on_text, cancel: engine.chat(messages, sampling, on_text, cancel),
+        lambda engine, on_text, cancel: engine.chat(messages, sampling, on_text, cancel, guide),
         texts=body.stream,
     )
     shape = ChatShape(entry.id, body.top_logprobs or 0 if body.logprobs else None)
@@ -170,6 +171,9 @@ async def _stream(job: Job, first: Event, shape: Shape, usage: bool, n: int) -> 
             yield sse({"error": error_body(event.error)})
         else:
             generation: Generation = event.result
+            for i, sample in enumerate(generation.samples):
+                for piece in shape.calls(i, sample):
+                    yield sse(shape.chunk(chunk_id, created, [piece]))
             closing = [shape.closing(i, s) for i, s in enumerate(generation.samples)]
             yield sse(shape.chunk(chunk_id, created, closing))
             if usage:

@@ -10,8 +10,9 @@ answers:
 - the layers in front of every route add theirs: 403 (the guard), 413 (the
   body limit), 401 on the API routes (the key), and 500 (a bug, or the
   machine failing);
-- every error answer has OpenAI's shape, one schema (`Error`); a 503 says
-  when to retry (`Retry-After`), a 401 how to authenticate;
+- every error answer has OpenAI's shape, one schema (`Error`), but on
+  Anthropic's routes, whose errors have Anthropic's (`AnthropicError`); a 503
+  says when to retry (`Retry-After`), a 401 how to authenticate;
 - the 422 and its schemas are gone.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from scheda.server.errors import TYPES
+from scheda.server.errors import ANTHROPIC_TYPES, TYPES, anthropic
 
 
 class EventStream(StreamingResponse):
@@ -69,6 +70,25 @@ ERROR = {
     "required": ["error"],
 }
 
+ANTHROPIC_ERROR = {
+    "type": "object",
+    "title": "AnthropicError",
+    "description": "Anthropic's error shape (with OpenAI's `param` and `code` besides).",
+    "properties": {
+        "type": {"type": "string", "const": "error"},
+        "error": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string", "enum": sorted(set(ANTHROPIC_TYPES.values()))},
+                "message": {"type": "string", "description": "What went wrong, on one line."},
+            },
+            "required": ["type", "message"],
+        },
+    },
+    "required": ["type", "error"],
+}
+SHAPES = {"openai": "Error", "anthropic": "AnthropicError"}
+
 EVENTS = {
     "text/event-stream": {
         "schema": {
@@ -90,19 +110,23 @@ HEADERS = {
 }
 
 
-def _error(status: int) -> dict[str, Any]:
+def _error(status: int, shape: str = "openai") -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{SHAPES[shape]}"}
     answer: dict[str, Any] = {
         "description": WHY[status],
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "content": {"application/json": {"schema": schema}},
     }
     if status in HEADERS:
         answer["headers"] = HEADERS[status]
     return answer
 
 
-def answers(*statuses: int, stream: bool = False) -> dict[int | str, dict[str, Any]]:
-    """A route's `responses`: the errors it answers itself, and a 200 that may be a stream."""
-    declared: dict[int | str, dict[str, Any]] = {status: _error(status) for status in statuses}
+def answers(
+    *statuses: int, stream: bool = False, shape: str = "openai"
+) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses`: the errors it answers itself (in OpenAI's or Anthropic's
+    shape), and a 200 that may be a stream."""
+    declared: dict[int | str, dict[str, Any]] = {s: _error(s, shape) for s in statuses}
     if stream:
         declared[200] = {"content": EVENTS}
     return declared
@@ -126,7 +150,11 @@ def as_answered(schema: dict[str, Any], protected: Callable[[str], bool]) -> dic
     for unused in ("HTTPValidationError", "ValidationError"):
         shapes.pop(unused, None)
     shapes["Error"] = ERROR
-    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    shapes["AnthropicError"] = ANTHROPIC_ERROR
+    components["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+    }
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
@@ -134,8 +162,9 @@ def as_answered(schema: dict[str, Any], protected: Callable[[str], bool]) -> dic
             every = [403, 413, 500]
             if protected(path):
                 every.append(401)
-                operation["security"] = [{"bearer": []}]
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            shape = "anthropic" if anthropic(path) else "openai"
             for status in every:
-                responses.setdefault(str(status), _error(status))
+                responses.setdefault(str(status), _error(status, shape))
             operation["responses"] = dict(sorted(responses.items()))
     return schema

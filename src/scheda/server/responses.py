@@ -30,7 +30,7 @@ def usage_of(generations: list[Generation]) -> dict[str, Any]:
 
 
 def finish_reason(reason: str) -> str:
-    return "length" if reason == "length" else "stop"
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
 def timings(generation: Generation) -> dict[str, float]:
@@ -79,6 +79,10 @@ class Shape:
 
     def opening(self, index: int) -> dict[str, Any] | None:
         return None
+
+    def calls(self, index: int, sample: Any) -> list[dict[str, Any]]:
+        """The stream's pieces that carry a sample's tool calls (a text completion has none)."""
+        return []
 
     def piece(self, index: int, text: str) -> dict[str, Any]:
         return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
@@ -133,6 +137,25 @@ class ChatShape(Shape):
     def piece(self, index: int, text: str) -> dict[str, Any]:
         return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
 
+    def calls(self, index: int, sample: Any) -> list[dict[str, Any]]:
+        """Each call as OpenAI streams one: its index, id and name, then its arguments."""
+        pieces = []
+        for at, call in enumerate(sample.tool_calls):
+            head = {"index": at, "id": call.id, "type": "function"}
+            for delta in (
+                {**head, "function": {"name": call.name, "arguments": ""}},
+                {"index": at, "function": {"arguments": call.arguments}},
+            ):
+                pieces.append(
+                    {
+                        "index": index,
+                        "delta": {"tool_calls": [delta]},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                )
+        return pieces
+
     def closing(self, index: int, sample: Any) -> dict[str, Any]:
         return {
             "index": index,
@@ -142,9 +165,13 @@ class ChatShape(Shape):
         }
 
     def complete(self, index: int, sample: Any) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": sample.text}
+        if sample.tool_calls:
+            message["content"] = sample.text or None
+            message["tool_calls"] = [c.to_openai() for c in sample.tool_calls]
         return {
             "index": index,
-            "message": {"role": "assistant", "content": sample.text},
+            "message": message,
             "logprobs": self.format_logprobs(sample.logprobs),
             "finish_reason": finish_reason(sample.finish_reason),
         }

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from scheda import sampling as options
-from scheda.engines.base import Message
+from scheda.engines.base import Guide, Message, ToolCall
 from scheda.errors import RequestFieldError, UnsupportedFieldError
 from scheda.sampling import Sampling
 
@@ -93,15 +93,81 @@ def refused(message: str, neutral: Callable[[Any], bool] = lambda v: not v) -> B
     return BeforeValidator(check)
 
 
-def _text_format(value: Any) -> bool:
-    return not isinstance(value, dict) or value.get("type") in (None, "text")
-
-
 UNSUPPORTED = "Not supported: leave it out (or send it empty)."
+# OpenAI's rule for function and schema names.
+NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+LOGIT_BIAS = "Token ids (as strings) to a bias from -100 (never) to 100 (only that token)."
+
+
+class FunctionDefinition(Strict):
+    name: Annotated[str, Field(pattern=NAME)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="A JSON schema of the arguments; the answer's arguments match it."
+    )
+    strict: bool | None = Field(None, description="Arguments always match the schema anyway.")
+
+
+class Tool(Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+    def definition(self) -> dict[str, Any]:
+        return {"type": "function", "function": dump(self.function)}
+
+
+class FunctionName(Strict):
+    name: Annotated[str, Field(pattern=NAME)]
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JsonSchemaFormat(Strict):
+    name: Annotated[str, Field(pattern=NAME)]
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+def _format_needs_schema(schema: dict[str, Any]) -> None:
+    """The schema says what `_schema_given` does: json_schema comes with its json_schema."""
+    schema["if"] = {"properties": {"type": {"const": "json_schema"}}}
+    schema["then"] = {"required": ["json_schema"]}
 
 
 class ResponseFormat(Strict):
-    type: Literal["text"] | None = None
+    model_config = ConfigDict(json_schema_extra=_format_needs_schema)
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise RequestFieldError("a json_schema response format needs its json_schema")
+        return self
+
+    def engine_form(self) -> dict[str, Any] | None:
+        """What the engine takes (None: plain text)."""
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return {"type": "json_object"}
+        given = self.json_schema
+        schema = given.schema_ if given is not None and given.schema_ else {"type": "object"}
+        name = given.name if given is not None else "answer"
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+
+
+def bias_of(value: dict[str, float] | None) -> dict[int, float]:
+    return {int(token): bias for token, bias in (value or {}).items()}
+
+
+TokenKey = Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]
+Bias = Annotated[float, Field(ge=-100, le=100)]
 
 
 class RequestFields(Strict):
@@ -110,24 +176,10 @@ class RequestFields(Strict):
     model: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    # Declared with the only values scheda takes, so that the OpenAPI description says so.
-    logit_bias: Annotated[
-        dict[str, float] | None, refused("logit_bias is not supported: leave it out")
-    ] = Field(None, max_length=0, description=UNSUPPORTED)
-    tools: Annotated[
-        list[Any] | None, refused("tools (tool calling) is not supported: leave it out")
-    ] = Field(None, max_length=0, description=UNSUPPORTED)
     functions: Annotated[
-        list[Any] | None, refused("functions (tool calling) is not supported: leave it out")
+        list[Any] | None,
+        refused("functions (the old tool calling) is not supported: send tools instead"),
     ] = Field(None, max_length=0, description=UNSUPPORTED)
-    tool_choice: Annotated[
-        Literal["none"] | None,
-        refused("tool_choice is not supported: leave it out", lambda v: v == "none"),
-    ] = Field(None, description=UNSUPPORTED)
-    response_format: Annotated[
-        ResponseFormat | None,
-        refused("response_format other than text is not supported: leave it out", _text_format),
-    ] = None
 
     def sampling(self, logprobs: int = 0, max_tokens: int | None = None) -> Sampling:
         """The engine's sampling options; a field left out keeps the declared default, but
@@ -166,7 +218,7 @@ class ContentPart(Strict):
     text: str
 
 
-ASKING_ROLES = ("system", "developer", "user")
+ASKING_ROLES = ("system", "developer", "user", "tool")
 
 
 def _not_null(field: dict[str, Any]) -> dict[str, Any]:
@@ -187,11 +239,27 @@ def _content_by_role(schema: dict[str, Any]) -> None:
     ]
 
 
+class FunctionCall(Strict):
+    name: Annotated[str, Field(pattern=NAME)]
+    arguments: str = Field(description="The arguments as JSON text.")
+
+
+class ToolCallParam(Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    def call(self) -> ToolCall:
+        return ToolCall(self.id, self.function.name, self.function.arguments)
+
+
 class ChatMessage(Strict):
     model_config = ConfigDict(json_schema_extra=_content_by_role)
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = Field(None, validate_default=True)
+    tool_calls: list[ToolCallParam] | None = Field(None, description="An assistant's calls.")
+    tool_call_id: str | None = Field(None, description="A tool message: the call it answers.")
 
     @field_validator("content")
     @classmethod
@@ -204,18 +272,75 @@ class ChatMessage(Strict):
     def message(self) -> Message:
         role = "system" if self.role == "developer" else self.role
         if self.content is None or isinstance(self.content, str):
-            return Message(role, self.content or "")
-        return Message(role, "".join(part.text for part in self.content))
+            text = self.content or ""
+        else:
+            text = "".join(part.text for part in self.content)
+        calls = [c.call() for c in self.tool_calls or []] if role == "assistant" else []
+        return Message(role, text, calls, self.tool_call_id if role == "tool" else None)
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+def check_tools(names: list[str], wanted: str | None) -> None:
+    """A tool choice needs tools, and a named one must be among them; names are unique."""
+    if len(set(names)) != len(names):
+        raise RequestFieldError("tools: two tools have the same name")
+    if wanted in (None, "none", "auto"):
+        return
+    if not names:
+        raise RequestFieldError(f"tool_choice {wanted!r} needs tools: send them")
+    if wanted != "required" and wanted not in names:
+        raise RequestFieldError(f"tool_choice names {wanted!r}, which is not among the tools")
+
+
+def _tools_fit_their_choice(schema: dict[str, Any]) -> None:
+    """The schema says what `_tools_match` can say of itself: a required choice needs tools."""
+    schema["allOf"] = [
+        {
+            "if": {
+                "properties": {"tool_choice": {"const": "required"}},
+                "required": ["tool_choice"],
+            },
+            "then": {"properties": {"tools": {"minItems": 1}}, "required": ["tools"]},
+        }
+    ]
 
 
 class ChatRequest(SamplingFields):
+    model_config = ConfigDict(json_schema_extra=_tools_fit_their_choice)
+
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1), WHOLE] | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS), WHOLE] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = Field(
+        None, description='"auto" (the default with tools), "none", "required" or a function.'
+    )
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
+    logit_bias: dict[TokenKey, Bias] | None = Field(None, description=LOGIT_BIAS)
+
+    @model_validator(mode="after")
+    def _tools_match(self) -> ChatRequest:
+        choice = self.tool_choice
+        wanted = choice.function.name if isinstance(choice, NamedToolChoice) else choice
+        check_tools([t.function.name for t in self.tools or []], wanted)
+        return self
 
     def chat_messages(self) -> list[Message]:
         return [m.message() for m in self.messages]
+
+    def guide(self) -> Guide:
+        choice = self.tool_choice or "auto"
+        return Guide(
+            tools=[t.definition() for t in self.tools or []],
+            tool_choice=choice.function.name if isinstance(choice, NamedToolChoice) else choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            response_format=self.response_format.engine_form() if self.response_format else None,
+            logit_bias=bias_of(self.logit_bias),
+        )
 
     def to_sampling(self) -> Sampling:
         # The engines report alternatives only with at least one; the answer trims to top_logprobs.
@@ -253,6 +378,24 @@ class CompletionRequest(SamplingFields):
     suffix: Annotated[str | None, refused("suffix (insertion) is not supported: leave it out")] = (
         Field(None, max_length=0, description=UNSUPPORTED)
     )
+    # Chat's fields, which a plain completion has no use for.
+    logit_bias: Annotated[
+        dict[str, float] | None, refused("logit_bias is for chat completions: send it there")
+    ] = Field(None, max_length=0, description=UNSUPPORTED)
+    tools: Annotated[
+        list[Any] | None, refused("tools are for chat completions: send them there")
+    ] = Field(None, max_length=0, description=UNSUPPORTED)
+    tool_choice: Annotated[
+        Literal["none"] | None,
+        refused("tool_choice is for chat completions: send it there", lambda v: v == "none"),
+    ] = Field(None, description=UNSUPPORTED)
+    response_format: Annotated[
+        dict[str, Any] | None,
+        refused(
+            "response_format is for chat completions: send it there",
+            lambda v: not isinstance(v, dict) or v.get("type") in (None, "text"),
+        ),
+    ] = Field(None, max_length=0, description=UNSUPPORTED)
 
     @model_validator(mode="after")
     def _refuse_completion_extras(self) -> CompletionRequest:

@@ -1,0 +1,103 @@
+"""One chat turn for the routes that translate another protocol onto chat: Messages, Responses.
+
+Anthropic's Messages API and OpenAI's Responses API say what chat completions
+say in other words. Their routes translate the request into the engine's
+terms (messages, a `Sampling`, a `Guide`) and call `start`; the engine call
+runs as any chat completion's does (a `Job`: its own thread, cancelled when
+the client hangs up). Each route then spells the answer, or the stream's
+events, in its protocol's shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from scheda.engines.base import Generation, Guide, Message
+from scheda.errors import APIError
+from scheda.sampling import Sampling
+from scheda.server.pool import ModelPool, ServedModel
+from scheda.server.runner import Event, Job
+
+# A route's stream: its events, written as `event: KIND` and `data: JSON`, from the first.
+Events = Callable[[Job, Event], AsyncIterator[str]]
+
+
+def entry_of(request: Request, model: str | None) -> ServedModel:
+    """The served chat model a request names (the default one when it names none)."""
+    pool: ModelPool = request.app.state.pool
+    entry = pool.get(model, "chat")
+    if entry.kind != "chat":
+        raise APIError(f"{entry.id} makes embeddings: name a chat model", param="model")
+    return entry
+
+
+def start(
+    request: Request,
+    entry: ServedModel,
+    messages: list[Message],
+    sampling: Sampling,
+    guide: Guide,
+    stream: bool,
+) -> Job:
+    """The engine's chat call, running; its text comes as events when streamed."""
+    return Job(
+        request.app.state.pool,
+        entry,
+        lambda engine, on_text, cancel: engine.chat(messages, sampling, on_text, cancel, guide),
+        texts=stream,
+    )
+
+
+async def whole(job: Job, request: Request) -> Generation:
+    """The finished generation; an error is raised for the route's error handler."""
+    event = await job.finish(request)
+    if event.kind == "error":
+        fail(event)
+    result: Generation = event.result
+    return result
+
+
+async def streamed(job: Job, request: Request, events: Events) -> StreamingResponse:
+    """Server-sent events from the first one on; an error before any text is raised, so it
+    gets its status. Leaving early cancels the generation."""
+    first = await job.first(request)
+    if first.kind == "error":
+        fail(first)
+
+    async def guarded() -> AsyncIterator[str]:
+        try:
+            async for piece in events(job, first):
+                yield piece
+        finally:
+            job.cancel.set()  # the client left (or the stream ended): stop generating either way
+
+    return StreamingResponse(
+        guarded(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def texts(job: Job, first: Event) -> AsyncIterator[Event]:
+    """The job's text events, then its last event ("done" or "error")."""
+    event = first
+    while event.kind == "text":
+        yield event
+        event = await job.next()
+    yield event
+
+
+def fail(event: Event) -> NoReturn:
+    """Raise a job's error, for the route's error handler to answer."""
+    raise event.error if event.error is not None else RuntimeError("a job failed unsaid")
+
+
+def event(kind: str, data: dict[str, Any]) -> str:
+    """One named server-sent event, as both protocols stream them."""
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {kind}\ndata: {payload}\n\n"
