@@ -28,6 +28,7 @@ from scheda import settings
 from scheda.cli import (
     bench,
     card,
+    common,
     compare,
     convert,
     fit,
@@ -70,7 +71,7 @@ def ray_alone(args: list[str]) -> list[str]:
     for i, arg in enumerate(args):
         given.append(arg)
         if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
-            given.append(evaluate.RAY_ALONE)
+            given.append(common.RAY_ALONE)
     return given
 
 
