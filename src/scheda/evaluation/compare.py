@@ -25,16 +25,24 @@ over the same vocabulary; otherwise the comparison stops with one line.
 
 Every comparison is stored beside the evaluation runs, with the machine and
 the versions that made it (`scheda compare list`, the studio's tab).
+
+On Ray (`candidates_on_ray`, given a connected `ray` by `cluster`), each candidate's
+pass is a Ray task of its own against the logit cache the driver wrote. A worker reads
+the cache where the driver wrote it, so its folder must be one every node sees at the
+same path (on one machine it is; on a cluster, a shared filesystem named by
+SCHEDA_CACHE_DIR on every node). A task whose worker dies is run again by Ray.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import socket
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -500,8 +508,6 @@ def run_compare(
             step(f"loading {candidate.path.name} ({candidate.engine})")
             rows.append(candidate.row(cache, chunks, meta["vocab"], text, threads, progress))
     else:
-        from scheda.evaluation.distributed import candidates_on_ray
-
         step(f"{len(passes)} candidates on Ray workers")
         rows.extend(
             candidates_on_ray(
@@ -598,3 +604,68 @@ def _record(
         "machine": machine(),
         "rows": rows,
     }
+
+
+# -- a comparison's candidates -----------------------------------------------------------------
+
+
+def candidates_on_ray(
+    ray: Any,
+    candidates: list[Candidate],
+    cache: LogitCache,
+    chunks: Chunks,
+    vocab: int,
+    text: Text,
+    threads: int | None,
+    progress: Progress,
+    workers: int | None = None,
+) -> list[dict[str, Any]]:
+    """Each candidate's row, its pass run on a Ray worker, at most `workers` at once.
+
+    A worker takes `threads` CPUs (1 when not given: the candidates run side by side) and
+    runs llama.cpp on as many threads. The rows come back in the candidates' order.
+    """
+    cpus = threads or 1
+    remote = ray.remote(num_cpus=cpus)(candidate_row)
+    waiting = deque(enumerate(candidates))
+    running: dict[Any, int] = {}
+    rows: dict[int, dict[str, Any]] = {}
+    while waiting or running:
+        while waiting and len(running) < (workers or len(candidates)):
+            index, candidate = waiting.popleft()
+            progress(candidate.path.name, 0, chunks.count)
+            # A worker's working folder is not the driver's: the path made absolute.
+            there = replace(candidate, path=candidate.path.resolve())
+            call = remote.remote(there, cache, chunks, vocab, text, cpus)
+            running[call] = index
+        [ready], _ = ray.wait(list(running), num_returns=1)
+        index = running.pop(ready)
+        try:
+            row = ray.get(ready)
+        except ray.exceptions.RayTaskError as exc:
+            from scheda.evaluation.distributed import worker_error
+
+            raise worker_error(exc) from None
+        rows[index] = {**row, "path": str(candidates[index].path)}  # as the user named it
+        progress(candidates[index].path.name, chunks.count, chunks.count)
+    return [rows[i] for i in range(len(candidates))]
+
+
+def candidate_row(
+    candidate: Candidate, cache: LogitCache, chunks: Chunks, vocab: int, text: Text, threads: int
+) -> dict[str, Any]:
+    """On a worker: the candidate's row, after checking that this node sees what it needs."""
+    host = socket.gethostname()
+    if not candidate.path.exists():
+        raise UsageError(
+            f"{candidate.path} is not on the Ray node {host}: every node needs the "
+            "candidates at the same path"
+        )
+    if not cache.complete:
+        raise UsageError(
+            f"the reference's logit cache {cache.folder} is not on the Ray node {host}: give "
+            "every node the same cache folder (SCHEDA_CACHE_DIR on a shared filesystem)"
+        )
+    row = candidate.row(cache, chunks, vocab, text, threads)
+    row["pass"] = {**row["pass"], "node": host, "threads": threads}
+    return row
