@@ -24,7 +24,8 @@ import pytest
 
 from scheda.errors import ModelFileError, UsageError
 from scheda.evaluation.compare import DEFAULT_TEXT, Text, load_text, run_compare
-from scheda.evaluation.logit_cache import LogitCache
+from scheda.evaluation.divergence import compare_chunk, compare_rows
+from scheda.evaluation.logit_cache import ARRAYS, LogitCache, encode, encode_rows
 from scheda.evaluation.scorer import LlamaCppScorer
 from scheda.evaluation.store import EvalStore
 from tests import test_studio as studio_tests
@@ -151,6 +152,31 @@ def test_the_reference_runs_once(
     assert folders == [cache["key"]]
     other = LogitCache(smollm_quants["F16"], "llama.cpp", "another text", CONTEXT)
     assert not other.complete and other.key != cache["key"]
+
+
+def test_rows_compared_in_threads_equal_one_pass_bit_for_bit(
+    smollm_quants: dict[str, Path], text_file: Path
+) -> None:
+    """The reference's encoding and a candidate's comparison are split over threads by rows;
+    every array they give is the one a single pass gives, to the last bit."""
+    scorer = LlamaCppScorer(smollm_quants["Q8_0"], context=CONTEXT, threads=2)
+    try:
+        tokens = scorer.tokenize(text_file.read_text())[:CONTEXT]
+        logits = np.array(scorer.chunk_logits(tokens, CONTEXT // 2 - 1))
+    finally:
+        scorer.close()
+    targets = np.asarray(tokens[CONTEXT // 2 :])
+    whole = encode(logits, targets)
+    for parts in (2, 3):
+        split = encode_rows(logits, targets, parts)
+        for name in ARRAYS:
+            assert np.array_equal(getattr(split, name), getattr(whole, name)), name
+    candidate = logits[:, ::-1].copy()  # another distribution over the same vocabulary
+    one = compare_chunk(candidate, whole, targets)
+    many = compare_rows(candidate, whole, targets, parts=3)
+    for field in ("nll", "kld", "same_top", "delta_p"):
+        assert np.array_equal(getattr(many, field), getattr(one, field)), field
+    assert one.kld.mean() > 1  # the reversed logits are far from the reference
 
 
 def test_every_figure_says_how_it_was_obtained(record: dict[str, Any]) -> None:
