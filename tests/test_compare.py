@@ -205,29 +205,34 @@ def _scheda(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_cli_table_json_markdown_chart_and_list(
-    smollm_quants: dict[str, Path], text_file: Path, cache_dir: Path, tmp_path: Path
+    smollm_quants: dict[str, Path],
+    text_file: Path,
+    cache_dir: Path,
+    record: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
+    assert record["rows"][0]["cached"] is False  # the module's own pass made the cache
     env = {"SCHEDA_DATA_DIR": str(tmp_path / "data"), "SCHEDA_CACHE_DIR": str(cache_dir)}
     chart = tmp_path / "chart.png"
     models = [str(smollm_quants["F16"]), str(smollm_quants["Q8_0"])]
     options = ["--text", str(text_file), "--context", str(CONTEXT), "--no-bench"]
     done = _scheda("compare", *models, *options, "--json", "--chart", str(chart), env=env)
     assert done.returncode == 0, done.stderr
-    record = json.loads(done.stdout)
-    assert [r["role"] for r in record["rows"]] == ["reference", "candidate"]
-    assert record["rows"][0]["cached"] is True  # the module's pass made the cache
+    printed = json.loads(done.stdout)
+    assert [r["role"] for r in printed["rows"]] == ["reference", "candidate"]
+    assert printed["rows"][0]["cached"] is True  # read back from the module's pass
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     listed = _scheda("compare", "list", "--json", env=env)
-    assert [r["id"] for r in json.loads(listed.stdout)] == [record["id"]]
-    shown = _scheda("compare", "show", record["id"][:4], "--markdown", env=env)
+    assert [r["id"] for r in json.loads(listed.stdout)] == [printed["id"]]
+    shown = _scheda("compare", "show", printed["id"][:4], "--markdown", env=env)
     assert shown.returncode == 0, shown.stderr
     header = shown.stdout.splitlines()[0]
     for column in ("model", "size", "bits/weight", "memory", "pp512", "PPL ratio", "KLD mean"):
         assert column in header
     assert "| SmolLM2-135M-Instruct.F16 (reference) | F16 |" in shown.stdout
     assert "kld: computed:" in shown.stdout and "size: read:" in shown.stdout
-    table = _scheda("compare", "show", record["id"], env=env)
+    table = _scheda("compare", "show", printed["id"], env=env)
     assert "What quantization costs" in table.stdout and "Q8_0" in table.stdout
 
 
