@@ -63,10 +63,21 @@ app.command(name="eval")(evaluate.eval_command)
 app.add_typer(sessions.sessions_app, name="sessions")
 
 
+def ray_alone(args: list[str]) -> list[str]:
+    """`--ray` with no address after it (last, or before another option) stands for a
+    cluster started for the run: the option takes a value, so it is given one."""
+    given: list[str] = []
+    for i, arg in enumerate(args):
+        given.append(arg)
+        if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            given.append(evaluate.RAY_ALONE)
+    return given
+
+
 def main() -> None:
     """Entry point: click reports its own usage errors; ours become one line and an exit code."""
     try:
-        app()
+        app(args=ray_alone(sys.argv[1:]))
     except SchedaError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
