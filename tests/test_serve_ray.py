@@ -1,0 +1,211 @@
+"""`scheda serve --ray`: the model as a Ray Serve deployment, scheda the ingress.
+
+A real local Ray cluster (two CPUs, loopback, a small object store), this process its
+driver; a real `scheda serve default --ray ADDRESS --replicas 2` joins it, and the
+clients of the plain server talk to it unchanged. One replica is killed under a request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from scheda.cluster import connected
+from tests.serving import Server, free_port
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+# Serve's controller and two replicas, each a Ray worker that imports scheda and loads the
+# model: about a minute on a busy two-core machine.
+RAY_START_S = 400
+REPLACED_WITHIN_S = 240
+ASK = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A local cluster (two CPUs, loopback, a small object store), this process its driver."""
+    with connected(num_cpus=2):
+        yield ray
+
+
+@pytest.fixture(scope="module")
+def served(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two replicas of the embedded model, a slot and a thread each, behind scheda."""
+    address = cluster.get_runtime_context().gcs_address
+    args = ["default", "--ray", address, "--replicas", "2", "--parallel", "1"]
+    args += ["--threads", "1", "--context", "512"]
+    s = Server(args, tmp_path_factory.mktemp("serve-ray"), start_timeout=RAY_START_S)
+    try:
+        yield s
+    finally:
+        s.stop()  # the server deletes its application; Serve's controller is the test's
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(served: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.url + "/v1", api_key="none", max_retries=0, timeout=120)
+
+
+def replicas(served: Server) -> dict[str, dict[str, int]]:
+    """Each replica's requests taken and held, as the server's /health counts them."""
+    return dict(served.request("GET", "/health")[1]["replicas"]["default"])
+
+
+def test_the_clients_of_scheda_serve_work_unchanged(served: Server, client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(
+        model="default",
+        messages=ASK,
+        max_tokens=8,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    text = whole.choices[0].message.content
+    assert text and "Paris" in text
+    chunks = client.chat.completions.create(
+        model="default",
+        messages=ASK,  # type: ignore[arg-type]
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    prompt = "The capital of France is"
+    plain = client.completions.create(model="default", prompt=prompt, max_tokens=2, temperature=0)
+    assert plain.choices[0].text.startswith(" Paris")
+    pieces = client.completions.create(
+        model="default", prompt=prompt, max_tokens=2, temperature=0, stream=True
+    )
+    assert "".join(p.choices[0].text for p in pieces) == plain.choices[0].text
+    answer = client.responses.create(model="default", input=ASK[0]["content"], max_output_tokens=8)
+    assert answer.output_text and answer.usage is not None
+    claude = anthropic.Anthropic(base_url=served.url, api_key="none", max_retries=0)
+    message = claude.messages.create(model="default", max_tokens=8, messages=ASK)  # type: ignore[arg-type]
+    assert message.content and message.usage.output_tokens > 0
+    count = claude.messages.count_tokens(model="default", messages=ASK)  # type: ignore[arg-type]
+    assert count.input_tokens > 5  # the chat template's text, tokenized on a replica
+
+
+def test_requests_spread_over_both_replicas(served: Server, client: openai.OpenAI) -> None:
+    """Four at once, one slot a replica: Serve's router gives each replica some."""
+
+    def ask(i: int) -> str:
+        answer = client.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": f"Count to {i + 3}."}],
+            max_tokens=12,
+        )
+        return answer.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(ask, range(4)))
+    counts = replicas(served)
+    assert len(counts) == 2 and all(c["requests"] > 0 for c in counts.values()), counts
+    assert all(c["active"] == 0 for c in counts.values()), counts
+
+
+def test_a_lost_replica_ends_its_request_in_one_line_and_is_replaced(
+    cluster: Any, served: Server, client: openai.OpenAI
+) -> None:
+    stream = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Tell me a very long story."}],
+        max_tokens=4000,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    chunks = iter(stream)
+    next(chunks)  # under way on one replica
+    [busy] = [r for r, c in replicas(served).items() if c["active"]]
+    kill_replica(cluster, busy)
+    killed = time.monotonic()
+    with pytest.raises(openai.APIError) as lost:
+        for _ in chunks:
+            pass
+    assert time.monotonic() - killed < 30  # Ray tells at once; nothing waits for a timeout
+    message = str(lost.value.message)
+    assert "lost mid-answer" in message and "retry" in message and "\n" not in message
+    later = client.chat.completions.create(
+        model="default",
+        messages=ASK,
+        max_tokens=4,  # type: ignore[arg-type]
+    )
+    assert later.choices[0].message.content  # the other replica, or the lost one's heir
+    assert replaced(cluster), "Serve did not start a replica in place of the lost one"
+    assert replicas(served)[busy]["active"] == 0
+
+
+def kill_replica(cluster: Any, replica: str) -> None:
+    """Kill a replica's Ray actor (its process ends), found by the id the server counts."""
+    named = cluster.util.list_named_actors(all_namespaces=True)
+    [actor] = [a for a in named if a["name"].endswith(f"#{replica}")]
+    cluster.kill(cluster.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+
+
+def replaced(cluster: Any) -> bool:
+    """Whether the application has two running replicas again within REPLACED_WITHIN_S."""
+    deadline = time.monotonic() + REPLACED_WITHIN_S
+    while time.monotonic() < deadline:
+        apps = [a for a in serve.status().applications.values() if a.status == "RUNNING"]
+        states = [d.replica_states for a in apps for d in a.deployments.values()]
+        if states and all(s.get("RUNNING", 0) == 2 and len(s) == 1 for s in states):
+            return True
+        time.sleep(1)
+    return False
+
+
+# -- the command's bad input, in one line --------------------------------------------------------
+
+
+def scheda(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SCHEDA_DATA_DIR": str(data)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "scheda", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--replicas", "2"], "--replicas is for --ray"),
+        (["--ray", "--replicas", "3:1"], "--replicas 3:1: give a number of replicas"),
+        (["--ray", "--replicas", "two"], "--replicas two: give a number of replicas"),
+        (["--ray", "--budget", "4"], "--budget is this machine's memory"),
+        (["--ray", "127.0.0.1:9"], "--ray 127.0.0.1:9: no Ray cluster answers there"),
+    ],
+)
+def test_bad_ray_options_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    done = scheda("serve", "default", *args, "--port", str(free_port()), data=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().startswith(f"error: {message}"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_importing_the_server_loads_no_ray() -> None:
+    """Every server module, the Ray ones too: Ray loads only when a model is deployed."""
+    code = (
+        "import json, pkgutil, importlib, sys, scheda.server as s\n"
+        "for m in pkgutil.iter_modules(s.__path__):\n"
+        "    importlib.import_module('scheda.server.' + m.name)\n"
+        "import scheda.cli.serve\n"
+        "print(json.dumps('ray' in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert json.loads(done.stdout) is False, done.stderr
