@@ -21,7 +21,9 @@ import anthropic
 import openai
 import pytest
 
+from scheda.cli import ray_alone
 from scheda.cluster import connected
+from scheda.server.ray_pool import Replicas
 from tests.serving import Server, free_port
 
 ray = pytest.importorskip("ray")
@@ -122,7 +124,7 @@ def test_a_lost_replica_ends_its_request_in_one_line_and_is_replaced(
     stream = client.chat.completions.create(
         model="default",
         messages=[{"role": "user", "content": "Tell me a very long story."}],
-        max_tokens=4000,
+        max_tokens=400,  # within the context, and still running when the replica dies
         stream=True,
         extra_body={"ignore_eos": True},
     )
@@ -209,3 +211,23 @@ def test_importing_the_server_loads_no_ray() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert json.loads(done.stdout) is False, done.stderr
+
+
+def test_replicas_as_ray_serve_takes_them() -> None:
+    assert Replicas.parse("2").deployment_options(4) == {"num_replicas": 2}
+    scaling = Replicas.parse("0:3").deployment_options(4)["autoscaling_config"]
+    assert scaling == {"min_replicas": 0, "max_replicas": 3, "target_ongoing_requests": 4}
+    assert (
+        str(Replicas.parse("1")) == "1 replica" and str(Replicas.parse("1:4")) == "1 to 4 replicas"
+    )
+
+
+def test_ray_alone_before_a_model() -> None:
+    assert ray_alone(["serve", "--ray", "default"]) == ["serve", "--ray", "local", "default"]
+    assert ray_alone(["serve", "--ray", "auto", "m"]) == ["serve", "--ray", "auto", "m"]
+    assert ray_alone(["serve", "m", "--ray", "10.0.0.1:6379"]) == [
+        "serve",
+        "m",
+        "--ray",
+        "10.0.0.1:6379",
+    ]

@@ -299,7 +299,7 @@ class RemoteEngine(Engine):
 
     @staticmethod
     def _lost(what: str) -> ReplicaLostError:
-        return ReplicaLostError(f"{what} (its process ended): retry the request")
+        return ReplicaLostError(f"{what} (its process or node is gone): retry the request")
 
     def close(self) -> None:
         """Nothing here to free: the pool deletes the deployment."""
