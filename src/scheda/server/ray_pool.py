@@ -425,18 +425,23 @@ def resources(ray: Any, entry: ServedModel) -> dict[str, Any]:
     return need
 
 
+# An actor's resource options, by the names a node's resources go by.
+NODE_RESOURCE = {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}
+
+
 def check_placeable(ray: Any, entry: ServedModel, need: dict[str, Any]) -> None:
     """One line, before anything starts, if no node could ever hold one replica."""
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
+    wanted = {NODE_RESOURCE[k]: v for k, v in need.items()}
+    if any(all(node.get(k, 0) >= v for k, v in wanted.items()) for node in nodes):
         return
     largest = max((node.get("memory", 0) for node in nodes), default=0)
     cpus = max((node.get("CPU", 0) for node in nodes), default=0)
     raise UsageError(
         f"{entry.id}: one replica needs {human_bytes(need['memory'])} and "
-        f"{need['num_cpus']:g} CPUs, and no node of the cluster has them (the largest offers "
-        f"{human_bytes(int(largest))} to Ray and {cpus:g} CPUs): lower --context, --parallel "
-        "or --threads, or add a larger node"
+        f"{need['num_cpus']:g} CPU(s), and no node of the cluster has them (the largest "
+        f"offers {human_bytes(int(largest))} to Ray and {cpus:g} CPUs): lower --context, "
+        "--parallel or --threads, or add a larger node"
     )
 
 
