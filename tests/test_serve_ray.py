@@ -24,7 +24,7 @@ import pytest
 from scheda.cli import ray_alone
 from scheda.cluster import connected
 from scheda.server.ray_pool import Replicas
-from tests.serving import Server, free_port
+from tests.serving import Server, free_port, wait_for
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -33,6 +33,12 @@ serve = pytest.importorskip("ray.serve")
 # model: about a minute on a busy two-core machine.
 RAY_START_S = 400
 REPLACED_WITHIN_S = 240
+# About twenty seconds of answer at one thread, were it not cancelled.
+LONG = {
+    "messages": [{"role": "user", "content": "Count to ten thousand."}],
+    "max_tokens": 900,
+    "ignore_eos": True,
+}
 ASK = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -48,7 +54,7 @@ def served(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     """Two replicas of the embedded model, a slot and a thread each, behind scheda."""
     address = cluster.get_runtime_context().gcs_address
     args = ["default", "--ray", address, "--replicas", "2", "--parallel", "1"]
-    args += ["--threads", "1", "--context", "512"]
+    args += ["--threads", "1", "--context", "1024"]
     s = Server(args, tmp_path_factory.mktemp("serve-ray"), start_timeout=RAY_START_S)
     try:
         yield s
@@ -116,6 +122,24 @@ def test_requests_spread_over_both_replicas(served: Server, client: openai.OpenA
     counts = replicas(served)
     assert len(counts) == 2 and all(c["requests"] > 0 for c in counts.values()), counts
     assert all(c["active"] == 0 for c in counts.values()), counts
+
+
+def test_a_client_that_leaves_frees_its_replica(served: Server, client: openai.OpenAI) -> None:
+    """A whole answer and a stream, one on each replica's one slot; both clients hang up.
+    The replicas stop their engines: two short requests then take the slots at once."""
+    conns = [served.send("/v1/chat/completions", {**LONG, "stream": s}) for s in (False, True)]
+    try:
+        assert wait_for(lambda: sum(c["active"] for c in replicas(served).values()) == 2, 60)
+        time.sleep(1)  # generating by now
+    finally:
+        for conn in conns:
+            conn.close()
+    assert wait_for(lambda: all(c["active"] == 0 for c in replicas(served).values()), 10)
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        short = {"model": "default", "messages": ASK, "max_tokens": 4}
+        assert all(pool.map(lambda _: client.chat.completions.create(**short), range(2)))
+    assert time.monotonic() - started < 8  # not behind the abandoned answers' 900 tokens
 
 
 def test_a_lost_replica_ends_its_request_in_one_line_and_is_replaced(
