@@ -757,6 +757,7 @@ def llamacpp_worker(path: str, port: str, parallel: str) -> None:
 
 
 def parse(argv: list[str]) -> Config:
+    global BASELINE, REPLICAS
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     cli.add_argument("--model", help="a GGUF file (default: the embedded model)")
     cli.add_argument("--levels", default="1,2,4,8,16", help="concurrent clients per batch")
@@ -776,7 +777,6 @@ def parse(argv: list[str]) -> Config:
         cli.error(f"--servers: unknown {', '.join(sorted(unknown))}; choose from {SERVERS}")
     if "scheda-baseline" in servers and not (args.baseline and (args.baseline / "src").is_dir()):
         cli.error("--servers scheda-baseline: give --baseline SRC, a source tree with src/")
-    global BASELINE, REPLICAS
     BASELINE = args.baseline.resolve() if args.baseline else None
     REPLICAS = max(1, args.replicas)
     if args.model:
