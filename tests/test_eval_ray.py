@@ -1,9 +1,10 @@
 """`scheda eval --ray`: a run dealt out to Ray workers, on a real local Ray cluster.
 
-One cluster for the module, started in this process (loopback only, two CPUs, a small
-object store) and stopped after it. The runs are a few MMLU items on the embedded
-model, two workers of one thread each; every figure is held against a plain run of the
-same items, item by item, exactly.
+The session's cluster (`ray_cluster` in conftest: loopback only, started in this process
+as `--ray` starts one). The runs are a few MMLU items on the embedded model, two workers
+of one thread each; every figure is held against a plain run of the same items on every
+core, item by item, bit for bit: the scorer's figures for an item depend neither on
+the items a process scored before it nor on its thread count (tests/test_eval.py).
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scheda.cli import ray_alone
-from scheda.cluster import connected
 from scheda.evaluation.base import EvalModel, ItemResult
 from scheda.evaluation.distributed import item_tokens, run_on_ray, shards
 from scheda.evaluation.multiple_choice import MMLU
@@ -46,17 +45,11 @@ def mmlu() -> MMLU:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """A local cluster (two CPUs, loopback, a small object store), this process its driver."""
-    with connected(num_cpus=2):
-        yield ray
-
-
-@pytest.fixture(scope="module")
 def plain(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ItemResult]:
-    """The same items scored in this process, as `scheda eval` without --ray scores them."""
+    """The same items scored in this process, as `scheda eval` without --ray scores them:
+    llama.cpp on every core, where each worker has one thread."""
     store = EvalStore(tmp_path_factory.mktemp("plain") / "evals.sqlite3")
-    model = EvalModel(smollm_path, context=2048, threads=1)
+    model = EvalModel(smollm_path, context=2048)
     try:
         run, _ = run_task(mmlu(), model, store, "default")
         return {r.key: r for r in store.results(run.id)}
@@ -72,23 +65,13 @@ def on_ray(
     return run_on_ray(ray, mmlu(), "default", evaluator, store, 2, on_progress)
 
 
-# llama.cpp's figures for an item depend, in their last digits, on what its cache held
-# before it: how the prompt was cut into batches and how many cells attention spans. A
-# worker that starts a shard mid-subject starts from another cache than the plain run
-# did at that item; measured, that moves a log-likelihood by up to 0.04 nats.
-CACHE_HISTORY_NATS = 0.1
-
-
 def assert_same(store: EvalStore, run_id: str, plain: dict[str, ItemResult]) -> None:
-    """Every item once, with the plain run's answers and its log-likelihoods."""
+    """Every item once, with the plain run's answers and its log-likelihoods, to the bit."""
     results = store.results(run_id)
     assert sorted(r.key for r in results) == sorted(plain)
     for r in results:
         want = plain[r.key]
-        assert (r.group, r.detail["gold"]) == (want.group, want.detail["gold"]), r.key
-        assert r.detail["logliks"] == pytest.approx(
-            want.detail["logliks"], abs=CACHE_HISTORY_NATS
-        ), r.key
+        assert (r.group, r.metrics, r.detail) == (want.group, want.metrics, want.detail), r.key
 
 
 @needs_mmlu
@@ -102,7 +85,7 @@ def test_shards_are_consecutive_and_balanced_by_tokens() -> None:
 
 @needs_mmlu
 def test_two_workers_score_as_one_process(
-    cluster: Any, plain: dict[str, ItemResult], smollm_path: Path, tmp_path: Path
+    ray_cluster: Any, plain: dict[str, ItemResult], smollm_path: Path, tmp_path: Path
 ) -> None:
     store = EvalStore(tmp_path / "evals.sqlite3")
     seen: list[int] = []
@@ -117,7 +100,7 @@ def test_two_workers_score_as_one_process(
 
 @needs_mmlu
 def test_a_killed_worker_loses_no_item(
-    cluster: Any, plain: dict[str, ItemResult], smollm_path: Path, tmp_path: Path
+    ray_cluster: Any, plain: dict[str, ItemResult], smollm_path: Path, tmp_path: Path
 ) -> None:
     store = EvalStore(tmp_path / "evals.sqlite3")
     killed: list[str] = []
@@ -136,7 +119,7 @@ def test_a_killed_worker_loses_no_item(
 
 @needs_mmlu
 def test_a_run_stopped_on_ray_resumes_here(
-    cluster: Any, plain: dict[str, ItemResult], smollm_path: Path, tmp_path: Path
+    ray_cluster: Any, plain: dict[str, ItemResult], smollm_path: Path, tmp_path: Path
 ) -> None:
     class Stop(Exception):
         pass
@@ -174,18 +157,27 @@ def scheda(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_joins_a_cluster_by_its_address(cluster: Any, tmp_path: Path) -> None:
+def test_cli_joins_a_cluster_by_its_address(ray_cluster: Any, tmp_path: Path) -> None:
     path = tmp_path / "science.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in QUESTIONS), encoding="utf-8")
     address = ray.get_runtime_context().gcs_address
-    args = ["--tasks", str(path), "--threads", "1", "--json"]
-    done = scheda("eval", "default", *args, "--ray", address, "--workers", "2", data=tmp_path)
+    args = ["--tasks", str(path), "--json"]
+    ray_args = ["--ray", address, "--workers", "2", "--threads", "1"]
+    done = scheda("eval", "default", *args, *ray_args, data=tmp_path)
     assert done.returncode == 0, done.stderr
     [summary] = json.loads(done.stdout)["results"]
-    here = scheda("eval", "default", *args, data=tmp_path / "here")
-    assert json.loads(here.stdout)["results"][0]["metrics"] == summary["metrics"]
+    here = scheda("eval", "default", *args, data=tmp_path / "here")  # on every core
+    [plain] = json.loads(here.stdout)["results"]
+    assert plain["metrics"] == summary["metrics"]
     listed = scheda("eval", "list", "--json", data=tmp_path)
     assert [r["id"] for r in json.loads(listed.stdout)] == [summary["run"]]
+    stores = [EvalStore(tmp_path / "evals.sqlite3"), EvalStore(tmp_path / "here" / "evals.sqlite3")]
+    try:
+        on, off = (s.results(r["run"]) for s, r in zip(stores, (summary, plain), strict=True))
+        assert sorted((r.key, r.detail) for r in on) == sorted((r.key, r.detail) for r in off)
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_ray_alone_means_a_local_cluster() -> None:

@@ -1,8 +1,8 @@
 """`scheda serve --ray`: the model as a Ray Serve deployment, scheda the ingress.
 
-A real local Ray cluster (two CPUs, loopback, a small object store), this process its
-driver; a real `scheda serve default --ray ADDRESS --replicas 2` joins it, and the
-clients of the plain server talk to it unchanged. One replica is killed under a request.
+The session's real local Ray cluster (tests/conftest.py), this process its driver; a
+real `scheda serve default --ray ADDRESS --replicas 2` joins it, and the clients of the
+plain server talk to it unchanged. One replica is killed under a request.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import openai
 import pytest
 
 from scheda.cli import ray_alone
-from scheda.cluster import connected
 from scheda.server.ray_pool import Replicas
 from tests.serving import Server, free_port, wait_for
 
@@ -43,10 +42,9 @@ ASK = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """A local cluster (two CPUs, loopback, a small object store), this process its driver."""
-    with connected(num_cpus=2):
-        yield ray
+def cluster(ray_cluster: Any) -> Any:
+    """The session's local cluster (tests/conftest.py), this process its driver."""
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,15 @@ imported here, when a command asks for it, and never by a command run without --
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -27,6 +30,11 @@ RAY_INSTALL = "`make install-ray` (or `pip install 'scheda[ray]'`)"
 LOCAL_OBJECT_STORE = 128 * 2**20
 CONNECT_TIMEOUT_S = 5.0
 HEAD_START_TIMEOUT_S = 180.0  # a busy two-core machine takes a minute to start Ray's agents
+STOP_GRACE_S = 3.0
+LOOPBACK = "127.0.0.1"
+# Ray rewrites a loopback address into the machine's own (so that other nodes may join),
+# unless this is "0": the switch Ray keeps for laptops, read by every Ray process.
+RAY_ON_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def import_ray() -> ModuleType:
@@ -63,12 +71,21 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _free_ports(count: int) -> list[int]:
     """Ports nothing listens on now, on loopback, each different."""
     sockets = [socket.socket() for _ in range(count)]
     try:
         for s in sockets:
-            s.bind(("127.0.0.1", 0))
+            s.bind((LOOPBACK, 0))
         return [s.getsockname()[1] for s in sockets]
     finally:
         for s in sockets:
@@ -80,7 +97,7 @@ def _wait_for_head(head: subprocess.Popen[bytes], port: int) -> None:
     while time.monotonic() < deadline:
         if head.poll() is not None:
             raise UsageError(f"--ray: the local Ray cluster did not start (exit {head.returncode})")
-        with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        with suppress(OSError), socket.create_connection((LOOPBACK, port), timeout=1):
             return
         time.sleep(0.5)
     raise UsageError(f"--ray: the local Ray cluster did not start in {HEAD_START_TIMEOUT_S:.0f} s")
@@ -88,22 +105,27 @@ def _wait_for_head(head: subprocess.Popen[bytes], port: int) -> None:
 
 @contextmanager
 def local_cluster(num_cpus: int | None = None) -> Iterator[str]:
-    """A Ray head node on this machine, in a process group of its own, stopped after.
+    """A Ray head node on this machine's loopback, in a process group of its own, stopped after.
 
-    Not on loopback alone: Ray rewrites 127.0.0.1 in an address it joins into the
-    machine's own address, so a head bound to loopback cannot be joined.
+    Nothing of it listens beyond this machine: it is given 127.0.0.1 as its address, and
+    Ray's switch that keeps a loopback address as it is (`RAY_ON_LOOPBACK`). It keeps its
+    files in a temporary folder of its own, so it never meets another cluster on the
+    machine (Ray's default folder is shared by every cluster started without one).
 
     Started as `ray start --head --block` with every agent's port given: without them the
     raylet waits for its agents to report theirs, 15 s at most, and aborts where Python
     starts slower than that (a busy machine). `ray.init()` alone cannot give those ports.
     """
     gcs, grpc, listen, metrics, runtime_env = _free_ports(5)
+    # Ray's socket paths must fit in 107 bytes: a short folder under the system's temp.
+    files = tempfile.mkdtemp(prefix="scheda-ray-")
     command = [
         *(sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block"),
-        *(f"--port={gcs}", "--include-dashboard=false"),
+        *(f"--node-ip-address={LOOPBACK}", f"--port={gcs}", "--include-dashboard=false"),
         *(f"--dashboard-agent-grpc-port={grpc}", f"--dashboard-agent-listen-port={listen}"),
         *(f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}"),
         f"--object-store-memory={LOCAL_OBJECT_STORE}",
+        f"--temp-dir={files}",
         "--disable-usage-stats",
         *([f"--num-cpus={num_cpus}"] if num_cpus else []),
     ]
@@ -111,20 +133,34 @@ def local_cluster(num_cpus: int | None = None) -> Iterator[str]:
     # driver's default is off: both are given the same, the user's choice or off.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     head = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **RAY_ON_LOOPBACK},
     )
     try:
         _wait_for_head(head, gcs)
-        yield f"127.0.0.1:{gcs}"
+        yield f"{LOOPBACK}:{gcs}"
     finally:
-        # `ray start --block` stops the processes it started when it is told to stop.
-        with suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        _stop(head)
+        shutil.rmtree(files, ignore_errors=True)
+
+
+def _stop(head: subprocess.Popen[bytes]) -> None:
+    """Every process of the local cluster stopped: they are all in the head's group.
+
+    SIGTERM first, as `ray stop` does; Ray's processes take their time to drain on a
+    busy machine, and nothing of a cluster made for one command is worth waiting for,
+    so what is left after a few seconds is killed.
+    """
+    with suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=STOP_GRACE_S)
+    with suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    head.wait()
 
 
 @contextmanager
@@ -151,9 +187,11 @@ def connected(address: str | None = None, num_cpus: int | None = None) -> Iterat
 @contextmanager
 def _joined(ray: ModuleType, address: str) -> Iterator[None]:
     """This process a driver of the cluster at `address` until the block ends."""
+    target = host_port(address)
     try:
-        # Ray's own start-up lines and the workers' output would tear through the progress bar.
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        with _loopback_kept(ray, target is not None and is_loopback(target[0])):
+            # Ray's start-up lines and the workers' output would tear through the progress bar.
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"--ray {address}: Ray could not connect ({first})") from None
@@ -161,3 +199,23 @@ def _joined(ray: ModuleType, address: str) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def _loopback_kept(ray: ModuleType, loopback: bool) -> Iterator[None]:
+    """While the driver connects: a loopback address kept as it is (`RAY_ON_LOOPBACK`).
+
+    Ray reads that switch when it is imported, and this process may have imported Ray
+    before (a test session, a second command): the value Ray read is set for the call.
+    Once connected, the driver's address is its node's, whatever the switch says.
+    """
+    if not loopback:
+        yield
+        return
+    constants = ray._private.ray_constants
+    before = constants.ENABLE_RAY_CLUSTER
+    constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        constants.ENABLE_RAY_CLUSTER = before

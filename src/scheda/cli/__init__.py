@@ -28,6 +28,7 @@ from scheda import settings
 from scheda.cli import (
     bench,
     card,
+    common,
     compare,
     convert,
     fit,
@@ -71,7 +72,7 @@ def ray_alone(args: list[str]) -> list[str]:
     for i, arg in enumerate(args):
         given.append(arg)
         if arg == "--ray" and (i + 1 == len(args) or not _ray_address(args[i + 1])):
-            given.append(evaluate.RAY_ALONE)
+            given.append(common.RAY_ALONE)
     return given
 
 

@@ -8,12 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from scheda.cli.common import print_list
+from scheda.cli.common import Cluster, WorkersOpt, cluster_option, print_list
 from scheda.errors import UsageError
 from scheda.terminal import console, emit_json
-
-# What `--ray` with no address stands for once the command line is read (`scheda.cli.main`).
-RAY_ALONE = "local"
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -87,22 +84,17 @@ def eval_command(
             "the run; with HOST:PORT (or RAY_ADDRESS), on that cluster.",
         ),
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", min=1, help="With --ray: workers (default one per node)."),
-    ] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Run the spec sheet's benchmarks on a model; a run interrupted resumes where it stopped."""
     from scheda.evaluation.store import EvalStore
 
-    if workers is not None and ray is None:
-        raise UsageError("--workers is for --ray: give --ray too, or leave --workers out")
+    cluster = cluster_option(ray, workers)
     store = EvalStore()
     try:
         if model == "list":
             _list(store, as_json)
             return
-        cluster = None if ray is None else Cluster(ray, workers)
         _evaluate(
             store,
             model,
@@ -119,14 +111,6 @@ def eval_command(
         )
     finally:
         store.close()
-
-
-class Cluster:
-    """Where `--ray` runs: an address ("" for a cluster started for the run) and workers."""
-
-    def __init__(self, address: str, workers: int | None) -> None:
-        self.address = "" if address == RAY_ALONE else address
-        self.workers = workers
 
 
 def _evaluate(
@@ -213,7 +197,7 @@ def _run_on_ray(
     """Every task on one Ray cluster, joined (or started) once for all of them."""
     from scheda.cluster import connected
 
-    with connected(cluster.address or None) as ray:
+    with connected(cluster.address) as ray:
         return [_one_on_ray(ray, task, evaluator, store, model, cluster) for task in built]
 
 

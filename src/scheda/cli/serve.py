@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from scheda import settings
-from scheda.cli.common import ContextOpt, EngineOpt, ThreadsOpt
-from scheda.cli.eval import RAY_ALONE
+from scheda.cli.common import RAY_ALONE, ContextOpt, EngineOpt, ThreadsOpt
 from scheda.errors import UsageError
 from scheda.terminal import console
 

@@ -1,4 +1,6 @@
-"""One evaluation run dealt out to Ray workers; the driver alone writes the run's store.
+"""Work dealt out to Ray workers: an evaluation run's items, a comparison's candidates.
+
+The driver alone writes the run's store (and the comparison's record).
 
 Each worker is a Ray actor that opens the model on its own node (the path that node
 sees, or the catalog name or Hub repository it resolves and pulls itself) and scores
@@ -25,6 +27,13 @@ How items travel:
 
 The driver stores each result as it arrives; the summary is computed from the store,
 as for a local run.
+
+A comparison's candidates (`candidates_on_ray`) are one Ray task each: a candidate's
+pass over the text against the reference's distributions, which the driver computed
+once into the logit cache. A worker reads that cache where the driver wrote it, so the
+cache's folder must be one every node sees at the same path (on one machine it is; on a
+cluster, a shared filesystem named by SCHEDA_CACHE_DIR on every node). A task whose
+worker dies is run again by Ray on another.
 """
 
 from __future__ import annotations
@@ -33,12 +42,14 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scheda.errors import EngineError, SchedaError
+from scheda.errors import EngineError, SchedaError, UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
+from scheda.evaluation.compare import Candidate, Chunks, Progress, Text
+from scheda.evaluation.logit_cache import LogitCache
 from scheda.evaluation.runner import close_run, open_run
 from scheda.evaluation.store import EvalStore, Run
 
@@ -280,3 +291,66 @@ class _Deal:
                 "every Ray worker was lost before the run finished: the same command "
                 "again scores only the items still missing"
             )
+
+
+# -- a comparison's candidates -----------------------------------------------------------------
+
+
+def candidates_on_ray(
+    ray: Any,
+    candidates: list[Candidate],
+    cache: LogitCache,
+    chunks: Chunks,
+    vocab: int,
+    text: Text,
+    threads: int | None,
+    progress: Progress,
+    workers: int | None = None,
+) -> list[dict[str, Any]]:
+    """Each candidate's row, its pass run on a Ray worker, at most `workers` at once.
+
+    A worker takes `threads` CPUs (1 when not given: the candidates run side by side) and
+    runs llama.cpp on as many threads. The rows come back in the candidates' order.
+    """
+    cpus = threads or 1
+    remote = ray.remote(num_cpus=cpus)(candidate_row)
+    waiting = deque(enumerate(candidates))
+    running: dict[Any, int] = {}
+    rows: dict[int, dict[str, Any]] = {}
+    while waiting or running:
+        while waiting and len(running) < (workers or len(candidates)):
+            index, candidate = waiting.popleft()
+            progress(candidate.path.name, 0, chunks.count)
+            # A worker's working folder is not the driver's: the path made absolute.
+            there = replace(candidate, path=candidate.path.resolve())
+            call = remote.remote(there, cache, chunks, vocab, text, cpus)
+            running[call] = index
+        [ready], _ = ray.wait(list(running), num_returns=1)
+        index = running.pop(ready)
+        try:
+            row = ray.get(ready)
+        except ray.exceptions.RayTaskError as exc:
+            raise _cause(exc) from None
+        rows[index] = {**row, "path": str(candidates[index].path)}  # as the user named it
+        progress(candidates[index].path.name, chunks.count, chunks.count)
+    return [rows[i] for i in range(len(candidates))]
+
+
+def candidate_row(
+    candidate: Candidate, cache: LogitCache, chunks: Chunks, vocab: int, text: Text, threads: int
+) -> dict[str, Any]:
+    """On a worker: the candidate's row, after checking that this node sees what it needs."""
+    host = socket.gethostname()
+    if not candidate.path.exists():
+        raise UsageError(
+            f"{candidate.path} is not on the Ray node {host}: every node needs the "
+            "candidates at the same path"
+        )
+    if not cache.complete:
+        raise UsageError(
+            f"the reference's logit cache {cache.folder} is not on the Ray node {host}: give "
+            "every node the same cache folder (SCHEDA_CACHE_DIR on a shared filesystem)"
+        )
+    row = candidate.row(cache, chunks, vocab, text, threads)
+    row["pass"] = {**row["pass"], "node": host, "threads": threads}
+    return row
