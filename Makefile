@@ -24,7 +24,7 @@ LOCK_ARGS = compile --quiet --generate-hashes --python-version 3.11 \
 COMPILE = $(UV_PIP) $(LOCK_ARGS)
 
 .PHONY: run test lint typecheck golden install install-test install-transformers install-eval \
-	install-cuda lock upgrade clean
+	install-cuda install-ray lock upgrade clean
 
 # Serves the embedded model and prints the URL of the web studio; Ctrl-C stops it.
 run: $(VENV)/.core
@@ -56,6 +56,8 @@ install-cuda: $(VENV)/.core
 	$(INSTALL) -r locks/requirements-cuda.txt
 install-eval: $(VENV)/.core
 	$(INSTALL) $(LLAMA_BUILD) -r locks/requirements-eval.txt
+install-ray: $(VENV)/.core
+	$(INSTALL) -r locks/requirements-ray.txt
 
 # uv itself comes from the lock too. The venv is made without pip (ensurepip takes seconds):
 # the system's pip installs uv into it, or, where there is no system pip, the venv's own.
@@ -87,9 +89,9 @@ $(VENV)/.test: $(VENV)/.core locks/requirements-test.txt locks/requirements-test
 # version in every lock file.
 lock: | $(UV)
 	$(COMPILE) $(LOCK_FLAGS) -c locks/constraints.txt pyproject.toml \
-		--extra test --extra transformers --extra eval -o locks/requirements-test.txt
+		--extra test --extra transformers --extra eval --extra ray -o locks/requirements-test.txt
 	$(COMPILE) -c locks/requirements-test.txt pyproject.toml -o locks/requirements-core.txt
-	for extra in transformers eval; do \
+	for extra in transformers eval ray; do \
 		$(COMPILE) $(LOCK_FLAGS) -c locks/constraints.txt -c locks/requirements-test.txt \
 			pyproject.toml --extra $$extra -o locks/requirements-$$extra.txt || exit 1; \
 	done

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -229,3 +229,25 @@ def online_hub(hub_server: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         yield hub_server
     finally:
         hub_server.reset()
+
+
+# -- Ray: one local cluster for the whole session --------------------------------------------
+
+# Logical CPUs the session's cluster offers: two eval workers or two compare candidates of
+# one thread each, or two serve replicas, with room for Ray's own actors beside them.
+RAY_CPUS = 4
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A real local Ray cluster, started once per session by `scheda.cluster` as `--ray`
+    starts one (loopback only, a temporary folder of its own), this process its driver.
+
+    Starting one costs several seconds on two cores: every Ray test (eval, compare,
+    serve) shares this one. Skips where Ray is not installed (`make install-ray`).
+    """
+    ray = pytest.importorskip("ray", reason="Ray is not installed: run `make install-ray`")
+    from scheda.cluster import connected
+
+    with connected(num_cpus=RAY_CPUS):
+        yield ray

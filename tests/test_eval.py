@@ -213,6 +213,91 @@ def test_trailing_space_moves_to_the_continuation(gguf_scorer: LlamaCppScorer) -
     assert a.logprobs == pytest.approx(b.logprobs)
 
 
+# A few-shot header of about 100 tokens shared by every question, as MMLU's subjects have.
+HEADER = "The following are questions about animals, with answers.\n\n" + "".join(
+    f"Question: Which sound does a {animal} make?\nAnswer: {sound}\n\n"
+    for animal, sound in [
+        ("dog", "it barks"),
+        ("cat", "it meows"),
+        ("cow", "it moos"),
+        ("duck", "it quacks"),
+        ("sheep", "it bleats"),
+    ]
+)
+ITEMS = [
+    (HEADER + "Question: Which sound does a frog make?\nAnswer:", [" A", " B", " C", " D"]),
+    (HEADER + "Question: Which sound does a pig make?\nAnswer:", [" it oinks", " it sings"]),
+    (QUESTION, ANSWERS[:3]),
+    (HEADER + "Question: Which sound does a crow make?\nAnswer:", [" A", " B"]),
+]
+
+
+def scored_items(scorer: Scorer, items: list[tuple[str, list[str]]]) -> list[list[Scored]]:
+    return [scorer.choices(context, choices) for context, choices in items]
+
+
+def test_an_items_figures_do_not_depend_on_what_came_before(
+    gguf_scorer: LlamaCppScorer,
+) -> None:
+    """Bit for bit, whatever the cache held: the items in order, reversed, and each after
+    a text that shares some of the header (or nothing of it)."""
+    in_order = scored_items(gguf_scorer, ITEMS)
+    assert scored_items(gguf_scorer, ITEMS[::-1]) == in_order[::-1]
+    mixed = []
+    for cut, item in zip((150, 31, 0, 97), ITEMS, strict=True):
+        # The previous call shares the first `cut` characters of the header only.
+        gguf_scorer.loglikelihood(HEADER[:cut] + " A zebra", " crossing")
+        mixed += scored_items(gguf_scorer, [item])
+    assert mixed == in_order
+
+
+def test_an_items_figures_do_not_depend_on_the_thread_count(smollm_path: Path) -> None:
+    """One thread (a Ray worker's) and two give the same bits. The hard case: a last
+    block of one token after more than 512 cells, where llama.cpp's flash attention
+    would split the cache among the threads."""
+    with (
+        LlamaCppScorer(smollm_path, context=2048, threads=1) as one,
+        LlamaCppScorer(smollm_path, context=2048, threads=2) as two,
+    ):
+        tokens = one.tokenize(" ".join(f"word{i}" for i in range(200)))[:513]
+        assert one.blocks(tokens)[-2:] == [512, 513]  # the last block is one token
+        assert np.array_equal(one.next_logprobs(tokens), two.next_logprobs(tokens))
+
+
+def test_a_shared_header_is_decoded_once(
+    gguf_scorer: LlamaCppScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first question, each further one decodes its own tokens alone: the
+    header ends with a blank line, where a block ends. A prefix that does not is
+    decoded again from its last whole block at most."""
+    decoded: list[int] = []
+    decode = gguf_scorer._decode
+
+    def counting(chunk: list[int], *args: int, **kwargs: int) -> list[tuple[int, int]]:
+        decoded.append(len(chunk))
+        return decode(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(gguf_scorer, "_decode", counting)
+    # Its tokens as a question sees them: the last blank line is two newline tokens there
+    # (and one "\n\n" token at the end of the text alone).
+    header = len(gguf_scorer.tokenize(HEADER[:-1])) + 1
+    assert header > gguf_scorer.block
+    scored_items(gguf_scorer, [ITEMS[0]])
+    for context, choices in (ITEMS[1], ITEMS[3]):
+        decoded.clear()
+        scored_items(gguf_scorer, [(context, choices)])
+        assert sum(decoded) == len(gguf_scorer.tokenize(context)) - header
+    # The same questions after a header without its last blank line.
+    cut = HEADER.rstrip("\n")
+    gguf_scorer.choices(cut + " Question: Which sound does a frog make?\nAnswer:", [" A"])
+    decoded.clear()
+    context = cut + " Question: Which sound does a crow make?\nAnswer:"
+    gguf_scorer.choices(context, [" A", " B"])
+    shared = len(gguf_scorer.tokenize(cut + " Question: Which sound does a"))
+    own = len(gguf_scorer.tokenize(context)) - shared
+    assert own < sum(decoded) < own + gguf_scorer.block
+
+
 # -- MMLU ------------------------------------------------------------------------------------
 
 

@@ -57,6 +57,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "scheda.measure",
             "scheda.pull",
             "scheda.evaluation",
+            "scheda.cluster",
             "scheda.render",
             "scheda.render_compare",
         ),
@@ -67,7 +68,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("package", ("scheda",)),
 )
 
-HEAVY = ("torch", "transformers", "xllamacpp", "llama_cpp", "fastapi", "uvicorn")
+HEAVY = ("torch", "transformers", "xllamacpp", "llama_cpp", "fastapi", "uvicorn", "ray")
 
 
 def modules() -> dict[str, tuple[Path, bool]]:

@@ -28,6 +28,7 @@ from scheda import settings
 from scheda.cli import (
     bench,
     card,
+    common,
     compare,
     convert,
     fit,
@@ -63,10 +64,26 @@ app.command(name="eval")(evaluate.eval_command)
 app.add_typer(sessions.sessions_app, name="sessions")
 
 
+def ray_alone(args: list[str]) -> list[str]:
+    """`--ray` with no address after it (last, before another option, or before a model:
+    a word that is no `HOST:PORT` nor Ray's `auto`) stands for a cluster started for the
+    run: the option takes a value, so it is given one."""
+    given: list[str] = []
+    for i, arg in enumerate(args):
+        given.append(arg)
+        if arg == "--ray" and (i + 1 == len(args) or not _ray_address(args[i + 1])):
+            given.append(common.RAY_ALONE)
+    return given
+
+
+def _ray_address(arg: str) -> bool:
+    return not arg.startswith("-") and (":" in arg or arg == "auto")
+
+
 def main() -> None:
     """Entry point: click reports its own usage errors; ours become one line and an exit code."""
     try:
-        app()
+        app(args=ray_alone(sys.argv[1:]))
     except SchedaError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

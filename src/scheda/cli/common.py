@@ -57,6 +57,31 @@ QuantizeOpt = Annotated[
 ]
 
 
+# What `--ray` with no address stands for once the command line is read (`scheda.cli.main`).
+RAY_ALONE = "local"
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, help="With --ray: workers (default one per node)."),
+]
+
+
+class Cluster:
+    """Where `--ray` runs: an address (None for a cluster started for the command), workers."""
+
+    def __init__(self, address: str, workers: int | None) -> None:
+        self.address = None if address == RAY_ALONE else address
+        self.workers = workers
+
+
+def cluster_option(ray: str | None, workers: int | None) -> Cluster | None:
+    """The cluster `--ray` and `--workers` name, or None without --ray."""
+    if ray is None:
+        if workers is not None:
+            raise UsageError("--workers is for --ray: give --ray too, or leave --workers out")
+        return None
+    return Cluster(ray, workers)
+
+
 def one_format(as_json: bool, markdown: bool) -> None:
     if as_json and markdown:
         raise UsageError("choose one of --json and --markdown")

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from scheda.cli.common import JsonOpt, MarkdownOpt, ThreadsOpt, one_format, print_list
+from scheda.cli.common import (
+    Cluster,
+    JsonOpt,
+    MarkdownOpt,
+    ThreadsOpt,
+    WorkersOpt,
+    cluster_option,
+    one_format,
+    print_list,
+)
 from scheda.errors import UsageError
 from scheda.terminal import console, emit_json
 
@@ -58,11 +67,22 @@ def compare(
     ] = None,
     as_json: JsonOpt = False,
     markdown: MarkdownOpt = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Measure the candidates side by side on Ray workers: alone, on a local "
+            "cluster started for the command; with HOST:PORT (or RAY_ADDRESS), on that cluster.",
+        ),
+    ] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """One table: size, memory, speed, perplexity, KL divergence, top token, accuracy."""
     from scheda.evaluation.store import EvalStore
 
     one_format(as_json, markdown)
+    cluster = cluster_option(ray, workers)
     store = EvalStore()
     try:
         if models[0] == "list":
@@ -86,6 +106,7 @@ def compare(
             limit,
             data,
             threads,
+            cluster,
         )
         store.add_comparison(record)
         _show(record, as_json, markdown, chart)
@@ -104,6 +125,7 @@ def _compare(
     limit: int | None,
     data: Path | None,
     threads: int | None,
+    cluster: Cluster | None = None,
 ) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -143,21 +165,32 @@ def _compare(
         def step(text: str) -> None:
             progress.update(status, description=text)
 
-        return run_compare(
-            paths[0],
-            paths[1:],
-            loaded,
-            context=context,
-            memory_context=memory_context,
-            bench_runs=runs,
-            threads=threads,
-            store=store,
-            tasks=task_names,
-            limit=limit,
-            data=data,
-            progress=moved,
-            step=step,
-        )
+        def measured(ray: Any = None) -> dict[str, Any]:
+            return run_compare(
+                paths[0],
+                paths[1:],
+                loaded,
+                context=context,
+                memory_context=memory_context,
+                bench_runs=runs,
+                threads=threads,
+                store=store,
+                tasks=task_names,
+                limit=limit,
+                data=data,
+                progress=moved,
+                step=step,
+                ray=ray,
+                workers=None if cluster is None else cluster.workers,
+            )
+
+        if cluster is None:
+            return measured()
+        from scheda.cluster import connected
+
+        step("starting a local Ray cluster" if cluster.address is None else "joining Ray")
+        with connected(cluster.address) as ray:
+            return measured(ray)
 
 
 def _show(record: dict[str, Any], as_json: bool, markdown: bool, chart: Path | None) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from scheda.cli.common import print_list
+from scheda.cli.common import Cluster, WorkersOpt, cluster_option, print_list
 from scheda.errors import UsageError
 from scheda.terminal import console, emit_json
 
@@ -75,17 +75,39 @@ def eval_command(
     context: Annotated[int | None, typer.Option("--context", "-c", min=64)] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Deal the items out to Ray workers: alone, on a local cluster started for "
+            "the run; with HOST:PORT (or RAY_ADDRESS), on that cluster.",
+        ),
+    ] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Run the spec sheet's benchmarks on a model; a run interrupted resumes where it stopped."""
     from scheda.evaluation.store import EvalStore
 
+    cluster = cluster_option(ray, workers)
     store = EvalStore()
     try:
         if model == "list":
             _list(store, as_json)
             return
         _evaluate(
-            store, model, tasks, limit, shots, data, samples, parallel, context, threads, as_json
+            store,
+            model,
+            tasks,
+            limit,
+            shots,
+            data,
+            samples,
+            parallel,
+            context,
+            threads,
+            as_json,
+            cluster,
         )
     finally:
         store.close()
@@ -103,6 +125,7 @@ def _evaluate(
     context: int | None,
     threads: int | None,
     as_json: bool,
+    cluster: Cluster | None = None,
 ) -> None:
     from scheda.engines import choose
     from scheda.evaluation.base import EvalModel
@@ -121,8 +144,10 @@ def _evaluate(
     evaluator = EvalModel(path, context, parallel, threads)
     summaries = []
     try:
-        for task in built:
-            summaries.append(_run_one(task, evaluator, store, model))
+        if cluster is None:
+            summaries = [_run_one(task, evaluator, store, model) for task in built]
+        else:
+            summaries = _run_on_ray(built, evaluator, store, model, cluster)
     finally:
         evaluator.close()
     if as_json:
@@ -131,7 +156,8 @@ def _evaluate(
     console().print(report_table(spec.name, summaries, spec.benchmarks))
 
 
-def _run_one(task: Any, evaluator: Any, store: Any, model: str) -> dict[str, Any]:
+def _progress() -> Any:
+    """One bar on stderr: the task (and, on Ray, each worker's items per second), done, ETA."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -141,8 +167,6 @@ def _run_one(task: Any, evaluator: Any, store: Any, model: str) -> dict[str, Any
         TimeRemainingColumn,
     )
 
-    from scheda.evaluation.runner import run_task
-
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -150,13 +174,49 @@ def _run_one(task: Any, evaluator: Any, store: Any, model: str) -> dict[str, Any
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    return Progress(*columns, console=Console(stderr=True), transient=True)
+
+
+def _run_one(task: Any, evaluator: Any, store: Any, model: str) -> dict[str, Any]:
+    from scheda.evaluation.runner import run_task
+
+    with _progress() as progress:
         bar = progress.add_task(task.name, total=None)
 
         def moved(done: int, total: int) -> None:
             progress.update(bar, completed=done, total=total)
 
         run, summary = run_task(task, evaluator, store, model, moved)
+    summary["run"] = run.id
+    return summary
+
+
+def _run_on_ray(
+    built: list[Any], evaluator: Any, store: Any, model: str, cluster: Cluster
+) -> list[dict[str, Any]]:
+    """Every task on one Ray cluster, joined (or started) once for all of them."""
+    from scheda.cluster import connected
+
+    with connected(cluster.address) as ray:
+        return [_one_on_ray(ray, task, evaluator, store, model, cluster) for task in built]
+
+
+def _one_on_ray(
+    ray: Any, task: Any, evaluator: Any, store: Any, model: str, cluster: Cluster
+) -> dict[str, Any]:
+    from scheda.evaluation.distributed import run_on_ray
+
+    with _progress() as progress:
+        bar = progress.add_task(task.name, total=None)
+
+        def moved(done: int, total: int) -> None:
+            progress.update(bar, completed=done, total=total)
+
+        def rates(per_worker: dict[str, float]) -> None:
+            shown = " ".join(f"w{w} {r:.1f}/s" for w, r in per_worker.items())
+            progress.update(bar, description=f"{task.name} · {shown}")
+
+        run, summary = run_on_ray(ray, task, model, evaluator, store, cluster.workers, moved, rates)
     summary["run"] = run.id
     return summary
 

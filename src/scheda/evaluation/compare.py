@@ -296,6 +296,40 @@ def prompt_rate(scorer: Scorer, tokens: Sequence[int]) -> float:
     return len(tokens) / best
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate's pass against the cached reference: here, or on a Ray worker."""
+
+    path: Path
+    engine: str
+    reference: str  # the reference's name, for the vocabulary check's message
+
+    def row(
+        self,
+        cache: LogitCache,
+        chunks: Chunks,
+        vocab: int,
+        text: Text,
+        threads: int | None,
+        progress: Progress = _quiet,
+    ) -> dict[str, Any]:
+        """The candidate's row of the table: its divergence figures and its pass's timing."""
+        plain = chunks.tokens[1:] if chunks.bos is not None else chunks.tokens
+        scorer = open_scorer(self.path, chunks.context, threads)
+        try:
+            check_vocabulary(scorer, self.path.name, self.reference, plain, vocab, text)
+            summary, timing = candidate_pass(scorer, cache, chunks, progress, self.path.name)
+        finally:
+            scorer.close()
+        return {
+            "role": "candidate",
+            "path": str(self.path),
+            "engine": self.engine,
+            **summary,
+            "pass": timing,
+        }
+
+
 def _reference_nll(cache: LogitCache, count: int) -> np.ndarray:
     return np.concatenate([cache.chunk(i).nll for i in range(count)])
 
@@ -411,8 +445,11 @@ def run_evals(
     data: Path | None,
     threads: int | None,
     progress: Callable[[str], None],
+    ray: Any = None,
+    workers: int | None = None,
 ) -> None:
-    """`--tasks`: run (or resume, or find done) `scheda eval` on every model, stored as usual."""
+    """`--tasks`: run (or resume, or find done) `scheda eval` on every model, stored as usual;
+    with `ray`, each run's items dealt out to Ray workers as `eval --ray` deals them."""
     from scheda.evaluation.base import EvalModel
     from scheda.evaluation.runner import make_task, run_task
 
@@ -422,7 +459,12 @@ def run_evals(
             progress(f"{name} on {path.name}")
             model = EvalModel(path, None, 4, threads)
             try:
-                run_task(task, model, store, path.name)
+                if ray is None:
+                    run_task(task, model, store, path.name)
+                else:
+                    from scheda.evaluation.distributed import run_on_ray
+
+                    run_on_ray(ray, task, str(path), model, store, workers)
             finally:
                 model.close()
 
@@ -444,10 +486,15 @@ def run_compare(
     data: Path | None = None,
     progress: Progress = _quiet,
     step: Callable[[str], None] = lambda _: None,
+    ray: Any = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Compare every candidate with the reference; the record `scheda compare` shows and stores.
 
-    `bench_runs` 0 leaves the bench columns out.
+    `bench_runs` 0 leaves the bench columns out. With `ray` (connected, see `cluster`),
+    the candidates' passes run on Ray workers, at most `workers` at once, and `--tasks`
+    runs are dealt out as `eval --ray` deals them; the bench columns are measured here,
+    one model at a time, as without Ray (speed measured beside other work means little).
     """
     models = [reference, *candidates]
     engines = [check_model(p) for p in models]
@@ -466,17 +513,22 @@ def run_compare(
             "cached": meta.get("cached", False),
         }
     ]
-    plain = chunks.tokens[1:] if chunks.bos is not None else chunks.tokens
-    for path, engine in zip(candidates, engines[1:], strict=True):
-        step(f"loading {path.name} ({engine})")
-        scorer = open_scorer(path, context, threads)
-        try:
-            check_vocabulary(scorer, path.name, reference.name, plain, meta["vocab"], text)
-            summary, timing = candidate_pass(scorer, cache, chunks, progress, path.name)
-        finally:
-            scorer.close()
-        rows.append(
-            {"role": "candidate", "path": str(path), "engine": engine, **summary, "pass": timing}
+    passes = [
+        Candidate(path, engine, reference.name)
+        for path, engine in zip(candidates, engines[1:], strict=True)
+    ]
+    if ray is None:
+        for candidate in passes:
+            step(f"loading {candidate.path.name} ({candidate.engine})")
+            rows.append(candidate.row(cache, chunks, meta["vocab"], text, threads, progress))
+    else:
+        from scheda.evaluation.distributed import candidates_on_ray
+
+        step(f"{len(passes)} candidates on Ray workers")
+        rows.extend(
+            candidates_on_ray(
+                ray, passes, cache, chunks, meta["vocab"], text, threads, progress, workers
+            )
         )
     for row, path in zip(rows, models, strict=True):
         row.update(file_facts(path, memory_context))
@@ -486,7 +538,7 @@ def run_compare(
             row["bench"] = figures
     if store is not None:
         if tasks:
-            run_evals(store, models, tasks, limit, data, threads, step)
+            run_evals(store, models, tasks, limit, data, threads, step, ray, workers)
         for row, path in zip(rows[1:], candidates, strict=True):
             row["accuracy"] = accuracy_delta(store, reference, path)
     return _record(rows, text, chunks, cache, context, memory_context, bench_runs)

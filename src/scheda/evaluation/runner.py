@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from scheda.errors import UsageError
-from scheda.evaluation.base import Aggregate, EvalModel, ItemResult, Task, aggregate
+from scheda.evaluation.base import Aggregate, EvalModel, Item, ItemResult, Task, aggregate
 from scheda.evaluation.store import EvalStore, Run
 
 TASKS = ("mmlu", "gsm8k", "humaneval")
@@ -66,17 +66,7 @@ def run_task(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Run, dict[str, Any]]:
     """Score the items this run has not scored yet; the summary over all of them."""
-    items = task.items()
-    if not items:
-        raise UsageError(f"{task.name}: no items to score")
-    config = task.config()
-    if task.output == "generate":
-        # Slots decoding together are not bit-identical to one at a time (llama.cpp batches
-        # them into one computation), so the slot count is part of what makes a run.
-        config["parallel"] = model.parallel
-    run = store.start(model_name, model.path, task.name, config, len(items))
-    done = store.done(run.id)
-    todo = [i for i in items if i.key not in done]
+    run, items, todo = open_run(task, store, model_name, model.path, model.parallel)
     count = len(items) - len(todo)
     if on_progress is not None:
         on_progress(count, len(items))
@@ -85,9 +75,32 @@ def run_task(
         count += 1
         if on_progress is not None:
             on_progress(count, len(items))
+    return run, close_run(task, store, run)
+
+
+def open_run(
+    task: Task, store: EvalStore, model_name: str, path: Path, parallel: int
+) -> tuple[Run, list[Item], list[Item]]:
+    """The run (the unfinished one with this identity, or a new one), its items, and
+    those it has not scored yet: the same wherever the items are then scored."""
+    items = task.items()
+    if not items:
+        raise UsageError(f"{task.name}: no items to score")
+    config = task.config()
+    if task.output == "generate":
+        # Slots decoding together are not bit-identical to one at a time (llama.cpp batches
+        # them into one computation), so the slot count is part of what makes a run.
+        config["parallel"] = parallel
+    run = store.start(model_name, path, task.name, config, len(items))
+    done = store.done(run.id)
+    return run, items, [i for i in items if i.key not in done]
+
+
+def close_run(task: Task, store: EvalStore, run: Run) -> dict[str, Any]:
+    """The summary over every stored result, kept with the run, which is now finished."""
     summary = summarize(task, store.results(run.id))
     store.finish(run.id, summary)
-    return run, summary
+    return summary
 
 
 def summarize(task: Task, results: list[ItemResult]) -> dict[str, Any]:
