@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/serve_concurrency.py [--model PATH] [--levels 1,2,4,8,16]
         [--rounds 3] [--parallel N] [--max-tokens 64]
-        [--servers scheda,llamacpp,llama-cpp-python,scheda-baseline] [--baseline SRC]
+        [--servers scheda,llamacpp,llama-cpp-python,scheda-baseline,scheda-ray]
+        [--baseline SRC] [--replicas 2]
         [--out docs/serve_concurrency.json] [--png docs/serve_concurrency.png]
 
 For each concurrency level, that many clients start together, each streaming one
@@ -20,6 +21,11 @@ The servers:
 - `scheda-baseline`: `scheda serve` again, from another source tree (`--baseline
   SRC`, a checkout whose `src/` is put first on the path), to measure a change
   side by side with the code before it (`git archive main src | tar -x -C SRC`).
+- `scheda-ray`: `scheda serve MODEL --ray --replicas R` (`--replicas`, 2 by default) on a
+  local Ray cluster it starts itself, the same slots and cores in all as `scheda`'s one
+  engine: each replica gets N / R slots and cores / R threads. So the figures show what
+  Ray Serve costs in front of llama.cpp, and what R smaller engines give against one.
+  Its CPU time counts the cluster's processes too (they are the server's children).
 
 One server runs at a time, warmed up by one request, and is stopped before the
 next starts: on a small machine two servers would share the cores. Every round
@@ -67,10 +73,11 @@ from scheda.hardware import physical_cores
 from scheda.terminal import console as terminal_console
 
 HOST = "127.0.0.1"
-SERVERS = ("scheda", "llamacpp", "llama-cpp-python", "scheda-baseline")
+SERVERS = ("scheda", "llamacpp", "llama-cpp-python", "scheda-baseline", "scheda-ray")
 LABELS = {
     "scheda": "scheda serve",
     "scheda-baseline": "scheda serve (baseline)",
+    "scheda-ray": "scheda serve --ray",
     "llamacpp": "llama.cpp server (xllamacpp)",
     "llama-cpp-python": "llama-cpp-python server",
 }
@@ -78,6 +85,11 @@ CONTEXT = 2048  # tokens per slot, for every server
 # The llama.cpp listener's HTTP threads: one per client at the highest level, and spare.
 HTTP_THREADS = 32
 START_TIMEOUT_S = 180
+# A local Ray cluster, Serve's controller and the replicas start in minutes on a busy small
+# machine; stopping them cleanly (replicas, then the cluster) takes a while too.
+RAY_START_TIMEOUT_S = 600
+RAY_STOP_TIMEOUT_S = 90
+REPLICAS = 2  # scheda-ray's replicas (--replicas)
 # Other programs' share of the machine above which a server is not started yet: the figures
 # would measure them too. How long to wait for it to go quiet before going on regardless.
 QUIET_SHARE = 0.15
@@ -163,9 +175,19 @@ def server_env(name: str) -> dict[str, str] | None:
     return {**os.environ, "PYTHONPATH": str(BASELINE / "src")}
 
 
+def scheda_ray_command(model: str, port: int, parallel: int) -> list[str]:
+    """The same slots and threads as `scheda`'s one engine, shared out over the replicas."""
+    slots = max(1, parallel // REPLICAS)
+    threads = max(1, physical_cores() // REPLICAS)
+    command = scheda_command(model, port, slots)
+    return [*command, "--ray", "--replicas", str(REPLICAS), "--threads", str(threads)]
+
+
 def server_command(name: str, model: str, path: Path, port: int, parallel: int) -> list[str]:
     if name in ("scheda", "scheda-baseline"):
         return scheda_command(model, port, parallel)
+    if name == "scheda-ray":
+        return scheda_ray_command(model, port, parallel)
     if name == "llamacpp":
         return llamacpp_command(path, port, parallel)
     return llama_cpp_python_command(path, port)
@@ -205,16 +227,21 @@ def serving(name: str, model: str, path: Path, parallel: int, logs: Path) -> Ite
             stderr=subprocess.STDOUT,
             start_new_session=True,  # so that stopping it stops its children too
         )
+    on_ray = name == "scheda-ray"
     try:
-        model_id = wait_ready(process, port, log)
+        model_id = wait_ready(
+            process, port, log, RAY_START_TIMEOUT_S if on_ray else START_TIMEOUT_S
+        )
         yield Running(name, process, port, model_id, log)
     finally:
-        stop(process)
+        stop(process, RAY_STOP_TIMEOUT_S if on_ray else 20)
 
 
-def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> str:
+def wait_ready(
+    process: subprocess.Popen[bytes], port: int, log: Path, within: float = START_TIMEOUT_S
+) -> str:
     """Poll `/v1/models` until the server answers; its first model's id."""
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited ({process.returncode}):\n{tail(log)}")
@@ -227,14 +254,16 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> str:
         except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError):
             pass
         time.sleep(0.25)
-    raise RuntimeError(f"the server did not answer in {START_TIMEOUT_S} s:\n{tail(log)}")
+    raise RuntimeError(f"the server did not answer in {within:.0f} s:\n{tail(log)}")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes], within: float = 20) -> None:
+    """SIGTERM, then SIGKILL after `within` s (`scheda serve --ray` stops its cluster on
+    SIGTERM; killed, it would leave the cluster running)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=within)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -728,6 +757,7 @@ def llamacpp_worker(path: str, port: str, parallel: str) -> None:
 
 
 def parse(argv: list[str]) -> Config:
+    global BASELINE, REPLICAS
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     cli.add_argument("--model", help="a GGUF file (default: the embedded model)")
     cli.add_argument("--levels", default="1,2,4,8,16", help="concurrent clients per batch")
@@ -736,6 +766,7 @@ def parse(argv: list[str]) -> Config:
     cli.add_argument("--max-tokens", type=int, default=64)
     cli.add_argument("--servers", default=",".join(SERVERS[:3]))
     cli.add_argument("--baseline", type=Path, help="the source tree scheda-baseline serves")
+    cli.add_argument("--replicas", type=int, default=REPLICAS, help="scheda-ray's replicas")
     cli.add_argument("--out", type=Path, default=Path("docs/serve_concurrency.json"))
     cli.add_argument("--png", type=Path, default=Path("docs/serve_concurrency.png"))
     cli.add_argument("--markdown", action="store_true", help="print the table for the docs too")
@@ -746,8 +777,8 @@ def parse(argv: list[str]) -> Config:
         cli.error(f"--servers: unknown {', '.join(sorted(unknown))}; choose from {SERVERS}")
     if "scheda-baseline" in servers and not (args.baseline and (args.baseline / "src").is_dir()):
         cli.error("--servers scheda-baseline: give --baseline SRC, a source tree with src/")
-    global BASELINE
     BASELINE = args.baseline.resolve() if args.baseline else None
+    REPLICAS = max(1, args.replicas)
     if args.model:
         model, path = args.model, Path(args.model)
     else:

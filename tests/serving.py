@@ -25,7 +25,14 @@ def free_port() -> int:
 class Server:
     """`scheda serve ARGS` until `stop()`; `request()` talks to it over raw HTTP."""
 
-    def __init__(self, args: list[str], data_dir: Path, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        data_dir: Path,
+        api_key: str | None = None,
+        start_timeout: float = START_TIMEOUT_S,
+    ) -> None:
+        self.start_timeout = start_timeout
         self.port = free_port()
         self.key = api_key
         self.url = f"http://127.0.0.1:{self.port}"
@@ -42,7 +49,7 @@ class Server:
         self._wait()
 
     def _wait(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self._log_file.close()

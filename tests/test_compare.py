@@ -24,7 +24,8 @@ import pytest
 
 from scheda.errors import ModelFileError, UsageError
 from scheda.evaluation.compare import DEFAULT_TEXT, Text, load_text, run_compare
-from scheda.evaluation.logit_cache import LogitCache
+from scheda.evaluation.divergence import compare_chunk, compare_rows
+from scheda.evaluation.logit_cache import ARRAYS, LogitCache, encode, encode_rows
 from scheda.evaluation.scorer import LlamaCppScorer
 from scheda.evaluation.store import EvalStore
 from tests import test_studio as studio_tests
@@ -153,6 +154,31 @@ def test_the_reference_runs_once(
     assert not other.complete and other.key != cache["key"]
 
 
+def test_rows_compared_in_threads_equal_one_pass_bit_for_bit(
+    smollm_quants: dict[str, Path], text_file: Path
+) -> None:
+    """The reference's encoding and a candidate's comparison are split over threads by rows;
+    every array they give is the one a single pass gives, to the last bit."""
+    scorer = LlamaCppScorer(smollm_quants["Q8_0"], context=CONTEXT, threads=2)
+    try:
+        tokens = scorer.tokenize(text_file.read_text())[:CONTEXT]
+        logits = np.array(scorer.chunk_logits(tokens, CONTEXT // 2 - 1))
+    finally:
+        scorer.close()
+    targets = np.asarray(tokens[CONTEXT // 2 :])
+    whole = encode(logits, targets)
+    for parts in (2, 3):
+        split = encode_rows(logits, targets, parts)
+        for name in ARRAYS:
+            assert np.array_equal(getattr(split, name), getattr(whole, name)), name
+    candidate = logits[:, ::-1].copy()  # another distribution over the same vocabulary
+    one = compare_chunk(candidate, whole, targets)
+    many = compare_rows(candidate, whole, targets, parts=3)
+    for field in ("nll", "kld", "same_top", "delta_p"):
+        assert np.array_equal(getattr(many, field), getattr(one, field)), field
+    assert one.kld.mean() > 1  # the reversed logits are far from the reference
+
+
 def test_every_figure_says_how_it_was_obtained(record: dict[str, Any]) -> None:
     kinds = {key: how["kind"] for key, how in record["how"].items()}
     assert kinds["size"] == kinds["bits_per_weight"] == "read"
@@ -179,29 +205,34 @@ def _scheda(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_cli_table_json_markdown_chart_and_list(
-    smollm_quants: dict[str, Path], text_file: Path, cache_dir: Path, tmp_path: Path
+    smollm_quants: dict[str, Path],
+    text_file: Path,
+    cache_dir: Path,
+    record: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
+    assert record["rows"][0]["cached"] is False  # the module's own pass made the cache
     env = {"SCHEDA_DATA_DIR": str(tmp_path / "data"), "SCHEDA_CACHE_DIR": str(cache_dir)}
     chart = tmp_path / "chart.png"
     models = [str(smollm_quants["F16"]), str(smollm_quants["Q8_0"])]
     options = ["--text", str(text_file), "--context", str(CONTEXT), "--no-bench"]
     done = _scheda("compare", *models, *options, "--json", "--chart", str(chart), env=env)
     assert done.returncode == 0, done.stderr
-    record = json.loads(done.stdout)
-    assert [r["role"] for r in record["rows"]] == ["reference", "candidate"]
-    assert record["rows"][0]["cached"] is True  # the module's pass made the cache
+    printed = json.loads(done.stdout)
+    assert [r["role"] for r in printed["rows"]] == ["reference", "candidate"]
+    assert printed["rows"][0]["cached"] is True  # read back from the module's pass
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     listed = _scheda("compare", "list", "--json", env=env)
-    assert [r["id"] for r in json.loads(listed.stdout)] == [record["id"]]
-    shown = _scheda("compare", "show", record["id"][:4], "--markdown", env=env)
+    assert [r["id"] for r in json.loads(listed.stdout)] == [printed["id"]]
+    shown = _scheda("compare", "show", printed["id"][:4], "--markdown", env=env)
     assert shown.returncode == 0, shown.stderr
     header = shown.stdout.splitlines()[0]
     for column in ("model", "size", "bits/weight", "memory", "pp512", "PPL ratio", "KLD mean"):
         assert column in header
     assert "| SmolLM2-135M-Instruct.F16 (reference) | F16 |" in shown.stdout
     assert "kld: computed:" in shown.stdout and "size: read:" in shown.stdout
-    table = _scheda("compare", "show", record["id"], env=env)
+    table = _scheda("compare", "show", printed["id"], env=env)
     assert "What quantization costs" in table.stdout and "Q8_0" in table.stdout
 
 

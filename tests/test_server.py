@@ -533,8 +533,9 @@ def test_abandoned_whole_answers_free_their_slots(server: Server) -> None:
 
 
 def test_a_long_prompt_runs_beside_others(server: Server) -> None:
-    """One request may use (almost) the full context while another runs: each slot has it all."""
-    long_prompt = "word " * 3500
+    """One request may use more than half the context while another runs: each of the four
+    slots has the whole context, not a quarter of it."""
+    long_prompt = "word " * 2200
     results: dict[str, Any] = {}
 
     def run(name: str, body: dict[str, Any]) -> None:
@@ -548,7 +549,7 @@ def test_a_long_prompt_runs_beside_others(server: Server) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert results["long"][0] == 200 and results["long"][1]["usage"]["prompt_tokens"] > 3000
+    assert results["long"][0] == 200 and results["long"][1]["usage"]["prompt_tokens"] > 2048
     assert results["short"][0] == 200
 
 

@@ -37,7 +37,7 @@ from scheda.errors import EngineError, UsageError
 from scheda.hardware import physical_cores
 
 CONTENDERS = ("scheda", "engine", "llama-cpp-python", "transformers")
-PP_TOKENS = 512
+PP_TOKENS = 512  # llama-bench's defaults (-p 512 -n 128); `--pp` and `--tg` change them
 TG_TOKENS = 128
 # Plain words to build prompts of an exact size; shuffled per run so no run reuses
 # the previous run's prompt cache.
@@ -103,6 +103,8 @@ class Report:
     results: list[Result]
     cold_first_token_s: float | None
     machine: dict[str, Any]
+    pp_tokens: int = PP_TOKENS
+    tg_tokens: int = TG_TOKENS
 
     def ratio(self, metric: str, over: str) -> float | None:
         """scheda's figure for a metric divided by another contender's."""
@@ -121,6 +123,8 @@ class Report:
         return {
             "model": self.model,
             "machine": self.machine,
+            "pp_tokens": self.pp_tokens,
+            "tg_tokens": self.tg_tokens,
             "cold_first_token_s": self.cold_first_token_s,
             "results": [asdict(r) for r in self.results],
             "ratios": {
@@ -166,8 +170,10 @@ def run_bench(
     threads: int | None,
     hf_folder: Path | None,
     progress: Callable[[str], None] = lambda _: None,
+    pp: int = PP_TOKENS,
+    tg: int = TG_TOKENS,
 ) -> Report:
-    """Run scheda and each contender in `vs`, one fresh process each."""
+    """Run scheda and each contender in `vs`, one fresh process each: pp`pp` and tg`tg`."""
     for name in vs:
         if name not in CONTENDERS[1:]:
             raise UsageError(f"--vs {name!r}: choose from {', '.join(CONTENDERS[1:])}")
@@ -178,12 +184,12 @@ def run_bench(
     for round_ in range(1, runs + 1):
         for name in names:
             target = hf_folder if name == "transformers" else path
-            progress(f"round {round_}/{runs}: {name} (pp{PP_TOKENS}, tg{TG_TOKENS})")
-            rounds[name].append(_worker(name, target, 1, threads))
+            progress(f"round {round_}/{runs}: {name} (pp{pp}, tg{tg})")
+            rounds[name].append(_worker(name, target, 1, threads, pp, tg))
     results = [_combine(rounds[name]) for name in names]
     progress("cold start: a new `scheda generate` to its first token")
     cold = cold_first_token(str(path), runs)
-    return Report(model, results, cold, machine())
+    return Report(model, results, cold, machine(), pp, tg)
 
 
 def measure_models(
@@ -221,12 +227,18 @@ def _combine(rounds: list[Result]) -> Result:
     )
 
 
-def _worker(contender: str, path: Path | None, runs: int, threads: int | None) -> Result:
+def _worker(
+    contender: str,
+    path: Path | None,
+    runs: int,
+    threads: int | None,
+    pp: int = PP_TOKENS,
+    tg: int = TG_TOKENS,
+) -> Result:
     if path is None:
         raise UsageError(f"{contender} needs an HF folder")
     command = [sys.executable, "-m", "scheda.bench", contender, str(path), str(runs)]
-    if threads:
-        command.append(str(threads))
+    command += [str(pp), str(tg), str(threads or 0)]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False
     )
@@ -280,11 +292,12 @@ def _measure(
     one_tg: Callable[[], tuple[float, int, float | None]],
     count: Callable[[str], int],
     contender: str,
+    pp: int,
 ) -> Result:
-    """Warm up once, then the median of `runs` runs of pp512 and tg128."""
+    """Warm up once, then the median of `runs` runs of the prompt (`pp` tokens) and generation."""
     pp_rates, tg_rates, ttfts = [], [], []
     for run in range(runs + 1):
-        seconds, n = one_pp(prompt_of(count, PP_TOKENS, seed=run))
+        seconds, n = one_pp(prompt_of(count, pp, seed=run))
         tg_seconds, generated, ttft = one_tg()
         if run == 0:
             continue  # the warm-up
@@ -324,11 +337,11 @@ def _tg_rate(total_s: float, first_s: float, generated: int) -> tuple[float, int
     return total_s - first_s, generated - 1
 
 
-def bench_scheda(path: Path, runs: int, threads: int | None) -> Result:
+def bench_scheda(path: Path, runs: int, threads: int | None, pp: int, tg: int) -> Result:
     from scheda.engines import open_model
     from scheda.sampling import Sampling
 
-    engine = open_model(path, "llama.cpp", context=PP_TOKENS + TG_TOKENS + 64, threads=threads)
+    engine = open_model(path, "llama.cpp", context=pp + tg + 64, threads=threads)
     count = engine.count_tokens
 
     def one_pp(prompt: str) -> tuple[float, int]:
@@ -337,21 +350,21 @@ def bench_scheda(path: Path, runs: int, threads: int | None) -> Result:
 
     def one_tg() -> tuple[float, int, float | None]:
         g = engine.generate(
-            "Once upon a time", Sampling(max_tokens=TG_TOKENS, temperature=0, ignore_eos=True)
+            "Once upon a time", Sampling(max_tokens=tg, temperature=0, ignore_eos=True)
         )
         seconds, n = _tg_rate(g.timings.total_s, g.timings.first_token_s, g.completion_tokens)
         return seconds, n, g.timings.first_token_s
 
-    return _measure(runs, engine.load_s, one_pp, one_tg, count, "scheda")
+    return _measure(runs, engine.load_s, one_pp, one_tg, count, "scheda", pp)
 
 
-def bench_engine(path: Path, runs: int, threads: int | None) -> Result:
+def bench_engine(path: Path, runs: int, threads: int | None, pp: int, tg: int) -> Result:
     """The same llama.cpp server, called straight through xllamacpp: no scheda in between."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
-    params.n_ctx = PP_TOKENS + TG_TOKENS + 64
+    params.n_ctx = pp + tg + 64
     params.n_parallel = 1
     params.cpuparams.n_threads = threads or physical_cores()
     params.cpuparams_batch.n_threads = threads or physical_cores()
@@ -389,7 +402,7 @@ def bench_engine(path: Path, runs: int, threads: int | None) -> Result:
         return ttft, int(last["usage"]["prompt_tokens"])
 
     def one_tg() -> tuple[float, int, float | None]:
-        body = {"prompt": "Once upon a time", "max_tokens": TG_TOKENS, "temperature": 0}
+        body = {"prompt": "Once upon a time", "max_tokens": tg, "temperature": 0}
         ttft, last = complete(
             {**body, "ignore_eos": True, "stream_options": {"include_usage": True}}
         )
@@ -397,10 +410,10 @@ def bench_engine(path: Path, runs: int, threads: int | None) -> Result:
         seconds, n = _tg_rate(last["total"], ttft, generated)
         return seconds, n, ttft
 
-    return _measure(runs, load_s, one_pp, one_tg, count, "engine")
+    return _measure(runs, load_s, one_pp, one_tg, count, "engine", pp)
 
 
-def bench_llama_cpp_python(path: Path, runs: int, threads: int | None) -> Result:
+def bench_llama_cpp_python(path: Path, runs: int, threads: int | None, pp: int, tg: int) -> Result:
     try:
         from llama_cpp import Llama
     except ImportError as exc:
@@ -410,7 +423,7 @@ def bench_llama_cpp_python(path: Path, runs: int, threads: int | None) -> Result
     start = time.perf_counter()
     llm = Llama(
         str(path),
-        n_ctx=PP_TOKENS + TG_TOKENS + 64,
+        n_ctx=pp + tg + 64,
         n_threads=threads or physical_cores(),
         verbose=False,
     )
@@ -433,7 +446,7 @@ def bench_llama_cpp_python(path: Path, runs: int, threads: int | None) -> Result
         generated = 0
         for _ in llm.create_completion(
             "Once upon a time",
-            max_tokens=TG_TOKENS,
+            max_tokens=tg,
             temperature=0,
             stream=True,
             logit_bias={eos: -1e9},
@@ -444,10 +457,10 @@ def bench_llama_cpp_python(path: Path, runs: int, threads: int | None) -> Result
         seconds, n = _tg_rate(time.perf_counter() - start, first, generated)
         return seconds, n, first
 
-    return _measure(runs, load_s, one_pp, one_tg, count, "llama-cpp-python")
+    return _measure(runs, load_s, one_pp, one_tg, count, "llama-cpp-python", pp)
 
 
-def bench_transformers(path: Path, runs: int, threads: int | None) -> Result:
+def bench_transformers(path: Path, runs: int, threads: int | None, pp: int, tg: int) -> Result:
     """The articles' method: `pipeline("text-generation")` on the HF folder, greedy, on the CPU."""
     try:
         import torch
@@ -479,17 +492,17 @@ def bench_transformers(path: Path, runs: int, threads: int | None) -> Result:
         start = time.perf_counter()
         pipe(
             "Once upon a time",
-            max_new_tokens=TG_TOKENS,
-            min_new_tokens=TG_TOKENS,
+            max_new_tokens=tg,
+            min_new_tokens=tg,
             do_sample=False,
         )
         # The pipeline gives no first-token time: its whole time is the generation's.
-        return time.perf_counter() - start, TG_TOKENS, None
+        return time.perf_counter() - start, tg, None
 
-    return _measure(runs, load_s, one_pp, one_tg, count, "transformers")
+    return _measure(runs, load_s, one_pp, one_tg, count, "transformers", pp)
 
 
-WORKERS: dict[str, Callable[[Path, int, int | None], Result]] = {
+WORKERS: dict[str, Callable[[Path, int, int | None, int, int], Result]] = {
     "scheda": bench_scheda,
     "engine": bench_engine,
     "llama-cpp-python": bench_llama_cpp_python,
@@ -499,9 +512,9 @@ WORKERS: dict[str, Callable[[Path, int, int | None], Result]] = {
 
 def _main(argv: list[str]) -> None:
     contender, path, runs = argv[0], Path(argv[1]), int(argv[2])
-    threads = int(argv[3]) if len(argv) > 3 else None
+    pp, tg, threads = int(argv[3]), int(argv[4]), int(argv[5]) or None
     try:
-        result = WORKERS[contender](path, runs, threads)
+        result = WORKERS[contender](path, runs, threads, pp, tg)
     except Exception as exc:  # reported to the parent as one line
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -13,6 +13,7 @@
     │       └── UnsupportedFieldError   a field scheda lacks, set to a value that matters
     ├── APIError                    a request the server refuses: its own status, param, code
     ├── ServerBusyError             a model at its request limit, or busy models fill memory (503)
+    ├── ReplicaLostError            a replica of a model served on Ray died under a request (503)
     ├── HubError                    the Hub cannot be reached, or a download went wrong (502)
     │   └── HubAccessError          a gated or private repository the token does not open (403)
     └── PullRefusedError            a pull refused at once: it would not fit, or no disk (409)
@@ -126,6 +127,13 @@ class APIError(SchedaError):
 
 class ServerBusyError(SchedaError):
     """A model with as many requests in flight as it admits, or busy models filling memory."""
+
+    status = 503
+
+
+class ReplicaLostError(SchedaError):
+    """A replica of a model served on Ray died while it held the request (its node lost,
+    its process killed); Ray Serve starts another, so the client should retry."""
 
     status = 503
 

@@ -458,8 +458,8 @@ def tokens_markdown(results: Sequence[Tokenization]) -> str:
 BENCH_COLUMNS = (
     ("load_s", "load", "{:.2f} s"),
     ("first_token_s", "first token", "{:.3f} s"),
-    ("pp_tokens_per_s", "pp512 tok/s", "{:,.1f}"),
-    ("tg_tokens_per_s", "tg128 tok/s", "{:,.1f}"),
+    ("pp_tokens_per_s", "pp{pp} tok/s", "{:,.1f}"),
+    ("tg_tokens_per_s", "tg{tg} tok/s", "{:,.1f}"),
     ("peak_rss_mib", "peak memory", "{:,.0f} MiB"),
 )
 
@@ -468,7 +468,7 @@ def bench_view(report: BenchReport) -> RenderableType:
     table = Table(title=f"bench · {report.model}", title_justify="left")
     table.add_column("")
     for _, header, _ in BENCH_COLUMNS:
-        table.add_column(header, justify="right")
+        table.add_column(header.format(pp=report.pp_tokens, tg=report.tg_tokens), justify="right")
     table.add_column("scheda tg ÷ this", justify="right")
     for r in report.results:
         cells = [
@@ -497,7 +497,7 @@ def bench_view(report: BenchReport) -> RenderableType:
 
 
 def bench_chart(report: BenchReport, path: Path) -> None:
-    """Bars of pp512 and tg128 tokens/s per contender, into a PNG."""
+    """Bars of prompt (pp512) and generation (tg128) tokens/s per contender, into a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen needed
@@ -506,8 +506,8 @@ def bench_chart(report: BenchReport, path: Path) -> None:
     names = [r.contender for r in report.results]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, key, title in (
-        (axes[0], "pp_tokens_per_s", "prompt processing (pp512)"),
-        (axes[1], "tg_tokens_per_s", "generation (tg128)"),
+        (axes[0], "pp_tokens_per_s", f"prompt processing (pp{report.pp_tokens})"),
+        (axes[1], "tg_tokens_per_s", f"generation (tg{report.tg_tokens})"),
     ):
         values = [getattr(r, key) for r in report.results]
         bars = ax.bar(

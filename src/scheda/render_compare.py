@@ -140,14 +140,16 @@ def notes(record: dict[str, Any]) -> list[str]:
 
 
 def _speed(record: dict[str, Any]) -> list[str]:
-    """Each pass's tokens per second, and against the model's own prompt rate (pp512)."""
+    """Each pass's tokens per second, and against its engine's own prompt rate (a chunk
+    decoded with only its last logits, in the same process)."""
     out = []
     for row in record["rows"]:
         timing = row.get("pass")
         if not timing or not timing.get("tokens_per_s"):
             continue
-        against = timing.get("against_pp512")
-        ratio = f", {against:.2f} x its pp512" if against else ""
+        against = timing.get("against_prompt_rate")
+        prompt = timing.get("prompt_tokens_per_s")
+        ratio = f", {against:.2f} x its engine's prompt rate ({prompt:.1f})" if against else ""
         cached = " (cached)" if row.get("cached") else ""
         out.append(
             f"pass over {Path(row['path']).name}{cached}: {timing['tokens_evaluated']:,} tokens "

@@ -65,14 +65,19 @@ app.add_typer(sessions.sessions_app, name="sessions")
 
 
 def ray_alone(args: list[str]) -> list[str]:
-    """`--ray` with no address after it (last, or before another option) stands for a
-    cluster started for the run: the option takes a value, so it is given one."""
+    """`--ray` with no address after it (last, before another option, or before a model:
+    a word that is no `HOST:PORT` nor Ray's `auto`) stands for a cluster started for the
+    run: the option takes a value, so it is given one."""
     given: list[str] = []
     for i, arg in enumerate(args):
         given.append(arg)
-        if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+        if arg == "--ray" and (i + 1 == len(args) or not _ray_address(args[i + 1])):
             given.append(common.RAY_ALONE)
     return given
+
+
+def _ray_address(arg: str) -> bool:
+    return not arg.startswith("-") and (":" in arg or arg == "auto")
 
 
 def main() -> None:

@@ -27,6 +27,18 @@ def bench(
         int, typer.Option("--runs", min=1, max=20, help="Rounds (each contender once per round).")
     ] = 3,
     threads: ThreadsOpt = None,
+    pp: Annotated[
+        int,
+        typer.Option(
+            "--pp", min=1, max=65536, help="Prompt tokens of the prompt test (llama-bench -p)."
+        ),
+    ] = 512,
+    tg: Annotated[
+        int,
+        typer.Option(
+            "--tg", min=1, max=65536, help="Tokens generated in the generation test (-n)."
+        ),
+    ] = 128,
     hf_folder: Annotated[
         Path | None,
         typer.Option("--hf-folder", help="The HF folder for --vs transformers (default: convert)."),
@@ -36,7 +48,11 @@ def bench(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
-    """Load time, first token, pp512 and tg128 tokens/s, peak memory; --vs compares."""
+    """Load time, first token, pp512 and tg128 tokens/s, peak memory; --vs compares.
+
+    As llama-bench: pp512 times a 512-token prompt, tg128 the generation of 128 tokens
+    (--pp and --tg change the sizes).
+    """
     from scheda import bench as bench_module
     from scheda import render
     from scheda.resolve import locate
@@ -50,7 +66,7 @@ def bench(
     err = Console(stderr=True)
     with err.status("benchmarking...") as status:
         report = bench_module.run_bench(
-            model, path, vs, runs, threads, hf_folder, lambda text: status.update(text)
+            model, path, vs, runs, threads, hf_folder, lambda text: status.update(text), pp, tg
         )
     if chart is not None:
         render.bench_chart(report, chart)

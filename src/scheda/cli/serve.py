@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from scheda import settings
-from scheda.cli.common import ContextOpt, EngineOpt, ThreadsOpt
+from scheda.cli.common import RAY_ALONE, ContextOpt, EngineOpt, ThreadsOpt
 from scheda.errors import UsageError
 from scheda.terminal import console
 
@@ -60,32 +60,112 @@ def serve(
     max_body: Annotated[
         int, typer.Option("--max-body", min=1024, help="Largest request body, in bytes.")
     ] = settings.DEFAULT_MAX_BODY,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Serve each model as a Ray Serve deployment, this server its ingress: "
+            "alone, on a local cluster started for it; with HOST:PORT (or RAY_ADDRESS), on "
+            "that cluster.",
+        ),
+    ] = None,
+    replicas: Annotated[
+        str | None,
+        typer.Option(
+            "--replicas",
+            metavar="N|MIN:MAX",
+            help="With --ray: replicas per model, or bounds Ray Serve autoscales between "
+            "(default 1). Each asks Ray for --threads CPUs (default 1) and fit's memory.",
+        ),
+    ] = None,
 ) -> None:
     """Serve models over an OpenAI-compatible API, with the web studio at /."""
-    from scheda.server.main import build_pool
-    from scheda.server.main import serve as run_server
+    from scheda.server.main import build_pool, check_port
 
     if budget is not None and not budget > 0:
         raise UsageError(f"--budget must be a positive number of GB, got {budget}")
+    if ray is None and replicas is not None:
+        raise UsageError("--replicas is for --ray: give --ray too, or leave --replicas out")
+    if ray is not None and budget is not None:
+        raise UsageError(
+            "--budget is this machine's memory for the models it loads; with --ray each "
+            "replica asks Ray for its own (fit's estimate): leave --budget out"
+        )
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console().print(
             f"[yellow]warning:[/yellow] listening on {host} without --api-key: "
             "anyone who can reach this port can use the models"
         )
-    pool = build_pool(models or ["default"], engine, context, parallel, threads, budget, queue)
+    listen = Listen(host, port, api_key, max_body, allow_host, cors_origin)
+    refs = models or ["default"]
+    if ray is not None:
+        from scheda.server.ray_pool import Replicas
 
-    def ready(url: str) -> None:
-        names = ", ".join(pool.models)
-        console().print(f"scheda serving {names}\n  studio: {url}\n  API:    {url}v1")
-        sys.stdout.flush()
+        plan = Replicas.parse(replicas or "1")
+        check_port(host, port)  # before a cluster starts and replicas load, not after
+        _serve_on_ray(listen, refs, ray, plan, engine, context, parallel, threads, queue)
+        return
+    listen.run(build_pool(refs, engine, context, parallel, threads, budget, queue))
 
-    run_server(
-        pool,
-        host,
-        port,
-        api_key,
-        max_body,
-        on_ready=ready,
-        allow_hosts=allow_host,
-        cors_origins=cors_origin,
-    )
+
+class Listen:
+    """Where and how the server answers: what `scheda serve` runs its pool behind."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        api_key: str | None,
+        max_body: int,
+        allow_hosts: list[str] | None,
+        cors_origins: list[str] | None,
+    ) -> None:
+        self.host, self.port, self.api_key, self.max_body = host, port, api_key, max_body
+        self.allow_hosts, self.cors_origins = allow_hosts, cors_origins
+
+    def run(self, pool: Any) -> None:
+        from scheda.server.main import serve as run_server
+
+        def ready(url: str) -> None:
+            names = ", ".join(pool.models)
+            console().print(f"scheda serving {names}\n  studio: {url}\n  API:    {url}v1")
+            sys.stdout.flush()
+
+        run_server(
+            pool,
+            self.host,
+            self.port,
+            self.api_key,
+            self.max_body,
+            on_ready=ready,
+            allow_hosts=self.allow_hosts,
+            cors_origins=self.cors_origins,
+        )
+
+
+def _serve_on_ray(
+    listen: Listen,
+    refs: list[str],
+    address: str,
+    plan: Any,
+    engine: str | None,
+    context: int | None,
+    parallel: int,
+    threads: int | None,
+    queue: int,
+) -> None:
+    """The same server, each model a Ray Serve deployment; the cluster joined, or started
+    here and stopped when the server stops."""
+    from scheda.cluster import connected
+    from scheda.server.ray_pool import build_ray_pool
+
+    with connected(None if address == RAY_ALONE else address) as ray:
+        pool = build_ray_pool(ray, refs, plan, engine, context, parallel, threads, queue)
+        try:
+            for entry in pool.models.values():
+                console().print(f"deploying {entry.id} on Ray: {pool.asks(entry)}")
+            pool.deploy()
+            listen.run(pool)
+        finally:
+            pool.close()

@@ -41,7 +41,7 @@ import socket
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 
 from scheda.errors import ModelFileError, UsageError
-from scheda.evaluation.divergence import Figures, compare_chunk, reference_summary
-from scheda.evaluation.logit_cache import STEP, WINDOW, LogitCache, ReferenceChunk, encode
+from scheda.evaluation.divergence import Figures, compare_rows, reference_summary
+from scheda.evaluation.logit_cache import STEP, WINDOW, LogitCache, ReferenceChunk, encode_rows
 from scheda.evaluation.scorer import Scorer, open_scorer
 from scheda.evaluation.store import EvalStore
 
@@ -206,8 +206,9 @@ def reference_pass(
             begin = time.perf_counter()
             logits = scorer.chunk_logits(chunks.chunk(index), chunks.first)
             timing["decode_seconds"] += time.perf_counter() - begin
-            yield encode(logits, chunks.targets(index))
+            yield encode_rows(logits, chunks.targets(index))
             timing["seconds"] = time.perf_counter() - started
+        timing["prompt_tokens_per_s"] = prompt_rate(scorer, chunks.chunk(0))
         progress("reference", chunks.count, chunks.count)
 
     tokens = np.asarray(chunks.tokens, dtype=np.int32)
@@ -218,13 +219,18 @@ def _pass_figures(chunks: Chunks, timing: dict[str, float]) -> dict[str, Any]:
     evaluated = chunks.count * chunks.context
     seconds = timing["seconds"]
     decode = timing["decode_seconds"]
+    prompt = timing.get("prompt_tokens_per_s")
+    rate = evaluated / seconds if seconds else None
     return {
         "tokens_evaluated": evaluated,
         "tokens_scored": chunks.scored,
         "seconds": seconds,
         "decode_seconds": decode,
-        "tokens_per_s": evaluated / seconds if seconds else None,
+        "tokens_per_s": rate,
         "decode_tokens_per_s": evaluated / decode if decode else None,
+        # The goal (llama-perplexity's arithmetic: a pass costs a prompt's decode): >= 0.8.
+        "prompt_tokens_per_s": prompt,
+        "against_prompt_rate": rate / prompt if rate and prompt else None,
     }
 
 
@@ -276,10 +282,26 @@ def candidate_pass(
         logits = scorer.chunk_logits(chunks.chunk(index), chunks.first)
         timing["decode_seconds"] += time.perf_counter() - begin
         reference = cache.chunk(index)
-        figures.add(compare_chunk(logits, reference, chunks.targets(index)), reference)
+        figures.add(compare_rows(logits, reference, chunks.targets(index)), reference)
     timing["seconds"] = time.perf_counter() - started
     progress(label, chunks.count, chunks.count)
+    timing["prompt_tokens_per_s"] = prompt_rate(scorer, chunks.chunk(0))
     return figures.summary(), _pass_figures(chunks, timing)
+
+
+PROMPT_RATE_RUNS = 2
+
+
+def prompt_rate(scorer: Scorer, tokens: Sequence[int]) -> float:
+    """The engine's own prompt rate, as the pass's yardstick: one chunk decoded from an empty
+    cache with only its last position's logits (pp512 at the default context), the best of
+    PROMPT_RATE_RUNS, in the pass's own process and engine."""
+    best = math.inf
+    for _ in range(PROMPT_RATE_RUNS):
+        begin = time.perf_counter()
+        scorer.chunk_logits(tokens, len(tokens) - 2)
+        best = min(best, time.perf_counter() - begin)
+    return len(tokens) / best
 
 
 @dataclass(frozen=True)
@@ -520,8 +542,6 @@ def run_compare(
         measured = bench_models(list(zip(engines, models, strict=True)), bench_runs, threads, step)
         for row, figures in zip(rows, measured, strict=True):
             row["bench"] = figures
-            if row.get("pass") and figures["pp512"]:
-                row["pass"]["against_pp512"] = row["pass"]["tokens_per_s"] / figures["pp512"]
     if store is not None:
         if tasks:
             run_evals(store, models, tasks, limit, data, threads, step, ray, workers)

@@ -24,12 +24,20 @@ token with sqrt(f(1 - f)/(n - 1)), and the RMS of Δp.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
-from scheda.evaluation.logit_cache import SCALE, ReferenceChunk, log_normalizer
+from scheda.evaluation.logit_cache import (
+    MIN_ROWS_PER_PART,
+    SCALE,
+    ReferenceChunk,
+    log_normalizer,
+)
 
 
 @dataclass
@@ -55,16 +63,18 @@ def compare_chunk(
     rows = np.arange(count)
     best, shifted, lse = log_normalizer(logits)
     nll = lse - logits[rows, targets].astype(np.float64)
-    inside = reference.inside(logits.shape[1])
+    # The kept tokens' flat indices, found once: two gathers by index are much cheaper
+    # than two boolean masks over the whole (R, V) array.
+    inside = np.flatnonzero(reference.inside(logits.shape[1]))
     starts = reference.starts
     weights = SCALE[reference.codes]
     scale = reference.row_scale()
-    p_dot_z = np.add.reduceat(weights * logits[inside], starts) * scale
+    p_dot_z = np.add.reduceat(weights * logits.ravel()[inside], starts) * scale
     kept = reference.negentropy - p_dot_z + lse * reference.mass
     # The candidate's probability below the reference's window: its whole sum less the
     # kept tokens' (both float64 sums of the same float32 exponentials).
     total = shifted.sum(axis=1, dtype=np.float64)
-    kept_sum = np.add.reduceat(shifted[inside].astype(np.float64), starts)
+    kept_sum = np.add.reduceat(shifted.ravel()[inside].astype(np.float64), starts)
     cand_tail = np.clip((total - kept_sum) / total, 1e-300, 1.0)
     ref_tail = reference.tail
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -74,6 +84,34 @@ def compare_chunk(
         kld=kept + tail,
         same_top=best == reference.argmax,
         delta_p=np.exp(-nll) - np.exp(-reference.nll),
+    )
+
+
+def compare_rows(
+    logits: np.ndarray, reference: ReferenceChunk, targets: np.ndarray, parts: int | None = None
+) -> ChunkFigures:
+    """`compare_chunk` over row ranges in threads, one per core: numpy releases the GIL, and
+    between two decodes the engine's threads are idle, so the comparison uses every core."""
+    count = len(targets)
+    parts = max(1, min(parts or os.cpu_count() or 1, count // MIN_ROWS_PER_PART))
+    if parts == 1:
+        return compare_chunk(logits, reference, targets)
+    bounds = [count * i // parts for i in range(parts + 1)]
+    ranges = list(pairwise(bounds))
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        done = list(
+            pool.map(
+                lambda r: compare_chunk(
+                    logits[r[0] : r[1]], reference.rows(*r), targets[r[0] : r[1]]
+                ),
+                ranges,
+            )
+        )
+    return ChunkFigures(
+        nll=np.concatenate([d.nll for d in done]),
+        kld=np.concatenate([d.kld for d in done]),
+        same_top=np.concatenate([d.same_top for d in done]),
+        delta_p=np.concatenate([d.delta_p for d in done]),
     )
 
 

@@ -37,7 +37,9 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,9 @@ FORMAT = 1  # bumped when what a cache holds changes: an old one is not read
 
 # exp(code * STEP) for every code: a kept probability is its row's exp(top - WINDOW) times
 # this, a table lookup instead of an exponential per token.
+# Below this many rows a thread costs more than it saves (encode_rows, compare_rows).
+MIN_ROWS_PER_PART = 32
+ARRAYS = ("nll", "argmax", "top", "mask", "counts", "codes", "mass", "negentropy")
 SCALE = np.exp(np.arange(65536, dtype=np.float64) * STEP)
 
 
@@ -86,9 +91,24 @@ class ReferenceChunk:
         """exp(top - WINDOW): a kept probability is this times SCALE[code]."""
         return np.exp(self.top - WINDOW)
 
+    def rows(self, first: int, stop: int) -> ReferenceChunk:
+        """The rows first..stop-1 alone (views where the arrays allow)."""
+        ends = np.cumsum(self.counts)
+        low = int(ends[first - 1]) if first else 0
+        high = int(ends[stop - 1]) if stop else 0
+        return ReferenceChunk(
+            nll=self.nll[first:stop],
+            argmax=self.argmax[first:stop],
+            top=self.top[first:stop],
+            mask=self.mask[first:stop],
+            counts=self.counts[first:stop],
+            codes=self.codes[low:high],
+            mass=self.mass[first:stop],
+            negentropy=self.negentropy[first:stop],
+        )
+
     def arrays(self) -> dict[str, np.ndarray]:
-        names = ("nll", "argmax", "top", "mask", "counts", "codes", "mass", "negentropy")
-        return {k: getattr(self, k) for k in names}
+        return {k: getattr(self, k) for k in ARRAYS}
 
 
 def log_normalizer(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,7 +118,8 @@ def log_normalizer(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """
     best = logits.argmax(axis=1)
     largest = logits[np.arange(len(best)), best]
-    shifted = np.exp(logits - largest[:, None])
+    shifted = np.subtract(logits, largest[:, None])
+    np.exp(shifted, out=shifted)  # in place: one (R, V) array, not two
     lse = largest.astype(np.float64) + np.log(shifted.sum(axis=1, dtype=np.float64))
     return best, shifted, lse
 
@@ -128,6 +149,25 @@ def encode(logits: np.ndarray, targets: np.ndarray) -> ReferenceChunk:
         codes=codes,
         mass=np.add.reduceat(p, starts) * scale,
         negentropy=np.add.reduceat(p * logp, starts) * scale,
+    )
+
+
+def encode_rows(
+    logits: np.ndarray, targets: np.ndarray, parts: int | None = None
+) -> ReferenceChunk:
+    """`encode` over row ranges in threads, one per core (numpy releases the GIL), joined
+    into the one chunk `encode` would make: every row is encoded on its own."""
+    count = len(targets)
+    parts = max(1, min(parts or os.cpu_count() or 1, count // MIN_ROWS_PER_PART))
+    if parts == 1:
+        return encode(logits, targets)
+    bounds = [count * i // parts for i in range(parts + 1)]
+    with ThreadPoolExecutor(max_workers=parts) as pool:
+        done = list(
+            pool.map(lambda r: encode(logits[r[0] : r[1]], targets[r[0] : r[1]]), pairwise(bounds))
+        )
+    return ReferenceChunk(
+        **{name: np.concatenate([getattr(d, name) for d in done]) for name in ARRAYS}
     )
 
 

@@ -158,11 +158,7 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "loaded": pool.loaded(),
-            "active": {m.id: m.active for m in pool.models.values()},
-        }
+        return pool.health()
 
     @app.get("/", include_in_schema=False)
     def studio() -> FileResponse:

@@ -75,6 +75,10 @@ def serve(
         host=host,
         port=port,
         log_level="warning",
+        # The event loop and HTTP parser the server is tested with, whatever else is
+        # installed: Ray Serve's extra brings uvloop and httptools, which "auto" would take.
+        loop="asyncio",
+        http="h11",
         # Many clients stream at once; the default backlog and keep-alive are ample.
         timeout_graceful_shutdown=3,
     )

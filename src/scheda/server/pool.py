@@ -248,6 +248,14 @@ class ModelPool:
                 entry.active -= 1
                 entry.last_used = time.monotonic()
 
+    def health(self) -> dict[str, Any]:
+        """What `/health` answers: the models loaded and the requests each holds."""
+        return {
+            "status": "ok",
+            "loaded": self.loaded(),
+            "active": {m.id: m.active for m in self.models.values()},
+        }
+
     def loaded(self) -> list[str]:
         return [m.id for m in self.models.values() if m.engine is not None]
 
