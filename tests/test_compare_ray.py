@@ -10,9 +10,6 @@ the pass's timing (and where it ran) may differ.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ import pytest
 
 from scheda.evaluation.compare import load_text, run_compare
 from scheda.evaluation.store import EvalStore
+from tests.commands import scheda
 
 pytest.importorskip("ray", reason="Ray is not installed: run `make install-ray`")
 
@@ -112,16 +110,4 @@ def test_workers_without_ray_is_one_line(models: list[Path], tmp_path: Path) -> 
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == (
         "error: --workers is for --ray: give --ray too, or leave --workers out"
-    )
-
-
-def scheda(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SCHEDA_DATA_DIR": str(data)}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "scheda", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
     )

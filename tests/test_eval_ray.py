@@ -10,9 +10,6 @@ the items a process scored before it nor on its thread count (tests/test_eval.py
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ from scheda.evaluation.distributed import item_tokens, run_on_ray, shards
 from scheda.evaluation.multiple_choice import MMLU
 from scheda.evaluation.runner import run_task
 from scheda.evaluation.store import EvalStore
+from tests.commands import scheda
 from tests.needs import SHARED_DATA as SHARED
 
 ray = pytest.importorskip("ray")
@@ -143,18 +141,6 @@ def test_a_run_stopped_on_ray_resumes_here(
 
 
 # -- the command -----------------------------------------------------------------------------
-
-
-def scheda(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SCHEDA_DATA_DIR": str(data)}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "scheda", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_cli_joins_a_cluster_by_its_address(ray_cluster: Any, tmp_path: Path) -> None:

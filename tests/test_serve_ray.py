@@ -8,7 +8,6 @@ plain server talk to it unchanged. One replica is killed under a request.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from scheda.cli import ray_alone
 from scheda.server.ray_pool import Replicas
+from tests.commands import scheda as run_scheda
 from tests.serving import Server, free_port, wait_for
 
 ray = pytest.importorskip("ray")
@@ -198,15 +198,7 @@ def replaced(cluster: Any, lost: str) -> bool:
 
 
 def scheda(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SCHEDA_DATA_DIR": str(data)}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "scheda", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return run_scheda(*args, data=data, timeout=120)
 
 
 @pytest.mark.parametrize(
