@@ -161,6 +161,32 @@ def smollm_quants(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -
     return made
 
 
+# -- comparisons: the text they read, and a logit cache per module ---------------------------
+
+COMPARE_CONTEXT = 128
+COMPARE_TEXT_CHARS = 1800  # about 590 tokens: four chunks of 128
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The start of the text `scheda compare` ships, small enough for a pass in seconds."""
+    from scheda.evaluation.compare import load_text
+
+    path = tmp_path_factory.mktemp("text") / "start.txt"
+    path.write_text(load_text(None).content[:COMPARE_TEXT_CHARS], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A logit cache of the module's own (SCHEDA_CACHE_DIR), empty when the module starts:
+    whether a pass reads the reference back is the module's to say."""
+    folder = tmp_path_factory.mktemp("compare-cache")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SCHEDA_CACHE_DIR", str(folder))
+        yield folder
+
+
 # -- the Hub on loopback (tests/hub.py): the real GGUF and MiniLM files, by the Hub's protocol --
 
 GGUF_REPO = "scheda-test/SmolLM2-135M-Instruct-GGUF"

@@ -29,25 +29,8 @@ from scheda.evaluation.logit_cache import ARRAYS, LogitCache, encode, encode_row
 from scheda.evaluation.scorer import LlamaCppScorer
 from scheda.evaluation.store import EvalStore
 from tests import test_studio as studio_tests
+from tests.conftest import COMPARE_CONTEXT as CONTEXT
 from tests.needs import GSM8K_DIR, require
-
-CONTEXT = 128
-TEXT_CHARS = 1800  # about 590 tokens: four chunks of 128
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("compare-cache")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SCHEDA_CACHE_DIR", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "start.txt"
-    path.write_text(load_text(None).content[:TEXT_CHARS], encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

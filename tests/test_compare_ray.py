@@ -10,7 +10,6 @@ the pass's timing (and where it ran) may differ.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +18,13 @@ import pytest
 from scheda.evaluation.compare import load_text, run_compare
 from scheda.evaluation.store import EvalStore
 from tests.commands import scheda
+from tests.conftest import COMPARE_CONTEXT as CONTEXT
 
 pytest.importorskip("ray", reason="Ray is not installed: run `make install-ray`")
 
-CONTEXT = 128
-TEXT_CHARS = 1800  # about 590 tokens: four chunks of 128
 # What a pass took, where and on how many threads, and whether the reference was read
 # back from the cache: not figures of the models.
 RUN_FACTS = ("pass", "cached")
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("compare-ray-cache")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SCHEDA_CACHE_DIR", str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("compare-ray-text") / "start.txt"
-    path.write_text(load_text(None).content[:TEXT_CHARS], encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

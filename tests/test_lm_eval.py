@@ -23,7 +23,7 @@ from tests.needs import SHARED_DATA as SHARED
 from tests.serving import Server
 
 SUBJECT = "astronomy"
-LIMIT = 12
+LIMIT = 6  # 24 requests of echoed log-probabilities: enough to tell two scorers apart
 
 # lm-eval's MMLU prompt, written for a Jinja template (the CSV's columns are A-D).
 DOC_TO_TEXT = r"{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:"
