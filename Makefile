@@ -13,7 +13,16 @@ FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 endif
 UV_PIP  = UV_FIND_LINKS="$(FIND_LINKS)" $(UV) pip
 PIP_UV  = install --quiet --disable-pip-version-check --require-hashes
-INSTALL = $(UV_PIP) install --quiet --python $(PY) --require-hashes
+# Bytecode is compiled at install time (uv leaves it to the first import otherwise, and where
+# the environment says not to write it, every process would compile its imports again).
+INSTALL_ARGS = install --quiet --python $(PY) --require-hashes --compile-bytecode
+# From uv's cache alone first, then from the index. A package that compiles (llama-cpp-python)
+# is cached as a wheel under the revision of its source download; where the index's answers
+# cannot be revalidated, an online install downloads a new revision and compiles it again
+# (minutes), while an offline one finds the wheel already built. A first install, with
+# nothing cached, goes to the index.
+INSTALL = $(call cached_first,$(UV_PIP) $(INSTALL_ARGS))
+cached_first = f() { $(1) --offline "$$@" 2>/dev/null || $(1) "$$@"; }; f
 # llama-cpp-python (the eval extra) compiles llama.cpp: for any x86-64 CPU with AVX2, not for
 # this one: a native build on a Xeon with AMX crashed in llama_decode on the Q4_1 model.
 LLAMA_BUILD = $(foreach d,GGML_NATIVE=OFF GGML_AVX=ON GGML_AVX2=ON GGML_FMA=ON GGML_F16C=ON \
