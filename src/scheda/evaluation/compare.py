@@ -194,9 +194,15 @@ def _quiet(what: str, done: int, total: int) -> None:
 
 
 def reference_pass(
-    scorer: Scorer, cache: LogitCache, chunks: Chunks, meta: dict[str, Any], progress: Progress
+    scorer: Scorer,
+    cache: LogitCache,
+    chunks: Chunks,
+    meta: dict[str, Any],
+    progress: Progress,
+    threads: int | None = None,
 ) -> None:
-    """One pass of the reference over the chunks, its distributions into the cache."""
+    """One pass of the reference over the chunks, its distributions into the cache; the
+    rows encoded on `threads` threads (every core when None), as llama.cpp decodes."""
     timing = {"seconds": 0.0, "decode_seconds": 0.0}
 
     def encoded() -> Iterator[ReferenceChunk]:
@@ -206,7 +212,7 @@ def reference_pass(
             begin = time.perf_counter()
             logits = scorer.chunk_logits(chunks.chunk(index), chunks.first)
             timing["decode_seconds"] += time.perf_counter() - begin
-            yield encode_rows(logits, chunks.targets(index))
+            yield encode_rows(logits, chunks.targets(index), threads)
             timing["seconds"] = time.perf_counter() - started
         timing["prompt_tokens_per_s"] = prompt_rate(scorer, chunks.chunk(0))
         progress("reference", chunks.count, chunks.count)
@@ -270,9 +276,15 @@ def _same_vocabulary_size(models: list[Path]) -> None:
 
 
 def candidate_pass(
-    scorer: Scorer, cache: LogitCache, chunks: Chunks, progress: Progress, label: str
+    scorer: Scorer,
+    cache: LogitCache,
+    chunks: Chunks,
+    progress: Progress,
+    label: str,
+    threads: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One pass of a candidate over the chunks, against the cached reference."""
+    """One pass of a candidate over the chunks, against the cached reference; the rows
+    compared on `threads` threads (every core when None): a Ray task's own CPUs."""
     figures = Figures()
     timing = {"seconds": 0.0, "decode_seconds": 0.0}
     started = time.perf_counter()
@@ -282,7 +294,7 @@ def candidate_pass(
         logits = scorer.chunk_logits(chunks.chunk(index), chunks.first)
         timing["decode_seconds"] += time.perf_counter() - begin
         reference = cache.chunk(index)
-        figures.add(compare_rows(logits, reference, chunks.targets(index)), reference)
+        figures.add(compare_rows(logits, reference, chunks.targets(index), threads), reference)
     timing["seconds"] = time.perf_counter() - started
     progress(label, chunks.count, chunks.count)
     timing["prompt_tokens_per_s"] = prompt_rate(scorer, chunks.chunk(0))
@@ -326,7 +338,9 @@ class Candidate:
         scorer = open_scorer(self.path, chunks.context, threads)
         try:
             check_vocabulary(scorer, self.path.name, self.reference, plain, vocab, text)
-            summary, timing = candidate_pass(scorer, cache, chunks, progress, self.path.name)
+            summary, timing = candidate_pass(
+                scorer, cache, chunks, progress, self.path.name, threads
+            )
         finally:
             scorer.close()
         return {
@@ -580,7 +594,7 @@ def _reference(
             "window_nats": WINDOW,
             "step_nats": STEP,
         }
-        reference_pass(scorer, cache, chunks, meta, progress)
+        reference_pass(scorer, cache, chunks, meta, progress, threads)
     finally:
         scorer.close()
     return chunks, {**cache.meta(), "cached": False}
