@@ -5,6 +5,7 @@ writes them (the `gguf` package's writer does the splitting)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,19 @@ def _writer_from(reader: GGUFReader, writer: GGUFWriter, file_type: int | None) 
         writer.add_key_value(field.name, value, kind, sub_type=sub)
 
 
+@functools.cache
+def _reader(source: Path) -> GGUFReader:
+    """A file's reader, once: a parse walks the vocabulary field by field (seconds)."""
+    return GGUFReader(source)
+
+
 def _architecture(reader: GGUFReader) -> str:
     return str(reader.fields[Keys.General.ARCHITECTURE].contents())
 
 
 def requantized(source: Path, out: Path) -> Path:
     """The model with every Q4_1 tensor stored as Q8_0 instead."""
-    reader = GGUFReader(source)
+    reader = _reader(source)
     writer = GGUFWriter(out, _architecture(reader))
     _writer_from(reader, writer, MOSTLY_Q8_0)
     for tensor in reader.tensors:
@@ -48,7 +55,7 @@ def requantized(source: Path, out: Path) -> Path:
 
 def split(source: Path, folder: Path, parts: int = 2) -> list[Path]:
     """The model split in `parts` files, NAME-0000i-of-0000N.gguf, as llama-gguf-split does."""
-    reader = GGUFReader(source)
+    reader = _reader(source)
     per_part = -(-len(reader.tensors) // parts)
     stem = source.name.removesuffix(".gguf")
     writer = GGUFWriter(folder / f"{stem}.gguf", _architecture(reader), split_max_tensors=per_part)

@@ -103,13 +103,13 @@ def test_an_hf_folder_is_written_as_llama_cpps_f16_first(
     from scheda.gguf_writer import write_gguf
 
     written = write_gguf(smollm_hf, tmp_path / "writer.gguf")
-    mine = {t.name: t for t in gguf.GGUFReader(str(written)).tensors}
+    reader = gguf.GGUFReader(str(written))  # a parse takes seconds: one per file
+    mine = {t.name: t for t in reader.tensors}
     theirs = {t.name: t for t in gguf.GGUFReader(str(smollm_quants["F16"])).tensors}
     assert mine.keys() == theirs.keys()
     for name, tensor in theirs.items():
         assert mine[name].tensor_type == tensor.tensor_type, name
         assert np.array_equal(mine[name].data, tensor.data), name
-    reader = gguf.GGUFReader(str(written))
     assert _field(reader, "tokenizer.ggml.pre") == "smollm"
     assert _field(reader, "tokenizer.ggml.model") == "gpt2"
 

@@ -70,7 +70,7 @@ def convert(
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    with _steps(progress) as step:
+    with _steps(progress) as step, _header_read_once():
         step("Reading the tokenizer from the GGUF")
         tokenizer = _load(gguf_path, spec.architecture, transformers.AutoTokenizer)
         step("Reading the model from the GGUF")
@@ -96,6 +96,35 @@ def convert(
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return out
+
+
+@contextlib.contextmanager
+def _header_read_once() -> Iterator[None]:
+    """One parse of the GGUF for the three `from_pretrained` calls.
+
+    transformers reads the file with gguf's `GGUFReader` for the config, again for the
+    tokenizer and again for the tensors; a parse walks every metadata field (the 49k-token
+    vocabulary and its merges: 3 s of the embedded model's conversion, each time). A reader
+    only reads after it is made, so one per path serves all three. Where transformers stops
+    asking `gguf.GGUFReader`, this changes nothing but the time.
+    """
+    import gguf
+
+    module: Any = gguf  # its reader class is replaced for the duration
+    original = module.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    module.GGUFReader = reader
+    try:
+        yield
+    finally:
+        module.GGUFReader = original
 
 
 def _check_input(path: Path) -> None:
