@@ -39,7 +39,7 @@ QUESTIONS = [
 
 
 def mmlu() -> MMLU:
-    return MMLU(limit=2, data_dir=SHARED, subjects=SUBJECTS)
+    return MMLU(limit=2, data_dir=SHARED, subjects=SUBJECTS, shots=1)  # a short shared prefix
 
 
 @pytest.fixture(scope="module")
