@@ -251,6 +251,37 @@ def test_an_items_figures_do_not_depend_on_what_came_before(
     assert mixed == in_order
 
 
+def test_echo_recalls_the_rows_of_shared_blocks_bit_for_bit(
+    gguf_scorer: LlamaCppScorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompts scored from their first token (echo's), one after another, that differ
+    only at their ends: the rows of the blocks they share are recalled, not decoded
+    again, and every figure is what a scorer with an empty cache gives."""
+    question = HEADER + "Question: Which sound does a frog make?\nAnswer:"
+    prompts = [gguf_scorer.tokenize(question + end) for end in (" A", " B", " it croaks")]
+    decoded: list[int] = []
+    decode = gguf_scorer._decode
+
+    def counting(chunk: list[int], *args: int, **kwargs: int) -> list[tuple[int, int]]:
+        decoded.append(len(chunk))
+        return decode(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(gguf_scorer, "_decode", counting)
+    in_turn = []
+    for prompt in prompts:
+        decoded.clear()
+        in_turn.append(gguf_scorer.score(prompt, 1, top=2))
+        assert sum(decoded) < len(prompt) or not in_turn[:-1]  # the first decodes it all
+    assert in_turn[1].logprobs[:-1] == in_turn[0].logprobs[:-1]
+    alone = []
+    for prompt in prompts:
+        gguf_scorer.chunk_logits(prompt[:8], 0)  # the cache emptied: nothing to recall
+        alone.append(gguf_scorer.score(prompt, 1, top=2))
+    assert in_turn == alone
+    again = gguf_scorer.score(prompts[2], 5, top=2)  # from another token: decoded anew
+    assert again.logprobs == alone[2].logprobs[4:]
+
+
 def test_an_items_figures_do_not_depend_on_the_thread_count(smollm_path: Path) -> None:
     """One thread (a Ray worker's) and two give the same bits. The hard case: a last
     block of one token after more than 512 cells, where llama.cpp's flash attention

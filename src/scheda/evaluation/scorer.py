@@ -306,6 +306,10 @@ class LlamaCppScorer(Scorer):
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         self._past: list[int] = []  # the tokens whose KV the context holds, in order
+        # The last `score` call: its tokens, `top`, and each row's (logprob, greedy, top).
+        self._scored: list[int] = []
+        self._scored_first = self._scored_top = 0
+        self._scores: dict[int, tuple[float, bool, tuple[tuple[int, float], ...]]] = {}
 
     def _newlines(self) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
         """The tokens whose text holds a blank line, those that end with a newline, and
@@ -345,9 +349,41 @@ class LlamaCppScorer(Scorer):
         _check_start(tokens, start)
         if len(tokens) > self.context:
             raise PromptTooLongError(len(tokens), self.context)
+        first = start - 1
+        resume = self._recalled(tokens, first, top)
         # Each row is read before the next decode overwrites llama.cpp's logits.
-        rows = (row for _, row in self._rows(tokens, start - 1, len(tokens) - 2))
-        return scored(rows, tokens[start:], top)
+        rows = (row for _, row in self._rows(tokens, resume, len(tokens) - 2))
+        fresh = scored(rows, tokens[resume + 1 :], top)
+        recalled = [self._scores[p] for p in range(first, resume)]
+        entries = recalled + list(
+            zip(fresh.logprobs, fresh.greedy, fresh.top or ((),) * len(fresh.logprobs), strict=True)
+        )
+        self._scores = dict(enumerate(entries, start=first))
+        self._scored, self._scored_first, self._scored_top = tokens, first, top
+        return Scored(
+            tuple(e[0] for e in entries),
+            tuple(e[1] for e in entries),
+            tuple(e[2] for e in entries) if top else (),
+        )
+
+    def _recalled(self, tokens: list[int], first: int, top: int) -> int:
+        """Where decoding must start for rows first..: `first`, or a later cut where the
+        last `score` call's figures stand for the rows before it.
+
+        That call scored rows `first`.. too, of a sequence that begins as this one does. A
+        row of a whole block that the two share was decoded from the same tokens, in the
+        same batch with the same rows asked for, after the same cells (the class
+        docstring): its bits are those a decode now would give, and if it scores the same
+        next token its figures are recalled instead (echo's choices of one question share
+        all but their last tokens). Decoding then starts at the first block not recalled,
+        its cache kept before it, as `_rows` keeps whole shared blocks.
+        """
+        if top != self._scored_top or first != self._scored_first or not self._scores:
+            return first
+        cached = common_prefix(self._past, tokens)
+        same_targets = common_prefix(self._scored, tokens) - 1  # rows before it score alike
+        limit = min(cached, same_targets, max(self._scores) + 1)
+        return max((c for c in self.blocks(tokens) if first <= c <= limit), default=first)
 
     def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         tokens = list(tokens)
