@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,27 @@ def smollm_quants(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -
         for written in quantize(smollm_path, wanted, out, allow_requantize=True):
             made[written.type] = written.path
     return made
+
+
+# -- a multiple-choice task of three questions, as a JSONL file -------------------------------
+
+SCIENCE = [
+    {
+        "question": "What do plants need to make food?",
+        "choices": ["sunlight", "rocks"],
+        "answer": 0,
+    },
+    {"question": "Which is a mammal?", "choices": ["a shark", "a dog", "a trout"], "answer": 1},
+    {"question": "What melts ice?", "choices": ["heat", "cold"], "answer": 0},
+]
+
+
+@pytest.fixture
+def science_jsonl(tmp_path: Path) -> Path:
+    """Three questions in `scheda eval`'s JSONL layout, a task any model runs in seconds."""
+    path = tmp_path / "science.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in SCIENCE), encoding="utf-8")
+    return path
 
 
 # -- comparisons: the text they read, and a logit cache per module ---------------------------

@@ -19,6 +19,7 @@ from scheda.evaluation.compare import load_text, run_compare, run_evals
 from scheda.evaluation.store import EvalStore
 from tests.commands import scheda
 from tests.conftest import COMPARE_CONTEXT as CONTEXT
+from tests.conftest import SCIENCE
 
 pytest.importorskip("ray", reason="Ray is not installed: run `make install-ray`")
 
@@ -88,37 +89,23 @@ def test_cli_compares_on_a_cluster_joined_by_address(
     assert figures(json.loads(done.stdout)) == figures(as_printed)
 
 
-QUESTIONS = [
-    {
-        "question": "What do plants need to make food?",
-        "choices": ["sunlight", "rocks"],
-        "answer": 0,
-    },
-    {"question": "Which is a mammal?", "choices": ["a shark", "a dog", "a trout"], "answer": 1},
-    {"question": "What melts ice?", "choices": ["heat", "cold"], "answer": 0},
-]
-
-
 def test_tasks_run_on_workers_store_what_a_run_here_stores(
-    ray_cluster: Any, models: list[Path], tmp_path: Path
+    ray_cluster: Any, models: list[Path], science_jsonl: Path, tmp_path: Path
 ) -> None:
     """`--tasks` with --ray: a candidate's eval run dealt out to two workers, stored as
     `scheda eval` stores it, with the figures of the same run here."""
-    questions = tmp_path / "science.jsonl"
-    questions.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS), encoding="utf-8")
     results = {}
     for where, ray, workers in (("here", None, None), ("ray", ray_cluster, 2)):
         store = EvalStore(tmp_path / f"{where}.sqlite3")
         try:
-            run_evals(
-                store, models[1:2], [str(questions)], None, None, 1, lambda _: None, ray, workers
-            )
+            tasks = [str(science_jsonl)]
+            run_evals(store, models[1:2], tasks, None, None, 1, lambda _: None, ray, workers)
             [run] = store.runs()
             assert run.finished is not None and run.path == str(models[1])
             results[where] = sorted((r.key, r.metrics, r.detail) for r in store.results(run.id))
         finally:
             store.close()
-    assert len(results["ray"]) == len(QUESTIONS)
+    assert len(results["ray"]) == len(SCIENCE)
     assert results["ray"] == results["here"]
 
 

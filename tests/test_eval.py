@@ -24,6 +24,7 @@ from scheda.evaluation.multiple_choice import LETTERS, MMLU, JsonlChoice
 from scheda.evaluation.runner import make_task, run_task
 from scheda.evaluation.scorer import LlamaCppScorer, Scored, Scorer, TransformersScorer
 from scheda.evaluation.store import EvalStore
+from tests.conftest import SCIENCE
 from tests.needs import SHARED_DATA as SHARED
 
 needs_mmlu = pytest.mark.usefixtures("mmlu_data")
@@ -251,6 +252,19 @@ def test_an_items_figures_do_not_depend_on_what_came_before(
     assert mixed == in_order
 
 
+def decoded_batches(scorer: LlamaCppScorer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the batches the scorer decodes from now on, in order."""
+    decoded: list[int] = []
+    decode = scorer._decode
+
+    def counting(chunk: list[int], *args: int, **kwargs: int) -> list[tuple[int, int]]:
+        decoded.append(len(chunk))
+        return decode(chunk, *args, **kwargs)
+
+    monkeypatch.setattr(scorer, "_decode", counting)
+    return decoded
+
+
 def test_echo_recalls_the_rows_of_shared_blocks_bit_for_bit(
     gguf_scorer: LlamaCppScorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -259,14 +273,7 @@ def test_echo_recalls_the_rows_of_shared_blocks_bit_for_bit(
     again, and every figure is what a scorer with an empty cache gives."""
     question = HEADER + "Question: Which sound does a frog make?\nAnswer:"
     prompts = [gguf_scorer.tokenize(question + end) for end in (" A", " B", " it croaks")]
-    decoded: list[int] = []
-    decode = gguf_scorer._decode
-
-    def counting(chunk: list[int], *args: int, **kwargs: int) -> list[tuple[int, int]]:
-        decoded.append(len(chunk))
-        return decode(chunk, *args, **kwargs)
-
-    monkeypatch.setattr(gguf_scorer, "_decode", counting)
+    decoded = decoded_batches(gguf_scorer, monkeypatch)
     in_turn = []
     for prompt in prompts:
         decoded.clear()
@@ -301,14 +308,7 @@ def test_a_shared_header_is_decoded_once(
     """After the first question, each further one decodes its own tokens alone: the
     header ends with a blank line, where a block ends. A prefix that does not is
     decoded again from its last whole block at most."""
-    decoded: list[int] = []
-    decode = gguf_scorer._decode
-
-    def counting(chunk: list[int], *args: int, **kwargs: int) -> list[tuple[int, int]]:
-        decoded.append(len(chunk))
-        return decode(chunk, *args, **kwargs)
-
-    monkeypatch.setattr(gguf_scorer, "_decode", counting)
+    decoded = decoded_batches(gguf_scorer, monkeypatch)
     # Its tokens as a question sees them: the last blank line is two newline tokens there
     # (and one "\n\n" token at the end of the text alone).
     header = len(gguf_scorer.tokenize(HEADER[:-1])) + 1
@@ -442,13 +442,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 ARC_LIKE = [
-    {
-        "question": "What do plants need to make food?",
-        "choices": ["sunlight", "rocks"],
-        "answer": 0,
-    },
-    {"question": "Which is a mammal?", "choices": ["a shark", "a dog", "a trout"], "answer": 1},
-    {"question": "What melts ice?", "choices": ["heat", "cold"], "answer": 0},
+    *SCIENCE,
     {
         "question": "How many legs has a spider?",
         "choices": ["six", "eight"],

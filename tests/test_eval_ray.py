@@ -27,15 +27,6 @@ from tests.needs import SHARED_DATA as SHARED
 ray = pytest.importorskip("ray")
 needs_mmlu = pytest.mark.usefixtures("mmlu_data")
 SUBJECTS = ["astronomy", "marketing", "virology"]
-QUESTIONS = [
-    {
-        "question": "What do plants need to make food?",
-        "choices": ["sunlight", "rocks"],
-        "answer": 0,
-    },
-    {"question": "Which is a mammal?", "choices": ["a shark", "a dog", "a trout"], "answer": 1},
-    {"question": "What melts ice?", "choices": ["heat", "cold"], "answer": 0},
-]
 
 
 def mmlu() -> MMLU:
@@ -136,9 +127,10 @@ def test_a_run_stopped_on_ray_resumes_here(
 # -- the command -----------------------------------------------------------------------------
 
 
-def test_cli_joins_a_cluster_by_its_address(ray_cluster: Any, tmp_path: Path) -> None:
-    path = tmp_path / "science.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in QUESTIONS), encoding="utf-8")
+def test_cli_joins_a_cluster_by_its_address(
+    ray_cluster: Any, science_jsonl: Path, tmp_path: Path
+) -> None:
+    path = science_jsonl
     address = ray.get_runtime_context().gcs_address
     args = ["--tasks", str(path), "--json"]
     ray_args = ["--ray", address, "--workers", "2", "--threads", "1"]
