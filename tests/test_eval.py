@@ -198,12 +198,17 @@ def test_more_choices_than_one_batch_holds(make: str, request: pytest.FixtureReq
     assert warm.logprobs == pytest.approx(cold.logprobs, abs=batched_tolerance(scorer)[1])
 
 
-def test_choices_longer_than_a_batch(gguf_scorer: LlamaCppScorer) -> None:
-    """Tails over llama.cpp's 512-token batch are scored by the chunked path, unchanged."""
-    long = [" " + " ".join(["sea"] * 600), " " + " ".join(["land"] * 600)]
-    together = gguf_scorer.choices(QUESTION, long)
-    assert min(len(s.logprobs) for s in together) > gguf_scorer.n_batch
-    one_by_one = [gguf_scorer.loglikelihood(QUESTION, c)[0] for c in long]
+def test_choices_longer_than_a_batch(smollm_path: Path) -> None:
+    """Tails over llama.cpp's batch are scored by the chunked path, unchanged. A batch of
+    64 tokens and tails of 80 take the path 512 and 530 would, at a sixth of the cost."""
+    scorer = LlamaCppScorer(smollm_path, context=512, batch=64)
+    long = [" " + " ".join(["sea"] * 80), " " + " ".join(["land"] * 80)]
+    try:
+        together = scorer.choices(QUESTION, long)
+        assert min(len(s.logprobs) for s in together) > scorer.n_batch
+        one_by_one = [scorer.loglikelihood(QUESTION, c)[0] for c in long]
+    finally:
+        scorer.close()
     for a, b in zip(together, one_by_one, strict=True):
         assert a.total == pytest.approx(b.total, abs=1e-3)
 
@@ -401,7 +406,7 @@ def test_mmlu_on_the_model_is_repeatable_and_resumes(smollm_path: Path, tmp_path
     model = EvalModel(smollm_path, context=2048)
     try:
         whole, summary = run_task(
-            MMLU(limit=3, data_dir=SHARED, subjects=subjects), model, store, "default"
+            MMLU(limit=3, data_dir=SHARED, subjects=subjects, shots=2), model, store, "default"
         )
         assert summary["items"] == 6 and set(summary["groups"]) == set(subjects)
 
@@ -422,7 +427,7 @@ def test_mmlu_on_the_model_is_repeatable_and_resumes(smollm_path: Path, tmp_path
         # Same run, same numbers: the first configuration again, from scratch.
         other = EvalStore(tmp_path / "other.sqlite3")
         again_run, again = run_task(
-            MMLU(limit=3, data_dir=SHARED, subjects=subjects), model, other, "default"
+            MMLU(limit=3, data_dir=SHARED, subjects=subjects, shots=2), model, other, "default"
         )
         assert again["metrics"] == summary["metrics"]
         details = [r.detail["logliks"] for r in other.results(again_run.id)]

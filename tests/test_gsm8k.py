@@ -201,7 +201,7 @@ def test_run_is_reproducible_on_a_fresh_engine_with_one_slot() -> None:
     already holds), so a near tie between two tokens can go either way
     (ggml-org/llama.cpp#6950, #7052).
     """
-    task = GSM8K(RUN_SHOTS, limit=3, data_dir=GSM8K_DIR, max_tokens=RUN_TOKENS)
+    task = GSM8K(RUN_SHOTS, limit=2, data_dir=GSM8K_DIR, max_tokens=RUN_TOKENS)
     runs = []
     for _ in range(2):
         model = EvalModel(default_model_path(), parallel=1)
@@ -210,4 +210,4 @@ def test_run_is_reproducible_on_a_fresh_engine_with_one_slot() -> None:
         finally:
             model.close()
     assert runs[0] == runs[1]
-    assert len(runs[0]) == 3
+    assert len(runs[0]) == 2

@@ -41,6 +41,7 @@ from scheda.errors import EngineError, PromptTooLongError, UsageError
 
 EVAL_INSTALL = "`make install-eval` (or `pip install 'scheda[eval]'`)"
 BRANCHES = 16  # choices of one question decoded together, at most
+BATCH = 512  # llama.cpp's default batch; smaller ones are for tests of what crosses one
 # The longest block llama.cpp decodes a sequence in (LlamaCppScorer.blocks). A question's
 # own tokens after its few-shot prefix (30 to 60 for MMLU) fit in one block, and a prefix
 # without a blank line is decoded again from at most 63 tokens back. Measured on MMLU
@@ -259,7 +260,13 @@ class LlamaCppScorer(Scorer):
     still decode it once.
     """
 
-    def __init__(self, path: Path, context: int | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        context: int | None = None,
+        threads: int | None = None,
+        batch: int = BATCH,
+    ) -> None:
         try:
             import llama_cpp
         except ImportError as exc:
@@ -283,7 +290,7 @@ class LlamaCppScorer(Scorer):
         self.context = min(wanted, trained) if trained > 0 else wanted
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.context
-        params.n_batch = params.n_ubatch = 512
+        params.n_batch = params.n_ubatch = batch
         # Sequence 0 holds the shared head; 1..BRANCHES the choices decoded together after
         # it. One unified cache: a copied head is the same cells, tagged with more ids.
         params.n_seq_max = 1 + BRANCHES
@@ -300,7 +307,7 @@ class LlamaCppScorer(Scorer):
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
             raise EngineError(f"{self.path}: llama.cpp could not make a context")
-        self.n_batch = 512
+        self.n_batch = batch  # the most tokens one llama_decode takes
         self.block = BLOCK
         self._blank, self._newline, self._lone_newline = self._newlines()
         self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
