@@ -13,7 +13,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import pytest
 from scheda.errors import ModelFileError, ModelNotFoundError
 from scheda.readers import read_spec
 from scheda.resolve import resolve
+from tests.commands import run_scheda
 
 CLI_TIMEOUT = 60
 MB = 1_000_000
@@ -99,14 +99,7 @@ def _cli(*args: str, cwd: Path | None = None, hf_home: Path) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.pop("SCHEDA_DEBUG", None)
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
-    return subprocess.run(
-        [sys.executable, "-m", "scheda", *args],
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT,
-        cwd=cwd,
-        env=env,
-    )
+    return run_scheda(*args, env=env, cwd=cwd, timeout=CLI_TIMEOUT)
 
 
 def _assert_one_clean_line(done: subprocess.CompletedProcess) -> str:

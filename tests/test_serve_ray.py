@@ -22,7 +22,7 @@ import pytest
 
 from scheda.cli import ray_alone
 from scheda.server.ray_pool import Replicas
-from tests.commands import scheda as run_scheda
+from tests.commands import scheda as scheda_command
 from tests.serving import Server, free_port, wait_for
 
 ray = pytest.importorskip("ray")
@@ -198,7 +198,7 @@ def replaced(cluster: Any, lost: str) -> bool:
 
 
 def scheda(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
-    return run_scheda(*args, data=data, timeout=120)
+    return scheda_command(*args, data=data, timeout=120)
 
 
 @pytest.mark.parametrize(

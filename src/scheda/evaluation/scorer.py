@@ -356,10 +356,10 @@ class LlamaCppScorer(Scorer):
         _check_start(tokens, start)
         if len(tokens) > self.context:
             raise PromptTooLongError(len(tokens), self.context)
-        first = start - 1
-        resume = self._recalled(tokens, first, top)
+        first, cuts = start - 1, self.blocks(tokens)
+        resume = self._recalled(tokens, cuts, first, top)
         # Each row is read before the next decode overwrites llama.cpp's logits.
-        rows = (row for _, row in self._rows(tokens, resume, len(tokens) - 2))
+        rows = (row for _, row in self._rows(tokens, resume, len(tokens) - 2, cuts))
         fresh = scored(rows, tokens[resume + 1 :], top)
         recalled = [self._scores[p] for p in range(first, resume)]
         entries = recalled + list(
@@ -373,7 +373,7 @@ class LlamaCppScorer(Scorer):
             tuple(e[2] for e in entries) if top else (),
         )
 
-    def _recalled(self, tokens: list[int], first: int, top: int) -> int:
+    def _recalled(self, tokens: list[int], cuts: list[int], first: int, top: int) -> int:
         """Where decoding must start for rows first..: `first`, or a later cut where the
         last `score` call's figures stand for the rows before it.
 
@@ -388,9 +388,11 @@ class LlamaCppScorer(Scorer):
         if top != self._scored_top or first != self._scored_first or not self._scores:
             return first
         cached = common_prefix(self._past, tokens)
-        same_targets = common_prefix(self._scored, tokens) - 1  # rows before it score alike
-        limit = min(cached, same_targets, max(self._scores) + 1)
-        return max((c for c in self.blocks(tokens) if first <= c <= limit), default=first)
+        # Rows before this one score the same next token; that call scored every row to
+        # its sequence's end, so all of them are recalled.
+        same_targets = common_prefix(self._scored, tokens) - 1
+        limit = min(cached, same_targets)
+        return max((c for c in cuts if first <= c <= limit), default=first)
 
     def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         tokens = list(tokens)
@@ -428,7 +430,7 @@ class LlamaCppScorer(Scorer):
                 )
                 more = begin + self.n_batch < len(tokens)
                 parts.append(rows.copy() if more else rows)
-        # Decoded in 512-token batches, not blocks: nothing of it may be reused by `_rows`.
+        # Decoded in whole batches, not blocks: nothing of it may be reused by `_rows`.
         self._past = []
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -494,14 +496,16 @@ class LlamaCppScorer(Scorer):
             self._ll.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)
         )
 
-    def _rows(self, tokens: list[int], first: int, last: int) -> Iterator[tuple[int, np.ndarray]]:
+    def _rows(
+        self, tokens: list[int], first: int, last: int, cuts: list[int] | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """The logits at positions first..last, decoding only what the cache lacks.
 
         The KV of the whole blocks shared with the previous call is kept (see the class);
         decoding restarts at `first`'s block at the latest: logits are not kept between
         calls.
         """
-        cuts = self.blocks(tokens)
+        cuts = self.blocks(tokens) if cuts is None else cuts  # `score` has them already
         shared = min(common_prefix(self._past, tokens), first)
         keep = max(cut for cut in cuts if cut <= shared)
         self._ll.llama_memory_seq_rm(self._memory, 0, keep, -1)
