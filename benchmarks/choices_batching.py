@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "choices_batching.json")
     args = parser.parse_args(argv)
-    from scheda.convert import convert
+    from scheda.files.convert import convert
     from scheda.resolve import default_model_path
 
     items = read_items(args.data, args.items)

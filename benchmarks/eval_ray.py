@@ -33,14 +33,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scheda.cluster import connected
+from scheda.engines.cluster import connected
 from scheda.evaluation.base import EvalModel, ItemResult
 from scheda.evaluation.distributed import run_on_ray
 from scheda.evaluation.multiple_choice import MMLU, mmlu_folder
 from scheda.evaluation.runner import run_task
-from scheda.evaluation.store import EvalStore
-from scheda.hardware import physical_cores
+from scheda.formulas.hardware import physical_cores
 from scheda.resolve import default_model_path
+from scheda.stores.evals import EvalStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SCHEDA_TEST_DATA") or ROOT.parent / "shared" / "data")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psutil
 
-from scheda.fit import estimate
-from scheda.measure import measure
-from scheda.render import MEASURE_HEADER, markdown_table, measure_rows
+from scheda.display.render import MEASURE_HEADER, markdown_table, measure_rows
+from scheda.formulas.fit import estimate
+from scheda.measurement.measure import measure
 from scheda.resolve import resolve
 
 CONTEXTS = (512, 2048, 8192)

@@ -30,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scheda.display.render_compare import compare_chart, compare_markdown
 from scheda.evaluation.compare import load_text, run_compare
-from scheda.evaluation.store import EvalStore
-from scheda.quantize import quantize
-from scheda.render_compare import compare_chart, compare_markdown
+from scheda.files.quantize import quantize
 from scheda.resolve import default_model_path
+from scheda.stores.evals import EvalStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SCHEDA_SHARED") or ROOT.parent / "shared")

@@ -69,8 +69,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from scheda.hardware import physical_cores
-from scheda.terminal import console as terminal_console
+from scheda.display.terminal import console as terminal_console
+from scheda.formulas.hardware import physical_cores
 
 HOST = "127.0.0.1"
 SERVERS = ("scheda", "llamacpp", "llama-cpp-python", "scheda-baseline", "scheda-ray")

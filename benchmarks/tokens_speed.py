@@ -51,7 +51,7 @@ with open_model(path, "llama.cpp", context=256, warmup=False) as engine:
     ids = [t.id for t in engine.tokenize(text)]
 """,
     "llama.cpp engine, one thread (the fallback now)": """
-from scheda.tokens import llamacpp_tokens
+from scheda.tokenization.tokens import llamacpp_tokens
 ids = [t.id for t in llamacpp_tokens(path, text)]
 """,
     "smallest server": """
@@ -86,7 +86,7 @@ pieces = [llm.detokenize([t]) for t in tokens]
 ids = list(tokens)
 """,
     "vocabulary (after)": """
-from scheda.gguf_tokens import vocabulary_tokenizer
+from scheda.tokenization.gguf_tokens import vocabulary_tokenizer
 ids = [t.id for t in vocabulary_tokenizer(path).tokenize(text)]
 """,
 }

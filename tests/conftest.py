@@ -80,7 +80,7 @@ TINY_CORPUS = [
 @pytest.fixture(scope="session")
 def smollm_hf(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded GGUF converted once per session to an HF folder (float16 safetensors)."""
-    from scheda.convert import convert
+    from scheda.files.convert import convert
 
     out = tmp_path_factory.getbasetemp() / "smollm-hf"
     if not (out / "config.json").is_file():
@@ -151,7 +151,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm_quants(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The embedded Q4_1 model as F16 (the reference) and Q8_0, by llama.cpp's quantizer."""
-    from scheda.quantize import quantize
+    from scheda.files.quantize import quantize
 
     out = tmp_path_factory.getbasetemp() / "smollm-quants"
     made = {p.name.split(".")[-2]: p for p in out.glob("*.gguf")} if out.is_dir() else {}
@@ -288,14 +288,14 @@ RAY_CPUS = 4
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
-    """A real local Ray cluster, started once per session by `scheda.cluster` as `--ray`
+    """A real local Ray cluster, started once per session by `scheda.engines.cluster` as `--ray`
     starts one (loopback only, a temporary folder of its own), this process its driver.
 
     Starting one costs several seconds on two cores: every Ray test (eval, compare,
     serve) shares this one. Skips where Ray is not installed (`make install-ray`).
     """
     ray = pytest.importorskip("ray", reason="Ray is not installed: run `make install-ray`")
-    from scheda.cluster import connected
+    from scheda.engines.cluster import connected
 
     with connected(num_cpus=RAY_CPUS):
         yield ray

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scheda.bench import PP_TOKENS, prompt_of
 from scheda.engines import open_model
+from scheda.measurement.bench import PP_TOKENS, prompt_of
 
 SCHEDA = Path(sys.executable).parent / "scheda"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

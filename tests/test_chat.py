@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from scheda.chat import ChatLoop
 from scheda.engines import open_model
 from scheda.engines.base import Engine
 from scheda.sampling import Sampling
-from scheda.sessions import SessionStore
+from scheda.stores.sessions import SessionStore
+from scheda.talk.chat import ChatLoop
 
 SCHEDA = Path(sys.executable).parent / "scheda"
 

@@ -1,7 +1,7 @@
 """The local Ray cluster `--ray` starts: nothing of it listens beyond this machine.
 
 Ray rewrites a loopback address into the machine's own, so a cluster started as Ray
-starts one by default listens on the network. `scheda.cluster` starts it on loopback:
+starts one by default listens on the network. `scheda.engines.cluster` starts it on loopback:
 every listening socket of the cluster's processes (the head, its GCS, raylet, agents,
 and the workers it started) and of this driver is on 127.0.0.0/8, found from the
 processes' own socket tables.
@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from scheda.cluster import host_port, is_loopback
+from scheda.engines.cluster import host_port, is_loopback
 
 pytest.importorskip("ray", reason="Ray is not installed: run `make install-ray`")
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from scheda.evaluation.compare import load_text, run_compare, run_evals
-from scheda.evaluation.store import EvalStore
+from scheda.stores.evals import EvalStore
 from tests.commands import scheda
 from tests.conftest import COMPARE_CONTEXT as CONTEXT
 from tests.conftest import SCIENCE

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from scheda.cli import app
-from scheda.convert import convert
 from scheda.engines import open_model
 from scheda.engines.base import Message
 from scheda.errors import ModelFileError, UsageError
+from scheda.files.convert import convert
 from scheda.readers import read_spec
 from scheda.sampling import Sampling
 from scheda.spec import ModelSpec

@@ -40,11 +40,11 @@ SOURCE = Path(errors.__file__).parent
 # Where a `raise ValueError(` may stay: a bug in scheda's own calls, never a user's mistake.
 # (module, function): why no user can reach it.
 VALUE_ERRORS_ALLOWED = {
-    ("sessions.py", "_check_role"): "scheda's callers pass the role, never a user",
-    ("fit.py", "weight_bytes"): "estimate() asks for the file's size only where there is one",
+    ("stores/sessions.py", "_check_role"): "scheda's callers pass the role, never a user",
+    ("formulas/fit.py", "weight_bytes"): "estimate() asks for the file's size only where there is one",
     ("evaluation/humaneval.py", "pass_at_k"): "n, c and k are the task's own counts",
-    ("quantize.py", "_imatrix_gguf"): "load_imatrix makes it a UsageError naming the file",
-    ("quantize.py", "_imatrix_legacy"): "load_imatrix makes it a UsageError naming the file",
+    ("readers/imatrix.py", "_imatrix_gguf"): "load_imatrix makes it a UsageError naming the file",
+    ("readers/imatrix.py", "_imatrix_legacy"): "load_imatrix makes it a UsageError naming the file",
 }
 # Exceptions declared outside errors.py: (module, class): why no user sees them.
 EXCEPTIONS_ALLOWED = {

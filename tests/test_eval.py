@@ -23,7 +23,7 @@ from scheda.evaluation.base import EvalModel, ItemResult
 from scheda.evaluation.multiple_choice import LETTERS, MMLU, JsonlChoice
 from scheda.evaluation.runner import make_task, run_task
 from scheda.evaluation.scorer import LlamaCppScorer, Scored, Scorer, TransformersScorer
-from scheda.evaluation.store import EvalStore
+from scheda.stores.evals import EvalStore
 from tests.conftest import SCIENCE
 from tests.needs import SHARED_DATA as SHARED
 

@@ -20,7 +20,7 @@ from scheda.evaluation.base import EvalModel, ItemResult
 from scheda.evaluation.distributed import item_tokens, run_on_ray, shards
 from scheda.evaluation.multiple_choice import MMLU
 from scheda.evaluation.runner import run_task
-from scheda.evaluation.store import EvalStore
+from scheda.stores.evals import EvalStore
 from tests.commands import scheda
 from tests.needs import SHARED_DATA as SHARED
 

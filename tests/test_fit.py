@@ -7,10 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from scheda import fit, hardware
 from scheda.cli import app
 from scheda.errors import UsageError
-from scheda.fit_report import fit_report
+from scheda.formulas import fit, hardware
+from scheda.formulas.fit_report import fit_report
 from scheda.resolve import resolve
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ import pytest
 
 from scheda.engines import Message, open_model
 from scheda.errors import UsageError
-from scheda.prompt_fit import fit_prompt, fit_user_message
+from scheda.talk.prompt_fit import fit_prompt, fit_user_message
 
 SCHEDA = Path(sys.executable).parent / "scheda"
 

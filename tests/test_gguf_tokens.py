@@ -35,20 +35,20 @@ from typing import Any
 
 import pytest
 
-from scheda import gguf_tokens
 from scheda.engines import open_model
 from scheda.engines.base import Token
 from scheda.errors import ModelFileError
-from scheda.gguf_tokens import (
+from scheda.pieces import byte_marks
+from scheda.readers.gguf_vocab import GgufVocab, read_vocab
+from scheda.tokenization import gguf_tokens
+from scheda.tokenization.gguf_tokens import (
     PRE_TOKENIZERS,
     GgufTokenizer,
     build,
     refusal,
     vocabulary_tokenizer,
 )
-from scheda.pieces import byte_marks
-from scheda.readers.gguf_vocab import GgufVocab, read_vocab
-from scheda.tokens import tokenize
+from scheda.tokenization.tokens import tokenize
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "scheda"
 FULL = os.environ.get("SCHEDA_FULL_PROOF", "") not in ("", "0")

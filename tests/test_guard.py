@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from scheda.server.guard import Allowed, host_name
-from scheda.sessions import SessionStore
+from scheda.stores.sessions import SessionStore
 from tests.serving import Server
 
 PAGE = "http://attacker.example"

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from scheda import hardware
 from scheda.errors import (
     HubAccessError,
     HubError,
@@ -28,8 +27,9 @@ from scheda.errors import (
     ModelNotFoundError,
     PullRefusedError,
 )
-from scheda.fit_report import file_fits, fit_report
-from scheda.pull import plan, pull
+from scheda.files.pull import plan, pull
+from scheda.formulas import hardware
+from scheda.formulas.fit_report import file_fits, fit_report
 from scheda.readers import gguf_files
 from scheda.readers.gguf_header import read_header
 from scheda.readers.hf_folder import LocalFolder, read_safetensors_header
@@ -341,7 +341,7 @@ def test_a_full_disk_is_refused_before_the_download(online_hub: Hub) -> None:
 
 
 def test_an_hf_pull_takes_the_files_an_engine_reads() -> None:
-    from scheda.pull import model_files
+    from scheda.files.pull import model_files
     from scheda.readers.hub import HubFile, Listing
 
     def names(*files: str) -> list[str]:

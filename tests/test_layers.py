@@ -31,7 +31,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "scheda.units",
             "scheda.version",
             "scheda.pieces",
-            "scheda.terminal",
             # Leaves inside readers/: what any layer may read bytes through, and GGUF's
             # constants. Declared here, they may import nothing above the records.
             "scheda.readers.source",
@@ -40,26 +39,19 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("readers", ("scheda.readers",)),
     ("catalog", ("scheda.catalog", "scheda.resolve")),
-    ("formulas", ("scheda.fit", "scheda.fit_report", "scheda.hardware")),
+    ("formulas", ("scheda.formulas",)),
     ("engines", ("scheda.engines",)),
+    # The library: one room (a package) for each thing it does, none above another.
     (
         "library",
         (
-            "scheda.tokens",
-            "scheda.gguf_tokens",
-            "scheda.chat",
-            "scheda.prompt_fit",
-            "scheda.sessions",
-            "scheda.bench",
-            "scheda.convert",
-            "scheda.gguf_writer",
-            "scheda.quantize",
-            "scheda.measure",
-            "scheda.pull",
+            "scheda.tokenization",
+            "scheda.talk",
+            "scheda.stores",
+            "scheda.measurement",
+            "scheda.files",
             "scheda.evaluation",
-            "scheda.cluster",
-            "scheda.render",
-            "scheda.render_compare",
+            "scheda.display",
         ),
     ),
     ("server", ("scheda.server",)),
@@ -67,6 +59,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # The public API imports what it re-exports; nothing inside scheda imports it.
     ("package", ("scheda",)),
 )
+
 
 HEAVY = ("torch", "transformers", "xllamacpp", "llama_cpp", "fastapi", "uvicorn", "ray")
 
@@ -160,7 +153,7 @@ def layer_of(module: str) -> int | None:
 def test_the_graph_sees_every_kind_of_import() -> None:
     graph = imports()
     assert "scheda.resolve" in graph["scheda.engines"]  # inside a function
-    assert "scheda.settings" in graph["scheda.fit"]  # `from scheda import settings`
+    assert "scheda.settings" in graph["scheda.formulas.fit"]  # `from scheda import settings`
     assert "scheda.server.openai_api" in graph["scheda.server.app"]  # `from pkg import module`
     assert "scheda.errors" in graph["scheda"]  # a package's __init__
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
@@ -248,5 +241,5 @@ def _loaded_by(*args: str, watched: tuple[str, ...] = UNUSED_BY_QUICK_COMMANDS) 
 def test_card_and_fit_load_only_what_they_use() -> None:
     for args in (("card", "default", "--json"), ("fit", "default", "--json"), ("--help",)):
         assert _loaded_by(*args) == [], args
-    readers = ("scheda.readers.gguf_file", "scheda.readers.hf_folder", "scheda.fit_report")
+    readers = ("scheda.readers.gguf_file", "scheda.readers.hf_folder", "scheda.formulas.fit_report")
     assert _loaded_by("--help", watched=readers) == []

@@ -19,7 +19,7 @@ def two(minilm_path: Path) -> tuple:
 
 
 def test_the_need_is_fits_estimate(two: tuple) -> None:
-    from scheda.fit import estimate
+    from scheda.formulas.fit import estimate
 
     chat, embed = two
     assert chat.kind == "chat" and embed.kind == "embedding"

@@ -22,17 +22,17 @@ import numpy as np
 import pytest
 
 from scheda.errors import UsageError
-from scheda.quantize import (
+from scheda.files.quantize import (
     ALIASES,
     IMATRIX_ENTRIES_KEY,
     IMATRIX_FILE_KEY,
     TYPES,
-    load_imatrix,
     output_stem,
     parse_types,
     quantize,
 )
 from scheda.readers import read_spec
+from scheda.readers.imatrix import load_imatrix
 
 STEM = "SmolLM2-135M-Instruct"
 
@@ -100,7 +100,7 @@ def test_cli_shows_the_card_size_and_fallbacks(tmp_path: Path) -> None:
 def test_an_hf_folder_is_written_as_llama_cpps_f16_first(
     smollm_hf: Path, smollm_quants: dict[str, Path], tmp_path: Path
 ) -> None:
-    from scheda.gguf_writer import write_gguf
+    from scheda.files.gguf_writer import write_gguf
 
     written = write_gguf(smollm_hf, tmp_path / "writer.gguf")
     reader = gguf.GGUFReader(str(written))  # a parse takes seconds: one per file

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from scheda.cli.sessions import sessions_app
 from scheda.engines.base import Message
 from scheda.errors import SchedaError, SessionNotFoundError, SessionStoreError
-from scheda.sessions import FILENAME, TITLE_LEN, SessionStore, default_path
+from scheda.stores.sessions import FILENAME, TITLE_LEN, SessionStore, default_path
 
 
 @pytest.fixture
@@ -306,7 +306,7 @@ def test_two_stores_on_one_file_see_each_others_writes(data_dir: Path) -> None:
 KILLED_MID_TRANSACTION = textwrap.dedent(
     """
     import os, signal, sqlite3
-    from scheda.sessions import SessionStore
+    from scheda.stores.sessions import SessionStore
 
     store = SessionStore()
     s = store.create("default", system="be brief")

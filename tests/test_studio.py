@@ -39,10 +39,10 @@ from scheda.errors import SessionNotFoundError
 from scheda.evaluation.base import ItemResult
 from scheda.evaluation.multiple_choice import MMLU
 from scheda.evaluation.runner import summarize
-from scheda.evaluation.store import FILENAME as EVALS_FILENAME
-from scheda.evaluation.store import EvalStore
 from scheda.server.app import STATIC
-from scheda.sessions import FILENAME, SessionStore
+from scheda.stores.evals import FILENAME as EVALS_FILENAME
+from scheda.stores.evals import EvalStore
+from scheda.stores.sessions import FILENAME, SessionStore
 from tests.conftest import GGUF_REPO
 from tests.hub import Hub
 from tests.needs import unavailable

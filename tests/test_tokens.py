@@ -11,7 +11,7 @@ from scheda.cli import app
 from scheda.engines.base import Token
 from scheda.errors import UsageError
 from scheda.resolve import resolve
-from scheda.tokens import group, tokenize
+from scheda.tokenization.tokens import group, tokenize
 
 ITALIAN = "ChatGPT è incredibile!"
 runner = CliRunner()

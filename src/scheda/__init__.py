@@ -7,7 +7,7 @@ defines a name (tests/test_layers.py holds them to it).
 """
 
 from scheda.errors import ModelFileError, ModelNotFoundError, SchedaError, UsageError
-from scheda.fit import Breakdown, estimate
+from scheda.formulas.fit import Breakdown, estimate
 from scheda.resolve import read_spec, resolve
 from scheda.spec import ModelSpec
 from scheda.version import __version__

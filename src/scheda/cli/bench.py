@@ -11,8 +11,8 @@ from rich.console import Console
 
 from scheda import settings
 from scheda.cli.common import ModelArg, ThreadsOpt
+from scheda.display.terminal import console
 from scheda.errors import UsageError
-from scheda.terminal import console
 
 
 def bench(
@@ -53,8 +53,8 @@ def bench(
     As llama-bench: pp512 times a 512-token prompt, tg128 the generation of 128 tokens
     (--pp and --tg change the sizes).
     """
-    from scheda import bench as bench_module
-    from scheda import render
+    from scheda.display import render
+    from scheda.measurement import bench as bench_module
     from scheda.resolve import locate
 
     path = locate(model)
@@ -79,7 +79,7 @@ def bench(
 
 def _converted(path: Path) -> Path:
     """The GGUF as an HF folder, converted once and kept in the user's cache."""
-    from scheda.convert import convert as convert_gguf
+    from scheda.files.convert import convert as convert_gguf
 
     stat = path.stat()
     folder = settings.cache_dir() / "converted" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"

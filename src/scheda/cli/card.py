@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from scheda.cli.common import FileOpt, JsonOpt, MarkdownOpt, one_format
+from scheda.display.terminal import console, emit_json
 from scheda.errors import UsageError
 from scheda.spec import ModelSpec
-from scheda.terminal import console, emit_json
 
 if TYPE_CHECKING:  # `card` on a file loads neither fit nor the devices
-    from scheda.fit_report import FileFit
-    from scheda.hardware import Device
+    from scheda.formulas.fit_report import FileFit
+    from scheda.formulas.hardware import Device
 
 
 def card(
@@ -29,7 +29,7 @@ def card(
     markdown: MarkdownOpt = False,
 ) -> None:
     """The spec sheet, read from the file itself; several models side by side."""
-    from scheda import render
+    from scheda.display import render
     from scheda.resolve import resolve
 
     one_format(as_json, markdown)
@@ -55,8 +55,9 @@ def _is_gguf_repo(spec: ModelSpec) -> bool:
 
 def _files(spec: ModelSpec) -> tuple[str, list[FileFit], list[Device], int]:
     """A GGUF repository's files with a verdict for this host at the engines' context."""
-    from scheda import hardware, settings
-    from scheda.fit_report import file_fits
+    from scheda import settings
+    from scheda.formulas import hardware
+    from scheda.formulas.fit_report import file_fits
 
     assert spec.remote is not None
     context = settings.context_for(None, spec.context)

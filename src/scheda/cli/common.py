@@ -114,7 +114,7 @@ def print_list(title: str, columns: tuple[str, ...], rows: list[list[str]], empt
     """A stored-things listing (`eval list`, `compare list`): a table, or what to do when empty."""
     from rich.table import Table
 
-    from scheda.terminal import console
+    from scheda.display.terminal import console
 
     if not rows:
         console().print(empty)

@@ -18,8 +18,8 @@ from scheda.cli.common import (
     one_format,
     print_list,
 )
+from scheda.display.terminal import console, emit_json
 from scheda.errors import UsageError
-from scheda.terminal import console, emit_json
 
 
 def compare(
@@ -79,7 +79,7 @@ def compare(
     workers: WorkersOpt = None,
 ) -> None:
     """One table: size, memory, speed, perplexity, KL divergence, top token, accuracy."""
-    from scheda.evaluation.store import EvalStore
+    from scheda.stores.evals import EvalStore
 
     one_format(as_json, markdown)
     cluster = cluster_option(ray, workers)
@@ -186,7 +186,7 @@ def _compare(
 
         if cluster is None:
             return measured()
-        from scheda.cluster import connected
+        from scheda.engines.cluster import connected
 
         step("starting a local Ray cluster" if cluster.address is None else "joining Ray")
         with connected(cluster.address) as ray:
@@ -194,7 +194,7 @@ def _compare(
 
 
 def _show(record: dict[str, Any], as_json: bool, markdown: bool, chart: Path | None) -> None:
-    from scheda import render_compare
+    from scheda.display import render_compare
 
     if chart is not None:
         render_compare.compare_chart(record, chart)
@@ -212,7 +212,7 @@ def _list(store: Any, as_json: bool) -> None:
     if as_json:
         emit_json(records)
         return
-    from scheda.render_compare import list_rows
+    from scheda.display.render_compare import list_rows
 
     print_list(
         "Comparisons",

@@ -25,7 +25,7 @@ def convert(
     ] = False,
 ) -> None:
     """A GGUF to an HF safetensors folder (through transformers), to run on both engines."""
-    from scheda.convert import convert as convert_gguf
+    from scheda.files.convert import convert as convert_gguf
     from scheda.resolve import locate
 
     path = locate(model)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from scheda.cli.common import Cluster, WorkersOpt, cluster_option, print_list
+from scheda.display.terminal import console, emit_json
 from scheda.errors import UsageError
-from scheda.terminal import console, emit_json
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -87,7 +87,7 @@ def eval_command(
     workers: WorkersOpt = None,
 ) -> None:
     """Run the spec sheet's benchmarks on a model; a run interrupted resumes where it stopped."""
-    from scheda.evaluation.store import EvalStore
+    from scheda.stores.evals import EvalStore
 
     cluster = cluster_option(ray, workers)
     store = EvalStore()
@@ -195,7 +195,7 @@ def _run_on_ray(
     built: list[Any], evaluator: Any, store: Any, model: str, cluster: Cluster
 ) -> list[dict[str, Any]]:
     """Every task on one Ray cluster, joined (or started) once for all of them."""
-    from scheda.cluster import connected
+    from scheda.engines.cluster import connected
 
     with connected(cluster.address) as ray:
         return [_one_on_ray(ray, task, evaluator, store, model, cluster) for task in built]
@@ -226,7 +226,7 @@ def _list(store: Any, as_json: bool) -> None:
     if as_json:
         emit_json([r.to_dict() for r in runs])
         return
-    from scheda.sessions import local_time
+    from scheda.stores.sessions import local_time
 
     rows = []
     for r in runs:

@@ -8,12 +8,12 @@ import typer
 
 from scheda import settings
 from scheda.cli.common import FileOpt, JsonOpt, MarkdownOpt, one_format
+from scheda.display.terminal import console, emit_json
 from scheda.errors import UsageError
 from scheda.spec import ModelSpec
-from scheda.terminal import console, emit_json
 
 if TYPE_CHECKING:  # the devices load when `fit` runs, not at start-up
-    from scheda.hardware import Device
+    from scheda.formulas.hardware import Device
 
 
 def fit(
@@ -52,8 +52,9 @@ def fit(
     markdown: MarkdownOpt = False,
 ) -> None:
     """The memory a model needs at each precision, and where it fits."""
-    from scheda import hardware, render
-    from scheda.fit_report import fit_report
+    from scheda.display import render
+    from scheda.formulas import hardware
+    from scheda.formulas.fit_report import fit_report
     from scheda.resolve import resolve
 
     one_format(as_json, markdown)
@@ -85,7 +86,7 @@ def fit(
 
 def _file_devices(devices: list[Device], chosen: bool) -> list[Device]:
     """Where a GGUF repository's files are judged: this host, and the devices chosen."""
-    from scheda import hardware
+    from scheda.formulas import hardware
 
     host = next((d for d in devices if d.key == "host"), None) or hardware.host()
     return [host, *(d for d in devices if d.key != "host")] if chosen else [host]
@@ -98,8 +99,8 @@ def _measure(spec: ModelSpec, context: int | None) -> list[tuple[int, int, int]]
     """(context, estimate, measured) at the asked context, or at 512, 2048 and the model's own."""
     from pathlib import Path
 
-    from scheda.fit import estimate
-    from scheda.measure import measure
+    from scheda.formulas.fit import estimate
+    from scheda.measurement.measure import measure
 
     if spec.source != "gguf" or spec.path is None or spec.remote is not None:
         raise UsageError(

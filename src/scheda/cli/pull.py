@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from scheda.cli.common import FileOpt, JsonOpt
+from scheda.display.terminal import console, emit_json
 from scheda.errors import UsageError
-from scheda.terminal import console, emit_json
 
 if TYPE_CHECKING:  # rich.progress loads when a download starts, not with the CLI
     from rich.progress import Progress, TaskID
@@ -48,9 +48,9 @@ def pull(
     is refused with the numbers and what would fit instead. The download resumes where an
     interrupted one stopped, and each file is checked against the Hub's checksum.
     """
-    from scheda import hardware
-    from scheda.pull import plan as make_plan
-    from scheda.pull import pull as download
+    from scheda.files.pull import plan as make_plan
+    from scheda.files.pull import pull as download
+    from scheda.formulas import hardware
 
     if gpu and memory:
         raise UsageError("give --gpu or --memory, not both")

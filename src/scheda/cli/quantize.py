@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from scheda.cli.common import JsonOpt, ModelArg, ThreadsOpt
+from scheda.display.terminal import console, emit_json
 from scheda.errors import UsageError
-from scheda.terminal import console, emit_json
 
 
 def quantize(
@@ -41,7 +41,7 @@ def quantize(
     as_json: JsonOpt = False,
 ) -> None:
     """Quantize a GGUF (or an HF folder) with llama.cpp's quantizer, its recipes unchanged."""
-    from scheda import quantize as quantizer
+    from scheda.files import quantize as quantizer
     from scheda.resolve import locate
 
     if to.strip().lower() == "list":
@@ -116,7 +116,7 @@ def _run(
 
 def _report(written: list[Any]) -> None:
     """Each file's card, then its size and bits per weight."""
-    from scheda import render
+    from scheda.display import render
     from scheda.units import size
 
     out = console()
@@ -137,7 +137,7 @@ def _report(written: list[Any]) -> None:
 def _list_types() -> None:
     from rich.table import Table
 
-    from scheda.quantize import ALIASES, TYPES
+    from scheda.files.quantize import ALIASES, TYPES
 
     table = Table(title="Types (llama-quantize's)", title_justify="left")
     table.add_column("type")

@@ -9,8 +9,8 @@ import typer
 
 from scheda import settings
 from scheda.cli.common import RAY_ALONE, ContextOpt, EngineOpt, ThreadsOpt
+from scheda.display.terminal import console
 from scheda.errors import UsageError
-from scheda.terminal import console
 
 
 def serve(
@@ -157,7 +157,7 @@ def _serve_on_ray(
 ) -> None:
     """The same server, each model a Ray Serve deployment; the cluster joined, or started
     here and stopped when the server stops."""
-    from scheda.cluster import connected
+    from scheda.engines.cluster import connected
     from scheda.server.ray_pool import build_ray_pool
 
     with connected(None if address == RAY_ALONE else address) as ray:

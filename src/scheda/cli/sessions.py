@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from scheda.display.terminal import console, emit_json
 from scheda.errors import SchedaError
-from scheda.terminal import console, emit_json
 
 if TYPE_CHECKING:
     pass
@@ -64,7 +64,7 @@ def list_command(as_json: JsonOpt = False) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from scheda.sessions import SessionStore, local_time
+    from scheda.stores.sessions import SessionStore, local_time
 
     with SessionStore() as store:
         summaries = store.list()
@@ -96,7 +96,7 @@ def show(session_id: IdArg) -> None:
     """A saved conversation, system prompt first, each message under its role."""
     from rich.text import Text
 
-    from scheda.sessions import SessionStore, local_time
+    from scheda.stores.sessions import SessionStore, local_time
 
     with SessionStore() as store:
         data = store.export_json(session_id)
@@ -140,7 +140,7 @@ def export(
     ] = None,
 ) -> None:
     """A whole session as Markdown or JSON, to stdout or a file."""
-    from scheda.sessions import SessionStore
+    from scheda.stores.sessions import SessionStore
 
     with SessionStore() as store:
         if fmt is ExportFormat.json:
@@ -166,7 +166,7 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
 ) -> None:
     """Delete a session and its messages (asks first unless --yes)."""
-    from scheda.sessions import SessionStore
+    from scheda.stores.sessions import SessionStore
 
     with SessionStore() as store:
         found = store.summary(session_id)

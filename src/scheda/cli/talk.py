@@ -24,13 +24,13 @@ from scheda.cli.common import (
     open_engine,
 )
 from scheda.cli.options import with_sampling
+from scheda.display.terminal import console
 from scheda.engines.base import Engine, Generation, Message
 from scheda.errors import UsageError
 from scheda.sampling import Sampling
-from scheda.terminal import console
 
 if TYPE_CHECKING:
-    from scheda.chat import ChatLoop
+    from scheda.talk.chat import ChatLoop
 
 # Replaced by the declared sampling flags (`with_sampling`); never used as a default itself.
 SAMPLING_DEFAULTS = Sampling()
@@ -61,8 +61,8 @@ def generate(
     sampling: Sampling = SAMPLING_DEFAULTS,
 ) -> None:
     """Continue a prompt, streamed to the terminal as it is written."""
-    from scheda.prompt_fit import fit_prompt, fit_user_message
-    from scheda.terminal import ctrl_c_cancels
+    from scheda.display.terminal import ctrl_c_cancels
+    from scheda.talk.prompt_fit import fit_prompt, fit_user_message
 
     if system and not chat:
         raise UsageError("--system applies to --chat")
@@ -146,8 +146,8 @@ def chat(
     sampling: Sampling = SAMPLING_DEFAULTS,
 ) -> None:
     """Talk to a model in the terminal; every turn is saved (see `scheda sessions`)."""
-    from scheda.chat import ChatLoop
-    from scheda.sessions import SessionStore
+    from scheda.stores.sessions import SessionStore
+    from scheda.talk.chat import ChatLoop
 
     out = console()
     with SessionStore() as store:

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from scheda.cli.common import JsonOpt, MarkdownOpt, one_format
+from scheda.display.terminal import console, emit_json
 from scheda.errors import UsageError
-from scheda.terminal import console, emit_json
 
 
 def tokens(
@@ -20,9 +20,9 @@ def tokens(
     markdown: MarkdownOpt = False,
 ) -> None:
     """How each model's tokenizer splits a text: pieces, ids and the count."""
-    from scheda import render
+    from scheda.display import render
     from scheda.resolve import resolve
-    from scheda.tokens import tokenize
+    from scheda.tokenization.tokens import tokenize
 
     one_format(as_json, markdown)
     if len(args) < 2:

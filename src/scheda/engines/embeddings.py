@@ -21,7 +21,7 @@ import transformers
 
 from scheda.engines.base import Token, check_token_ids, stopwatch
 from scheda.errors import ModelFileError
-from scheda.hardware import physical_cores
+from scheda.formulas.hardware import physical_cores
 from scheda.pieces import hf_piece, is_byte_level
 
 BATCH = 32  # sentences per forward pass

@@ -41,7 +41,7 @@ from scheda.engines.base import (
     stopwatch,
 )
 from scheda.errors import EngineError, PromptTooLongError, RequestFieldError
-from scheda.hardware import physical_cores
+from scheda.formulas.hardware import physical_cores
 from scheda.sampling import Sampling
 
 LOOPBACK = "127.0.0.1"

@@ -38,7 +38,7 @@ from scheda.engines.base import (
 )
 from scheda.engines.hf_stream import Watch
 from scheda.errors import EngineError, ModelFileError, PromptTooLongError, UsageError
-from scheda.hardware import physical_cores
+from scheda.formulas.hardware import physical_cores
 from scheda.pieces import hf_piece, is_byte_level
 from scheda.sampling import Sampling
 

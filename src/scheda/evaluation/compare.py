@@ -53,7 +53,7 @@ from scheda.errors import ModelFileError, UsageError
 from scheda.evaluation.divergence import Figures, compare_rows, reference_summary
 from scheda.evaluation.logit_cache import STEP, WINDOW, LogitCache, ReferenceChunk, encode_rows
 from scheda.evaluation.scorer import Scorer, open_scorer
-from scheda.evaluation.store import EvalStore
+from scheda.stores.evals import EvalStore
 
 DEFAULT_CONTEXT = 512  # llama-perplexity's default
 DEFAULT_TEXT = "gsm8k-test-60.txt"
@@ -361,7 +361,7 @@ def _reference_nll(cache: LogitCache, count: int) -> np.ndarray:
 
 def file_facts(path: Path, memory_context: int) -> dict[str, Any]:
     """Size, type and bits per weight from the file; memory from fit's formulas."""
-    from scheda.fit import estimate
+    from scheda.formulas.fit import estimate
     from scheda.readers import read_spec
 
     spec = read_spec(path)
@@ -389,7 +389,7 @@ def bench_models(
     paths: list[tuple[str, Path]], runs: int, threads: int | None, progress: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     """load, pp512, tg128 per model: scheda bench's workers, round-robin (`bench`)."""
-    from scheda.bench import measure_models
+    from scheda.measurement.bench import measure_models
 
     targets = [("scheda" if engine == "llama.cpp" else "transformers", p) for engine, p in paths]
     results = measure_models(targets, runs, threads, progress)
@@ -609,7 +609,7 @@ def _record(
     memory_context: int,
     bench_runs: int,
 ) -> dict[str, Any]:
-    from scheda.bench import machine
+    from scheda.measurement.bench import machine
 
     return {
         "created": time.time(),

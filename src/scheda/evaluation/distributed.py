@@ -42,7 +42,7 @@ from typing import Any
 from scheda.errors import EngineError, SchedaError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.runner import close_run, open_run
-from scheda.evaluation.store import EvalStore, Run
+from scheda.stores.evals import EvalStore, Run
 
 BYTES_PER_TOKEN = 4  # English text in a 50k BPE vocabulary: about four bytes a token
 SHARDS_PER_WORKER = 4  # enough to even out the estimate's errors; few cold prefixes

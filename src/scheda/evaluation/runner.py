@@ -14,7 +14,7 @@ from typing import Any
 
 from scheda.errors import UsageError
 from scheda.evaluation.base import Aggregate, EvalModel, Item, ItemResult, Task, aggregate
-from scheda.evaluation.store import EvalStore, Run
+from scheda.stores.evals import EvalStore, Run
 
 TASKS = ("mmlu", "gsm8k", "humaneval")
 # Published spec-sheet rows each task matches (the catalog's benchmark names).

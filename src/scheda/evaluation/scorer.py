@@ -273,7 +273,7 @@ class LlamaCppScorer(Scorer):
             raise EngineError(
                 f"scoring a GGUF needs llama-cpp-python, which is not installed: run {EVAL_INSTALL}"
             ) from exc
-        from scheda.hardware import physical_cores
+        from scheda.formulas.hardware import physical_cores
 
         self._ll = llama_cpp
         self.path = Path(path)

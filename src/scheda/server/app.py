@@ -22,7 +22,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheda import settings
 from scheda.errors import APIError
-from scheda.evaluation.store import EvalStore
 from scheda.server import (
     errors,
     hub_api,
@@ -34,7 +33,8 @@ from scheda.server import (
 )
 from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
-from scheda.sessions import SessionStore
+from scheda.stores.evals import EvalStore
+from scheda.stores.sessions import SessionStore
 from scheda.version import __version__
 
 STATIC = Path(__file__).parent / "static"

@@ -26,14 +26,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from scheda import hardware, settings
+from scheda import settings
+from scheda.display.render import card_rows, remote_caption
 from scheda.errors import APIError, HubError, PullRefusedError
-from scheda.fit import estimate
-from scheda.fit_report import file_fits
-from scheda.hardware import Device
-from scheda.pull import Plan, plan, pull
+from scheda.files.pull import Plan, plan, pull
+from scheda.formulas import hardware
+from scheda.formulas.fit import estimate
+from scheda.formulas.fit_report import file_fits
+from scheda.formulas.hardware import Device
 from scheda.readers.hub import parse_ref
-from scheda.render import card_rows, remote_caption
 from scheda.resolve import resolve
 from scheda.server.errors import error_body, sse
 from scheda.server.openapi import answers

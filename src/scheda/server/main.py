@@ -16,11 +16,11 @@ import psutil
 
 from scheda import settings
 from scheda.errors import UsageError
-from scheda.evaluation.store import EvalStore
 from scheda.server.app import create_app
 from scheda.server.guard import Allowed
 from scheda.server.pool import ModelPool, served_model
-from scheda.sessions import SessionStore
+from scheda.stores.evals import EvalStore
+from scheda.stores.sessions import SessionStore
 from scheda.units import GiB
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from scheda import engines, settings
 from scheda.errors import APIError, ModelNotServedError, ServerBusyError, UsageError
-from scheda.fit import estimate
+from scheda.formulas.fit import estimate
 from scheda.resolve import resolve
 from scheda.spec import ModelSpec
 from scheda.units import size as human_bytes

@@ -24,24 +24,24 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field, create_model
 
-from scheda import hardware
 from scheda import sampling as options
-from scheda.chat import fit_history
+from scheda.display.render import card_rows
 from scheda.engines.base import Generation, Token
 from scheda.errors import APIError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.runner import summarize
-from scheda.evaluation.store import EvalStore, Run
-from scheda.fit_report import fit_report
-from scheda.render import card_rows
+from scheda.formulas import hardware
+from scheda.formulas.fit_report import fit_report
 from scheda.sampling import Sampling
 from scheda.server.errors import error_body, sse
 from scheda.server.openapi import EventStream, answers
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.runner import Job
 from scheda.server.schemas import Strict, chosen, declared_fields
-from scheda.sessions import SessionStore
-from scheda.tokens import Tokenization, tokenize
+from scheda.stores.evals import EvalStore, Run
+from scheda.stores.sessions import SessionStore
+from scheda.talk.chat import fit_history
+from scheda.tokenization.tokens import Tokenization, tokenize
 
 router = APIRouter(prefix="/api")
 MAX_CONTEXT = 1 << 24

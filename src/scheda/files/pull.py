@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from scheda import hardware, settings
+from scheda import settings
 from scheda.errors import HubError, PullRefusedError, UsageError
-from scheda.fit import Breakdown, estimate, longest_context
-from scheda.fit_report import FileFit, file_fits
-from scheda.hardware import Device
+from scheda.formulas import hardware
+from scheda.formulas.fit import Breakdown, estimate, longest_context
+from scheda.formulas.fit_report import FileFit, file_fits
+from scheda.formulas.hardware import Device
 from scheda.readers.hub import (
     HubFile,
     Listing,

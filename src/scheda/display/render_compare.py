@@ -176,7 +176,7 @@ def compare_view(record: dict[str, Any]) -> RenderableType:
 
 
 def compare_markdown(record: dict[str, Any]) -> str:
-    from scheda.render import markdown_table
+    from scheda.display.render import markdown_table
 
     rows = [cells(row) for row in record["rows"]]
     body = [markdown_table(HEADER, rows), ""]
@@ -186,7 +186,7 @@ def compare_markdown(record: dict[str, Any]) -> str:
 
 def list_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
     """`scheda compare list`: one line per stored comparison."""
-    from scheda.sessions import local_time
+    from scheda.stores.sessions import local_time
 
     out = []
     for r in records:

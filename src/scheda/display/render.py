@@ -19,10 +19,10 @@ from scheda.spec import ModelSpec
 from scheda.units import count, size
 
 if TYPE_CHECKING:  # records for annotations only: `card` loads neither fit nor tokens
-    from scheda.bench import Report as BenchReport
-    from scheda.fit_report import FileFit, FitReport
-    from scheda.hardware import Device
-    from scheda.tokens import Tokenization
+    from scheda.formulas.fit_report import FileFit, FitReport
+    from scheda.formulas.hardware import Device
+    from scheda.measurement.bench import Report as BenchReport
+    from scheda.tokenization.tokens import Tokenization
 
 Row = tuple[str, Callable[[ModelSpec], str | None]]
 

@@ -8,7 +8,7 @@ importance matrix and the metadata keys that name it), so llama.cpp's
 per-tensor recipes apply unchanged: a Q4_K_M made here holds the tensor types
 and bytes llama-quantize's would.
 
-Each type is quantized in a process of its own (`python -m scheda.quantize`):
+Each type is quantized in a process of its own (`python -m scheda.files.quantize`):
 it reports every tensor as llama.cpp logs it (the progress bar) and can be
 stopped at once, while the C++ call in progress could not be interrupted from
 Python. It writes to a hidden temporary file beside the output; the file takes
@@ -40,6 +40,7 @@ from typing import Any
 
 from scheda.errors import EngineError, ModelFileError, UsageError
 from scheda.readers import gguf_types
+from scheda.readers.imatrix import load_imatrix
 from scheda.spec import ModelSpec
 
 INSTALL = "`make install-eval` (or `pip install 'scheda[eval]'`)"
@@ -246,7 +247,7 @@ def _gguf_input(
     if source.is_file():
         yield source
         return
-    from scheda.gguf_writer import write_gguf
+    from scheda.files.gguf_writer import write_gguf
 
     temporary = folder / f".{stem}.{secrets.token_hex(4)}.source.gguf.part"
     try:
@@ -339,7 +340,7 @@ def _run_worker(
         "allow_requantize": allow_requantize,
         "threads": threads or 0,
     }
-    command = [sys.executable, "-m", "scheda.quantize", json.dumps(job)]
+    command = [sys.executable, "-m", "scheda.files.quantize", json.dumps(job)]
     child = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -459,92 +460,6 @@ def _read_log(level: int, line: str, state: dict[str, Any]) -> None:
         state["errors"].append(match[1].strip())
     elif "require an imatrix" in line or "requires an importance matrix" in line:
         state["needs_imatrix"] = True
-
-
-# Importance matrices ------------------------------------------------------------------------
-
-
-@dataclass
-class Imatrix:
-    """Per tensor, the mean squared activation of each input column (llama-imatrix's output)."""
-
-    values: dict[str, Any]  # tensor name -> float32 numpy array
-    datasets: list[str]
-    chunks: int
-
-
-def load_imatrix(path: Path) -> Imatrix:
-    """An importance matrix as llama-quantize reads it: GGUF (`name.in_sum2`, `name.counts`)
-    or the legacy binary format; the sums divided by their counts, as it does."""
-    with path.open("rb") as f:
-        magic = f.read(4)
-    try:
-        return _imatrix_gguf(path) if magic == gguf_types.MAGIC else _imatrix_legacy(path)
-    except (ValueError, IndexError, OSError, KeyError) as exc:
-        raise UsageError(
-            f"--imatrix {path}: not an importance matrix llama.cpp reads ({exc})"
-        ) from exc
-
-
-def _imatrix_gguf(path: Path) -> Imatrix:
-    import gguf
-    import numpy as np
-
-    reader = gguf.GGUFReader(str(path))
-    sums: dict[str, Any] = {}
-    counts: dict[str, Any] = {}
-    for tensor in reader.tensors:
-        name = tensor.name
-        if name.endswith(".in_sum2"):
-            sums[name[: -len(".in_sum2")]] = np.asarray(tensor.data, dtype=np.float32).ravel()
-        elif name.endswith(".counts"):
-            counts[name[: -len(".counts")]] = np.asarray(tensor.data, dtype=np.float32).ravel()
-    if not sums or set(sums) != set(counts):
-        raise ValueError("its sums and counts do not pair up")
-    values = {}
-    for name, total in sums.items():
-        count = np.rint(counts[name])
-        per = total.reshape(len(count), -1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = np.where(count[:, None] > 0, per / count[:, None], 1.0)
-        values[name] = mean.astype(np.float32).ravel()
-    field_ = reader.get_field("imatrix.datasets")
-    datasets = [str(bytes(field_.parts[i]), "utf-8") for i in field_.data] if field_ else []
-    chunks = reader.get_field("imatrix.chunk_count")
-    count_ = int(chunks.parts[chunks.data[0]][0]) if chunks else 0
-    return Imatrix(values, datasets, count_)
-
-
-def _imatrix_legacy(path: Path) -> Imatrix:
-    import numpy as np
-
-    data = path.read_bytes()
-    at = 0
-
-    def take(fmt: str, n: int = 1) -> Any:
-        nonlocal at
-        out = np.frombuffer(data, dtype=fmt, count=n, offset=at)
-        at += out.nbytes
-        return out
-
-    entries = int(take("<i4")[0])
-    if entries < 1:
-        raise ValueError("no entries")
-    values = {}
-    for _ in range(entries):
-        length = int(take("<i4")[0])
-        name = data[at : at + length].decode()
-        at += length
-        ncall, nval = (int(v) for v in take("<i4", 2))
-        sums = take("<f4", nval).astype(np.float32)
-        values[name] = sums / ncall if ncall > 0 else sums
-    chunks, datasets = 0, []
-    if at + 8 <= len(data):
-        chunks = int(take("<i4")[0])
-        length = int(take("<i4")[0])
-        if length > 0:
-            datasets.append(data[at : at + length].decode(errors="replace"))
-    return Imatrix(values, datasets, chunks)
 
 
 def _set_imatrix(ll: Any, params: Any, path: Path, given: str, keep: list[Any]) -> None:

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from rich.console import Console
 
 from scheda import sampling as options
+from scheda.display.terminal import ctrl_c_cancels
 from scheda.engines.base import Engine, Message
 from scheda.errors import SchedaError, UsageError
-from scheda.prompt_fit import prompt_tokens
 from scheda.sampling import Sampling
-from scheda.sessions import Session, SessionStore
-from scheda.terminal import ctrl_c_cancels
+from scheda.stores.sessions import Session, SessionStore
+from scheda.talk.prompt_fit import prompt_tokens
 
 HELP = """\
 /system TEXT   set the system prompt (no TEXT: show it; /system - removes it)

@@ -1,6 +1,6 @@
 """Measure the memory llama.cpp really uses for a model at a context.
 
-Each measurement runs in a fresh child process (`python -m scheda.measure
+Each measurement runs in a fresh child process (`python -m scheda.measurement.measure
 PATH CONTEXT`), so that nothing else in the process muddies the figure: the
 resident memory after loading the model and decoding a few tokens (which
 touches every weight page of the memory map and the buffers), minus the
@@ -23,7 +23,7 @@ MEASURE_TIMEOUT_S = 300
 
 def measure(path: Path, context: int) -> int:
     """Bytes the engine added to a fresh process to load the model at this context."""
-    command = [sys.executable, "-m", "scheda.measure", str(path), str(context)]
+    command = [sys.executable, "-m", "scheda.measurement.measure", str(path), str(context)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=MEASURE_TIMEOUT_S)
     except subprocess.TimeoutExpired as exc:

@@ -107,7 +107,7 @@ def tokenize(spec: ModelSpec, text: str, llama: LlamaTokens | None = None) -> To
 
 def _vocabulary_tokens(path: Path, text: str) -> list[Token] | None:
     """llama.cpp's tokens from the GGUF's vocabulary alone; None where not proven equal."""
-    from scheda.gguf_tokens import vocabulary_tokenizer
+    from scheda.tokenization.gguf_tokens import vocabulary_tokenizer
 
     tokenizer = vocabulary_tokenizer(path)
     return tokenizer.tokenize(text) if tokenizer is not None else None

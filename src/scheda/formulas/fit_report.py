@@ -10,8 +10,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from scheda import catalog, settings
-from scheda.fit import Breakdown, estimate, longest_context, precisions_for, rule_of_thumb_bytes
-from scheda.hardware import Device
+from scheda.formulas.fit import (
+    Breakdown,
+    estimate,
+    longest_context,
+    precisions_for,
+    rule_of_thumb_bytes,
+)
+from scheda.formulas.hardware import Device
 from scheda.spec import GGUFFile, ModelSpec
 
 # The precision a "what would fit" suggestion assumes: the usual local default.
@@ -113,7 +119,7 @@ def alternatives(
     spec: ModelSpec, context: int, batch: int, rows: list[Breakdown], devices: list[Device]
 ) -> dict[str, Any]:
     """For devices where nothing fits: bigger devices that would, and catalog models that would."""
-    from scheda.hardware import GPUS
+    from scheda.formulas.hardware import GPUS
 
     smallest = min(rows, key=lambda r: r.total)
     bigger = [

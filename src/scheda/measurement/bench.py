@@ -1,6 +1,6 @@
 """`scheda bench`: load time, time to first token, pp512, tg128 and peak memory, side by side.
 
-Each contender runs in fresh processes of its own (`python -m scheda.bench`),
+Each contender runs in fresh processes of its own (`python -m scheda.measurement.bench`),
 so its load is cold and its peak memory is its own. The work is llama-bench's:
 pp512 processes a 512-token prompt, tg128 generates 128 tokens past the
 end-of-text token. There are `runs` rounds; in each, every contender runs in
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scheda.errors import EngineError, UsageError
-from scheda.hardware import physical_cores
+from scheda.formulas.hardware import physical_cores
 
 CONTENDERS = ("scheda", "engine", "llama-cpp-python", "transformers")
 PP_TOKENS = 512  # llama-bench's defaults (-p 512 -n 128); `--pp` and `--tg` change them
@@ -237,7 +237,7 @@ def _worker(
 ) -> Result:
     if path is None:
         raise UsageError(f"{contender} needs an HF folder")
-    command = [sys.executable, "-m", "scheda.bench", contender, str(path), str(runs)]
+    command = [sys.executable, "-m", "scheda.measurement.bench", contender, str(path), str(runs)]
     command += [str(pp), str(tg), str(threads or 0)]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False
