@@ -7,7 +7,10 @@
     ├── EngineError                 an engine failed to load or answer (400 if a request caused it)
     │   └── PromptTooLongError      a prompt longer than the context (says both counts; 400)
     ├── SessionNotFoundError        a chat session id that matches none, or several (404)
-    ├── SessionStoreError           the sessions file cannot be opened, is damaged or is busy
+    ├── StoreError                  a store's SQLite file cannot be opened, is damaged, busy or newer
+    │   ├── SessionStoreError       the sessions file
+    │   ├── EvalStoreError          the evaluation runs, or a run id that matches none or several
+    │   └── ComparisonStoreError    the comparisons, or a comparison id that matches none or several
     ├── UsageError                  options that make no sense together (400)
     │   └── RequestFieldError       request fields that cannot work as sent; also a ValueError
     │       └── UnsupportedFieldError   a field scheda lacks, set to a value that matters
@@ -89,8 +92,21 @@ class SessionNotFoundError(SchedaError):
     status = 404
 
 
-class SessionStoreError(SchedaError):
-    """The sessions file cannot be used: not a SQLite database, unreadable, or locked too long."""
+class StoreError(SchedaError):
+    """A store's file cannot be used: not a SQLite database, unreadable, locked too long, or
+    written by a newer scheda. Each store raises its own subclass (stores/sqlite.py)."""
+
+
+class SessionStoreError(StoreError):
+    """The sessions file cannot be used."""
+
+
+class EvalStoreError(StoreError):
+    """The evaluation runs cannot be read or written, or a run id names none or several."""
+
+
+class ComparisonStoreError(StoreError):
+    """The stored comparisons cannot be read or written, or an id names none or several."""
 
 
 class UsageError(SchedaError):

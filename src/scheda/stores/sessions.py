@@ -1,17 +1,8 @@
 """Saved chat sessions: one SQLite file that the CLI and the server share.
 
-Why SQLite and these settings:
-
-- One file, in the user's data folder (`SCHEDA_DATA_DIR` overrides the folder),
-  so a chat survives the process and `scheda sessions` can list it later.
-- WAL journal: readers never block the writer and a process killed mid-write
-  loses only its uncommitted transaction; `synchronous=NORMAL` is durable
-  enough under WAL (a power cut may lose the last commits, never corrupts).
-- Several processes may open the file at once (the chat command, the HTTP
-  server): every write is one short `BEGIN IMMEDIATE` transaction, which takes
-  the write lock up front so two writers queue on the busy timeout instead of
-  failing, and nothing holds a transaction open between calls.
-- One connection per `SessionStore`, usable from any thread behind a lock.
+A session survives the process, so `scheda sessions` can list it later; the
+file is opened, locked and migrated as every store's is (stores/sqlite.py),
+and every message is committed in its own short transaction.
 
 The system prompt is a column of the session, not a message, so it is sent at
 every turn and survives `reset`. A session id is 8 random hex characters; any
@@ -24,11 +15,8 @@ import builtins
 import json
 import secrets
 import sqlite3
-import threading
 import time
 import unicodedata
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,17 +25,18 @@ from typing import Any
 from scheda import settings
 from scheda.engines.base import Message
 from scheda.errors import SessionNotFoundError, SessionStoreError
+from scheda.stores.sqlite import Schema, Store, statements
 
 FILENAME = "sessions.sqlite3"
-SCHEMA_VERSION = 1  # PRAGMA user_version; 0 is a file scheda has not set up yet
 ROLES = ("system", "user", "assistant")
 TITLE_LEN = 60
 ID_BYTES = 4  # 8 hex characters: short to type, and a store holds few enough sessions
-BUSY_TIMEOUT_S = 10.0
 
-# Run one by one inside a transaction (executescript would commit first).
-SCHEMA = (
-    """
+# The file's migrations, oldest first: the first is the schema scheda has always written
+# (version 1), unchanged, so that every sessions file on a user's disk is read as it is.
+MIGRATIONS = (
+    statements(
+        """
     CREATE TABLE sessions (
         id      TEXT PRIMARY KEY,
         model   TEXT NOT NULL,
@@ -58,7 +47,7 @@ SCHEMA = (
         updated REAL NOT NULL
     )
     """,
-    """
+        """
     CREATE TABLE messages (
         id         INTEGER PRIMARY KEY,
         session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -68,13 +57,12 @@ SCHEMA = (
         tokens     INTEGER
     )
     """,
-    "CREATE INDEX messages_by_session ON messages(session_id, id)",
-    "CREATE INDEX sessions_by_updated ON sessions(updated)",
+        "CREATE INDEX messages_by_session ON messages(session_id, id)",
+        "CREATE INDEX sessions_by_updated ON sessions(updated)",
+    ),
 )
-
-MOVE_AWAY = (
-    f"move it away (scheda starts a new one) or set {settings.ENV_DATA_DIR} to another folder"
-)
+# Sessions files were versioned from the start: an unversioned file with tables is not one.
+SCHEMA = Schema(FILENAME, "sessions file", MIGRATIONS)
 
 
 def default_path() -> Path:
@@ -161,120 +149,15 @@ def _session(row: sqlite3.Row) -> Session:
     )
 
 
-class SessionStore:
-    """The sessions file, opened (and set up on first use) by the constructor.
+class SessionStore(Store):
+    """The sessions file, opened (and set up or migrated on first use) by the constructor.
 
     Every method that takes a session id also takes a unique start of one.
     Use it as a context manager, or call `close()`.
     """
 
-    def __init__(self, path: str | Path | None = None, timeout: float = BUSY_TIMEOUT_S) -> None:
-        self.path = Path(path) if path is not None else default_path()
-        self.timeout = timeout
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self.journal_mode = ""  # "wal" once open; another where the file system refuses WAL
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SessionStoreError(
-                f"cannot create the sessions folder {self.path.parent}: "
-                f"{exc.strerror or exc}; set {settings.ENV_DATA_DIR} to a writable folder"
-            ) from exc
-        with self._guard():
-            # isolation_level=None: no implicit transactions; each method opens its own.
-            self._conn = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
-        self._conn.row_factory = sqlite3.Row
-        try:
-            self._open()
-        except BaseException:
-            self.close()
-            raise
-
-    # --- opening and transactions -------------------------------------------------------
-
-    def _open(self) -> None:
-        """Per-connection settings, then the schema if the file is new."""
-        conn = self._connection()
-        with self._guard():
-            conn.execute("PRAGMA foreign_keys = ON")  # per connection; cascades need it
-            # The first read of the file: a file that is not SQLite fails here.
-            self.journal_mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            conn.execute("PRAGMA synchronous = NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            self._set_up()
-
-    def _set_up(self) -> None:
-        """Create the schema, or refuse a file that is someone else's or a newer scheda's.
-
-        Runs under the write lock, so two processes opening a new file at once
-        create the tables once.
-        """
-        with self._transaction(write=True) as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise SessionStoreError(
-                    f"{self.path} was written by a newer scheda (schema {version}, this one "
-                    f"reads {SCHEMA_VERSION}): upgrade scheda or set {settings.ENV_DATA_DIR} "
-                    "to another folder"
-                )
-            if version == 0:
-                if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise SessionStoreError(
-                        f"{self.path} is a SQLite database but not a scheda sessions file: "
-                        + MOVE_AWAY
-                    )
-                for statement in SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise RuntimeError("this SessionStore is closed")
-        return self._conn
-
-    @contextmanager
-    def _guard(self) -> Iterator[None]:
-        """SQLite's errors about the file become one line that says what to do."""
-        try:
-            yield
-        except (sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.InterfaceError):
-            raise  # a bug in scheda, not a problem with the file
-        except sqlite3.DatabaseError as exc:
-            name = getattr(exc, "sqlite_errorname", "") or ""
-            if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-                message = (
-                    f"the sessions file {self.path} stayed locked by another process for "
-                    f"{self.timeout:g} s: try again"
-                )
-            elif name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or not isinstance(
-                exc, sqlite3.OperationalError
-            ):
-                message = f"{self.path} is not a usable SQLite database ({exc}): {MOVE_AWAY}"
-            else:
-                message = f"cannot use the sessions file {self.path} ({exc}): {MOVE_AWAY}"
-            raise SessionStoreError(message) from exc
-
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
-        """One short transaction: committed on success, rolled back on any error.
-
-        A write begins IMMEDIATE: it takes the write lock before reading, so it
-        never has to upgrade a read lock (which can fail at once with "busy").
-        """
-        with self._lock, self._guard():
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    schema = SCHEMA
+    error = SessionStoreError
 
     @staticmethod
     def _resolve(conn: sqlite3.Connection, ref: str) -> str:
@@ -537,18 +420,3 @@ class SessionStore:
             SessionSummary(r["id"], r["title"], r["model"], r["created"], r["updated"], r["n"])
             for r in rows
         ]
-
-    # --- closing ------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the connection; the last one to close folds the WAL back into the file."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> SessionStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
