@@ -34,6 +34,7 @@ from scheda.display.render_compare import compare_chart, compare_markdown
 from scheda.evaluation.compare import load_text, run_compare
 from scheda.files.quantize import quantize
 from scheda.resolve import default_model_path
+from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import EvalStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +100,7 @@ def main() -> None:
     print(f"quantized in {time.perf_counter() - started:.1f} s")
     reference, candidates = files["F16"], [files[t] for t in TYPES[1:]]
     store = EvalStore()
+    comparisons = ComparisonStore()
     records = {}
     load = os.getloadavg()
     try:
@@ -115,7 +117,7 @@ def main() -> None:
             data=SHARED / "data" / "mmlu" if (SHARED / "data" / "mmlu").is_dir() else None,
             step=print,
         )
-        store.add_comparison(records["english"])
+        comparisons.add(records["english"])
         print(f"english: {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         italian = italian_text(SHARED / "seeds", args.work / "articoli.txt")
@@ -127,10 +129,11 @@ def main() -> None:
             threads=args.threads,
             store=store,
         )
-        store.add_comparison(records["italian"])
+        comparisons.add(records["italian"])
         print(f"italian: {time.perf_counter() - started:.1f} s")
     finally:
         store.close()
+        comparisons.close()
     print(f"load average before: {load}, after: {os.getloadavg()}")
     docs = ROOT / "docs"
     compare_chart(records["english"], docs / "compare.png")

@@ -7,7 +7,6 @@ start of the one scheda ships, at a small context, so that a pass takes seconds.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -27,6 +26,7 @@ from scheda.evaluation.compare import DEFAULT_TEXT, Text, load_text, run_compare
 from scheda.evaluation.divergence import compare_chunk, compare_rows
 from scheda.evaluation.logit_cache import ARRAYS, LogitCache, encode, encode_rows
 from scheda.evaluation.scorer import LlamaCppScorer
+from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import EvalStore
 from tests import test_studio as studio_tests
 from tests.conftest import COMPARE_CONTEXT as CONTEXT
@@ -357,8 +357,8 @@ def chromium() -> Iterator[Any]:
 
 
 def _stored(server: studio_tests.Server, record: dict[str, Any]) -> str:
-    with contextlib.closing(EvalStore(server.evals)) as store:
-        return store.add_comparison(copy.deepcopy(record))
+    with ComparisonStore(server.evals) as store:
+        return store.add(copy.deepcopy(record))
 
 
 def test_comparison_routes(served: studio_tests.Server, record: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@
     ├── EngineError                 an engine failed to load or answer (400 if a request caused it)
     │   └── PromptTooLongError      a prompt longer than the context (says both counts; 400)
     ├── SessionNotFoundError        a chat session id that matches none, or several (404)
-    ├── StoreError                  a store's SQLite file cannot be opened, is damaged, busy or newer
+    ├── StoreError                  a store's file cannot be opened, is damaged, busy or newer
     │   ├── SessionStoreError       the sessions file
     │   ├── EvalStoreError          the evaluation runs, or a run id that matches none or several
     │   └── ComparisonStoreError    the comparisons, or a comparison id that matches none or several

@@ -79,39 +79,39 @@ def compare(
     workers: WorkersOpt = None,
 ) -> None:
     """One table: size, memory, speed, perplexity, KL divergence, top token, accuracy."""
+    from scheda.stores.comparisons import ComparisonStore
     from scheda.stores.evals import EvalStore
 
     one_format(as_json, markdown)
     cluster = cluster_option(ray, workers)
-    store = EvalStore()
-    try:
+    with ComparisonStore() as comparisons:
         if models[0] == "list":
-            _list(store, as_json)
+            _list(comparisons, as_json)
             return
         if models[0] == "show":
             if len(models) != 2:
                 raise UsageError("give one id: scheda compare show ID (`compare list` shows them)")
-            _show(store.comparison(models[1]), as_json, markdown, chart)
+            _show(comparisons.get(models[1]), as_json, markdown, chart)
             return
         if len(models) < 2:
             raise UsageError("give a reference and at least one candidate to compare with it")
-        record = _compare(
-            store,
-            models,
-            text,
-            context,
-            memory_context,
-            runs if bench else 0,
-            tasks,
-            limit,
-            data,
-            threads,
-            cluster,
-        )
-        store.add_comparison(record)
+        # The evaluation runs: `--tasks` adds them, the accuracy column reads them.
+        with EvalStore() as store:
+            record = _compare(
+                store,
+                models,
+                text,
+                context,
+                memory_context,
+                runs if bench else 0,
+                tasks,
+                limit,
+                data,
+                threads,
+                cluster,
+            )
+        comparisons.add(record)
         _show(record, as_json, markdown, chart)
-    finally:
-        store.close()
 
 
 def _compare(
@@ -208,7 +208,7 @@ def _show(record: dict[str, Any], as_json: bool, markdown: bool, chart: Path | N
 
 
 def _list(store: Any, as_json: bool) -> None:
-    records = store.comparisons()
+    records = store.list()
     if as_json:
         emit_json(records)
         return

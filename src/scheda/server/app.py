@@ -33,6 +33,7 @@ from scheda.server import (
 )
 from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
+from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import EvalStore
 from scheda.stores.sessions import SessionStore
 from scheda.version import __version__
@@ -147,6 +148,8 @@ def create_app(
     app.state.pool = pool
     app.state.store = store
     app.state.evals = evals if evals is not None else EvalStore()
+    # The comparisons live in the evaluation file: the same file, whichever one `evals` is.
+    app.state.comparisons = ComparisonStore(app.state.evals.path)
     app.state.started = time.time()
     errors.install(app)
     openapi.install(app, _protected)

@@ -92,3 +92,4 @@ def serve(
         pool.close()
         store.close()
         evals.close()
+        app.state.comparisons.close()

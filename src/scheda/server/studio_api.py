@@ -38,6 +38,7 @@ from scheda.server.openapi import EventStream, answers
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.runner import Job
 from scheda.server.schemas import Strict, chosen, declared_fields
+from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import EvalStore, Run
 from scheda.stores.sessions import SessionStore
 from scheda.talk.chat import fit_history
@@ -57,6 +58,10 @@ def store_of(request: Request) -> SessionStore:
 
 def evals_of(request: Request) -> EvalStore:
     return request.app.state.evals
+
+
+def comparisons_of(request: Request) -> ComparisonStore:
+    return request.app.state.comparisons
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -422,13 +427,13 @@ def _comparison_summary(record: dict[str, Any]) -> dict[str, Any]:
 @router.get("/comparisons")
 def list_comparisons(request: Request) -> list[dict[str, Any]]:
     """`scheda compare`'s stored comparisons, newest first (read only)."""
-    return [_comparison_summary(r) for r in evals_of(request).comparisons()]
+    return [_comparison_summary(r) for r in comparisons_of(request).list()]
 
 
 @router.get("/comparisons/{comparison_id}", responses=answers(404))
 def get_comparison(comparison_id: str, request: Request) -> dict[str, Any]:
     """One stored comparison, whole: its rows, how each figure was obtained, the machine."""
-    records = evals_of(request).comparisons()
+    records = comparisons_of(request).list()
     found = [r for r in records if r["id"] == comparison_id] or [
         r for r in records if r["id"].startswith(comparison_id)
     ]

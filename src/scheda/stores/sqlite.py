@@ -156,9 +156,7 @@ class Store:
         """An unversioned file is a new one, or an earlier scheda's; refuse anything else."""
         names = {
             row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            )
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
         }
         if names - self.schema.unversioned:
             raise self.error(
