@@ -30,7 +30,7 @@ from scheda.stores.sqlite import Schema, Store, statements
 
 # --- the files as scheda wrote them before stores had a base (commit 485ac8c) -----------------
 # The statements below are that commit's own, copied word for word: its CREATE statements,
-# the pragmas it set, and the INSERTs its store methods ran.
+# the pragmas it set, and the INSERTs its store methods ran (with the values they left).
 
 SESSIONS_DDL_485AC8C = (
     """
@@ -134,18 +134,16 @@ def write_old_sessions(path: Path) -> None:
         for statement in SESSIONS_DDL_485AC8C:
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 1")
-        for row in SESSION_ROWS:
-            conn.execute(
-                "INSERT INTO sessions (id, model, system, params, title, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        for row in MESSAGE_ROWS:
-            conn.execute(
-                "INSERT INTO messages (session_id, role, content, created, tokens) "
-                "VALUES (?, ?, ?, ?, ?)",
-                row,
-            )
+        conn.executemany(
+            "INSERT INTO sessions (id, model, system, params, title, created, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            SESSION_ROWS,
+        )
+        conn.executemany(
+            "INSERT INTO messages (session_id, role, content, created, tokens) "
+            "VALUES (?, ?, ?, ?, ?)",
+            MESSAGE_ROWS,
+        )
         conn.execute("COMMIT")
 
 
