@@ -785,25 +785,25 @@ def test_evaluation_runs_and_their_figures(studio: Studio, server: Server, tmp_p
     studio.open()
     if not server.api("GET", "/api/evals"):  # this module's server starts with no runs
         page.click("#tab-evals")
-        empty = page.locator("#evals-empty")
+        empty = page.locator("#eval-empty")
         empty.wait_for()
         assert "scheda eval MODEL --tasks mmlu" in (empty.text_content() or "")
-        assert page.locator("#eval-runs").is_hidden()
+        assert page.locator("#eval-list").is_hidden()
 
     finished = _mmlu_run(server, tmp_path / "finished", EVAL_SCORES)
     unfinished = _mmlu_run(server, tmp_path / "unfinished", EVAL_SCORES, scored=2)
     page.click("#tab-evals")
-    page.click("#evals-refresh")
-    row = page.locator(f"#eval-runs tr[data-run-id='{finished}']")
+    page.click("#eval-refresh")
+    row = page.locator(f"#eval-list tr[data-run-id='{finished}']")
     row.wait_for()
     cells = [c.strip() for c in row.locator("td").all_inner_texts()]
     assert cells[:4] == ["default", "mmlu", "5", "8"], cells
     assert cells[4].startswith("37.5 ± 18.3"), cells
     assert cells[6] == finished
-    late = page.locator(f"#eval-runs tr[data-run-id='{unfinished}']")
+    late = page.locator(f"#eval-list tr[data-run-id='{unfinished}']")
     assert "unfinished" in late.inner_text() and "2 / 8" in late.inner_text()
     # Newest first: the interrupted run was made last.
-    ids = page.locator("#eval-runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.runId)")
+    ids = page.locator("#eval-list tbody tr").evaluate_all("rows => rows.map(r => r.dataset.runId)")
     assert ids.index(unfinished) < ids.index(finished)
 
     row.click()
@@ -840,7 +840,7 @@ def test_evaluation_runs_and_their_figures(studio: Studio, server: Server, tmp_p
     assert page.get_attribute("#tab-evals", "aria-selected") == "true"
 
     # The interrupted run says so, with its figures over the items scored so far.
-    page.locator(f"#eval-runs tr[data-run-id='{unfinished}']").click()
+    page.locator(f"#eval-list tr[data-run-id='{unfinished}']").click()
     page.wait_for_selector(f"#eval-detail[data-run-id='{unfinished}']")
     assert "2 of 8 items scored" in (page.locator("#eval-note").text_content() or "")
     partial = page.locator("#eval-figures tr[data-metric='acc'] td").first.text_content()
