@@ -75,6 +75,15 @@ def test_the_studio_chat_accepts_the_chat_options() -> None:
     assert set(ChatParams.model_fields) == {d.name for d in options.declared() if d.option.chat}
 
 
+def test_a_chat_answers_as_long_in_the_terminal_as_in_the_studio() -> None:
+    """`scheda chat` and the studio's chat share their sessions: one declared answer length."""
+    terminal = flags("chat")["max_tokens"].default
+    studio = {d["name"]: d["default"] for d in options.describe()}["max_tokens"]
+    assert terminal == studio == options.chat_sampling({}).max_tokens
+    assert terminal != Sampling().max_tokens  # a chat's answer is longer than a completion's
+    assert options.chat_sampling({"max_tokens": 7}).max_tokens == 7
+
+
 def test_the_studio_description_lists_every_option() -> None:
     described = {d["name"]: d for d in options.describe()}
     assert list(described) == [f.name for f in options.declared()]

@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from scheda import sampling as options
 from scheda.errors import SessionNotFoundError
 from scheda.evaluation.base import ItemResult
 from scheda.evaluation.multiple_choice import MMLU
@@ -785,25 +786,25 @@ def test_evaluation_runs_and_their_figures(studio: Studio, server: Server, tmp_p
     studio.open()
     if not server.api("GET", "/api/evals"):  # this module's server starts with no runs
         page.click("#tab-evals")
-        empty = page.locator("#evals-empty")
+        empty = page.locator("#eval-empty")
         empty.wait_for()
         assert "scheda eval MODEL --tasks mmlu" in (empty.text_content() or "")
-        assert page.locator("#eval-runs").is_hidden()
+        assert page.locator("#eval-list").is_hidden()
 
     finished = _mmlu_run(server, tmp_path / "finished", EVAL_SCORES)
     unfinished = _mmlu_run(server, tmp_path / "unfinished", EVAL_SCORES, scored=2)
     page.click("#tab-evals")
-    page.click("#evals-refresh")
-    row = page.locator(f"#eval-runs tr[data-run-id='{finished}']")
+    page.click("#eval-refresh")
+    row = page.locator(f"#eval-list tr[data-run-id='{finished}']")
     row.wait_for()
     cells = [c.strip() for c in row.locator("td").all_inner_texts()]
     assert cells[:4] == ["default", "mmlu", "5", "8"], cells
     assert cells[4].startswith("37.5 ± 18.3"), cells
     assert cells[6] == finished
-    late = page.locator(f"#eval-runs tr[data-run-id='{unfinished}']")
+    late = page.locator(f"#eval-list tr[data-run-id='{unfinished}']")
     assert "unfinished" in late.inner_text() and "2 / 8" in late.inner_text()
     # Newest first: the interrupted run was made last.
-    ids = page.locator("#eval-runs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.runId)")
+    ids = page.locator("#eval-list tbody tr").evaluate_all("rows => rows.map(r => r.dataset.runId)")
     assert ids.index(unfinished) < ids.index(finished)
 
     row.click()
@@ -840,12 +841,153 @@ def test_evaluation_runs_and_their_figures(studio: Studio, server: Server, tmp_p
     assert page.get_attribute("#tab-evals", "aria-selected") == "true"
 
     # The interrupted run says so, with its figures over the items scored so far.
-    page.locator(f"#eval-runs tr[data-run-id='{unfinished}']").click()
+    page.locator(f"#eval-list tr[data-run-id='{unfinished}']").click()
     page.wait_for_selector(f"#eval-detail[data-run-id='{unfinished}']")
     assert "2 of 8 items scored" in (page.locator("#eval-note").text_content() or "")
     partial = page.locator("#eval-figures tr[data-metric='acc'] td").first.text_content()
     assert partial == "50.0"  # the first two items, both algebra: 1 right, 1 wrong
     assert page.locator("#eval-groups .eval-bar[data-group]").count() == 1
+
+
+# The tab table's ids and the word each tab's hash starts with (studio.js declares them).
+TAB_HASHES = {
+    "chat": "",
+    "model": "#model",
+    "tokens": "#tokens",
+    "evals": "#eval",
+    "compare": "#compare",
+}
+
+
+def _tab_shown(page: Any, tab: str) -> None:
+    """Wait until `tab` is the one selected, its pane the one view shown."""
+    page.wait_for_selector(f"#tab-{tab}[aria-selected='true']")
+    shown = page.locator("main[id^='view-']:not([hidden])").evaluate_all(
+        "views => views.map(v => v.id)"
+    )
+    assert shown == [f"view-{tab}"], shown
+    assert page.locator(".tab[aria-selected='true']").count() == 1
+
+
+def test_each_tab_opens_from_its_hash_and_back_and_forward_go_through_them(
+    studio: Studio,
+) -> None:
+    page = studio.page
+    # The tab bar is made from the tab table: one button per tab, in its order.
+    studio.open()
+    tabs = page.locator("#tabs .tab").evaluate_all("tabs => tabs.map(t => t.dataset.view)")
+    assert tabs == list(TAB_HASHES)
+    for tab, hash in TAB_HASHES.items():
+        studio.open("/" + hash)  # a new page on the hash
+        _tab_shown(page, tab)
+    for tab, hash in reversed(TAB_HASHES.items()):
+        page.evaluate("hash => { location.hash = hash }", hash or "#")  # a hash followed
+        _tab_shown(page, tab)
+
+    # Each tab pressed is a step in the history: back and forward retrace them.
+    studio.open()
+    pressed = ["model", "evals", "tokens", "compare"]
+    for tab in pressed:
+        page.click(f"#tab-{tab}")
+        _tab_shown(page, tab)
+        assert page.evaluate("location.hash").startswith(TAB_HASHES[tab]), tab
+    for tab in reversed(["chat", *pressed[:-1]]):
+        page.go_back()
+        _tab_shown(page, tab)
+    assert page.evaluate("location.hash") == ""
+    for tab in pressed[:2]:
+        page.go_forward()
+        _tab_shown(page, tab)
+    page.click("#tab-evals")  # the tab shown: no new step
+    page.go_back()
+    _tab_shown(page, "model")
+
+
+def _comparison(server: Server, name: str) -> str:
+    """A comparison in the server's store as `scheda compare` leaves one: F16 against Q8_0."""
+    kld = {"mean": 0.0012, "uncertainty": 0.0001, "median": 0.0005, "p99": 0.01, "max": 0.05}
+    record = {
+        "created": time.time(),
+        "reference": f"{name}.F16.gguf",
+        "context": 128,
+        "text": {"name": "gsm8k-test-60", "tokens": 1024, "chunks": 8, "scored": 1000},
+        "rows": [
+            {
+                "role": "reference",
+                "path": f"{name}.F16.gguf",
+                "type": "F16",
+                "size": 2**28,
+                "bits_per_weight": 16.0,
+            },
+            {
+                "role": "candidate",
+                "path": f"{name}.Q8_0.gguf",
+                "type": "Q8_0",
+                "size": 2**27,
+                "bits_per_weight": 8.5,
+                "kld": kld,
+            },
+        ],
+        "how": {},
+        "cache": {"how": "kept", "bytes": 2**20},
+        "machine": {"cpu": "cpu", "physical_cores": 2, "memory_gib": 8, "versions": {}},
+    }
+    with contextlib.closing(EvalStore(server.evals)) as store:
+        return store.add_comparison(record)
+
+
+def test_the_item_chosen_in_a_list_is_in_the_url(
+    studio: Studio, server: Server, tmp_path: Path
+) -> None:
+    """Evaluations and comparisons share one list and detail: the item chosen (not the
+    newest, shown by default) is in the hash, a reload keeps it, and so does leaving the tab."""
+    page = studio.page
+    runs = [_mmlu_run(server, tmp_path / f"run{i}", EVAL_SCORES) for i in range(2)]
+    comparisons = [_comparison(server, f"model{i}") for i in range(2)]
+    chosen = {
+        "evals": ("eval", "runId", runs[0]),
+        "compare": ("compare", "comparisonId", comparisons[0]),
+    }
+    studio.open()
+    for tab, (prefix, key, item) in chosen.items():
+        attribute = re.sub("([A-Z])", r"-\1", key).lower()
+        page.click(f"#tab-{tab}")
+        row = page.locator(f"#{prefix}-list tr[data-{attribute}='{item}']")
+        row.click()
+        page.wait_for_selector(f"#{prefix}-detail[data-{attribute}='{item}']")
+        assert page.evaluate("location.hash") == f"{TAB_HASHES[tab]}={item}"
+        assert row.get_attribute("aria-current") == "true"
+        assert page.locator(f"#{prefix}-list tr[aria-current]").count() == 1
+
+        page.reload()
+        studio.ready()
+        _tab_shown(page, tab)
+        page.wait_for_selector(f"#{prefix}-detail[data-{attribute}='{item}']")
+        assert row.get_attribute("aria-current") == "true"
+
+    # Back on the evaluations, the run chosen there; forward, the comparison.
+    page.go_back()
+    _tab_shown(page, "evals")
+    page.wait_for_selector(f"#eval-detail[data-run-id='{runs[0]}']")
+    assert page.evaluate("location.hash") == f"#eval={runs[0]}"
+    page.go_forward()
+    _tab_shown(page, "compare")
+    page.wait_for_selector(f"#compare-detail[data-comparison-id='{comparisons[0]}']")
+
+
+def test_the_chat_answers_at_the_servers_length(studio: Studio, server: Server) -> None:
+    """The studio keeps no default of its own: its chat sends the answer length the server
+    declares for a chat, the one `scheda chat` uses, observed in the request."""
+    page = studio.page
+    declared = {o["name"]: o["default"] for o in server.api("GET", "/api/sampling")}
+    assert declared["max_tokens"] == options.CHAT_DEFAULTS["max_tokens"]
+    studio.open()
+    assert page.input_value("#max-tokens") == str(declared["max_tokens"])
+    studio.sampling(temperature="0", seed="1")
+    params, answer = studio.turn_params("Count from one to ten.")
+    assert params["max_tokens"] == declared["max_tokens"]
+    page.click("#stop")  # the length is what this test is about, not the answer
+    page.wait_for_function("el => el.dataset.state !== 'streaming'", arg=answer.element_handle())
 
 
 def test_evaluation_routes(server: Server, tmp_path: Path) -> None:

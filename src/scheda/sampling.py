@@ -7,6 +7,7 @@ this class and the engines that apply it, nothing else:
 - the CLI's flags (`scheda.cli.options.with_sampling`), with their bounds and help;
 - the server's request fields (`scheda.server.schemas`), with the same bounds;
 - the studio's controls and their defaults (`GET /api/sampling`, from `describe()`);
+- a conversation's own defaults (`CHAT_DEFAULTS`), the same in `scheda chat` and the studio;
 - `scheda chat`'s `/params KEY=VALUE` (`parse`);
 - which engine refuses which option (`unsupported`), rather than silently ignoring it.
 
@@ -24,6 +25,11 @@ from typing import Any
 from scheda.errors import UsageError
 
 ENGINES = frozenset({"llama.cpp", "transformers"})
+
+# Where a conversation's default differs from a completion's: an answer in a chat runs longer.
+# `scheda chat` and the studio's chat share their sessions, so both read these (the studio
+# through `describe`, the server's chat turns through `chat_sampling`).
+CHAT_DEFAULTS: dict[str, Any] = {"max_tokens": 512}
 
 
 @dataclass(frozen=True)
@@ -201,14 +207,20 @@ def by_name() -> dict[str, Declared]:
     return {d.name: d for d in declared()}
 
 
+def chat_sampling(values: dict[str, Any]) -> Sampling:
+    """A conversation's options: `values`, and for the rest the chat's defaults."""
+    return Sampling(**{**CHAT_DEFAULTS, **values})
+
+
 def describe() -> list[dict[str, Any]]:
-    """The declarations as JSON, for the studio: it builds its controls from these."""
+    """The declarations as JSON, for the studio: it builds its chat's controls from these,
+    so the defaults are a conversation's (`CHAT_DEFAULTS`)."""
     return [
         {
             "name": d.name,
             "type": d.kind,
             "nullable": d.optional,
-            "default": d.default,
+            "default": CHAT_DEFAULTS.get(d.name, d.default),
             "minimum": d.option.minimum,
             "maximum": d.option.maximum,
             "step": d.option.step,

@@ -131,7 +131,7 @@ def _print_generation(
         out.out(sample.text, highlight=False)
 
 
-@with_sampling(only=CHAT_OPTIONS, defaults={"max_tokens": 512})
+@with_sampling(only=CHAT_OPTIONS, defaults=options.CHAT_DEFAULTS)
 def chat(
     model: ModelArg,
     system: Annotated[str | None, typer.Option("--system", help="The system prompt.")] = None,
@@ -158,7 +158,9 @@ def chat(
                 session = store.get(session.id)
             if session.params:
                 known = sampling.to_dict()
-                sampling = Sampling(**{k: v for k, v in session.params.items() if k in known})
+                sampling = options.chat_sampling(
+                    {k: v for k, v in session.params.items() if k in known}
+                )
         else:
             session = store.create(model, system, sampling.to_dict())
         with out.status("loading the model..."):

@@ -244,7 +244,7 @@ def _sampling(saved: dict[str, Any], params: ChatParams | None) -> Sampling:
     # What `scheda chat`'s /params or an earlier turn saved with the session, then this turn's.
     values = {k: v for k, v in saved.items() if k in CHAT_OPTIONS}
     values.update(chosen(params, CHAT_OPTIONS) if params else {})
-    return Sampling(**values)
+    return options.chat_sampling(values)
 
 
 @router.post(

@@ -5,40 +5,31 @@
 // reference first; the chart puts each model's mean KL divergence and file size against
 // its bits per weight, the reference marked.
 
-import { api, enc } from "./api.js";
-import { $, el, report } from "./dom.js";
+import { browser } from "./browse.js";
+import { $, el } from "./dom.js";
 import { fullDate, number, size, when } from "./format.js";
 
-const view = {
-  list: [], // GET /api/comparisons
-  shown: null, // the id of the comparison shown (or asked for by the URL)
-  seq: 0, // only the newest comparison asked for is drawn
-};
 const SVG = "http://www.w3.org/2000/svg";
 
-export function wireCompare() {
-  $("compare-refresh").addEventListener("click", loadComparisons);
-}
-
-/** The view is shown: the URL names its comparison, and the list is fetched again. */
-export function showCompare() {
-  if (view.shown) setHash(view.shown);
-  return loadComparisons();
-}
-
-/** Show this comparison when the view opens (the URL asked for it). */
-export function askForComparison(id) {
-  view.shown = id;
-}
-
-export function hashComparison() {
-  const m = /^#compare=([^&]+)$/.exec(location.hash);
-  return m ? decodeURIComponent(m[1]) : null;
-}
-
-function setHash(id) {
-  history.replaceState(null, "", id ? `#compare=${enc(id)}` : location.pathname + location.search);
-}
+/** The tab's module (for the tab table): the comparisons' list and one's table (#compare=ID). */
+export const compareTab = () =>
+  browser({
+    prefix: "compare",
+    title: "What quantization costs",
+    key: "comparisonId",
+    path: "/api/comparisons",
+    columns: [
+      ["Reference"],
+      ["Candidates"],
+      ["Text"],
+      ["Context", "num"],
+      ["Largest KLD", "num"],
+      ["Date"],
+      ["Id"],
+    ],
+    cells: comparisonCells,
+    draw,
+  });
 
 const fileName = (path) => String(path || "").split(/[\\/]/).pop();
 const fixed = (value, digits) => (value == null ? "—" : Number(value).toFixed(digits));
@@ -51,87 +42,24 @@ function plusMinus(figure, digits, scale = 1, unit = "") {
   return figure.uncertainty ? `${text} ± ${(figure.uncertainty * scale).toFixed(digits)}` : text;
 }
 
-async function loadComparisons() {
-  try {
-    view.list = await api("/api/comparisons");
-  } catch (error) {
-    report(error);
-    return;
-  }
-  renderList();
-  const id = view.shown ?? view.list[0]?.id;
-  if (id) await openComparison(id);
-}
-
-function renderList() {
-  const empty = !view.list.length;
-  $("compare-empty").hidden = !empty;
-  $("compare-list").hidden = empty;
-  if (empty) $("compare-detail").hidden = true;
-  $("compare-list").tBodies[0].replaceChildren(...view.list.map(listRow));
-}
-
-function listRow(item) {
-  const row = el("tr", "compare-item");
-  row.dataset.comparisonId = item.id;
-  row.tabIndex = 0;
-  if (item.id === view.shown) row.setAttribute("aria-current", "true");
+/** One comparison of the list: reference, candidates, text, context, worst KLD, date, id. */
+function comparisonCells(item) {
   const reference = el("td", "", fileName(item.reference));
   reference.title = item.reference;
-  const date = el("td", "eval-date", when(item.created));
+  const date = el("td", "browse-date", when(item.created));
   date.title = fullDate(item.created);
-  row.append(
+  return [
     reference,
     el("td", "", item.candidates.map(fileName).join(", ")),
     el("td", "", item.text),
     el("td", "num", number(item.context)),
     el("td", "num", fixed(item.largest_kld, 4)),
     date,
-    el("td", "eval-id", item.id),
-  );
-  row.addEventListener("click", () => openComparison(item.id));
-  row.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" || event.key === " ") {
-      event.preventDefault();
-      openComparison(item.id);
-    }
-  });
-  return row;
-}
-
-function markCurrent() {
-  for (const row of $("compare-list").tBodies[0].rows) {
-    if (row.dataset.comparisonId === view.shown) row.setAttribute("aria-current", "true");
-    else row.removeAttribute("aria-current");
-  }
-}
-
-async function openComparison(id) {
-  const seq = ++view.seq;
-  let record;
-  try {
-    record = await api(`/api/comparisons/${enc(id)}`);
-  } catch (error) {
-    if (seq !== view.seq) return;
-    if (error.status === 404) {
-      view.shown = null;
-      setHash(null);
-      $("compare-detail").hidden = true;
-      markCurrent();
-    }
-    report(error);
-    return;
-  }
-  if (seq !== view.seq) return;
-  view.shown = record.id;
-  if ($("layout").dataset.view === "compare") setHash(record.id);
-  markCurrent();
-  draw(record);
+    el("td", "browse-id", item.id),
+  ];
 }
 
 function draw(record) {
-  $("compare-detail").hidden = false;
-  $("compare-detail").dataset.comparisonId = record.id;
   $("compare-title").textContent = `Against ${fileName(record.reference)}`;
   const text = record.text;
   $("compare-meta").textContent =

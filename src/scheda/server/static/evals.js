@@ -3,30 +3,9 @@
 // The runs are read only: a run started in a terminal shows here as its items
 // are scored (press Refresh), and an unfinished one shows its figures so far.
 
-import { api, enc } from "./api.js";
-import { $, el, report } from "./dom.js";
+import { browser } from "./browse.js";
+import { $, el } from "./dom.js";
 import { duration, fullDate, number, when } from "./format.js";
-
-const view = {
-  runs: [], // GET /api/evals
-  shown: null, // the id of the evaluation run shown (or asked for by the URL)
-  seq: 0, // only the newest run asked for is drawn
-};
-
-export function wireEvals() {
-  $("evals-refresh").addEventListener("click", loadEvals);
-}
-
-/** The view is shown: the URL names its run, and the list is fetched again. */
-export function showEvals() {
-  if (view.shown) setHashEval(view.shown);
-  return loadEvals();
-}
-
-/** Show this run when the view opens (the URL asked for it). */
-export function askForEval(id) {
-  view.shown = id;
-}
 
 // MMLU's questions have four choices: a model that guesses scores 25%.
 const CHANCE = { mmlu: 0.25 };
@@ -50,43 +29,28 @@ function headline(summary) {
   return metrics.length ? metrics[0] : [null, null];
 }
 
-/** The URL names the run shown (#eval=ID), so a reload comes back to it. */
-function setHashEval(id) {
-  history.replaceState(null, "", id ? `#eval=${enc(id)}` : location.pathname + location.search);
-}
+/** The tab's module (for the tab table): the runs' list and one run's figures (#eval=ID). */
+export const evalsTab = () =>
+  browser({
+    prefix: "eval",
+    title: "Evaluation runs",
+    key: "runId",
+    path: "/api/evals",
+    columns: [
+      ["Model"],
+      ["Task"],
+      ["Shots", "num"],
+      ["Items", "num"],
+      ["Score ± stderr", "num"],
+      ["Date"],
+      ["Run"],
+    ],
+    cells: runCells,
+    draw: drawEval,
+  });
 
-export function hashEval() {
-  const m = /^#eval=([^&]+)$/.exec(location.hash);
-  return m ? decodeURIComponent(m[1]) : null;
-}
-
-/** The saved runs, newest first; then the run shown (or the newest), fetched again. */
-async function loadEvals() {
-  try {
-    view.runs = await api("/api/evals");
-  } catch (error) {
-    report(error);
-    return;
-  }
-  renderEvalList();
-  const id = view.shown ?? view.runs[0]?.id;
-  if (id) await openEval(id);
-}
-
-function renderEvalList() {
-  const empty = !view.runs.length;
-  $("evals-empty").hidden = !empty;
-  $("eval-runs").hidden = empty;
-  if (empty) $("eval-detail").hidden = true;
-  $("eval-runs").tBodies[0].replaceChildren(...view.runs.map(evalRow));
-}
-
-/** One run of the list: model, task, shots, items, headline score ± stderr, date; opens on click. */
-function evalRow(run) {
-  const row = el("tr", "eval-run");
-  row.dataset.runId = run.id;
-  row.tabIndex = 0;
-  if (run.id === view.shown) row.setAttribute("aria-current", "true");
+/** One run of the list: model, task, shots, items, headline score ± stderr, date, id. */
+function runCells(run, row) {
   const model = el("td", "eval-model", run.model);
   model.title = run.path || "";
 
@@ -103,62 +67,21 @@ function evalRow(run) {
     items.title = `${number(run.scored ?? 0)} of ${number(run.items)} items scored`;
     score.append(el("span", "badge", "unfinished"));
   }
-  const date = el("td", "eval-date", when(run.created));
+  const date = el("td", "browse-date", when(run.created));
   date.title = fullDate(run.created);
-  row.append(
+  return [
     model,
     el("td", "", run.task),
     el("td", "num", run.config?.shots == null ? "—" : String(run.config.shots)),
     items,
     score,
     date,
-    el("td", "eval-id", run.id),
-  );
-  row.addEventListener("click", () => openEval(run.id));
-  row.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" || event.key === " ") {
-      event.preventDefault();
-      openEval(run.id);
-    }
-  });
-  return row;
-}
-
-function markEvalCurrent() {
-  for (const row of $("eval-runs").tBodies[0].rows) {
-    if (row.dataset.runId === view.shown) row.setAttribute("aria-current", "true");
-    else row.removeAttribute("aria-current");
-  }
-}
-
-/** Show one run's figures (GET /api/evals/{id}); only the newest run asked for is drawn. */
-async function openEval(id) {
-  const seq = ++view.seq;
-  let run;
-  try {
-    run = await api(`/api/evals/${enc(id)}`);
-  } catch (error) {
-    if (seq !== view.seq) return;
-    if (error.status === 404) {
-      view.shown = null;
-      setHashEval(null);
-      $("eval-detail").hidden = true;
-      markEvalCurrent();
-    }
-    report(error);
-    return;
-  }
-  if (seq !== view.seq) return;
-  view.shown = run.id;
-  if ($("layout").dataset.view === "evals") setHashEval(run.id);
-  markEvalCurrent();
-  drawEval(run);
+    el("td", "browse-id", run.id),
+  ];
 }
 
 /** The run's heading, configuration, figures and (for a task with groups) the bar chart. */
 function drawEval(run) {
-  $("eval-detail").hidden = false;
-  $("eval-detail").dataset.runId = run.id;
   $("eval-title").textContent = `${run.task} · ${run.model}`;
   const meta = [`run ${run.id}`, `started ${fullDate(run.created)}`];
   if (run.finished) {

@@ -12,12 +12,16 @@ import { when } from "./format.js";
 import { state } from "./state.js";
 
 let sessions = []; // GET /api/sessions
-const actions = { open: async () => {}, fresh: () => {} };
+const actions = { open: async () => {}, fresh: () => {}, located: () => {} };
 
-/** Wire the list's actions: open(id) opens a session, fresh() starts a new chat. */
-export function wireSessions({ open, fresh }) {
+/**
+ * Wire the list's actions: open(id) opens a session, fresh() starts a new chat, and
+ * located(id) puts the open session (or none) in the URL, through the router.
+ */
+export function wireSessions({ open, fresh, located }) {
   actions.open = open;
   actions.fresh = fresh;
+  actions.located = located;
   $("new-session").addEventListener("click", () => fresh());
 }
 
@@ -230,12 +234,6 @@ function markCurrent() {
 }
 
 /** The open session lives in the URL (#session=ID), so a reload comes back to it. */
-export function setHashSession(id) {
-  const url = id ? `#session=${enc(id)}` : location.pathname + location.search;
-  history.replaceState(null, "", url);
-}
-
-export function hashSession() {
-  const m = /^#session=([^&]+)$/.exec(location.hash);
-  return m ? decodeURIComponent(m[1]) : null;
+function setHashSession(id) {
+  actions.located(id);
 }

@@ -2,88 +2,97 @@
 // see how each model splits a text, and read the saved evaluation runs (`scheda eval`).
 //
 // Plain ES modules, no framework and no build step, so the page works offline
-// from the files the server ships. This entry wires the views together: one
-// module per view (chat.js, sessions.js, model.js, tokens.js, evals.js), the sampling
-// controls (sampling.js), and what they share (api.js, dom.js, format.js,
-// state.js). Text from a model or a user only ever goes into the page through
-// textContent or markdown.js (which builds DOM nodes), never through innerHTML.
+// from the files the server ships. This entry declares the tabs (the tab table, which
+// router.js makes the tab bar and the URL's routes from) and wires the views together:
+// one module per view (chat.js, sessions.js, model.js, tokens.js, evals.js, compare.js,
+// the last two on browse.js's list and detail), the sampling controls (sampling.js),
+// and what they share (api.js, dom.js, format.js, state.js). Text from a model or a
+// user only ever goes into the page through textContent or markdown.js (which builds
+// DOM nodes), never through innerHTML.
 
 import { forgetKey, hasKey, saveKey } from "./api.js";
 import { clearChat, fillModelPicker, showSession, stopAnswer, wireChat } from "./chat.js";
+import { compareTab } from "./compare.js";
 import { $, hideBanner, report } from "./dom.js";
-import { askForComparison, hashComparison, showCompare, wireCompare } from "./compare.js";
-import { askForEval, hashEval, showEvals, wireEvals } from "./evals.js";
+import { evalsTab } from "./evals.js";
 import { loadHubDevices, wireHub } from "./hub.js";
 import { fillCardPicker, loadGpus, loadModels, showModel, wireModel } from "./model.js";
+import { declareTabs, go, selected, start } from "./router.js";
 import { loadSampling, wireSampling } from "./sampling.js";
-import {
-  closeSession,
-  hashSession,
-  openSession,
-  refreshSessions,
-  setHashSession,
-  showSessionNote,
-  wireSessions,
-} from "./sessions.js";
+import { closeSession, openSession, refreshSessions, showSessionNote, wireSessions } from "./sessions.js";
 import { state } from "./state.js";
 import { showTokens, wireTokens } from "./tokens.js";
 
-function showView(view) {
-  $("layout").dataset.view = view;
-  $("view-chat").hidden = view !== "chat";
-  $("settings").hidden = view !== "chat";
-  $("view-model").hidden = view !== "model";
-  $("view-tokens").hidden = view !== "tokens";
-  $("view-evals").hidden = view !== "evals";
-  $("view-compare").hidden = view !== "compare";
-  for (const tab of document.querySelectorAll(".tab")) {
-    tab.setAttribute("aria-selected", String(tab.dataset.view === view));
-  }
-  if (view === "model") showModel($("card-model").value);
-  // The URL names what a reload comes back to: the open session, or the evaluation run shown.
-  if (view === "chat") setHashSession(state.current?.id ?? null);
-  if (view === "evals") return showEvals();
-  if (view === "compare") return showCompare();
-  if (view === "tokens") return showTokens();
-  return Promise.resolve();
+/** The chat's tab: the open session (#session=ID), or a new chat (no hash). */
+const chatTab = {
+  async show(id) {
+    if (id && id !== state.current?.id) await loadChat(id);
+    else if (!id && state.current) startChat();
+  },
+  selected: () => state.current?.id ?? null,
+};
+
+/**
+ * The tabs, declared once: the tab bar and the router (router.js) are made from this.
+ * Each has its pane (#view-ID, and `panes` shown with it), its label, the word of its
+ * hash (#WORD or #WORD=ITEM) and its module: show(item), and selected() where it has items.
+ */
+function tabTable() {
+  return [
+    { id: "chat", label: "Chat", hash: "session", module: chatTab, panes: ["settings"] },
+    {
+      id: "model",
+      label: "Spec sheet & fit",
+      hash: "model",
+      module: { show: () => showModel($("card-model").value) },
+    },
+    { id: "tokens", label: "Tokens", hash: "tokens", module: { show: showTokens } },
+    { id: "evals", label: "Evaluations", hash: "eval", module: evalsTab() },
+    { id: "compare", label: "Quantization", hash: "compare", module: compareTab() },
+  ];
 }
 
-/** Open a saved session in the chat: its messages, system prompt, sampling options and model. */
-async function openChat(id) {
+/** Put a saved session in the chat: its messages, system prompt, sampling options and model. */
+async function loadChat(id) {
   stopAnswer();
   const session = await openSession(id);
   if (!session) return;
   showSession(session);
   showSessionNote();
-  showView("chat");
+}
+
+/** Open a saved session (from the list), in the chat's tab. */
+async function openChat(id) {
+  await loadChat(id);
+  await go("chat");
 }
 
 /** Start an unsaved chat; it is saved as a session when the first message is sent. */
-function newChat() {
+function startChat() {
   stopAnswer();
   closeSession();
   clearChat();
-  showView("chat");
+}
+
+function newChat() {
+  startChat();
+  go("chat");
 }
 
 /** Wire the page's controls once. */
 function wire() {
+  declareTabs(tabTable());
   wireChat();
   wireSampling();
-  wireSessions({ open: openChat, fresh: newChat });
+  wireSessions({ open: openChat, fresh: newChat, located: (id) => selected(chatTab, id) });
   wireModel();
   wireTokens();
-  wireEvals();
-  wireCompare();
   wireHub({ onPulled: joinPickers });
   $("auth-form").addEventListener("submit", (event) => {
     if (saveKey(event)) load();
   });
   $("forget-key").addEventListener("click", forgetKey);
   $("banner-close").addEventListener("click", hideBanner);
-  for (const tab of document.querySelectorAll(".tab")) {
-    tab.addEventListener("click", () => showView(tab.dataset.view));
-  }
 }
 
 /** A model pulled from the Hub is served now: it joins the chat's and the spec sheet's pickers. */
@@ -93,7 +102,7 @@ async function joinPickers(model) {
   fillCardPicker($("card-model").value || model.id);
 }
 
-/** Load what the page shows; run again after the API key is entered. */
+/** Load what the page shows, then the tab and item the URL names; again after the API key. */
 async function load() {
   try {
     // The sampling controls first: the chat picker marks those its model's engine lacks.
@@ -105,19 +114,7 @@ async function load() {
   fillModelPicker();
   fillCardPicker($("model-picker").value);
   await Promise.all([refreshSessions(), loadGpus(), loadHubDevices()]);
-  const evalId = hashEval(); // read first: starting a new chat clears the URL's hash
-  const comparisonId = hashComparison();
-  const id = hashSession();
-  if (id) await openChat(id);
-  else newChat();
-  if (evalId) {
-    askForEval(evalId);
-    await showView("evals");
-  }
-  if (comparisonId) {
-    askForComparison(comparisonId);
-    await showView("compare");
-  }
+  await start();
   document.body.dataset.ready = "true";
 }
 
