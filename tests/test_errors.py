@@ -41,10 +41,10 @@ SOURCE = Path(errors.__file__).parent
 # (module, function): why no user can reach it.
 VALUE_ERRORS_ALLOWED = {
     ("stores/sessions.py", "_check_role"): "scheda's callers pass the role, never a user",
-    ("formulas/fit.py", "weight_bytes"): "estimate() asks for the file's size only where there is one",
+    ("formulas/fit.py", "weight_bytes"): "estimate() asks for a file size only where there is one",
     ("evaluation/humaneval.py", "pass_at_k"): "n, c and k are the task's own counts",
-    ("readers/imatrix.py", "_imatrix_gguf"): "load_imatrix makes it a UsageError naming the file",
-    ("readers/imatrix.py", "_imatrix_legacy"): "load_imatrix makes it a UsageError naming the file",
+    ("readers/imatrix.py", "_imatrix_gguf"): "load_imatrix makes it a UsageError naming it",
+    ("readers/imatrix.py", "_imatrix_legacy"): "load_imatrix makes it a UsageError naming it",
 }
 # Exceptions declared outside errors.py: (module, class): why no user sees them.
 EXCEPTIONS_ALLOWED = {
