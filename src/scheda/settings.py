@@ -79,9 +79,16 @@ def debug() -> bool:
 
 
 def context_for(asked: int | None, trained: int | None) -> int:
-    """The context an engine takes: the one asked for, else the default capped by training."""
+    """The context a command uses, and an engine takes: the one asked for, else the default
+    capped by training. `fit`, `pull`, `card`, the server and both engines read it here, so
+    that with no `--context` they all weigh the same model at the same context."""
     if asked:
         return asked
     if trained and 0 < trained < DEFAULT_CONTEXT:
         return trained
     return DEFAULT_CONTEXT
+
+
+def model_context(trained: int | None) -> int:
+    """The longest context a model takes: its trained one, or the default where it does not say."""
+    return trained or DEFAULT_CONTEXT

@@ -107,7 +107,7 @@ def _measure(spec: ModelSpec, context: int | None) -> list[tuple[int, int, int]]
             "--measure loads the model through llama.cpp: it needs a .gguf file on this "
             "machine (`scheda pull` one)"
         )
-    top = spec.context or settings.DEFAULT_CONTEXT
+    top = settings.model_context(spec.context)
     contexts = [context] if context else sorted({c for c in (*MEASURE_CONTEXTS, top) if c <= top})
     with console().status("measuring (one fresh process per context)..."):
         return [(c, estimate(spec, "file", c).total, measure(Path(spec.path), c)) for c in contexts]
