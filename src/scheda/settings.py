@@ -38,6 +38,9 @@ ENV_DEBUG = "SCHEDA_DEBUG"
 
 # llama-server's default context: large enough for chat, small enough for a laptop.
 DEFAULT_CONTEXT = 4096
+# `scheda compare`'s chunk: the tokens each scored piece of the text holds (llama-perplexity's
+# default -c). Not a context any engine serves at; compare's memory column uses DEFAULT_CONTEXT.
+COMPARE_CHUNK = 512
 # llama-server's default number of slots: requests decoded together per model.
 DEFAULT_PARALLEL = 4
 # Requests that may wait per model beyond those decoded; the rest get a 503.
