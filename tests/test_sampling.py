@@ -191,3 +191,12 @@ def test_no_route_writes_a_sampling_field_of_its_own() -> None:
                 if name in names and (node.name, name) not in OWN_FIELDS:
                     written = ast.unparse(item.annotation)
                     assert "Field(" not in written, f"{path.name}: {node.name}.{name}: {written}"
+
+
+def test_the_engine_registry_is_keyed_by_the_declared_engine_names() -> None:
+    """sampling.py (a record, below the engines) names the engines; the registry uses those
+    names, so an engine added to one and not the other fails here."""
+    from scheda.engines import BY_FORMAT, REGISTRY
+
+    assert set(REGISTRY) == options.ENGINES == set(BY_FORMAT.values())
+    assert all(d.option.engines <= options.ENGINES for d in options.declared())

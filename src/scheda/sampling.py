@@ -23,7 +23,11 @@ from typing import Any
 
 from scheda.errors import UsageError
 
-ENGINES = frozenset({"llama.cpp", "transformers"})
+# The engines' names, declared here once: the engine registry (scheda.engines.REGISTRY) is
+# keyed by them, since this records layer may not import the engines (tests/test_sampling.py).
+LLAMA_CPP = "llama.cpp"
+TRANSFORMERS = "transformers"
+ENGINES = frozenset({LLAMA_CPP, TRANSFORMERS})
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ class Sampling:
         minimum=-2.0,
         maximum=2.0,
         flags=("--frequency-penalty",),
-        engines=frozenset({"llama.cpp"}),
+        engines=frozenset({LLAMA_CPP}),
         studio=True,
         step=0.1,
     )
@@ -121,7 +125,7 @@ class Sampling:
         minimum=-2.0,
         maximum=2.0,
         flags=("--presence-penalty",),
-        engines=frozenset({"llama.cpp"}),
+        engines=frozenset({LLAMA_CPP}),
         studio=True,
         step=0.1,
     )

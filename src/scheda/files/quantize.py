@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheda.errors import EngineError, ModelFileError, UsageError
+from scheda.errors import EngineError, ModelFileError, UsageError, install_hint
 from scheda.readers import gguf_types
 from scheda.readers.imatrix import load_imatrix
 from scheda.spec import ModelSpec
 
-INSTALL = "`make install-eval` (or `pip install 'scheda[eval]'`)"
+INSTALL = install_hint("eval")
 
 # llama-quantize's QUANT_OPTIONS (tools/quantize/quantize.cpp), in its order: the name and
 # what llama-quantize says of it (sizes and perplexity on Llama-3-8B).
