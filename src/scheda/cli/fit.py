@@ -27,7 +27,13 @@ def fit(
     file: FileOpt = None,
     context: Annotated[
         int | None,
-        typer.Option("--context", "-c", min=1, help="Context length (default: the model's own)."),
+        typer.Option(
+            "--context",
+            "-c",
+            min=1,
+            help=f"Context length (default: the engines' own, {settings.DEFAULT_CONTEXT} or less "
+            "when the model was trained on less).",
+        ),
     ] = None,
     batch: Annotated[
         int, typer.Option("--batch", "-b", min=1, help="Sequences decoded together.")
