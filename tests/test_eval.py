@@ -20,6 +20,7 @@ import torch
 
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, ItemResult
+from scheda.evaluation.gsm8k import GSM8K
 from scheda.evaluation.multiple_choice import LETTERS, MMLU, JsonlChoice
 from scheda.evaluation.runner import TASKS, make_task, published_label, run_task
 from scheda.evaluation.scorer import LlamaCppScorer, Scored, Scorer, TransformersScorer
@@ -496,8 +497,9 @@ def test_unknown_task_is_one_line() -> None:
 
 
 def test_each_task_is_declared_once_in_the_registry() -> None:
-    """A task made from its name takes the registry's default shots (the task classes hold no
-    default of their own), and its published label is a row of the catalog's spec sheets."""
+    """A task made from its name takes the registry's default shots, and its published label is
+    a row of the catalog's spec sheets. The classes keep their own default for direct use (they
+    cannot read the registry, which imports them): a test ties the two."""
     from scheda import catalog
 
     rows = set()
@@ -512,6 +514,7 @@ def test_each_task_is_declared_once_in_the_registry() -> None:
         assert published_label(name) == info.published and info.published in rows
         assert info.version >= 1
     assert MMLU(limit=1, data_dir=SHARED).shots == TASKS["mmlu"].shots == 5
+    assert GSM8K().shots == TASKS["gsm8k"].shots == 8
     assert published_label("mine.jsonl") is None
 
 

@@ -93,13 +93,6 @@ class EvalModel:
 OnResult = Callable[[ItemResult], None]
 
 
-def default_shots(task: str) -> int:
-    """A task's few-shot examples when none are asked for, as its registry entry declares."""
-    from scheda.evaluation.runner import TASKS  # the registry builds tasks: imported when used
-
-    return TASKS[task].shots
-
-
 class Task(ABC):
     """A benchmark: its items and how one is scored."""
 

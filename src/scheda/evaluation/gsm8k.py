@@ -42,7 +42,7 @@ from typing import Any
 
 from scheda.engines.base import Generation
 from scheda.errors import UsageError
-from scheda.evaluation.base import EvalModel, Item, ItemResult, Task, default_shots
+from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.sampling import Sampling
 
 HUB_DATASET = "openai/gsm8k"
@@ -148,13 +148,13 @@ class GSM8K(Task):
 
     def __init__(
         self,
-        shots: int | None = None,
+        shots: int = 8,
         limit: int | None = None,
         data_dir: Path | None = None,
         seed: int = 1234,
         max_tokens: int = 256,
     ) -> None:
-        super().__init__(default_shots(self.name) if shots is None else shots, limit)
+        super().__init__(shots, limit)
         self.data_dir = data_dir
         self.seed = seed
         self.max_tokens = max_tokens

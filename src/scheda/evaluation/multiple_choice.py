@@ -28,7 +28,7 @@ import numpy as np
 
 from scheda import settings
 from scheda.errors import UsageError
-from scheda.evaluation.base import EvalModel, Item, ItemResult, Task, default_shots
+from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -130,12 +130,12 @@ class MMLU(Task):
 
     def __init__(
         self,
-        shots: int | None = None,
+        shots: int = 5,
         limit: int | None = None,
         data_dir: Path | None = None,
         subjects: list[str] | None = None,
     ) -> None:
-        super().__init__(default_shots(self.name) if shots is None else shots, limit)
+        super().__init__(shots, limit)
         self.folder = mmlu_folder(data_dir)
         found = sorted(p.name.removesuffix("_test.csv") for p in self.folder.glob("*_test.csv"))
         unknown = sorted(set(subjects or []) - set(found))
