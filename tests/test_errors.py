@@ -177,3 +177,28 @@ def test_anything_else_is_scheda_s_bug() -> None:
     body = error_body(KeyError("k"))
     assert body["type"] == "server_error"
     assert body["message"] == "internal error in scheda (KeyError): please report it"
+
+
+def _strings_naming(tree: ast.Module, text: str) -> list[str]:
+    """The string constants (f-strings' pieces included) that hold `text`."""
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and text in node.value
+    ]
+
+
+def test_install_hints_are_written_in_errors_py_only() -> None:
+    """What to install for a missing extra is `errors.install_hint`'s to say: a module that
+    writes `make install-` or `pip install` itself is a second copy of the hint."""
+    for path, tree in _modules():
+        if path != "errors.py":
+            for text in ("make install", "pip install"):
+                assert not _strings_naming(tree, text), f"{path}: use errors.install_hint"
+    assert errors.install_hint("eval") == "`make install-eval` (or `pip install 'scheda[eval]'`)"
+    assert errors.install_hint() == "`make install`"
+
+
+def test_the_hint_scan_sees_an_f_string() -> None:
+    tree = ast.parse("x = f'run `make install-ray` ({1})'")
+    assert _strings_naming(tree, "make install") == ["run `make install-ray` ("]

@@ -20,8 +20,9 @@ import torch
 
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, ItemResult
+from scheda.evaluation.gsm8k import GSM8K
 from scheda.evaluation.multiple_choice import LETTERS, MMLU, JsonlChoice
-from scheda.evaluation.runner import make_task, run_task
+from scheda.evaluation.runner import TASKS, make_task, published_label, run_task
 from scheda.evaluation.scorer import LlamaCppScorer, Scored, Scorer, TransformersScorer
 from scheda.stores.evals import EvalStore
 from tests.conftest import SCIENCE
@@ -491,8 +492,30 @@ def test_bad_jsonl_says_which_line(tmp_path: Path, line: str, message: str) -> N
 
 
 def test_unknown_task_is_one_line() -> None:
-    with pytest.raises(UsageError, match="unknown task 'mmlux'"):
+    with pytest.raises(UsageError, match="unknown task 'mmlux': known are mmlu, gsm8k, humaneval"):
         make_task("mmlux", None, None, None)
+
+
+def test_each_task_is_declared_once_in_the_registry() -> None:
+    """A task made from its name takes the registry's default shots, and its published label is
+    a row of the catalog's spec sheets. The classes keep their own default for direct use (they
+    cannot read the registry, which imports them): a test ties the two."""
+    from scheda import catalog
+
+    rows = set()
+    for name in catalog.names():
+        found = catalog.lookup(name)
+        assert found is not None
+        rows |= {*found[0].benchmarks, *found[0].instruct_benchmarks}
+    assert list(TASKS) == ["mmlu", "gsm8k", "humaneval"]
+    for name, info in TASKS.items():
+        task = make_task(name, None, 1, SHARED)
+        assert (task.name, task.shots) == (name, info.shots)
+        assert published_label(name) == info.published and info.published in rows
+        assert info.version >= 1
+    assert MMLU(limit=1, data_dir=SHARED).shots == TASKS["mmlu"].shots == 5
+    assert GSM8K().shots == TASKS["gsm8k"].shots == 8
+    assert published_label("mine.jsonl") is None
 
 
 # -- the command -----------------------------------------------------------------------------

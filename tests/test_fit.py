@@ -83,7 +83,7 @@ def test_llama_3_70b_on_a_t4_says_nothing_fits_and_what_would() -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "nothing fits" in out
-    assert "It would fit:" in out and "H100" in out
+    assert "It would fit:" in out and "A100 40GB at Q4_0" in out  # at 4,096, the default
     assert "Models that fit here at Q4_K_M: qwen1.5-14b" in out  # the largest first
     assert "llama-3-70b," not in out
 
@@ -102,7 +102,7 @@ def test_fit_json_reports_devices_and_alternatives() -> None:
     assert not any(data["devices"][0]["fits"].values())
     assert data["alternatives"]["smallest_precision"] == "Q4_0"
     names = [d["device"] for d in data["alternatives"]["devices_that_fit"]]
-    assert "h100" in names and "t4" not in names
+    assert "a100-40" in names and "t4" not in names
 
 
 def test_fit_with_a_memory_budget_and_host(smollm) -> None:

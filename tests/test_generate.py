@@ -15,7 +15,14 @@ import pytest
 
 from scheda.engines import Message, open_model
 from scheda.errors import UsageError
-from scheda.talk.prompt_fit import fit_prompt, fit_user_message
+from scheda.talk.prompt_fit import (
+    MIN_ANSWER_ROOM,
+    answer_room,
+    fit_history,
+    fit_prompt,
+    fit_user_message,
+    prompt_tokens,
+)
 
 SCHEDA = Path(sys.executable).parent / "scheda"
 
@@ -189,3 +196,22 @@ def test_fit_prompt_cuts_the_oldest_tokens(smollm_path: Path) -> None:
         )
         assert messages[0].content == "Be brief."  # the system prompt is never cut
         assert messages[1].content.endswith(" end") and chat_fit.tokens <= 64 - 8
+
+
+def test_every_fit_leaves_the_answer_the_same_room(smollm_path: Path) -> None:
+    """A prompt, a chat's last message and a chat's history are cut by one rule (answer_room):
+    a limited answer keeps its own room, an unlimited one (max_tokens 0) half the context."""
+    assert [answer_room(64, m) for m in (0, 4, 20, 100)] == [32, MIN_ANSWER_ROOM, 20, 32]
+    long = " ".join(str(i) for i in range(200)) + " end"
+    turns = [Message(role, f"{role} {i}") for i in range(8) for role in ("user", "assistant")]
+    user = Message("user", "hi")
+    with open_model(smollm_path, "llama.cpp", context=128) as engine:
+        dropped: dict[int, int] = {}
+        for max_tokens in (0, 20, 100):
+            most = 128 - answer_room(128, max_tokens)
+            fitted = fit_prompt(engine, long, max_tokens, truncate=True)
+            _, chat_fit = fit_user_message(engine, [Message("user", long)], max_tokens, True)
+            kept, dropped[max_tokens] = fit_history(engine, None, [*turns, user], max_tokens)
+            history = prompt_tokens(engine, engine.chat_prompt(kept), chat=True)
+            assert max(fitted.tokens, chat_fit.tokens, history) <= most
+    assert 0 < dropped[20] < dropped[0] == dropped[100]  # more room for the answer, fewer turns

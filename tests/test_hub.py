@@ -471,3 +471,16 @@ def test_the_tokenizer_is_told_by_the_start_of_tokenizer_json(
     assert hf_folder._tokenizer_kind(folder) == expected
     walked = hf_folder._walk_tokenizer((tmp_path / "tokenizer.json").read_text()[:20_000])
     assert (walked is None) == model_first
+
+
+def test_fit_and_pull_agree_with_no_flags(online_hub: Hub) -> None:
+    """Neither names a context, so both weigh the file at the one context a command uses
+    (settings.context_for: SmolLM2's trained 8,192 capped at 4,096); `fit` cannot call a file
+    fitting that `pull` refuses, or the other way round."""
+    budget = hardware.custom(0.23)  # 235 MiB: the Q4_1 file fits at 4,096, the Q8_0 does not
+    for tag, fits in (("Q4_1", True), ("Q8_0", False)):
+        pulled = plan(f"{GGUF_REPO}:{tag}", device=budget)
+        fit = fit_report(resolve(f"{GGUF_REPO}:{tag}"), None, 1, [budget]).to_dict()
+        assert fit["context"] == pulled.context == 4096
+        [device] = fit["devices"]
+        assert device["fits"]["file"] is pulled.fits is fits, tag

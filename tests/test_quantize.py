@@ -31,7 +31,7 @@ from scheda.files.quantize import (
     parse_types,
     quantize,
 )
-from scheda.readers import read_spec
+from scheda.readers import gguf_types, read_spec
 from scheda.readers.imatrix import load_imatrix
 
 STEM = "SmolLM2-135M-Instruct"
@@ -63,6 +63,10 @@ def test_types_are_llama_quantizes_names() -> None:
     for name in ("F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S", "Q4_K_M", "Q4_K_S", "Q4_0"):
         assert name in TYPES
     assert set(ALIASES.values()) <= set(TYPES)
+    # Each type's llama_ftype is the readers' (gguf_types.FILE_TYPES), not a table of its own.
+    assert TYPES["Q4_K_M"][0] == 15 and TYPES["F32"][0] == 0 and TYPES["BF16"][0] == 32
+    for name, (ftype, _) in TYPES.items():
+        assert gguf_types.FILE_TYPES[ftype] in (f"MOSTLY_{name}", f"ALL_{name}"), name
     with pytest.raises(UsageError, match="unknown type 'Q9_9'"):
         parse_types("Q8_0,Q9_9")
     assert output_stem(Path(f"{STEM}.Q4_1.gguf")) == STEM

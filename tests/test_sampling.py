@@ -7,10 +7,15 @@ so that an option added to `Sampling` shows up everywhere or a test says where i
 
 from __future__ import annotations
 
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 import typer.main
+from pydantic import BaseModel
 
 from scheda import sampling as options
 from scheda.cli import app
@@ -133,3 +138,74 @@ def test_an_engine_refuses_an_option_it_does_not_honour_and_says_what_it_honours
     assert options.unsupported("llama.cpp", Sampling(presence_penalty=1.0)) is None
     message = options.refusal("transformers", "presence_penalty")
     assert "no presence_penalty" in message and "repeat_penalty" in message
+
+
+def server_models() -> list[type[BaseModel]]:
+    """Every pydantic model the server's modules define: the request bodies of all routes."""
+    import scheda.server
+
+    for info in pkgutil.iter_modules(scheda.server.__path__, "scheda.server."):
+        importlib.import_module(info.name)
+    found, todo = [], list(BaseModel.__subclasses__())
+    while todo:
+        model = todo.pop()
+        todo.extend(model.__subclasses__())
+        if model.__module__.startswith("scheda.server.") and "[" not in model.__name__:
+            found.append(model)
+    return found
+
+
+# Fields named like an option that are another API's own: Anthropic's max_tokens is required
+# and at least 1 (llama.cpp's 0, "to the end", has no place there).
+OWN_FIELDS = {("CreateMessage", "max_tokens")}
+
+
+def bounds(schema: dict[str, Any]) -> tuple[Any, Any]:
+    """A property's (minimum, maximum), whether or not it also takes null."""
+    numeric = [x for x in schema.get("anyOf", [schema]) if x.get("type") in ("integer", "number")]
+    return (numeric[0].get("minimum"), numeric[0].get("maximum")) if numeric else (None, None)
+
+
+def test_every_route_takes_its_sampling_fields_from_the_declarations() -> None:
+    """Each request model's sampling fields have the declared bounds, over all routes."""
+    declared = {d.name: d for d in options.declared() if d.option.api}
+    checked = set()
+    for model in server_models():
+        properties = model.model_json_schema().get("properties", {})
+        own = {n for m, n in OWN_FIELDS if m == model.__name__}
+        for name in (set(properties) & set(declared)) - own:
+            d = declared[name]
+            assert bounds(properties[name]) == (d.option.minimum, d.option.maximum), (model, name)
+            checked.add((model.__name__, name))
+    # The three families of routes are among them (a test that saw none would prove nothing).
+    assert {("ChatRequest", "temperature"), ("MessagesRequest", "top_k")} <= checked
+    assert ("ResponsesRequest", "top_p") in checked
+
+
+def test_no_route_writes_a_sampling_field_of_its_own() -> None:
+    """A field named like an option is typed by the declarations (schemas.declared_type and the
+    aliases made with it), never with bounds written out again: a second copy fails here."""
+    import scheda.server
+
+    names = {d.name for d in options.declared() if d.option.api}
+    folder = Path(scheda.server.__path__[0])
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for item in node.body:
+                if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+                    continue
+                name = item.target.id
+                if name in names and (node.name, name) not in OWN_FIELDS:
+                    written = ast.unparse(item.annotation)
+                    assert "Field(" not in written, f"{path.name}: {node.name}.{name}: {written}"
+
+
+def test_the_engine_registry_is_keyed_by_the_declared_engine_names() -> None:
+    """sampling.py (a record, below the engines) names the engines; the registry uses those
+    names, so an engine added to one and not the other fails here."""
+    from scheda.engines import BY_FORMAT, REGISTRY
+
+    assert set(REGISTRY) == options.ENGINES == set(BY_FORMAT.values())
+    assert all(d.option.engines <= options.ENGINES for d in options.declared())

@@ -171,3 +171,11 @@ class PullRefusedError(SchedaError):
     disk could not hold it. Says the numbers, and what would fit instead."""
 
     status = 409
+
+
+def install_hint(extra: str | None = None, pip: str | None = None) -> str:
+    """What to run for a missing package, written here only: `make install-EXTRA` (or pip's
+    `scheda[EXTRA]`); no extra: the base `make install`, with `pip` for its pip form if any."""
+    make = f"`make install-{extra}`" if extra else "`make install`"
+    pip = pip or (f"'scheda[{extra}]'" if extra else None)
+    return f"{make} (or `pip install {pip}`)" if pip else make

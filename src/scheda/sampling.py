@@ -24,7 +24,11 @@ from typing import Any
 
 from scheda.errors import UsageError
 
-ENGINES = frozenset({"llama.cpp", "transformers"})
+# The engines' names, declared here once: the engine registry (scheda.engines.REGISTRY) is
+# keyed by them, since this records layer may not import the engines (tests/test_sampling.py).
+LLAMA_CPP = "llama.cpp"
+TRANSFORMERS = "transformers"
+ENGINES = frozenset({LLAMA_CPP, TRANSFORMERS})
 
 # Where a conversation's default differs from a completion's: an answer in a chat runs longer.
 # `scheda chat` and the studio's chat share their sessions, so both read these (the studio
@@ -117,7 +121,7 @@ class Sampling:
         minimum=-2.0,
         maximum=2.0,
         flags=("--frequency-penalty",),
-        engines=frozenset({"llama.cpp"}),
+        engines=frozenset({LLAMA_CPP}),
         studio=True,
         step=0.1,
     )
@@ -127,7 +131,7 @@ class Sampling:
         minimum=-2.0,
         maximum=2.0,
         flags=("--presence-penalty",),
-        engines=frozenset({"llama.cpp"}),
+        engines=frozenset({LLAMA_CPP}),
         studio=True,
         step=0.1,
     )

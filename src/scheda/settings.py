@@ -38,6 +38,9 @@ ENV_DEBUG = "SCHEDA_DEBUG"
 
 # llama-server's default context: large enough for chat, small enough for a laptop.
 DEFAULT_CONTEXT = 4096
+# `scheda compare`'s chunk: the tokens each scored piece of the text holds (llama-perplexity's
+# default -c). Not a context any engine serves at; compare's memory column uses DEFAULT_CONTEXT.
+COMPARE_CHUNK = 512
 # llama-server's default number of slots: requests decoded together per model.
 DEFAULT_PARALLEL = 4
 # Requests that may wait per model beyond those decoded; the rest get a 503.
@@ -79,9 +82,16 @@ def debug() -> bool:
 
 
 def context_for(asked: int | None, trained: int | None) -> int:
-    """The context an engine takes: the one asked for, else the default capped by training."""
+    """The context a command uses, and an engine takes: the one asked for, else the default
+    capped by training. `fit`, `pull`, `card`, the server and both engines read it here, so
+    that with no `--context` they all weigh the same model at the same context."""
     if asked:
         return asked
     if trained and 0 < trained < DEFAULT_CONTEXT:
         return trained
     return DEFAULT_CONTEXT
+
+
+def model_context(trained: int | None) -> int:
+    """The longest context a model takes: its trained one, or the default where it does not say."""
+    return trained or DEFAULT_CONTEXT

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from scheda import settings
 from scheda.cli.common import (
     Cluster,
     JsonOpt,
@@ -39,10 +40,10 @@ def compare(
         typer.Option(
             "--context", "-c", min=16, help="Chunk length in tokens (llama-perplexity's -c)."
         ),
-    ] = 512,
+    ] = settings.COMPARE_CHUNK,
     memory_context: Annotated[
         int, typer.Option("--memory-context", min=16, help="The context the memory column is for.")
-    ] = 4096,
+    ] = settings.DEFAULT_CONTEXT,
     runs: Annotated[
         int, typer.Option("--runs", min=1, max=20, help="Bench rounds (each model once per round).")
     ] = 3,

@@ -28,7 +28,7 @@ def report_table(model: str, summaries: list[dict[str, Any]], published: dict[st
     """The published spec sheets' shape: benchmark, shots, metric, score ± standard error."""
     from rich.table import Table
 
-    from scheda.evaluation.runner import PUBLISHED
+    from scheda.evaluation.runner import published_label
 
     table = Table(title=f"{model}: measured here", title_justify="left")
     for column in ("Benchmark", "Shots", "Metric", "Score", "± stderr", "Items", "Published"):
@@ -38,7 +38,8 @@ def report_table(model: str, summaries: list[dict[str, Any]], published: dict[st
         if "macro" in s:
             figures.append(("acc (macro)", s["macro"]))
         for i, (metric, f) in enumerate(figures):
-            row_published = published.get(PUBLISHED.get(s["task"], "")) if i == 0 else None
+            label = published_label(s["task"])
+            row_published = published.get(label) if i == 0 and label else None
             table.add_row(
                 s["task"] if i == 0 else "",
                 str(s["shots"]) if i == 0 else "",
@@ -129,12 +130,12 @@ def _evaluate(
 ) -> None:
     from scheda.engines import choose
     from scheda.evaluation.base import EvalModel
-    from scheda.evaluation.runner import make_task
+    from scheda.evaluation.runner import make_task, task_names
     from scheda.resolve import resolve
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     if not names:
-        raise UsageError("--tasks is empty: give mmlu, gsm8k, humaneval or a .jsonl file")
+        raise UsageError(f"--tasks is empty: give {task_names()} or a .jsonl file")
     if data is not None and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder")
     _, path = choose(model)

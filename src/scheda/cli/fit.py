@@ -27,7 +27,13 @@ def fit(
     file: FileOpt = None,
     context: Annotated[
         int | None,
-        typer.Option("--context", "-c", min=1, help="Context length (default: the model's own)."),
+        typer.Option(
+            "--context",
+            "-c",
+            min=1,
+            help=f"Context length (default: the engines' own, {settings.DEFAULT_CONTEXT} or less "
+            "when the model was trained on less).",
+        ),
     ] = None,
     batch: Annotated[
         int, typer.Option("--batch", "-b", min=1, help="Sequences decoded together.")
@@ -107,7 +113,7 @@ def _measure(spec: ModelSpec, context: int | None) -> list[tuple[int, int, int]]
             "--measure loads the model through llama.cpp: it needs a .gguf file on this "
             "machine (`scheda pull` one)"
         )
-    top = spec.context or settings.DEFAULT_CONTEXT
+    top = settings.model_context(spec.context)
     contexts = [context] if context else sorted({c for c in (*MEASURE_CONTEXTS, top) if c <= top})
     with console().status("measuring (one fresh process per context)..."):
         return [(c, estimate(spec, "file", c).total, measure(Path(spec.path), c)) for c in contexts]

@@ -22,19 +22,21 @@ from scheda.engines.base import (
     Token,
     TokenLogprob,
 )
-from scheda.errors import EngineError, ModelFileError, UsageError
+from scheda.errors import EngineError, ModelFileError, UsageError, install_hint
+from scheda.sampling import LLAMA_CPP, TRANSFORMERS
 
 # name -> ("module:class", what to install when its module is missing)
+# Keyed by the names the sampling declarations give the engines (scheda/sampling.py).
 REGISTRY: dict[str, tuple[str, str]] = {
-    "llama.cpp": ("scheda.engines.llamacpp:LlamaCppEngine", "`make install`"),
-    "transformers": (
+    LLAMA_CPP: ("scheda.engines.llamacpp:LlamaCppEngine", install_hint()),
+    TRANSFORMERS: (
         "scheda.engines.transformers:TransformersEngine",
-        "`make install-transformers` (or `pip install 'scheda[transformers]'`)",
+        install_hint("transformers"),
     ),
 }
 
 # The engine each kind of model file goes to when the user names none.
-BY_FORMAT = {"gguf": "llama.cpp", "hf": "transformers"}
+BY_FORMAT = {"gguf": LLAMA_CPP, "hf": TRANSFORMERS}
 
 
 # Options only one engine takes; the others refuse them in one line rather than ignore them.

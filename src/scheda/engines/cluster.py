@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from types import ModuleType
 
-from scheda.errors import UsageError
+from scheda.errors import UsageError, install_hint
 
-RAY_INSTALL = "`make install-ray` (or `pip install 'scheda[ray]'`)"
+RAY_INSTALL = install_hint("ray")
 # A local cluster moves items and results, a few kB each: Ray's smallest object store will do.
 LOCAL_OBJECT_STORE = 128 * 2**20
 CONNECT_TIMEOUT_S = 5.0

@@ -37,14 +37,20 @@ from scheda.engines.base import (
     stopwatch,
 )
 from scheda.engines.hf_stream import Watch
-from scheda.errors import EngineError, ModelFileError, PromptTooLongError, UsageError
+from scheda.errors import (
+    EngineError,
+    ModelFileError,
+    PromptTooLongError,
+    UsageError,
+    install_hint,
+)
 from scheda.formulas.hardware import physical_cores
 from scheda.pieces import hf_piece, is_byte_level
 from scheda.sampling import Sampling
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZE = (None, "8bit", "4bit")
-CUDA_INSTALL = "`make install-cuda` (or `pip install 'scheda[cuda]'`)"
+CUDA_INSTALL = install_hint("cuda")
 
 
 def _quiet() -> None:

@@ -49,13 +49,13 @@ from typing import Any
 
 import numpy as np
 
+from scheda import settings
 from scheda.errors import ModelFileError, UsageError
 from scheda.evaluation.divergence import Figures, compare_rows, reference_summary
 from scheda.evaluation.logit_cache import STEP, WINDOW, LogitCache, ReferenceChunk, encode_rows
 from scheda.evaluation.scorer import Scorer, open_scorer
 from scheda.stores.evals import EvalStore
 
-DEFAULT_CONTEXT = 512  # llama-perplexity's default
 DEFAULT_TEXT = "gsm8k-test-60.txt"
 DEFAULT_TEXT_ABOUT = (
     "the first 60 problems of GSM8K's test split with their worked answers (calculator "
@@ -498,8 +498,8 @@ def run_compare(
     reference: Path,
     candidates: list[Path],
     text: Text,
-    context: int = DEFAULT_CONTEXT,
-    memory_context: int = 4096,
+    context: int = settings.COMPARE_CHUNK,
+    memory_context: int = settings.DEFAULT_CONTEXT,
     bench_runs: int = 3,
     threads: int | None = None,
     store: EvalStore | None = None,

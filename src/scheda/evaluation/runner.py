@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,59 @@ from scheda.errors import UsageError
 from scheda.evaluation.base import Aggregate, EvalModel, Item, ItemResult, Task, aggregate
 from scheda.stores.evals import EvalStore, Run
 
-TASKS = ("mmlu", "gsm8k", "humaneval")
-# Published spec-sheet rows each task matches (the catalog's benchmark names).
-PUBLISHED = {
-    "mmlu": "MMLU (5-shot)",
-    "gsm8k": "GSM-8K (8-shot, CoT)",
-    "humaneval": "HumanEval (0-shot)",
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task, declared once: everything else (the names `--tasks` takes, the default shots,
+    the spec-sheet row it is set beside) is read from here. Adding a task is adding one."""
+
+    name: str
+    shots: int  # the few-shot examples when --shots is left out
+    published: str  # the catalog's benchmark row it matches (the spec sheets' own label)
+    version: int  # raised when the task's prompts or scoring change
+    build: Callable[[int, int | None, Path | None, int], Task]  # (shots, limit, data, samples)
+
+
+def _mmlu(shots: int, limit: int | None, data: Path | None, samples: int) -> Task:
+    from scheda.evaluation.multiple_choice import MMLU
+
+    return MMLU(shots, limit, data)
+
+
+def _gsm8k(shots: int, limit: int | None, data: Path | None, samples: int) -> Task:
+    from scheda.evaluation.gsm8k import GSM8K
+
+    return GSM8K(shots, limit, data)
+
+
+def _humaneval(shots: int, limit: int | None, data: Path | None, samples: int) -> Task:
+    from scheda.evaluation.humaneval import HumanEval
+
+    if shots:
+        raise UsageError("humaneval is 0-shot: leave --shots out")
+    return HumanEval(samples=samples, limit=limit, data_dir=data)
+
+
+# The tasks by name, in the order `--tasks` lists them.
+TASKS: dict[str, TaskInfo] = {
+    t.name: t
+    for t in (
+        TaskInfo("mmlu", 5, "MMLU (5-shot)", 1, _mmlu),
+        TaskInfo("gsm8k", 8, "GSM-8K (8-shot, CoT)", 1, _gsm8k),
+        TaskInfo("humaneval", 0, "HumanEval (0-shot)", 1, _humaneval),
+    )
 }
+
+
+def published_label(task: str) -> str | None:
+    """The catalog's benchmark row a task's figures are set beside (None: a task of a file)."""
+    info = TASKS.get(task)
+    return info.published if info is not None else None
+
+
+def task_names() -> str:
+    """The names `--tasks` takes, for help and errors."""
+    return ", ".join(TASKS)
 
 
 def _data_for(data: Path | None, name: str) -> Path | None:
@@ -35,27 +82,17 @@ def _data_for(data: Path | None, name: str) -> Path | None:
 def make_task(
     name: str, shots: int | None, limit: int | None, data: Path | None, samples: int = 1
 ) -> Task:
-    """A task from its name (mmlu, gsm8k, humaneval) or a .jsonl file of multiple choice."""
+    """A task from its name (one of TASKS) or a .jsonl file of multiple choice."""
     if name.endswith(".jsonl"):
         from scheda.evaluation.multiple_choice import JsonlChoice
 
         return JsonlChoice(Path(name).expanduser(), shots or 0, limit)
-    if name == "mmlu":
-        from scheda.evaluation.multiple_choice import MMLU
-
-        return MMLU(5 if shots is None else shots, limit, _data_for(data, "mmlu"))
-    if name == "gsm8k":
-        from scheda.evaluation.gsm8k import GSM8K
-
-        return GSM8K(8 if shots is None else shots, limit, _data_for(data, "gsm8k"))
-    if name == "humaneval":
-        from scheda.evaluation.humaneval import HumanEval
-
-        if shots:
-            raise UsageError("humaneval is 0-shot: leave --shots out")
-        return HumanEval(samples=samples, limit=limit, data_dir=_data_for(data, "humaneval"))
-    known = ", ".join(TASKS)
-    raise UsageError(f"unknown task {name!r}: known are {known}, or a path to a .jsonl file")
+    info = TASKS.get(name)
+    if info is None:
+        raise UsageError(
+            f"unknown task {name!r}: known are {task_names()}, or a path to a .jsonl file"
+        )
+    return info.build(info.shots if shots is None else shots, limit, _data_for(data, name), samples)
 
 
 def run_task(

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from scheda import settings
-from scheda.errors import EngineError, PromptTooLongError, UsageError
+from scheda.errors import EngineError, PromptTooLongError, UsageError, install_hint
 
-EVAL_INSTALL = "`make install-eval` (or `pip install 'scheda[eval]'`)"
+EVAL_INSTALL = install_hint("eval")
 BRANCHES = 16  # choices of one question decoded together, at most
 BATCH = 512  # llama.cpp's default batch; smaller ones are for tests of what crosses one
 # The longest block llama.cpp decodes a sequence in (LlamaCppScorer.blocks). A question's

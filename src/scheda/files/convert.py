@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from scheda.errors import EngineError, ModelFileError, UsageError
+from scheda.errors import EngineError, ModelFileError, UsageError, install_hint
 
 DTYPES = ("float16", "bfloat16", "float32")
 DEFAULT_DTYPE = "float16"
-INSTALL = "`make install-transformers` (or `pip install 'scheda[transformers]'`)"
+INSTALL = install_hint("transformers")
 # What `save_pretrained` writes for the weights; stale ones would be counted twice.
 WEIGHT_GLOBS = ("*.safetensors", "model.safetensors.index.json")
 

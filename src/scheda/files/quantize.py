@@ -38,51 +38,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheda.errors import EngineError, ModelFileError, UsageError
+from scheda.errors import EngineError, ModelFileError, UsageError, install_hint
 from scheda.readers import gguf_types
 from scheda.readers.imatrix import load_imatrix
 from scheda.spec import ModelSpec
 
-INSTALL = "`make install-eval` (or `pip install 'scheda[eval]'`)"
+INSTALL = install_hint("eval")
 
-# llama-quantize's QUANT_OPTIONS (tools/quantize/quantize.cpp), in its order: the name, the
-# llama_ftype, and what llama-quantize says of it (sizes and perplexity on Llama-3-8B).
+# llama-quantize's QUANT_OPTIONS (tools/quantize/quantize.cpp), in its order: the name and
+# what llama-quantize says of it (sizes and perplexity on Llama-3-8B).
+ABOUT: dict[str, str] = {
+    "Q1_0": "1.125 bpw quantization",
+    "Q2_0": "2.25 bpw quantization (group 64)",
+    "Q4_0": "4.34G, +0.4685 ppl @ Llama-3-8B",
+    "Q4_1": "4.78G, +0.4511 ppl @ Llama-3-8B",
+    "MXFP4_MOE": "MXFP4 MoE",
+    "Q5_0": "5.21G, +0.1316 ppl @ Llama-3-8B",
+    "Q5_1": "5.65G, +0.1062 ppl @ Llama-3-8B",
+    "IQ2_XXS": "2.06 bpw quantization",
+    "IQ2_XS": "2.31 bpw quantization",
+    "IQ2_S": "2.5  bpw quantization",
+    "IQ2_M": "2.7  bpw quantization",
+    "IQ1_S": "1.56 bpw quantization",
+    "IQ1_M": "1.75 bpw quantization",
+    "TQ1_0": "1.69 bpw ternarization",
+    "TQ2_0": "2.06 bpw ternarization",
+    "Q2_K": "2.96G, +3.5199 ppl @ Llama-3-8B",
+    "Q2_K_S": "2.96G, +3.1836 ppl @ Llama-3-8B",
+    "IQ3_XXS": "3.06 bpw quantization",
+    "IQ3_S": "3.44 bpw quantization",
+    "IQ3_M": "3.66 bpw quantization mix",
+    "IQ3_XS": "3.3 bpw quantization",
+    "Q3_K_S": "3.41G, +1.6321 ppl @ Llama-3-8B",
+    "Q3_K_M": "3.74G, +0.6569 ppl @ Llama-3-8B",
+    "Q3_K_L": "4.03G, +0.5562 ppl @ Llama-3-8B",
+    "IQ4_NL": "4.50 bpw non-linear quantization",
+    "IQ4_XS": "4.25 bpw non-linear quantization",
+    "Q4_K_S": "4.37G, +0.2689 ppl @ Llama-3-8B",
+    "Q4_K_M": "4.58G, +0.1754 ppl @ Llama-3-8B",
+    "Q5_K_S": "5.21G, +0.1049 ppl @ Llama-3-8B",
+    "Q5_K_M": "5.33G, +0.0569 ppl @ Llama-3-8B",
+    "Q6_K": "6.14G, +0.0217 ppl @ Llama-3-8B",
+    "Q8_0": "7.96G, +0.0026 ppl @ Llama-3-8B",
+    "F16": "14.00G, +0.0020 ppl @ Mistral-7B",
+    "BF16": "14.00G, -0.0050 ppl @ Mistral-7B",
+    "F32": "26.00G @ 7B",
+}
+# Each name with its llama_ftype, the `general.file_type` the readers know it by.
 TYPES: dict[str, tuple[int, str]] = {
-    "Q1_0": (40, "1.125 bpw quantization"),
-    "Q2_0": (41, "2.25 bpw quantization (group 64)"),
-    "Q4_0": (2, "4.34G, +0.4685 ppl @ Llama-3-8B"),
-    "Q4_1": (3, "4.78G, +0.4511 ppl @ Llama-3-8B"),
-    "MXFP4_MOE": (38, "MXFP4 MoE"),
-    "Q5_0": (8, "5.21G, +0.1316 ppl @ Llama-3-8B"),
-    "Q5_1": (9, "5.65G, +0.1062 ppl @ Llama-3-8B"),
-    "IQ2_XXS": (19, "2.06 bpw quantization"),
-    "IQ2_XS": (20, "2.31 bpw quantization"),
-    "IQ2_S": (28, "2.5  bpw quantization"),
-    "IQ2_M": (29, "2.7  bpw quantization"),
-    "IQ1_S": (24, "1.56 bpw quantization"),
-    "IQ1_M": (31, "1.75 bpw quantization"),
-    "TQ1_0": (36, "1.69 bpw ternarization"),
-    "TQ2_0": (37, "2.06 bpw ternarization"),
-    "Q2_K": (10, "2.96G, +3.5199 ppl @ Llama-3-8B"),
-    "Q2_K_S": (21, "2.96G, +3.1836 ppl @ Llama-3-8B"),
-    "IQ3_XXS": (23, "3.06 bpw quantization"),
-    "IQ3_S": (26, "3.44 bpw quantization"),
-    "IQ3_M": (27, "3.66 bpw quantization mix"),
-    "IQ3_XS": (22, "3.3 bpw quantization"),
-    "Q3_K_S": (11, "3.41G, +1.6321 ppl @ Llama-3-8B"),
-    "Q3_K_M": (12, "3.74G, +0.6569 ppl @ Llama-3-8B"),
-    "Q3_K_L": (13, "4.03G, +0.5562 ppl @ Llama-3-8B"),
-    "IQ4_NL": (25, "4.50 bpw non-linear quantization"),
-    "IQ4_XS": (30, "4.25 bpw non-linear quantization"),
-    "Q4_K_S": (14, "4.37G, +0.2689 ppl @ Llama-3-8B"),
-    "Q4_K_M": (15, "4.58G, +0.1754 ppl @ Llama-3-8B"),
-    "Q5_K_S": (16, "5.21G, +0.1049 ppl @ Llama-3-8B"),
-    "Q5_K_M": (17, "5.33G, +0.0569 ppl @ Llama-3-8B"),
-    "Q6_K": (18, "6.14G, +0.0217 ppl @ Llama-3-8B"),
-    "Q8_0": (7, "7.96G, +0.0026 ppl @ Llama-3-8B"),
-    "F16": (1, "14.00G, +0.0020 ppl @ Mistral-7B"),
-    "BF16": (32, "14.00G, -0.0050 ppl @ Mistral-7B"),
-    "F32": (0, "26.00G @ 7B"),
+    name: (gguf_types.file_type_id(name), about) for name, about in ABOUT.items()
 }
 # llama-quantize's aliases: the K-quant without a size letter is its M mix.
 ALIASES = {"Q3_K": "Q3_K_M", "Q4_K": "Q4_K_M", "Q5_K": "Q5_K_M"}

@@ -143,7 +143,7 @@ def estimate(
     """The memory breakdown of a model at one precision, context and batch."""
     if precision == "file" and not spec.tensor_bytes:
         precision = "FP16/BF16"
-    context = context or spec.context or settings.DEFAULT_CONTEXT
+    context = settings.context_for(context, spec.context)
     return Breakdown(
         precision=precision,
         context=context,
@@ -166,7 +166,7 @@ def rule_of_thumb_bytes(spec: ModelSpec, precision: str) -> int | None:
 
 def longest_context(spec: ModelSpec, precision: str, budget: int, batch: int = 1) -> int | None:
     """The longest context (a multiple of 256, up to the model's own) that fits a budget."""
-    top = spec.context or settings.DEFAULT_CONTEXT
+    top = settings.model_context(spec.context)
     if estimate(spec, precision, min(CONTEXT_STEP, top), batch).total > budget:
         return None
     if estimate(spec, precision, top, batch).total <= budget:

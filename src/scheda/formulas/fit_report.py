@@ -93,7 +93,7 @@ def fit_report(
 ) -> FitReport:
     """The fit at each precision on each device; for a GGUF repository read on the Hub,
     also each of its models on `file_devices` (default: `devices`)."""
-    context = context or spec.context or settings.DEFAULT_CONTEXT
+    context = settings.context_for(context, spec.context)
     rows = [estimate(spec, p, context, batch) for p in precisions_for(spec)]
     rule = {p: b for p in ("FP32", "FP16/BF16", "Q8_0") if (b := rule_of_thumb_bytes(spec, p))}
     fits = [

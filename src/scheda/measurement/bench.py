@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheda.errors import EngineError, UsageError
+from scheda.errors import EngineError, UsageError, install_hint
 from scheda.formulas.hardware import physical_cores
 
 CONTENDERS = ("scheda", "engine", "llama-cpp-python", "transformers")
@@ -418,7 +418,7 @@ def bench_llama_cpp_python(path: Path, runs: int, threads: int | None, pp: int, 
         from llama_cpp import Llama
     except ImportError as exc:
         raise UsageError(
-            "llama-cpp-python is not installed: `make install-eval` (it compiles llama.cpp)"
+            f"llama-cpp-python is not installed: run {install_hint('eval')} (it compiles llama.cpp)"
         ) from exc
     start = time.perf_counter()
     llm = Llama(
@@ -468,8 +468,7 @@ def bench_transformers(path: Path, runs: int, threads: int | None, pp: int, tg: 
         from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise UsageError(
-            "transformers is not installed: make install-transformers "
-            "(or: pip install 'scheda[transformers]')"
+            f"transformers is not installed: run {install_hint('transformers')}"
         ) from exc
     hf_logging.set_verbosity_error()
     torch.set_num_threads(threads or physical_cores())

@@ -122,8 +122,16 @@ FILE_TYPES: dict[int, str] = {
     38: "MOSTLY_MXFP4_MOE",
     39: "MOSTLY_NVFP4",
     40: "MOSTLY_Q1_0",
+    41: "MOSTLY_Q2_0",
     1024: "GUESSED",
 }
+
+
+def file_type_id(name: str) -> int:
+    """The `general.file_type` of a mix named as llama-quantize names it (Q4_K_M: 15, F32: 0)."""
+    ids = {v.removeprefix("MOSTLY_").removeprefix("ALL_"): k for k, v in FILE_TYPES.items()}
+    return ids[name]
+
 
 # The metadata keys scheda reads (gguf.Keys names them the same).
 ARCHITECTURE = "general.architecture"

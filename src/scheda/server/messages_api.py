@@ -29,7 +29,16 @@ from scheda.server.errors import error_document
 from scheda.server.openapi import answers
 from scheda.server.responses import new_id
 from scheda.server.runner import Event, Job
-from scheda.server.schemas import NAME, WHOLE, Strict, check_tools
+from scheda.server.schemas import (
+    NAME,
+    WHOLE,
+    Strict,
+    Temperature,
+    TopK,
+    TopP,
+    check_tools,
+    chosen,
+)
 
 router = APIRouter()
 ROUTE = "/v1/messages"
@@ -133,6 +142,10 @@ def _no_thinking(value: Any) -> Any:
     return value
 
 
+# The declared sampling options this API sends under their own names (tests/test_sampling.py).
+SAMPLED = ("temperature", "top_p", "top_k")
+
+
 class MessagesRequest(Strict):
     model: str | None = None
     messages: Annotated[list[InputMessage], Field(min_length=1)]
@@ -140,9 +153,9 @@ class MessagesRequest(Strict):
     tools: list[ToolDefinition] | None = None
     tool_choice: ToolChoice | None = None
     stop_sequences: list[str] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=0), WHOLE] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
     thinking: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
 
@@ -171,11 +184,8 @@ class MessagesRequest(Strict):
         )
 
     def sampling(self, max_tokens: int) -> Sampling:
-        values: dict[str, Any] = {"max_tokens": max_tokens, "stop": list(self.stop_sequences or [])}
-        for name in ("temperature", "top_p", "top_k"):
-            if getattr(self, name) is not None:
-                values[name] = getattr(self, name)
-        return Sampling(**values)
+        stop = list(self.stop_sequences or [])
+        return Sampling(max_tokens=max_tokens, stop=stop, **chosen(self, SAMPLED))
 
 
 class CreateMessage(MessagesRequest):

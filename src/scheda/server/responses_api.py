@@ -31,7 +31,7 @@ from scheda.server.errors import error_body
 from scheda.server.openapi import answers
 from scheda.server.responses import new_id
 from scheda.server.runner import Event, Job
-from scheda.server.schemas import NAME, WHOLE, Strict, check_tools
+from scheda.server.schemas import NAME, WHOLE, Strict, Temperature, TopP, check_tools, chosen
 
 router = APIRouter()
 ROUTE = "/v1/responses"
@@ -140,6 +140,10 @@ class TextOptions(Strict):
     format: TextFormat | None = None
 
 
+# The declared sampling options this API sends under their own names (tests/test_sampling.py).
+SAMPLED = ("temperature", "top_p")
+
+
 class ResponsesRequest(Strict):
     model: str | None = None
     input: str | Annotated[list[Item], Field(min_length=1)]
@@ -149,8 +153,8 @@ class ResponsesRequest(Strict):
     parallel_tool_calls: bool = True
     text: TextOptions | None = None
     max_output_tokens: Annotated[int, Field(ge=1), WHOLE] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     stream: bool = False
     store: bool | None = Field(None, description="Accepted; nothing is ever stored.")
     previous_response_id: Annotated[str | None, Field(max_length=0)] = Field(
@@ -217,11 +221,7 @@ class ResponsesRequest(Strict):
         )
 
     def sampling(self) -> Sampling:
-        values: dict[str, Any] = {"max_tokens": self.max_output_tokens or 0}
-        for name in ("temperature", "top_p"):
-            if getattr(self, name) is not None:
-                values[name] = getattr(self, name)
-        return Sampling(**values)
+        return Sampling(max_tokens=self.max_output_tokens or 0, **chosen(self, SAMPLED))
 
 
 def _joined(parts: list[TextPart]) -> str:

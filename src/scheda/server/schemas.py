@@ -55,25 +55,40 @@ class StreamOptions(Strict):
     include_usage: bool = False
 
 
+def declared_type(name: str) -> Any:
+    """The request field type of one sampling option, from its declaration (scheda/sampling.py):
+    its JSON kind and bounds. Every route's sampling fields are made here, none written out."""
+    d = options.by_name()[name]
+    if d.kind == "strings":
+        return str | list[str]
+    low, high = d.option.minimum, d.option.maximum
+    if d.kind == "integer":
+        return Annotated[int, Field(ge=low, le=high), WHOLE]
+    if d.kind == "number":
+        return Annotated[float, Field(ge=low, le=high)]
+    return bool
+
+
 def declared_fields(names: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Request fields made from the sampling declarations (scheda/sampling.py), with their
     bounds and help; None, or a field left out, keeps the declared default."""
-    made: dict[str, Any] = {}
-    for d in options.declared():
-        if not d.option.api or (names is not None and d.name not in names):
-            continue
-        if d.kind == "strings":
-            kind: Any = str | list[str]
-        elif d.kind in ("integer", "number"):
-            low, high = d.option.minimum, d.option.maximum
-            if d.kind == "integer":
-                kind = Annotated[int, Field(ge=low, le=high), WHOLE]
-            else:
-                kind = Annotated[float, Field(ge=low, le=high)]
-        else:
-            kind = bool
-        made[d.name] = (kind | None, Field(None, description=d.option.help))
-    return made
+    return {
+        d.name: (declared_type(d.name) | None, Field(None, description=d.option.help))
+        for d in options.declared()
+        if d.option.api and (names is None or d.name in names)
+    }
+
+
+# The Messages and Responses routes name their sampling fields as their APIs do, without the
+# help text; their types still come from the declarations (the type checker sees the plain kind).
+if TYPE_CHECKING:
+    Temperature = float
+    TopP = float
+    TopK = int
+else:
+    Temperature = declared_type("temperature")
+    TopP = declared_type("top_p")
+    TopK = declared_type("top_k")
 
 
 def chosen(values: BaseModel, names: Any) -> dict[str, Any]:

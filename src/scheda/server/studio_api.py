@@ -41,7 +41,7 @@ from scheda.server.schemas import Strict, chosen, declared_fields
 from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import EvalStore, Run
 from scheda.stores.sessions import SessionStore
-from scheda.talk.chat import fit_history
+from scheda.talk.prompt_fit import fit_history
 from scheda.tokenization.tokens import Tokenization, tokenize
 
 router = APIRouter(prefix="/api")

@@ -22,7 +22,7 @@ from scheda.engines.base import Engine, Message
 from scheda.errors import SchedaError, UsageError
 from scheda.sampling import Sampling
 from scheda.stores.sessions import Session, SessionStore
-from scheda.talk.prompt_fit import prompt_tokens
+from scheda.talk.prompt_fit import fit_history
 
 HELP = """\
 /system TEXT   set the system prompt (no TEXT: show it; /system - removes it)
@@ -183,35 +183,3 @@ class ChatLoop:
         path = Path(name or f"{self.session.id}.md").expanduser()
         path.write_text(self.store.export_markdown(self.session.id), encoding="utf-8")
         self.console.print(f"[dim](saved to {path})[/dim]")
-
-
-def fit_history(
-    engine: Engine, system: str | None, history: list[Message], max_tokens: int
-) -> tuple[list[Message], int]:
-    """The messages to send: the system prompt, then the latest turns that fit with room for
-    the answer; and how many of the oldest turns were left out. The CLI and the server share it.
-    """
-    head = [Message("system", system)] if system else []
-    half = engine.context // 2
-    room = engine.context - (min(max_tokens, half) if max_tokens > 0 else half)
-    start = 0
-    while True:
-        messages = head + history[start:]
-        count = prompt_tokens(engine, engine.chat_prompt(messages), chat=True)
-        if count <= room or start >= len(history) - 1:
-            break
-        start = _next_turn(history, start)
-    if count > engine.context - 1:
-        raise UsageError(
-            f"this message and the system prompt take {count:,} tokens, more than the "
-            f"{engine.context:,}-token context: shorten it or raise --context"
-        )
-    return messages, sum(1 for m in history[:start] if m.role == "user")
-
-
-def _next_turn(history: list[Message], start: int) -> int:
-    """The index of the next user message after `start` (a turn is a question and its answer)."""
-    for i in range(start + 1, len(history)):
-        if history[i].role == "user":
-            return i
-    return len(history) - 1
