@@ -32,6 +32,7 @@ from contextlib import suppress
 from typing import Any
 
 from scheda import engines
+from scheda.engines.base import Embedder, Engine
 from scheda.errors import APIError, SchedaError
 
 log = logging.getLogger("scheda.replica")
@@ -59,6 +60,7 @@ class EngineReplica:
         from ray import serve
 
         self.id = serve.get_replica_context().replica_id.unique_id
+        self.engine: Engine | Embedder
         if kind == "embedding":
             self.engine = engines.load_embedder(engines.choose(model, engine)[1], **options)
         else:
