@@ -39,9 +39,7 @@ log = logging.getLogger("scheda.replica")
 
 # What the server may call by name: the engine's own methods, nothing else.
 STREAMED = frozenset({"chat", "generate"})
-ANSWERED = frozenset(
-    {"tokenize", "detokenize", "chat_prompt", "tokenizer_info", "count_tokens", "embed"}
-)
+ANSWERED = frozenset({"tokenize", "detokenize", "chat_prompt", "tokenizer_info", "embed"})
 
 
 def portable(exc: BaseException) -> APIError:
