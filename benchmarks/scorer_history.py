@@ -24,7 +24,7 @@ import argparse
 from pathlib import Path
 
 from scheda.evaluation.multiple_choice import MMLU
-from scheda.evaluation.scorer import LlamaCppScorer
+from scheda.evaluation.scorer_llamacpp import LlamaCppScorer
 from scheda.resolve import default_model_path
 
 SUBJECTS = ["astronomy", "marketing", "virology"]

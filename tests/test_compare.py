@@ -25,7 +25,7 @@ from scheda.errors import ModelFileError, UsageError
 from scheda.evaluation.compare import DEFAULT_TEXT, Text, load_text, run_compare
 from scheda.evaluation.divergence import compare_chunk, compare_rows
 from scheda.evaluation.logit_cache import ARRAYS, LogitCache, encode, encode_rows
-from scheda.evaluation.scorer import LlamaCppScorer
+from scheda.evaluation.scorer_llamacpp import LlamaCppScorer
 from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import EvalStore
 from tests import test_studio as studio_tests

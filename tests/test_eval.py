@@ -23,7 +23,9 @@ from scheda.evaluation.base import EvalModel, ItemResult
 from scheda.evaluation.gsm8k import GSM8K
 from scheda.evaluation.multiple_choice import LETTERS, MMLU, JsonlChoice
 from scheda.evaluation.runner import TASKS, make_task, published_label, run_task
-from scheda.evaluation.scorer import LlamaCppScorer, Scored, Scorer, TransformersScorer
+from scheda.evaluation.scorer import Scored, Scorer
+from scheda.evaluation.scorer_llamacpp import LlamaCppScorer
+from scheda.evaluation.scorer_transformers import TransformersScorer
 from scheda.stores.evals import EvalStore
 from tests.conftest import SCIENCE
 from tests.needs import SHARED_DATA as SHARED
@@ -57,6 +59,39 @@ def gguf_scorer(smollm_path: Path) -> Iterator[LlamaCppScorer]:
 def hf_scorer(smollm_hf: Path) -> Iterator[TransformersScorer]:
     with TransformersScorer(smollm_hf, context=2048) as s:
         yield s
+
+
+# The scorers' heavy packages, watched in a fresh process (this one has loaded them all).
+BACKEND_PACKAGES = ("llama_cpp", "torch", "transformers")
+
+
+def _loaded_after(code: str) -> list[str]:
+    """Which of BACKEND_PACKAGES a fresh interpreter has loaded after running `code`."""
+    watch = (
+        f"import json, sys\nprint(json.dumps(sorted(set({BACKEND_PACKAGES!r}) & set(sys.modules))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\n{watch}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_scorer_contract_loads_no_backend() -> None:
+    assert _loaded_after("import scheda.evaluation.scorer") == []
+    # The modules that open a scorer import the contract, not a backend.
+    assert _loaded_after("import scheda.evaluation.base, scheda.evaluation.compare") == []
+
+
+def test_open_scorer_loads_only_the_backend_asked_for(smollm_path: Path) -> None:
+    code = (
+        "from pathlib import Path\nfrom scheda.evaluation.scorer import open_scorer\n"
+        f"open_scorer(Path({str(smollm_path)!r}), context=256).close()"
+    )
+    assert _loaded_after(code) == ["llama_cpp"]
 
 
 def test_the_two_scorers_agree_token_by_token(

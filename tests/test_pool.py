@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from scheda.errors import ModelNotServedError, ServerBusyError, UsageError
-from scheda.server.pool import ModelPool, served_model
+from scheda.engines.base import Embedder, Engine
+from scheda.errors import APIError, ModelNotServedError, ServerBusyError, UsageError
+from scheda.server.pool import ModelPool, embedder, generator, served_model
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +118,24 @@ def test_two_models_with_one_name_are_refused(two: tuple) -> None:
     chat, _ = two
     with pytest.raises(UsageError, match="both be served"):
         ModelPool([chat, chat], budget=2 * chat.need, queue=1, parallel=2)
+
+
+def test_the_pool_hands_each_kind_its_own_interface(two: tuple) -> None:
+    """A chat model leases an Engine, an encoder an Embedder; each route's narrowing
+    (generator, embedder) refuses the other kind in one line, naming the field."""
+    chat, embed = two
+    pool = ModelPool([chat, embed], budget=chat.need + embed.need, queue=2, parallel=2)
+    try:
+        with pool.lease(chat) as engine, pool.lease(embed) as encoder:
+            assert isinstance(engine, Engine) and not isinstance(engine, Embedder)
+            assert isinstance(encoder, Embedder) and not isinstance(encoder, Engine)
+            assert generator(engine) is engine and embedder(encoder) is encoder
+            for narrow, loaded, wanted in (
+                (generator, encoder, "chat"),
+                (embedder, engine, "embedding"),
+            ):
+                with pytest.raises(APIError, match=f"name an? {wanted} model") as refused:
+                    narrow(loaded)
+                assert refused.value.param == "model" and refused.value.status == 400
+    finally:
+        pool.close()

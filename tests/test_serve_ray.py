@@ -7,6 +7,7 @@ plain server talk to it unchanged. One replica is killed under a request.
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import openai
 import pytest
 
 from scheda.cli import ray_alone
-from scheda.server.ray_pool import Replicas
+from scheda.engines.base import Embedder, Engine
+from scheda.server.ray_pool import RemoteEngine, Replicas
 from tests.commands import scheda as scheda_command
 from tests.serving import Server, free_port, wait_for
 
@@ -249,3 +251,26 @@ def test_ray_alone_before_a_model() -> None:
         "--ray",
         "10.0.0.1:6379",
     ]
+
+
+def _calls(interface: type) -> list[str]:
+    """The methods an interface declares (an ABC's abstract ones, a protocol's own)."""
+    if getattr(interface, "_is_protocol", False):
+        own = vars(interface).items()
+        return sorted(n for n, v in own if inspect.isfunction(v) and not n.startswith("_"))
+    return sorted(getattr(interface, "__abstractmethods__", ()))
+
+
+@pytest.mark.parametrize("interface", [Engine, Embedder], ids=["Engine", "Embedder"])
+def test_remote_engine_implements_each_call_as_the_interface_declares_it(interface: type) -> None:
+    """RemoteEngine stands in for the engine on a replica: every call of both interfaces is
+    its own (sent to the replica), with the interface's own signature."""
+    calls = _calls(interface)
+    assert "close" in calls and "tokenize" in calls
+    for name in calls:
+        ours, declared = getattr(RemoteEngine, name), getattr(interface, name)
+        assert ours is not declared, f"RemoteEngine.{name} is the interface's, not sent on"
+        assert inspect.signature(ours, eval_str=True) == inspect.signature(
+            declared, eval_str=True
+        ), name
+    assert not RemoteEngine.__abstractmethods__

@@ -742,7 +742,7 @@ def test_hf_without_max_tokens_an_answer_stops_at_the_context(hf: Server, smollm
 
 
 def test_echo_gives_every_prompt_token_a_logprob(server: Server) -> None:
-    from scheda.evaluation.scorer import LlamaCppScorer
+    from scheda.evaluation.scorer_llamacpp import LlamaCppScorer
     from scheda.resolve import default_model_path
 
     status, tokens = server.request("POST", "/tokenize", {"prompt": "The capital of France"})

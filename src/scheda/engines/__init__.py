@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scheda.engines.base import (
+    Embedder,
     Engine,
     Generation,
     Message,
@@ -81,7 +82,7 @@ class Plan:
         return engine
 
 
-def load_embedder(path: str | Path, **options: Any) -> Any:
+def load_embedder(path: str | Path, **options: Any) -> Embedder:
     """Load an encoder folder for sentence embeddings (the transformers extra)."""
     try:
         from scheda.engines.embeddings import EmbeddingEngine
@@ -147,6 +148,7 @@ def open_model(ref: str | Path, engine: str | None = None, **options: Any) -> En
 
 __all__ = [
     "REGISTRY",
+    "Embedder",
     "Engine",
     "Generation",
     "Message",

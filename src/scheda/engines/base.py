@@ -23,7 +23,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from scheda import sampling as options
 from scheda.errors import EngineError
@@ -268,6 +268,42 @@ class Engine(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """A loaded encoder that turns texts into vectors: the interface beside `Engine` for
+    models that embed and do not generate (engines/embeddings.py). The server's pool holds
+    either; an embedder answers the tokenizer's routes as an engine does.
+
+    Declared as a protocol and subclassed by each embedder, so that one whose method drifts
+    is a type error; `isinstance` tells one apart at run time by its methods.
+    """
+
+    name: str
+    capabilities: frozenset[str]
+    context: int  # tokens one text may use; longer texts are cut
+    load_s: float
+
+    def tokenize(self, text: str, add_special: bool = False) -> list[Token]:
+        """The model's tokens for a text, with the bytes of each."""
+        ...
+
+    def detokenize(self, ids: list[int]) -> str:
+        """The text a list of token ids stands for."""
+        ...
+
+    def tokenizer_info(self) -> dict[str, Any]:
+        """The special tokens and length limit, as HF tokenizer configs name them."""
+        ...
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """One vector per text, and the tokens read."""
+        ...
+
+    def close(self) -> None:
+        """Free the model."""
+        ...
 
 
 def check_sampling(engine: str, sampling: Sampling) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import transformers
 
-from scheda.engines.base import Token, check_token_ids, stopwatch
+from scheda.engines.base import Embedder, Token, check_token_ids, stopwatch
 from scheda.errors import ModelFileError
 from scheda.formulas.hardware import physical_cores
 from scheda.pieces import hf_piece, is_byte_level
@@ -34,8 +34,9 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-class EmbeddingEngine:
-    """An encoder that turns texts into vectors. Not an `Engine`: it does not generate."""
+class EmbeddingEngine(Embedder):
+    """An encoder that turns texts into vectors: an `Embedder`, not an `Engine` (it does not
+    generate)."""
 
     name = "transformers"
     capabilities = frozenset({"embed"})

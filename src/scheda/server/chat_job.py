@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from scheda.engines.base import Generation, Guide, Message
 from scheda.errors import APIError
 from scheda.sampling import Sampling
-from scheda.server.pool import ModelPool, ServedModel
+from scheda.server.pool import ModelPool, ServedModel, generator
 from scheda.server.runner import Event, Job
 
 # A route's stream: its events, written as `event: KIND` and `data: JSON`, from the first.
@@ -48,7 +48,9 @@ def start(
     return Job(
         request.app.state.pool,
         entry,
-        lambda engine, on_text, cancel: engine.chat(messages, sampling, on_text, cancel, guide),
+        lambda engine, on_text, cancel: generator(engine).chat(
+            messages, sampling, on_text, cancel, guide
+        ),
         texts=stream,
     )
 

@@ -17,13 +17,13 @@ from scheda.engines.base import Generation, TokenLogprob
 from scheda.errors import APIError
 from scheda.server.pool import ModelPool, ServedModel
 from scheda.server.responses import finish_reason, new_id
-from scheda.server.runner import Work
+from scheda.server.runner import BareWork
 
 
-def scoring(pool: ModelPool, entry: ServedModel, prompts: list[Any], top: int) -> Work:
+def scoring(pool: ModelPool, entry: ServedModel, prompts: list[Any], top: int) -> BareWork:
     """A job's work: every prompt scored by the model's scorer, until the client leaves."""
 
-    def score_all(_engine: Any, _on_text: Any, cancel: threading.Event) -> list[Any]:
+    def score_all(_on_text: Any, cancel: threading.Event) -> list[Any]:
         with pool.scoring(entry) as scorer:
             return [echo_one(scorer, p, top) for p in prompts if not cancel.is_set()]
 

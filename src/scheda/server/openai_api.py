@@ -21,15 +21,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from scheda.engines.base import Generation
+from scheda.engines.base import Generation, Token
 from scheda.errors import APIError
 from scheda.sampling import Sampling
 from scheda.server import echo
 from scheda.server.errors import error_body, error_response, sse
 from scheda.server.openapi import answers
-from scheda.server.pool import ModelPool, ServedModel
+from scheda.server.pool import Loaded, ModelPool, ServedModel, embedder, generator
 from scheda.server.responses import ChatShape, Shape, TextShape, new_id, usage_of
-from scheda.server.runner import Event, Job
+from scheda.server.runner import BareJob, Event, Job
 from scheda.server.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -94,7 +94,9 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     job = Job(
         pool_of(request),
         entry,
-        lambda engine, on_text, cancel: engine.chat(messages, sampling, on_text, cancel, guide),
+        lambda engine, on_text, cancel: generator(engine).chat(
+            messages, sampling, on_text, cancel, guide
+        ),
         texts=body.stream,
     )
     shape = ChatShape(entry.id, body.top_logprobs or 0 if body.logprobs else None)
@@ -114,7 +116,9 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         job = Job(
             pool_of(request),
             entry,
-            lambda engine, on_text, cancel: engine.generate(prompt, sampling, on_text, cancel),
+            lambda engine, on_text, cancel: generator(engine).generate(
+                prompt, sampling, on_text, cancel
+            ),
             texts=body.stream,
         )
         return await _answer(job, request, shape, body.stream, body.include_usage, sampling.n)
@@ -130,7 +134,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 def _batch(prompts: list[Any], sampling: Sampling, entry: ServedModel) -> Any:
     """Several prompts in one request: sent to the engine together, so its slots share them."""
 
-    def work(engine: Any, _on_text: Any, cancel: threading.Event) -> Any:
+    def work(loaded: Loaded, _on_text: Any, cancel: threading.Event) -> list[Generation]:
+        engine = generator(loaded)
         with ThreadPoolExecutor(max_workers=entry.options.get("parallel", 1)) as workers:
             return list(workers.map(lambda p: engine.generate(p, sampling, None, cancel), prompts))
 
@@ -195,7 +200,7 @@ async def _echo(
 ) -> Any:
     """Each prompt with its tokens' log-probabilities, then what `max_tokens` asks for more."""
     pool = pool_of(request)
-    job = Job(pool, entry, echo.scoring(pool, entry, prompts, logprobs or 0), engine=False)
+    job = BareJob(entry, echo.scoring(pool, entry, prompts, logprobs or 0))
     event = await job.finish(request)
     if event.kind == "error":
         return error_response(event.error)
@@ -255,7 +260,8 @@ def _embedding_texts(body: EmbeddingRequest) -> list[str | list[int]]:
     return texts
 
 
-def _embed(engine: Any, texts: list[str | list[int]]) -> tuple[list[list[float]], int]:
+def _embed(loaded: Loaded, texts: list[str | list[int]]) -> tuple[list[list[float]], int]:
+    engine = embedder(loaded)
     decoded = [t if isinstance(t, str) else engine.detokenize(t) for t in texts]
     return engine.embed(decoded)
 
@@ -273,12 +279,12 @@ def _encode_vector(vector: list[float], encoding: str) -> Any:
 async def tokenize(body: TokenizeRequest, request: Request) -> Any:
     entry = pool_of(request).get(body.model)
 
-    def work(engine: Any, _on_text: Any, _cancel: Any) -> Any:
+    def work(engine: Loaded, _on_text: Any, _cancel: Any) -> list[Token]:
         if body.messages is not None:
-            text = engine.chat_prompt([m.message() for m in body.messages])
+            text = generator(engine).chat_prompt([m.message() for m in body.messages])
             special = bool(body.add_special_tokens)  # the template writes BOS itself
         else:
-            text = body.prompt
+            text = body.prompt or ""  # the request's validator made sure it has one
             special = True if body.add_special_tokens is None else body.add_special_tokens
         return engine.tokenize(text, add_special=special)
 

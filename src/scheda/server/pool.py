@@ -20,14 +20,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheda import engines, settings
+from scheda.engines.base import Embedder, Engine
 from scheda.errors import APIError, ModelNotServedError, ServerBusyError, UsageError
 from scheda.formulas.fit import estimate
 from scheda.resolve import resolve
 from scheda.spec import ModelSpec
 from scheda.units import size as human_bytes
+
+if TYPE_CHECKING:
+    from scheda.evaluation.scorer import Scorer
+
+# What the pool holds for a loaded model: an engine that generates, or an encoder's embedder
+# (`ServedModel.kind` says which the routes may ask for).
+Loaded = Engine | Embedder
+
+
+def generator(engine: Loaded) -> Engine:
+    """The loaded model as an `Engine`, for the routes that generate. They pick a chat model
+    first (`ServedModel.kind`); an embedder that comes this far is refused as they refuse it."""
+    if isinstance(engine, Engine):
+        return engine
+    raise APIError("this model makes embeddings: name a chat model", param="model")
+
+
+def embedder(engine: Loaded) -> Embedder:
+    """The loaded model as an `Embedder`, for the embeddings route (which picks an embedding
+    model first)."""
+    if isinstance(engine, Embedder):
+        return engine
+    raise APIError("this model generates text: name an embedding model", param="model")
 
 
 @dataclass
@@ -42,8 +66,8 @@ class ServedModel:
     spec: ModelSpec
     context: int
     need: int  # bytes when loaded, fit's estimate
-    engine: Any = None  # an Engine, or an EmbeddingEngine for kind "embedding"
-    scorer: Any = None  # exact log-likelihoods for echo, opened on the first such request
+    engine: Loaded | None = None  # an Embedder for kind "embedding", an Engine otherwise
+    scorer: Scorer | None = None  # exact log-likelihoods for echo, opened on the first such request
     active: int = 0  # requests admitted and not finished
     last_used: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
@@ -163,7 +187,7 @@ class ModelPool:
         return slots + self.queue
 
     @contextmanager
-    def lease(self, entry: ServedModel) -> Iterator[Any]:
+    def lease(self, entry: ServedModel) -> Iterator[Loaded]:
         """Admit one request to a model and hand it the loaded engine (loading it if need be).
 
         Blocks while the model loads; call it from a worker thread.
@@ -185,16 +209,16 @@ class ModelPool:
             entry.active += 1
             entry.last_used = time.monotonic()
 
-    def _loaded(self, entry: ServedModel) -> Any:
+    def _loaded(self, entry: ServedModel) -> Loaded:
         if entry.engine is not None:
             return entry.engine
         with self._loading:
             if entry.engine is None:
                 self._make_room(entry)
                 entry.engine = self._load(entry)
-        return entry.engine
+            return entry.engine
 
-    def _load(self, entry: ServedModel) -> Any:
+    def _load(self, entry: ServedModel) -> Loaded:
         if entry.kind == "embedding":
             return engines.load_embedder(entry.path, **entry.options)
         return engines.open_model(entry.path, entry.engine_name, **entry.options)
@@ -216,18 +240,15 @@ class ModelPool:
                     f"{entry.id} needs {human_bytes(entry.need)} and the budget is "
                     f"{human_bytes(self.budget)}; {busy} busy: retry shortly"
                 )
-            engines_to_close = []
+            closing: list[Loaded | Scorer] = []
             for victim in gone:
-                engines_to_close.append(victim.engine)
-                victim.engine = None
-                if victim.scorer is not None:
-                    engines_to_close.append(victim.scorer)
-                    victim.scorer = None
-        for engine in engines_to_close:
-            engine.close()
+                closing += [held for held in (victim.engine, victim.scorer) if held is not None]
+                victim.engine = victim.scorer = None
+        for held in closing:
+            held.close()
 
     @contextmanager
-    def scoring(self, entry: ServedModel) -> Iterator[Any]:
+    def scoring(self, entry: ServedModel) -> Iterator[Scorer]:
         """The model's log-likelihood scorer, one request at a time (it holds one sequence).
 
         Echo requests score whole prompts, which llama.cpp's server cannot do; the scorer

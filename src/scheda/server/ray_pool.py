@@ -38,7 +38,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheda import settings
-from scheda.engines.base import Engine, Generation, Guide, Message, OnText, Sample, Timings
+from scheda.engines.base import (
+    Embedder,
+    Engine,
+    Generation,
+    Guide,
+    Message,
+    OnText,
+    Sample,
+    Timings,
+    Token,
+)
 from scheda.errors import ReplicaLostError, SchedaError, ServerBusyError, UsageError
 from scheda.sampling import Sampling
 from scheda.server.pool import ModelPool, ServedModel, served_model
@@ -132,8 +142,13 @@ class Tally:
             return {r: dict(c) for r, c in self.replicas.items()}
 
 
-class RemoteEngine(Engine):
+class RemoteEngine(Engine, Embedder):
     """An engine whose every call goes to a replica of the model's deployment.
+
+    Declared as both interfaces, so that a method drifting from either is a type error:
+    an `Engine` for a chat model's deployment, an `Embedder` for an encoder's (the routes
+    ask each only what its kind answers). What `Engine` derives from the other calls
+    (`count_tokens`, `stream`) it derives here too, from the remote ones.
 
     Generations are streamed from the replica (text as it comes, then the `Generation`);
     the other calls are answered whole. scheda's errors come back with their status.
@@ -151,7 +166,7 @@ class RemoteEngine(Engine):
 
     # -- calls answered whole ----------------------------------------------------------------
 
-    def tokenize(self, text: str, add_special: bool = False) -> list[Any]:
+    def tokenize(self, text: str, add_special: bool = False) -> list[Token]:
         return list(self._answer("tokenize", text, add_special))
 
     def detokenize(self, ids: list[int]) -> str:
@@ -163,11 +178,9 @@ class RemoteEngine(Engine):
     def tokenizer_info(self) -> dict[str, Any]:
         return dict(self._answer("tokenizer_info"))
 
-    def count_tokens(self, text: str) -> int:
-        return int(self._answer("count_tokens", text))
-
-    def embed(self, texts: list[str]) -> Any:
-        return self._answer("embed", texts)
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        vectors, tokens = self._answer("embed", texts)
+        return list(vectors), int(tokens)
 
     def _answer(self, method: str, *args: Any) -> Any:
         """One call; sent again once if its replica was lost (these calls change nothing)."""

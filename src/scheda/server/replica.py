@@ -32,15 +32,14 @@ from contextlib import suppress
 from typing import Any
 
 from scheda import engines
+from scheda.engines.base import Embedder, Engine
 from scheda.errors import APIError, SchedaError
 
 log = logging.getLogger("scheda.replica")
 
 # What the server may call by name: the engine's own methods, nothing else.
 STREAMED = frozenset({"chat", "generate"})
-ANSWERED = frozenset(
-    {"tokenize", "detokenize", "chat_prompt", "tokenizer_info", "count_tokens", "embed"}
-)
+ANSWERED = frozenset({"tokenize", "detokenize", "chat_prompt", "tokenizer_info", "embed"})
 
 
 def portable(exc: BaseException) -> APIError:
@@ -59,6 +58,7 @@ class EngineReplica:
         from ray import serve
 
         self.id = serve.get_replica_context().replica_id.unique_id
+        self.engine: Engine | Embedder
         if kind == "embedding":
             self.engine = engines.load_embedder(engines.choose(model, engine)[1], **options)
         else:

@@ -24,10 +24,13 @@ from typing import Any
 
 from starlette.requests import Request
 
-from scheda.server.pool import ModelPool, ServedModel
+from scheda.server.pool import Loaded, ModelPool, ServedModel
 
-# (engine, on_text, cancel) -> result; on_text is None when nobody reads the text as it comes
-Work = Callable[[Any, Callable[[int, str], None] | None, threading.Event], Any]
+OnText = Callable[[int, str], None] | None  # None when nobody reads the text as it comes
+# (engine, on_text, cancel) -> result: the model's engine (or embedder) leased from the pool
+Work = Callable[[Loaded, OnText, threading.Event], Any]
+# (on_text, cancel) -> result: work that takes what it needs from the pool itself (the scorer)
+BareWork = Callable[[OnText, threading.Event], Any]
 
 
 @dataclass
@@ -42,38 +45,31 @@ class Event:
 class Job:
     """An engine call running in a worker thread; read its events with `next()`."""
 
-    def __init__(
-        self,
-        pool: ModelPool,
-        entry: ServedModel,
-        work: Work,
-        engine: bool = True,
-        texts: bool = True,
-    ) -> None:
+    def __init__(self, pool: ModelPool, entry: ServedModel, work: Work, texts: bool = True) -> None:
         """`texts=False`: a whole answer, whose pieces need not wake the event loop one by one."""
+        self._begin(texts)
+        self._spawn(entry, lambda: self._leased(pool, entry, work))
+
+    def _begin(self, texts: bool) -> None:
         self.loop = asyncio.get_running_loop()
         self.on_text = self._on_text if texts else None
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.cancel = threading.Event()
-        target = self._run if engine else self._run_bare
+
+    def _spawn(self, entry: ServedModel, call: Callable[[], Any]) -> None:
         thread = threading.Thread(
-            target=target, args=(pool, entry, work), name=f"job-{entry.id}", daemon=True
+            target=self._run, args=(call,), name=f"job-{entry.id}", daemon=True
         )
         thread.start()
 
-    def _run(self, pool: ModelPool, entry: ServedModel, work: Work) -> None:
-        try:
-            with pool.lease(entry) as engine:
-                result = work(engine, self.on_text, self.cancel)
-            self._put(Event("done", result=result))
-        except Exception as exc:  # handed to the request, which answers with it
-            self._put(Event("error", error=exc))
+    def _leased(self, pool: ModelPool, entry: ServedModel, work: Work) -> Any:
+        with pool.lease(entry) as engine:
+            return work(engine, self.on_text, self.cancel)
 
-    def _run_bare(self, _pool: ModelPool, _entry: ServedModel, work: Work) -> None:
-        """Work that takes what it needs from the pool itself (the scorer)."""
+    def _run(self, call: Callable[[], Any]) -> None:
         try:
-            self._put(Event("done", result=work(None, self.on_text, self.cancel)))
-        except Exception as exc:
+            self._put(Event("done", result=call()))
+        except Exception as exc:  # handed to the request, which answers with it
             self._put(Event("error", error=exc))
 
     def _on_text(self, index: int, text: str) -> None:
@@ -118,3 +114,11 @@ class Job:
         while (await request.receive())["type"] != "http.disconnect":
             pass
         self.cancel.set()
+
+
+class BareJob(Job):
+    """Work that takes what it needs from the pool itself (the scorer): no engine is leased."""
+
+    def __init__(self, entry: ServedModel, work: BareWork, texts: bool = True) -> None:
+        self._begin(texts)
+        self._spawn(entry, lambda: work(self.on_text, self.cancel))
