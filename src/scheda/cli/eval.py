@@ -26,11 +26,13 @@ def _percent(value: float | None) -> str:
 
 def report_table(model: str, summaries: list[dict[str, Any]], published: dict[str, float]) -> Table:
     """The published spec sheets' shape: benchmark, shots, metric, score ± standard error."""
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from scheda.evaluation.runner import PUBLISHED
 
-    table = Table(title=f"{model}: measured here", title_justify="left")
+    table = Table(title=escape(f"{model}: measured here"), title_justify="left")
     for column in ("Benchmark", "Shots", "Metric", "Score", "± stderr", "Items", "Published"):
         table.add_column(column, justify="left" if column in ("Benchmark", "Metric") else "right")
     for s in summaries:
@@ -40,9 +42,9 @@ def report_table(model: str, summaries: list[dict[str, Any]], published: dict[st
         for i, (metric, f) in enumerate(figures):
             row_published = published.get(PUBLISHED.get(s["task"], "")) if i == 0 else None
             table.add_row(
-                s["task"] if i == 0 else "",
+                Text(s["task"] if i == 0 else ""),  # a JSONL task is named after its file
                 str(s["shots"]) if i == 0 else "",
-                metric,
+                Text(metric),
                 _percent(f["value"]),
                 _percent(f["stderr"]),
                 f"{f['n']:,}",
@@ -168,7 +170,7 @@ def _progress() -> Any:
     )
 
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # the task's name, from outside
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("ETA"),
