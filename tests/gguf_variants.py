@@ -6,6 +6,7 @@ writes them (the `gguf` package's writer does the splitting)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,15 @@ from gguf.quants import dequantize, quantize
 MOSTLY_Q8_0 = 7
 
 
-def _writer_from(reader: GGUFReader, writer: GGUFWriter, file_type: int | None) -> None:
-    """Every metadata value of `reader` into `writer` (the architecture it already has)."""
+def _writer_from(
+    reader: GGUFReader, writer: GGUFWriter, file_type: int | None, skip: Collection[str] = ()
+) -> None:
+    """Every metadata value of `reader` into `writer` (the architecture it already has), but
+    the keys in `skip`."""
     for field in reader.fields.values():
         if field.name == Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue
+        if field.name in skip:
             continue
         kind = field.types[0]
         value: Any = field.contents()
@@ -60,10 +66,14 @@ def split(source: Path, folder: Path, parts: int = 2) -> list[Path]:
     stem = source.name.removesuffix(".gguf")
     writer = GGUFWriter(folder / f"{stem}.gguf", _architecture(reader), split_max_tensors=per_part)
     _writer_from(reader, writer, None)
-    for tensor in reader.tensors:
-        writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+    _copy_tensors(reader, writer)
     _finish(writer)
     return sorted(folder.glob(f"{stem}-*-of-*.gguf"))
+
+
+def _copy_tensors(reader: GGUFReader, writer: GGUFWriter) -> None:
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
 
 
 def _finish(writer: GGUFWriter) -> None:
@@ -71,3 +81,16 @@ def _finish(writer: GGUFWriter) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def relabelled(source: Path, out: Path, strings: dict[str, str]) -> Path:
+    """The same model with these string values in its metadata (set or replaced), as a
+    file from anywhere could carry them."""
+    reader = _reader(source)
+    writer = GGUFWriter(out, _architecture(reader))
+    _writer_from(reader, writer, None, skip=strings)
+    for key, value in strings.items():
+        writer.add_string(key, value)
+    _copy_tensors(reader, writer)
+    _finish(writer)
+    return out

@@ -70,7 +70,7 @@ def bench(
         )
     if chart is not None:
         render.bench_chart(report, chart)
-        err.print(f"chart: {chart}")
+        err.print(f"chart: {chart}", markup=False)  # the path is the user's
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -111,8 +111,10 @@ def open_engine(
 
 
 def print_list(title: str, columns: tuple[str, ...], rows: list[list[str]], empty: str) -> None:
-    """A stored-things listing (`eval list`, `compare list`): a table, or what to do when empty."""
+    """A stored-things listing (`eval list`, `compare list`): a table, or what to do when empty.
+    The rows are stored text (model and file names): cells of `Text`, never markup."""
     from rich.table import Table
+    from rich.text import Text
 
     from scheda.display.terminal import console
 
@@ -123,5 +125,5 @@ def print_list(title: str, columns: tuple[str, ...], rows: list[list[str]], empt
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(c) for c in row))
     console().print(table)

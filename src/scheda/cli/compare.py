@@ -147,7 +147,7 @@ def _compare(
     if data is not None and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder")
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # steps and bars name the files
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

@@ -26,11 +26,13 @@ def _percent(value: float | None) -> str:
 
 def report_table(model: str, summaries: list[dict[str, Any]], published: dict[str, float]) -> Table:
     """The published spec sheets' shape: benchmark, shots, metric, score ± standard error."""
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from scheda.evaluation.runner import published_label
 
-    table = Table(title=f"{model}: measured here", title_justify="left")
+    table = Table(title=escape(f"{model}: measured here"), title_justify="left")
     for column in ("Benchmark", "Shots", "Metric", "Score", "± stderr", "Items", "Published"):
         table.add_column(column, justify="left" if column in ("Benchmark", "Metric") else "right")
     for s in summaries:
@@ -41,9 +43,9 @@ def report_table(model: str, summaries: list[dict[str, Any]], published: dict[st
             label = published_label(s["task"])
             row_published = published.get(label) if i == 0 and label else None
             table.add_row(
-                s["task"] if i == 0 else "",
+                Text(s["task"] if i == 0 else ""),  # a JSONL task is named after its file
                 str(s["shots"]) if i == 0 else "",
-                metric,
+                Text(metric),
                 _percent(f["value"]),
                 _percent(f["stderr"]),
                 f"{f['n']:,}",
@@ -169,7 +171,7 @@ def _progress() -> Any:
     )
 
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # the task's name, from outside
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("ETA"),

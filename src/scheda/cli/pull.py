@@ -62,7 +62,7 @@ def pull(
     plan = make_plan(model, file, context, device)
     if not as_json and (plan.fits or force):  # a refusal says it all in its one line
         style = "green" if plan.fits else "yellow"
-        console().print(plan.verdict(), style=style, highlight=False, soft_wrap=True)
+        console().print(plan.verdict(), style=style, highlight=False, soft_wrap=True, markup=False)
     progress = _ProgressBar(plan.reference, show=not as_json)
     try:
         with progress:
@@ -86,6 +86,7 @@ def pull(
         f"`scheda chat {pulled.reference}`, `scheda serve {pulled.reference}`.",
         highlight=False,
         soft_wrap=True,
+        markup=False,  # the repository's name and the cache's path, from outside
     )
 
 
@@ -125,7 +126,7 @@ class _ProgressBar:
         )
 
         bar = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # the repository's name
             BarColumn(),
             DownloadColumn(binary_units=True),
             TransferSpeedColumn(),

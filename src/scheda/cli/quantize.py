@@ -77,12 +77,14 @@ def _run(
         TimeElapsedColumn,
     )
 
+    # Steps name the files and the last column shows tensor names read from the file:
+    # plain text, never markup.
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[tensor]}", style="dim"),
+        TextColumn("{task.fields[tensor]}", style="dim", markup=False),
     )
     err = Console(stderr=True)
     # Drawn on a terminal only: elsewhere Rich would leave a blank line on stderr.
@@ -129,9 +131,9 @@ def _report(written: list[Any]) -> None:
                 f"; {w.fallbacks} tensors kept another type (their rows do not divide into "
                 f"{w.type}'s blocks)"
             )
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, markup=False)
         for note in w.notes:
-            out.print(f"note: {note}", highlight=False)
+            out.print(f"note: {note}", highlight=False, markup=False)
 
 
 def _list_types() -> None:

@@ -6,6 +6,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from scheda import settings
 from scheda.cli.common import RAY_ALONE, ContextOpt, EngineOpt, ThreadsOpt
@@ -94,7 +95,7 @@ def serve(
         )
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console().print(
-            f"[yellow]warning:[/yellow] listening on {host} without --api-key: "
+            f"[yellow]warning:[/yellow] listening on {escape(host)} without --api-key: "
             "anyone who can reach this port can use the models"
         )
     listen = Listen(host, port, api_key, max_body, allow_host, cors_origin)
@@ -129,7 +130,9 @@ class Listen:
 
         def ready(url: str) -> None:
             names = ", ".join(pool.models)
-            console().print(f"scheda serving {names}\n  studio: {url}\n  API:    {url}v1")
+            # Model ids are file names: plain text, never markup.
+            text = f"scheda serving {names}\n  studio: {url}\n  API:    {url}v1"
+            console().print(text, markup=False)
             sys.stdout.flush()
 
         run_server(
@@ -164,7 +167,7 @@ def _serve_on_ray(
         pool = build_ray_pool(ray, refs, plan, engine, context, parallel, threads, queue)
         try:
             for entry in pool.models.values():
-                console().print(f"deploying {entry.id} on Ray: {pool.asks(entry)}")
+                console().print(f"deploying {entry.id} on Ray: {pool.asks(entry)}", markup=False)
             pool.deploy()
             listen.run(pool)
         finally:

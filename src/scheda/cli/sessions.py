@@ -74,7 +74,7 @@ def list_command(as_json: JsonOpt = False) -> None:
     if not summaries:
         typer.echo(f"no saved sessions yet (they are kept in {store.path})")
         return
-    table = Table(title="Sessions", title_justify="left", caption=str(store.path))
+    table = Table(title="Sessions", title_justify="left", caption=Text(str(store.path)))
     table.add_column("id", no_wrap=True)
     table.add_column("title")
     table.add_column("model")

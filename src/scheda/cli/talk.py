@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from scheda import sampling as options
 from scheda.cli.common import (
@@ -168,10 +169,10 @@ def chat(
         with loaded:
             if "chat" not in loaded.capabilities:
                 raise UsageError(f"{model} has no chat template: use `scheda generate`")
-            out.print(
-                f"[bold]session {session.id}[/bold] · {loaded.name} · context "
+            out.print(  # the model's reference is a path or a repository: escaped
+                f"[bold]session {session.id}[/bold] · {escape(loaded.name)} · context "
                 f"{loaded.context:,} · /help for commands, /exit to leave\n"
-                f"[dim]go on later with: scheda chat {model} --resume {session.id}[/dim]"
+                f"[dim]go on later with: scheda chat {escape(model)} --resume {session.id}[/dim]"
             )
             loop = ChatLoop(loaded, store, session, sampling, out)
             if resume:

@@ -2,7 +2,9 @@
 
 Every function here takes finished data and returns a renderable; nothing
 here reads files or computes estimates. Strings from model files were
-cleaned by the readers; Rich `Text` keeps them from being read as markup.
+cleaned by the readers; they, and every other string from outside (Hub names,
+stored runs), reach Rich as `Text` or escaped, never read as markup: a model
+named "[red]..." is shown with its brackets, styling nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -162,14 +165,14 @@ def card_table(specs: Sequence[ModelSpec]) -> Table:
         title="Spec sheet",
         show_lines=False,
         title_justify="left",
-        caption="\n".join(captions) or None,
+        caption=escape("\n".join(captions)) or None,
         caption_justify="left",
     )
     table.add_column("", style="bold")
     for s in specs:
         table.add_column(Text(s.name), overflow="fold")
-    for label, cells in card_rows(specs):
-        table.add_row(label, *(Text(c) for c in cells))
+    for label, cells in card_rows(specs):  # a benchmark's label comes from outside too
+        table.add_row(Text(label), *(Text(c) for c in cells))
     return table
 
 
@@ -204,7 +207,7 @@ def files_title(repo: str, context: int) -> str:
 def files_table(
     repo: str, files: Sequence[FileFit], devices: Sequence[Device], context: int
 ) -> Table:
-    table = Table(title=files_title(repo, context), title_justify="left")
+    table = Table(title=escape(files_title(repo, context)), title_justify="left")
     for h in file_header(devices):
         table.add_column(h, justify="left" if h in ("file", "quant") else "right")
     for row in file_rows(files, devices):
@@ -325,11 +328,11 @@ def fit_view(
         f"{s.name}: {count(s.parameters)} parameters, context {report.context:,}, "
         f"batch {report.batch}"
     )
-    main = Table(title=title, title_justify="left")
+    main = Table(title=escape(title), title_justify="left")
     for h in FIT_HEADER:
         main.add_column(h, justify="left" if h == "precision" else "right")
     for row in fit_rows(report):
-        main.add_row(*row)
+        main.add_row(*(Text(c) for c in row))
     header, rows = device_rows(report)
     devices = Table(
         title="Where it fits (✓ longest context; ≤ fits only a shorter one; ✗ no)",
@@ -338,7 +341,7 @@ def fit_view(
     for h in header:
         devices.add_column(h, justify="left" if h == "device" else "right")
     for row in rows:
-        devices.add_row(*row)
+        devices.add_row(*(Text(c) for c in row))
     parts: list[RenderableType] = [main, devices]
     if chosen:
         parts.append(Text("\n".join(verdicts(report))))
@@ -406,7 +409,7 @@ def tokens_view(results: Sequence[Tokenization]) -> RenderableType:
         for r in results:
             summary.add_row(
                 Text(r.model),
-                r.tokenizer or "—",
+                Text(r.tokenizer or "—"),
                 str(len(r.tokens)),
                 str(len(r.text)),
                 f"{r.chars_per_token:.2f}",
@@ -465,7 +468,7 @@ BENCH_COLUMNS = (
 
 
 def bench_view(report: BenchReport) -> RenderableType:
-    table = Table(title=f"bench · {report.model}", title_justify="left")
+    table = Table(title=escape(f"bench · {report.model}"), title_justify="left")
     table.add_column("")
     for _, header, _ in BENCH_COLUMNS:
         table.add_column(header.format(pp=report.pp_tokens, tg=report.tg_tokens), justify="right")

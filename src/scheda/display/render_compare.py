@@ -3,6 +3,8 @@
 One row per model, the reference first. The columns and how each figure was
 obtained are listed under the table (`read`, `computed`, `measured`), as the
 record's `how` says; a figure the comparison did not make shows as "—".
+Every cell reaches Rich as `Text`: file names come from outside, and the
+engine's own label ("[transformers]") is brackets to show, not markup.
 """
 
 from __future__ import annotations
@@ -161,17 +163,20 @@ def _speed(record: dict[str, Any]) -> list[str]:
 def compare_view(record: dict[str, Any]) -> RenderableType:
     from rich import box
     from rich.console import Group
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
     title = f"What quantization costs, against {Path(record['reference']).name}"
     if record.get("id"):
         title += f" (comparison {record['id']})"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True)
+    table = Table(
+        title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True
+    )
     for i, name in enumerate(HEADER):
         table.add_column(SHORT.get(name, name), justify="left" if i < 2 else "right")
     for row in record["rows"]:
-        table.add_row(*cells(row, "\n"))
+        table.add_row(*(Text(c) for c in cells(row, "\n")))
     return Group(table, Text("\n".join(notes(record)), style="dim"))
 
 

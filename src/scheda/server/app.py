@@ -2,8 +2,10 @@
 
 Two small ASGI layers sit in front of the routes, cheapest first: the body
 limit (a request over it never reaches the JSON parser) and the API key
-(compared in constant time). The studio's page and files load without the
-key, so that the page can ask for it.
+(compared in constant time). With a key set, every path needs it but the few
+declared public in `PUBLIC`: the studio's page and files (so that the page can
+ask for the key), `/health`, and the OpenAPI description with its docs page. A
+route added later is closed until it is named there.
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ STATIC = Path(__file__).parent / "static"
 # The studio is ES modules, which a browser refuses unless served with a JavaScript type;
 # the static files' types come from the system's table, which on some hosts says text/plain.
 mimetypes.add_type("text/javascript", ".js")
-PROTECTED = ("/v1", "/api", "/tokenize", "/detokenize", "/tokenizer_info")
+# The only paths open without the key; everything else, a route added tomorrow included,
+# needs it: the studio's page and its files, the health check, the OpenAPI description
+# and FastAPI's page that shows it (with that page's OAuth redirect, which it loads).
+PUBLIC = ("/", "/health", "/openapi.json", "/docs", "/docs/oauth2-redirect")
+PUBLIC_FOLDERS = ("/static/",)
 
 
 async def _reply(scope: Scope, send: Send, error: APIError) -> None:
@@ -89,7 +95,7 @@ class BodyLimit:
                 break
         body = b"".join(chunks)
         delivered = False
-        if _protected(scope["path"]):
+        if not public(scope["path"]):
             # Every API body is JSON, whatever the client labelled it (curl -d says form data).
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
             scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
@@ -105,15 +111,15 @@ class BodyLimit:
 
 
 class ApiKey:
-    """With a key set, every API route needs `Authorization: Bearer KEY`, or `x-api-key: KEY`
-    as Anthropic's clients send it."""
+    """With a key set, every path but the public ones needs `Authorization: Bearer KEY`, or
+    `x-api-key: KEY` as Anthropic's clients send it."""
 
     def __init__(self, app: ASGIApp, key: str | None) -> None:
         self.app = app
         self.key = key.encode() if key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key is not None and scope["type"] == "http" and _protected(scope["path"]):
+        if self.key is not None and scope["type"] == "http" and not public(scope["path"]):
             headers = dict(scope["headers"])
             scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
             if scheme.lower() != b"bearer":
@@ -125,8 +131,13 @@ class ApiKey:
         await self.app(scope, receive, send)
 
 
+def public(path: str) -> bool:
+    """Whether `path` is open without the API key: named in `PUBLIC`, or in `PUBLIC_FOLDERS`."""
+    return path in PUBLIC or path.startswith(PUBLIC_FOLDERS)
+
+
 def _protected(path: str) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in PROTECTED)
+    return not public(path)
 
 
 def create_app(

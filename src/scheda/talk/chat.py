@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Callable
 
 from rich.console import Console
+from rich.markup import escape
 
 from scheda import sampling as options
 from scheda.display.terminal import ctrl_c_cancels
@@ -90,7 +91,7 @@ class ChatLoop:
             try:
                 result = self.engine.chat(messages, self.sampling, show, cancel)
             except SchedaError as exc:
-                self.console.print(f"\n[red]error:[/red] {exc}")
+                self.console.print(f"\n[red]error:[/red] {escape(str(exc))}")
                 return ""
         self.console.out("")
         if result.finish_reason == "cancelled":
@@ -132,12 +133,12 @@ class ChatLoop:
         }
         handler = handlers.get(name)
         if handler is None:
-            self.console.print(f"[red]unknown command {name}[/red]: /help lists them")
+            self.console.print(f"[red]unknown command {escape(name)}[/red]: /help lists them")
             return True
         try:
             handler(rest)
         except SchedaError as exc:
-            self.console.print(f"[red]error:[/red] {exc}")
+            self.console.print(f"[red]error:[/red] {escape(str(exc))}")
         return True
 
     def _system(self, text: str) -> None:
@@ -162,7 +163,7 @@ class ChatLoop:
                 setattr(self.sampling, key, options.parse(key, value))
             self.store.set_params(self.session.id, self.sampling.to_dict())
         shown = ", ".join(f"{k}={getattr(self.sampling, k)}" for k in SETTABLE)
-        self.console.print(shown, highlight=False)
+        self.console.print(shown, highlight=False, markup=False)  # stop strings are the user's
 
     def _reset(self, _: str) -> None:
         self.store.reset(self.session.id)
@@ -174,7 +175,7 @@ class ChatLoop:
             self.console.print("[dim](no turns yet)[/dim]")
         for m in messages:
             colour = "cyan" if m.role == "user" else "green"
-            self.console.print(f"[{colour}]{m.role}:[/{colour}] ", end="")
+            self.console.print(f"[{colour}]{escape(m.role)}:[/{colour}] ", end="")
             self.console.out(m.content, highlight=False)
 
     def _save(self, name: str) -> None:
@@ -182,4 +183,4 @@ class ChatLoop:
 
         path = Path(name or f"{self.session.id}.md").expanduser()
         path.write_text(self.store.export_markdown(self.session.id), encoding="utf-8")
-        self.console.print(f"[dim](saved to {path})[/dim]")
+        self.console.print(f"[dim](saved to {escape(str(path))})[/dim]")
