@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from scheda.stores import evals
+from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.sessions import FILENAME, SessionStore
 from tests.commands import run_scheda
 from tests.gguf_variants import relabelled
@@ -150,7 +151,8 @@ def stored_comparison(tmp_path: Path) -> str:
     """An evaluation run and a comparison stored with names from outside; the comparison's id."""
     with contextlib.closing(evals.EvalStore(tmp_path / evals.FILENAME)) as store:
         store.start(NAME, tmp_path / "marked.gguf", TASK, {"shots": 0}, 1)
-        return store.add_comparison(comparison(tmp_path))
+    with contextlib.closing(ComparisonStore(tmp_path / evals.FILENAME)) as comparisons:
+        return comparisons.add(comparison(tmp_path))
 
 
 def test_eval_list_shows_the_stored_names_as_written(
