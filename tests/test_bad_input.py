@@ -69,7 +69,9 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory, smollm_path: Path, minilm_path: Path) -> Path:
+def bad_inputs(
+    tmp_path_factory: pytest.TempPathFactory, smollm_path: Path, minilm_path: Path
+) -> Path:
     """Every damaged input, made once: the big copies are three (50, 90 and 90 MB)."""
     root = tmp_path_factory.mktemp("bad-input")
     _copy(smollm_path, root / "cut-50MB.gguf", limit=50 * MB)
@@ -161,7 +163,9 @@ REFERENCES = {
 
 
 @pytest.mark.parametrize("ref", list(REFERENCES))
-def test_reference_to_nothing_in_the_library(ref: str, tmp_path: Path, monkeypatch) -> None:
+def test_reference_to_nothing_in_the_library(
+    ref: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # ./missing.gguf is missing here
     with pytest.raises(ModelNotFoundError) as caught:
         resolve(ref)

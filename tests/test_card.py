@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -63,7 +64,7 @@ def test_minilm_numbers_from_the_folder(minilm: ModelSpec) -> None:
     assert minilm.quantization["F32"].parameters == 22_713_216
 
 
-def test_card_json_side_by_side_has_stable_keys(smollm_path, minilm_path) -> None:
+def test_card_json_side_by_side_has_stable_keys(smollm_path: Path, minilm_path: Path) -> None:
     result = runner.invoke(app, ["card", "default", str(minilm_path), "llama-3-8b", "--json"])
     assert result.exit_code == 0, result.output
     models = json.loads(result.stdout)["models"]
@@ -102,7 +103,7 @@ def test_card_json_side_by_side_has_stable_keys(smollm_path, minilm_path) -> Non
     assert models[2]["knowledge_cutoff"] == "March 2023"
 
 
-def test_card_table_and_markdown_show_each_model_in_a_column(minilm_path) -> None:
+def test_card_table_and_markdown_show_each_model_in_a_column(minilm_path: Path) -> None:
     table = runner.invoke(app, ["card", "default", str(minilm_path)], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert "134,515,008" in table.stdout and "22,713,216" in table.stdout

@@ -184,7 +184,7 @@ def test_values_and_tensors_equal_gguf_readers(tmp_path: Path, big_endian: bool)
     ]
 
 
-def test_the_card_reads_no_vocabulary(smollm_path: Path, monkeypatch) -> None:
+def test_the_card_reads_no_vocabulary(smollm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The card of the real model: the header in a few large reads, no token decoded."""
     asked: list[str] = []
     sources: list[FileSource] = []
@@ -331,7 +331,9 @@ def test_a_chat_template_is_never_decoded(tmp_path: Path) -> None:
     assert read_gguf(path).chat_template is False
 
 
-def test_a_value_too_large_to_be_a_header_value_is_refused(tmp_path: Path, monkeypatch) -> None:
+def test_a_value_too_large_to_be_a_header_value_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from scheda.readers import gguf_header
 
     monkeypatch.setattr(gguf_header, "MAX_DECODED", 100)

@@ -40,6 +40,7 @@ from scheda.engines.base import Token
 from scheda.errors import ModelFileError
 from scheda.pieces import byte_marks
 from scheda.readers.gguf_vocab import GgufVocab, read_vocab
+from scheda.spec import ModelSpec
 from scheda.tokenization import gguf_tokens
 from scheda.tokenization.gguf_tokens import (
     PRE_TOKENIZERS,
@@ -147,7 +148,9 @@ def _sweep(path: Path, private_step: int, step: int = 1) -> list[str]:
 # -- the embedded model -------------------------------------------------------------------
 
 
-def test_the_default_model_is_answered_without_llama_cpp(smollm, smollm_path: Path) -> None:
+def test_the_default_model_is_answered_without_llama_cpp(
+    smollm: ModelSpec, smollm_path: Path
+) -> None:
     assert refusal(smollm_path) is None
 
     def no_llama(path: Path, text: str) -> list[Token]:
@@ -267,7 +270,7 @@ def _skip_value(data: bytes, at: int, kind: int) -> int:
     ],
 )
 def test_a_text_the_vocabulary_cannot_answer_gets_llama_cpp_s_tokens(
-    text: str, llama: Any, smollm, smollm_path: Path
+    text: str, llama: Any, smollm: ModelSpec, smollm_path: Path
 ) -> None:
     own = vocabulary_tokenizer(smollm_path)
     assert own is not None and own.tokenize(text) is None

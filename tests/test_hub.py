@@ -269,7 +269,9 @@ def test_pull_then_every_command_finds_it_offline(
     assert pull(plan(f"{GGUF_REPO}:Q4_1")).files == []  # already there: nothing fetched
 
 
-def test_pull_of_an_hf_repository(online_hub: Hub, minilm_path: Path, monkeypatch) -> None:
+def test_pull_of_an_hf_repository(
+    online_hub: Hub, minilm_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import constants
 
     pulled = pull(plan(MINILM_REPO))

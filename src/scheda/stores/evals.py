@@ -231,7 +231,8 @@ class EvalStore:
             raise SessionStoreError(
                 f"{what} with id {comparison_id!r}: `scheda compare list` shows them"
             )
-        return json.loads(rows[0]["record"])
+        record: dict[str, Any] = json.loads(rows[0]["record"])
+        return record
 
     def close(self) -> None:
         self._conn.close()
