@@ -44,7 +44,9 @@ def chat_loop(engine: Engine, store: SessionStore, system: str | None = None) ->
 
 
 def output(loop: ChatLoop) -> str:
-    return loop.console.file.getvalue()  # type: ignore[attr-defined]
+    file = loop.console.file
+    assert isinstance(file, io.StringIO)  # chat_loop's console writes to one
+    return file.getvalue()
 
 
 def lines(*typed: str) -> object:

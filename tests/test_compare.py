@@ -55,7 +55,8 @@ def record(
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64)
     top = x.max(axis=1, keepdims=True)
-    return x - top - np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+    result: np.ndarray = x - top - np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+    return result
 
 
 def _independent(reference: Path, candidate: Path, text: str) -> dict[str, Any]:

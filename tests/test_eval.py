@@ -142,7 +142,7 @@ def batched_tolerance(scorer: Scorer) -> tuple[float, float]:
     if isinstance(scorer, LlamaCppScorer):
         return BATCHED["gguf_scorer"]
     assert isinstance(scorer, TransformersScorer)
-    full = scorer.engine.dtype == torch.float32  # type: ignore[attr-defined]
+    full = scorer.engine.dtype == torch.float32
     return BATCHED["hf_scorer" if full else "half"]
 
 

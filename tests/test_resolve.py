@@ -59,7 +59,8 @@ def test_gguf_repo_in_the_hf_cache(tmp_path: Path, smollm_path: Path) -> None:
     source.mkdir()
     (source / smollm_path.name).symlink_to(smollm_path)
     _cache_repo(Path(os.environ["HF_HOME"]), "someone/SmolLM2-GGUF", source)
-    assert locate("someone/SmolLM2-GGUF").name == smollm_path.name
+    found = locate("someone/SmolLM2-GGUF")
+    assert found is not None and found.name == smollm_path.name
 
 
 @pytest.mark.parametrize(
