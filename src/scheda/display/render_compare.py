@@ -7,7 +7,7 @@ record's `how` says; a figure the comparison did not make shows as "—".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +16,12 @@ from scheda.units import size
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from scheda.evaluation.compare import Comparison, ComparisonRow
+
 NONE = "—"
 
 
-def _get(row: dict[str, Any], *keys: str) -> Any:
+def _get(row: Mapping[str, Any], *keys: str) -> Any:
     value: Any = row
     for key in keys:
         if not isinstance(value, dict) or value.get(key) is None:
@@ -33,7 +35,7 @@ def _number(value: Any, fmt: str) -> str:
 
 
 def _plus_minus(
-    figure: dict[str, Any] | None, fmt: str, sep: str, scale: float = 1.0, unit: str = ""
+    figure: Mapping[str, Any] | None, fmt: str, sep: str, scale: float = 1.0, unit: str = ""
 ) -> str:
     """ "7.139 ±0.819": the value and its uncertainty, on one line or two (`sep`)."""
     if not figure:
@@ -46,7 +48,7 @@ def _plus_minus(
     return text if not unc else f"{text}{sep}±{format(unc * scale, fmt)}"
 
 
-def _kld_spread(row: dict[str, Any], sep: str) -> str:
+def _kld_spread(row: ComparisonRow, sep: str) -> str:
     kld = row.get("kld")
     if not kld:
         return NONE
@@ -55,7 +57,7 @@ def _kld_spread(row: dict[str, Any], sep: str) -> str:
     )
 
 
-def _accuracy(row: dict[str, Any], sep: str) -> str:
+def _accuracy(row: ComparisonRow, sep: str) -> str:
     acc = row.get("accuracy")
     if not acc:
         return NONE
@@ -66,7 +68,7 @@ def _accuracy(row: dict[str, Any], sep: str) -> str:
     )
 
 
-def model_label(row: dict[str, Any]) -> str:
+def model_label(row: ComparisonRow) -> str:
     path = Path(row["path"])
     name = path.stem if path.suffix == ".gguf" else path.name
     if row.get("engine") == "transformers":
@@ -74,12 +76,12 @@ def model_label(row: dict[str, Any]) -> str:
     return name + (" (reference)" if row["role"] == "reference" else "")
 
 
-def _reference_or(row: dict[str, Any], same: str, figure: str) -> str:
+def _reference_or(row: ComparisonRow, same: str, figure: str) -> str:
     return same if row["role"] == "reference" else figure
 
 
 # (header, the cell from a row and a separator: " " on one line, "\n" on two)
-COLUMNS: list[tuple[str, Callable[[dict[str, Any], str], str]]] = [
+COLUMNS: list[tuple[str, Callable[[ComparisonRow, str], str]]] = [
     ("model", lambda r, s: model_label(r)),
     ("type", lambda r, s: r.get("type") or NONE),
     ("size", lambda r, s: size(r["size"]) if r.get("size") else NONE),
@@ -116,12 +118,12 @@ SHORT = {
 }
 
 
-def cells(row: dict[str, Any], sep: str = " ") -> list[str]:
+def cells(row: ComparisonRow, sep: str = " ") -> list[str]:
     """One row of the table as text: each figure on one line, or its uncertainty below it."""
     return [cell(row, sep) for _, cell in COLUMNS]
 
 
-def notes(record: dict[str, Any]) -> list[str]:
+def notes(record: Comparison) -> list[str]:
     """What the table was made from and how each figure was obtained."""
     text = record["text"]
     lines = [
@@ -139,7 +141,7 @@ def notes(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _speed(record: dict[str, Any]) -> list[str]:
+def _speed(record: Comparison) -> list[str]:
     """Each pass's tokens per second, and against its engine's own prompt rate (a chunk
     decoded with only its last logits, in the same process)."""
     out = []
@@ -158,7 +160,7 @@ def _speed(record: dict[str, Any]) -> list[str]:
     return out
 
 
-def compare_view(record: dict[str, Any]) -> RenderableType:
+def compare_view(record: Comparison) -> RenderableType:
     from rich import box
     from rich.console import Group
     from rich.table import Table
@@ -175,7 +177,7 @@ def compare_view(record: dict[str, Any]) -> RenderableType:
     return Group(table, Text("\n".join(notes(record)), style="dim"))
 
 
-def compare_markdown(record: dict[str, Any]) -> str:
+def compare_markdown(record: Comparison) -> str:
     from scheda.display.render import markdown_table
 
     rows = [cells(row) for row in record["rows"]]
@@ -184,7 +186,7 @@ def compare_markdown(record: dict[str, Any]) -> str:
     return "\n".join(body) + "\n"
 
 
-def list_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
+def list_rows(records: Sequence[Comparison]) -> list[list[str]]:
     """`scheda compare list`: one line per stored comparison."""
     from scheda.stores.sessions import local_time
 
@@ -206,7 +208,7 @@ def list_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def compare_chart(record: dict[str, Any], path: Path) -> None:
+def compare_chart(record: Comparison, path: Path) -> None:
     """KLD and size against bits per weight, the reference marked: a PNG."""
     import matplotlib
 
@@ -218,9 +220,12 @@ def compare_chart(record: dict[str, Any], path: Path) -> None:
     for row in rows:
         bpw = row["bits_per_weight"]
         name = row.get("type") or Path(row["path"]).name
+        size_bytes = row["size"]
+        assert size_bytes is not None  # a file with bits per weight has a size
+        mib = size_bytes / 2**20
         if row["role"] == "reference":
-            size_axis.scatter([bpw], [row["size"] / 2**20], marker="*", s=180, color="#c0392b")
-            size_axis.annotate(f"{name} (reference)", (bpw, row["size"] / 2**20), fontsize=8)
+            size_axis.scatter([bpw], [mib], marker="*", s=180, color="#c0392b")
+            size_axis.annotate(f"{name} (reference)", (bpw, mib), fontsize=8)
             kld_axis.axvline(bpw, color="#c0392b", linestyle=":", linewidth=1)
             kld_axis.annotate(
                 f"{name} (reference)",
@@ -234,10 +239,8 @@ def compare_chart(record: dict[str, Any], path: Path) -> None:
         kld = row["kld"]["mean"]
         kld_axis.errorbar([bpw], [kld], yerr=[row["kld"]["uncertainty"]], fmt="o", color="#2c3e50")
         kld_axis.annotate(name, (bpw, kld), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        size_axis.scatter([bpw], [row["size"] / 2**20], color="#2c3e50")
-        size_axis.annotate(
-            name, (bpw, row["size"] / 2**20), textcoords="offset points", xytext=(5, 4), fontsize=8
-        )
+        size_axis.scatter([bpw], [mib], color="#2c3e50")
+        size_axis.annotate(name, (bpw, mib), textcoords="offset points", xytext=(5, 4), fontsize=8)
     kld_axis.set_yscale("log")
     kld_axis.set_xlabel("bits per weight")
     kld_axis.set_ylabel("mean KL divergence to the reference (nats)")
