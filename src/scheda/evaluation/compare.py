@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, NotRequired, Required, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, Required, TypedDict
 
 import numpy as np
 
@@ -61,6 +61,9 @@ from scheda.evaluation.divergence import (
 from scheda.evaluation.logit_cache import STEP, WINDOW, LogitCache, ReferenceChunk, encode_rows
 from scheda.evaluation.scorer import Scorer, open_scorer
 from scheda.stores.evals import EvalStore
+
+if TYPE_CHECKING:
+    from scheda.measurement.bench import Machine
 
 DEFAULT_CONTEXT = 512  # llama-perplexity's default
 DEFAULT_TEXT = "gsm8k-test-60.txt"
@@ -226,7 +229,7 @@ class Comparison(TypedDict):
     bench_runs: int
     cache: CacheFacts
     how: dict[str, How]
-    machine: dict[str, Any]
+    machine: Machine
     rows: list[ComparisonRow]
     id: NotRequired[str]  # set when stored
 
