@@ -97,14 +97,14 @@ def bad_inputs(
     return root
 
 
-def _cli(*args: str, cwd: Path | None = None, hf_home: Path) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path | None = None, hf_home: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.pop("SCHEDA_DEBUG", None)
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
     return run_scheda(*args, env=env, cwd=cwd, timeout=CLI_TIMEOUT)
 
 
-def _assert_one_clean_line(done: subprocess.CompletedProcess) -> str:
+def _assert_one_clean_line(done: subprocess.CompletedProcess[str]) -> str:
     """A non-zero exit, nothing on stdout, one `error:` line on stderr; the line."""
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     assert done.returncode != 0, done.stdout

@@ -45,6 +45,7 @@ def test_encoders_have_no_kv_cache(minilm: ModelSpec) -> None:
 
 def test_weights_at_each_precision(smollm: ModelSpec) -> None:
     n, vectors = smollm.parameters, smollm.vector_parameters
+    assert n is not None and vectors is not None
     assert fit.weight_bytes(smollm, "file") == smollm.tensor_bytes
     assert fit.weight_bytes(smollm, "FP32") == n * 4
     assert fit.weight_bytes(smollm, "FP16/BF16") == (n - vectors) * 2 + vectors * 4

@@ -28,7 +28,7 @@ import json
 import os
 import struct
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -278,7 +278,8 @@ def test_a_text_the_vocabulary_cannot_answer_gets_llama_cpp_s_tokens(
 
     def ask(path: Path, question: str) -> list[Token]:
         asked.append(question)
-        return llama.tokenize(question)
+        tokens: list[Token] = llama.tokenize(question)
+        return tokens
 
     result = tokenize(smollm, text, ask)
     assert asked == [text]
@@ -290,7 +291,7 @@ def test_a_lone_surrogate_is_left_to_llama_cpp(smollm_path: Path) -> None:
     assert own is not None and own.tokenize("bad \udcff byte") is None
 
 
-def _vocab(path: Path):
+def _vocab(path: Path) -> GgufVocab:
     vocab = read_vocab(path)
     assert vocab.tokens and vocab.token_types and vocab.merges
     return vocab
@@ -316,15 +317,18 @@ def _vocab(path: Path):
         (lambda v: _with_special(v, "im_end|><|x"), "special token is the start of another"),
     ],
 )
-def test_a_vocabulary_llama_cpp_reads_otherwise_is_refused(smollm_path: Path, change, why) -> None:
+def test_a_vocabulary_llama_cpp_reads_otherwise_is_refused(
+    smollm_path: Path, change: Callable[[GgufVocab], GgufVocab], why: str
+) -> None:
     vocab = _vocab(smollm_path)
     assert not isinstance(build(vocab), str)
     refused = build(change(vocab))
     assert isinstance(refused, str) and why in refused
 
 
-def _with_special(vocab, text: str):
+def _with_special(vocab: GgufVocab, text: str) -> GgufVocab:
     """The vocabulary with its last token replaced by a special (control) token."""
+    assert vocab.tokens is not None and vocab.token_types is not None
     return replace(
         vocab, tokens=[*vocab.tokens[:-1], text], token_types=[*vocab.token_types[:-1], 3]
     )
@@ -367,6 +371,7 @@ def test_a_file_replaced_under_the_same_name_is_read_again(
 def test_the_reader_reads_the_tokenizer_keys(smollm_path: Path) -> None:
     vocab = _vocab(smollm_path)
     assert (vocab.model, vocab.pre, vocab.architecture) == ("gpt2", "smollm", "llama")
+    assert vocab.tokens is not None and vocab.token_types is not None and vocab.merges is not None
     assert len(vocab.tokens) == len(vocab.token_types) == 49152
     assert len(vocab.merges) == 48900 and vocab.merges[0] == "Ġ t"
     assert vocab.tokens[:2] == ["<|endoftext|>", "<|im_start|>"] and vocab.odd is None
