@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -260,7 +261,7 @@ def test_a_hand_built_file_reads(tmp_path: Path) -> None:
         assert read_header(source).value("x.nested") == [[7]]
 
 
-DAMAGED = {
+DAMAGED: dict[str, tuple[dict[str, Any], str]] = {
     "version 1": ({"version": 1}, "GGUF version 1"),
     "unknown value type": ({"metadata": [(b"k", 13, b"")]}, "value type 13, unknown to GGUF"),
     "unknown item type": ({"metadata": [(b"k", ARR, _array(99, []))]}, "items of type 99"),
