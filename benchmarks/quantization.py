@@ -27,11 +27,12 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from scheda.display.render_compare import compare_chart, compare_markdown
-from scheda.evaluation.compare import load_text, run_compare
+from scheda.evaluation.compare import Comparison, load_text, run_compare
 from scheda.files.quantize import quantize
 from scheda.resolve import default_model_path
 from scheda.stores.evals import EvalStore
@@ -52,7 +53,7 @@ def italian_text(folder: Path, out: Path) -> Path:
     return out
 
 
-def speed(record: dict[str, Any]) -> list[str]:
+def speed(record: Mapping[str, Any]) -> list[str]:
     """Each pass: tokens evaluated per second, against its decode alone, its engine's own
     prompt rate (the goal: at least 0.8x) and scheda bench's pp512 (xllamacpp's build)."""
     lines = []
@@ -99,7 +100,7 @@ def main() -> None:
     print(f"quantized in {time.perf_counter() - started:.1f} s")
     reference, candidates = files["F16"], [files[t] for t in TYPES[1:]]
     store = EvalStore()
-    records = {}
+    records: dict[str, Comparison] = {}
     load = os.getloadavg()
     try:
         started = time.perf_counter()
@@ -115,7 +116,7 @@ def main() -> None:
             data=SHARED / "data" / "mmlu" if (SHARED / "data" / "mmlu").is_dir() else None,
             step=print,
         )
-        store.add_comparison(records["english"])
+        store.add_comparison(cast(dict[str, Any], records["english"]))  # kept as JSON
         print(f"english: {time.perf_counter() - started:.1f} s")
         started = time.perf_counter()
         italian = italian_text(SHARED / "seeds", args.work / "articoli.txt")
@@ -127,7 +128,7 @@ def main() -> None:
             threads=args.threads,
             store=store,
         )
-        store.add_comparison(records["italian"])
+        store.add_comparison(cast(dict[str, Any], records["italian"]))  # kept as JSON
         print(f"italian: {time.perf_counter() - started:.1f} s")
     finally:
         store.close()
