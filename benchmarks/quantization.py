@@ -27,11 +27,12 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from scheda.display.render_compare import compare_chart, compare_markdown
-from scheda.evaluation.compare import load_text, run_compare
+from scheda.evaluation.compare import Comparison, load_text, run_compare
 from scheda.files.quantize import quantize
 from scheda.resolve import default_model_path
 from scheda.stores.comparisons import ComparisonStore
@@ -53,7 +54,7 @@ def italian_text(folder: Path, out: Path) -> Path:
     return out
 
 
-def speed(record: dict[str, Any]) -> list[str]:
+def speed(record: Mapping[str, Any]) -> list[str]:
     """Each pass: tokens evaluated per second, against its decode alone, its engine's own
     prompt rate (the goal: at least 0.8x) and scheda bench's pp512 (xllamacpp's build)."""
     lines = []
@@ -101,7 +102,7 @@ def main() -> None:
     reference, candidates = files["F16"], [files[t] for t in TYPES[1:]]
     store = EvalStore()
     comparisons = ComparisonStore()
-    records = {}
+    records: dict[str, Comparison] = {}
     load = os.getloadavg()
     try:
         started = time.perf_counter()

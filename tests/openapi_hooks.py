@@ -42,7 +42,7 @@ def _cap(fields: dict[str, Any], name: str, add: bool = True) -> None:
     value = fields.get(name)
     if value is None and add:
         fields[name] = CAP
-    elif _count(value):
+    elif value is not None and _count(value):
         fields[name] = min(int(value), CAP) or CAP
 
 

@@ -73,7 +73,7 @@ def claude(server: Server) -> anthropic.Anthropic:
 
 def weather_args(arguments: str) -> dict[str, Any]:
     """A get_weather call's arguments, checked against its schema."""
-    args = json.loads(arguments)
+    args: dict[str, Any] = json.loads(arguments)
     assert set(args) == {"city"} and isinstance(args["city"], str), args
     assert len(args["city"]) <= 30
     return args
@@ -423,7 +423,7 @@ def test_messages_errors_and_key_in_anthropic_s_shape(
     assert "image" in str(refused.value)
     wrong = anthropic.Anthropic(base_url=server.url, api_key="wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
-        wrong.messages.create(model="default", max_tokens=4, messages=ASK)  # type: ignore[arg-type]
+        wrong.messages.create(model="default", max_tokens=4, messages=ASK)
     status, answer = server.request("POST", "/v1/messages", {"messages": ASK})
     assert status == 400 and answer["type"] == "error"
     assert (

@@ -69,7 +69,9 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory, smollm_path: Path, minilm_path: Path) -> Path:
+def bad_inputs(
+    tmp_path_factory: pytest.TempPathFactory, smollm_path: Path, minilm_path: Path
+) -> Path:
     """Every damaged input, made once: the big copies are three (50, 90 and 90 MB)."""
     root = tmp_path_factory.mktemp("bad-input")
     _copy(smollm_path, root / "cut-50MB.gguf", limit=50 * MB)
@@ -95,14 +97,14 @@ def bad_inputs(tmp_path_factory, smollm_path: Path, minilm_path: Path) -> Path:
     return root
 
 
-def _cli(*args: str, cwd: Path | None = None, hf_home: Path) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path | None = None, hf_home: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.pop("SCHEDA_DEBUG", None)
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
     return run_scheda(*args, env=env, cwd=cwd, timeout=CLI_TIMEOUT)
 
 
-def _assert_one_clean_line(done: subprocess.CompletedProcess) -> str:
+def _assert_one_clean_line(done: subprocess.CompletedProcess[str]) -> str:
     """A non-zero exit, nothing on stdout, one `error:` line on stderr; the line."""
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     assert done.returncode != 0, done.stdout
@@ -161,7 +163,9 @@ REFERENCES = {
 
 
 @pytest.mark.parametrize("ref", list(REFERENCES))
-def test_reference_to_nothing_in_the_library(ref: str, tmp_path: Path, monkeypatch) -> None:
+def test_reference_to_nothing_in_the_library(
+    ref: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # ./missing.gguf is missing here
     with pytest.raises(ModelNotFoundError) as caught:
         resolve(ref)

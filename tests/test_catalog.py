@@ -6,6 +6,7 @@ import pytest
 
 from scheda import catalog
 from scheda.resolve import resolve
+from scheda.spec import ModelSpec
 
 ARTICLE_FAMILIES = {
     "Llama 2",
@@ -59,10 +60,12 @@ def test_lookup_forgives_spelling_and_suggests() -> None:
     assert "llama-3-8b" in catalog.suggest("llama-3-8")
 
 
-def test_a_file_with_catalog_numbers_gets_the_published_facts(smollm) -> None:
+def test_a_file_with_catalog_numbers_gets_the_published_facts(smollm: ModelSpec) -> None:
     # The embedded model is no catalog family: no facts are invented for it.
     assert smollm.family is None and smollm.benchmarks == {}
-    m = catalog.lookup("qwen1.5-0.5b")[0]
+    found = catalog.lookup("qwen1.5-0.5b")
+    assert found is not None
+    m = found[0]
     spec = catalog.catalog_spec(m)
     spec.source, spec.benchmarks, spec.family = "gguf", {}, None
     assert catalog.match(spec) is m

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,10 +44,12 @@ def chat_loop(engine: Engine, store: SessionStore, system: str | None = None) ->
 
 
 def output(loop: ChatLoop) -> str:
-    return loop.console.file.getvalue()  # type: ignore[attr-defined]
+    file = loop.console.file
+    assert isinstance(file, io.StringIO)  # chat_loop's console writes to one
+    return file.getvalue()
 
 
-def lines(*typed: str) -> object:
+def lines(*typed: str) -> Callable[[], str]:
     queue = list(typed)
 
     def read() -> str:
@@ -60,7 +62,7 @@ def lines(*typed: str) -> object:
 
 def test_turns_are_answered_streamed_and_saved(engine: Engine, store: SessionStore) -> None:
     loop = chat_loop(engine, store, system="You are terse.")
-    loop.run(lines("Hello!", "What is the capital of France?"))  # type: ignore[arg-type]
+    loop.run(lines("Hello!", "What is the capital of France?"))
     saved = store.messages(loop.session.id)
     assert [m.role for m in saved] == ["user", "assistant", "user", "assistant"]
     assert "Paris" in saved[3].content
@@ -93,7 +95,7 @@ def test_slash_commands(engine: Engine, store: SessionStore, tmp_path: Path) -> 
     loop = chat_loop(engine, store)
     saved = tmp_path / "out.md"
     loop.run(
-        lines(  # type: ignore[arg-type]
+        lines(
             "/params temperature=0.5 max_tokens=7",
             "/system Answer in French.",
             "Hi",
@@ -162,18 +164,19 @@ def test_sigkill_mid_answer_loses_only_that_answer(tmp_path: Path) -> None:
     """A chat killed while it writes an answer keeps every earlier turn and the question."""
     child = scheda_chat(tmp_path, "-t", "0", "-m", "8")
     assert child.stdin is not None and child.stdout is not None
+    stdout = child.stdout
     seen: list[str] = []
     reader = threading.Thread(
-        target=lambda: seen.extend(iter(lambda: child.stdout.read(1), "")),  # type: ignore[union-attr]
+        target=lambda: seen.extend(iter(lambda: stdout.read(1), "")),
         daemon=True,
     )
     reader.start()
     child.stdin.write("Hello!\n/params max_tokens=4000\nTell me a long story about a dragon.\n")
     child.stdin.flush()
 
-    def wait_for(condition: object, what: str) -> None:
+    def wait_for(condition: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + 120
-        while not condition():  # type: ignore[operator]
+        while not condition():
             assert time.monotonic() < deadline, f"timed out waiting for {what}: {''.join(seen)}"
             time.sleep(0.05)
 
@@ -184,7 +187,8 @@ def test_sigkill_mid_answer_loses_only_that_answer(tmp_path: Path) -> None:
     child.wait(timeout=30)
     reader.join(timeout=10)
     for pipe in (child.stdin, child.stdout, child.stderr):
-        pipe.close()  # type: ignore[union-attr]
+        assert pipe is not None
+        pipe.close()
     assert child.returncode == -signal.SIGKILL
 
     database = tmp_path / "sessions.sqlite3"

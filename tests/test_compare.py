@@ -16,13 +16,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 from scheda.errors import ModelFileError, UsageError
-from scheda.evaluation.compare import DEFAULT_TEXT, Text, load_text, run_compare
+from scheda.evaluation.compare import DEFAULT_TEXT, Comparison, Text, load_text, run_compare
 from scheda.evaluation.divergence import compare_chunk, compare_rows
 from scheda.evaluation.logit_cache import ARRAYS, LogitCache, encode, encode_rows
 from scheda.evaluation.scorer_llamacpp import LlamaCppScorer
@@ -36,7 +36,7 @@ from tests.needs import GSM8K_DIR, require
 @pytest.fixture(scope="module")
 def record(
     smollm_quants: dict[str, Path], text_file: Path, cache_dir: Path, tmp_path_factory: Any
-) -> dict[str, Any]:
+) -> Comparison:
     store = EvalStore(tmp_path_factory.mktemp("compare-store") / "evals.sqlite3")
     try:
         return run_compare(
@@ -55,7 +55,8 @@ def record(
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64)
     top = x.max(axis=1, keepdims=True)
-    return x - top - np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+    result: np.ndarray = x - top - np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+    return result
 
 
 def _independent(reference: Path, candidate: Path, text: str) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def _independent(reference: Path, candidate: Path, text: str) -> dict[str, Any]:
 
 
 def test_figures_equal_an_independent_computation(
-    record: dict[str, Any], smollm_quants: dict[str, Path], text_file: Path
+    record: Comparison, smollm_quants: dict[str, Path], text_file: Path
 ) -> None:
     exact = _independent(smollm_quants["F16"], smollm_quants["Q8_0"], text_file.read_text())
     reference, candidate = record["rows"]
@@ -114,7 +115,7 @@ def test_figures_equal_an_independent_computation(
 
 
 def test_the_reference_runs_once(
-    record: dict[str, Any], smollm_quants: dict[str, Path], text_file: Path, cache_dir: Path
+    record: Comparison, smollm_quants: dict[str, Path], text_file: Path, cache_dir: Path
 ) -> None:
     assert record["rows"][0]["cached"] is False
     again = run_compare(
@@ -162,19 +163,24 @@ def test_rows_compared_in_threads_equal_one_pass_bit_for_bit(
     assert one.kld.mean() > 1  # the reversed logits are far from the reference
 
 
-def test_every_figure_says_how_it_was_obtained(record: dict[str, Any]) -> None:
+def test_every_figure_says_how_it_was_obtained(record: Comparison) -> None:
     kinds = {key: how["kind"] for key, how in record["how"].items()}
     assert kinds["size"] == kinds["bits_per_weight"] == "read"
     assert kinds["memory"] == kinds["kld"] == kinds["perplexity"] == "computed"
     assert kinds["bench"] == kinds["pass"] == "measured"
     reference, candidate = record["rows"]
     assert reference["type"] == "F16" and candidate["type"] == "Q8_0"
-    assert reference["bits_per_weight"] > 15 and 8 < candidate["bits_per_weight"] < 9
-    assert reference["size"] > candidate["size"] > 0
-    assert reference["memory"] > candidate["memory"] > candidate["size"]
+    ref_bits, bits = reference["bits_per_weight"], candidate["bits_per_weight"]
+    ref_size, size = reference["size"], candidate["size"]
+    assert ref_bits is not None and bits is not None and ref_size is not None and size is not None
+    assert ref_bits > 15 and 8 < bits < 9
+    assert ref_size > size > 0
+    assert reference["memory"] > candidate["memory"] > size
     assert "versions" in record["machine"]
-    assert candidate["pass"]["tokens_evaluated"] == record["text"]["chunks"] * CONTEXT
-    assert candidate["pass"]["decode_seconds"] <= candidate["pass"]["seconds"]
+    timing = candidate["pass"]
+    assert timing is not None
+    assert timing["tokens_evaluated"] == record["text"]["chunks"] * CONTEXT
+    assert timing["decode_seconds"] <= timing["seconds"]
 
 
 def _scheda(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -191,7 +197,7 @@ def test_cli_table_json_markdown_chart_and_list(
     smollm_quants: dict[str, Path],
     text_file: Path,
     cache_dir: Path,
-    record: dict[str, Any],
+    record: Comparison,
     tmp_path: Path,
 ) -> None:
     assert record["rows"][0]["cached"] is False  # the module's own pass made the cache
@@ -302,6 +308,7 @@ def test_accuracy_delta_from_stored_eval_runs(
             tasks=[str(questions)],
         )
         accuracy = compared["rows"][1]["accuracy"]
+        assert accuracy is not None
         runs = {Path(r.path).name: r for r in store.runs()}
         assert accuracy["items"] == len(rows) and accuracy["task"] == "capitals"
         by_model = {
@@ -356,12 +363,12 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
-def _stored(server: studio_tests.Server, record: dict[str, Any]) -> str:
+def _stored(server: studio_tests.Server, record: Comparison) -> str:
     with ComparisonStore(server.evals) as store:
-        return store.add(copy.deepcopy(record))
+        return store.add(cast(dict[str, Any], copy.deepcopy(record)))
 
 
-def test_comparison_routes(served: studio_tests.Server, record: dict[str, Any]) -> None:
+def test_comparison_routes(served: studio_tests.Server, record: Comparison) -> None:
     import urllib.error
 
     comparison = _stored(served, record)
@@ -377,7 +384,7 @@ def test_comparison_routes(served: studio_tests.Server, record: dict[str, Any]) 
 
 
 def test_the_studio_shows_a_stored_comparison(
-    chromium: Any, served: studio_tests.Server, record: dict[str, Any], tmp_path: Path
+    chromium: Any, served: studio_tests.Server, record: Comparison, tmp_path: Path
 ) -> None:
     comparison = _stored(served, record)
     with studio_tests._studio_on(chromium, served.url) as studio:

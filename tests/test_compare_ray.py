@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from scheda.evaluation.compare import load_text, run_compare, run_evals
+from scheda.evaluation.compare import Comparison, load_text, run_compare, run_evals
 from scheda.stores.evals import EvalStore
 from tests.commands import scheda
 from tests.conftest import COMPARE_CONTEXT as CONTEXT
@@ -37,7 +37,7 @@ def models(smollm_quants: dict[str, Path], smollm_path: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def plain(
     models: list[Path], text_file: Path, cache_dir: Path, tmp_path_factory: Any
-) -> dict[str, Any]:
+) -> Comparison:
     """The same comparison without Ray, llama.cpp on every core (each worker has one), with
     a store as the command has (no stored runs: each candidate's accuracy is None)."""
     store = EvalStore(tmp_path_factory.mktemp("compare-ray-store") / "evals.sqlite3")
@@ -48,12 +48,12 @@ def plain(
         store.close()
 
 
-def figures(record: dict[str, Any]) -> list[dict[str, Any]]:
+def figures(record: Comparison) -> list[dict[str, object]]:
     return [{k: v for k, v in row.items() if k not in RUN_FACTS} for row in record["rows"]]
 
 
 def test_candidates_on_workers_give_the_plain_figures(
-    ray_cluster: Any, models: list[Path], text_file: Path, plain: dict[str, Any], tmp_path: Path
+    ray_cluster: Any, models: list[Path], text_file: Path, plain: Comparison, tmp_path: Path
 ) -> None:
     moved: list[tuple[str, int, int]] = []
     store = EvalStore(tmp_path / "evals.sqlite3")
@@ -74,12 +74,14 @@ def test_candidates_on_workers_give_the_plain_figures(
     chunks = record["text"]["chunks"]
     for row, path in zip(record["rows"][1:], models[1:], strict=True):
         assert row["path"] == str(path)
-        assert row["pass"]["threads"] == 1 and row["pass"]["tokens_evaluated"] > 0
+        timing = row["pass"]
+        assert timing is not None
+        assert timing["threads"] == 1 and timing["tokens_evaluated"] > 0
         assert (path.name, chunks, chunks) in moved  # each candidate's bar ends full
 
 
 def test_cli_compares_on_a_cluster_joined_by_address(
-    ray_cluster: Any, models: list[Path], text_file: Path, plain: dict[str, Any], tmp_path: Path
+    ray_cluster: Any, models: list[Path], text_file: Path, plain: Comparison, tmp_path: Path
 ) -> None:
     address = ray_cluster.get_runtime_context().gcs_address
     args = [*map(str, models), "--text", str(text_file), "-c", str(CONTEXT), "--no-bench"]

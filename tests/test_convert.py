@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import gguf
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from scheda.cli import app
 from scheda.engines import open_model
-from scheda.engines.base import Message
+from scheda.engines.base import Engine, Message
 from scheda.errors import ModelFileError, UsageError
 from scheda.files.convert import convert
 from scheda.readers import read_spec
@@ -88,13 +89,13 @@ def tiny_gguf(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 @pytest.fixture(scope="module")
-def llama_cpp(smollm_path: Path):
+def llama_cpp(smollm_path: Path) -> Iterator[Engine]:
     with open_model(smollm_path, "llama.cpp", context=512) as engine:
         yield engine
 
 
 @pytest.fixture(scope="module")
-def hf_engine(smollm_hf: Path):
+def hf_engine(smollm_hf: Path) -> Iterator[Engine]:
     with open_model(smollm_hf, "transformers", context=512) as engine:
         yield engine
 
@@ -130,7 +131,9 @@ def test_card_of_the_folder_matches_the_gguf(smollm_hf: Path, smollm: ModelSpec)
     assert "134515008" in result.stdout.replace(" ", "").replace(",", "")
 
 
-def test_same_tokenizer_and_chat_template_as_llama_cpp(hf_engine, llama_cpp) -> None:
+def test_same_tokenizer_and_chat_template_as_llama_cpp(
+    hf_engine: Engine, llama_cpp: Engine
+) -> None:
     for text in ["ChatGPT è incredibile!", "def f(x):\n\treturn x ** 2  # 🙂", "  spaces  "]:
         assert hf_engine.tokenize(text) == llama_cpp.tokenize(text), text
     conversation = [Message("system", "Be brief."), Message("user", "Ciao!")]
@@ -138,7 +141,7 @@ def test_same_tokenizer_and_chat_template_as_llama_cpp(hf_engine, llama_cpp) -> 
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_greedy_text_matches_llama_cpp(hf_engine, llama_cpp, prompt: str) -> None:
+def test_greedy_text_matches_llama_cpp(hf_engine: Engine, llama_cpp: Engine, prompt: str) -> None:
     """The same weights, two engines: the first greedy tokens agree.
 
     llama.cpp multiplies Q4_1 blocks by activations quantized to 8 bits, transformers the

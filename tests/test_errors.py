@@ -167,7 +167,9 @@ ANSWERS = [
 
 
 @pytest.mark.parametrize(("error", "answer"), ANSWERS, ids=lambda v: type(v).__name__)
-def test_each_error_keeps_its_http_answer(error: SchedaError, answer: tuple) -> None:
+def test_each_error_keeps_its_http_answer(
+    error: SchedaError, answer: tuple[int, str | None, str | None]
+) -> None:
     got = api_error(error)
     assert (got.status, got.param, got.code) == answer
     assert error_body(error)["message"] == str(error)

@@ -11,8 +11,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -178,7 +179,7 @@ def batched_tolerance(scorer: Scorer) -> tuple[float, float]:
     if isinstance(scorer, LlamaCppScorer):
         return BATCHED["gguf_scorer"]
     assert isinstance(scorer, TransformersScorer)
-    full = scorer.engine.dtype == torch.float32  # type: ignore[attr-defined]
+    full = scorer.engine.dtype == torch.float32
     return BATCHED["hf_scorer" if full else "half"]
 
 
@@ -387,12 +388,12 @@ class ConstantScorer(Scorer):
     def piece(self, token: int) -> str:
         return chr(token)
 
-    def next_logprobs(self, tokens: list[int]) -> np.ndarray:
+    def next_logprobs(self, tokens: Sequence[int]) -> np.ndarray:
         lp = np.full(256, -5.0)
         lp[ord(self.letter)] = 0.0
         return lp
 
-    def score(self, tokens: list[int], start: int, top: int = 0) -> Scored:
+    def score(self, tokens: Sequence[int], start: int, top: int = 0) -> Scored:
         picked = tokens[start:] == [ord(" "), ord(self.letter)]
         return Scored((0.0 if picked else -5.0,) * (len(tokens) - start), (picked,))
 
@@ -403,7 +404,7 @@ class ConstantScorer(Scorer):
     def bos(self) -> int | None:
         return None
 
-    def chunk_logits(self, tokens: list[int], first: int) -> np.ndarray:
+    def chunk_logits(self, tokens: Sequence[int], first: int) -> np.ndarray:
         rows = range(first, len(tokens) - 1)
         return np.stack([self.next_logprobs(tokens[: i + 1]) for i in rows])
 
@@ -477,12 +478,12 @@ def test_mmlu_on_the_model_is_repeatable_and_resumes(smollm_path: Path, tmp_path
 # -- any multiple choice from JSONL ----------------------------------------------------------
 
 
-def write_jsonl(path: Path, records: list[dict]) -> Path:
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
 
 
-ARC_LIKE = [
+ARC_LIKE: list[dict[str, Any]] = [
     *SCIENCE,
     {
         "question": "How many legs has a spider?",

@@ -12,12 +12,13 @@ from scheda.errors import UsageError
 from scheda.formulas import fit, hardware
 from scheda.formulas.fit_report import fit_report
 from scheda.resolve import resolve
+from scheda.spec import ModelSpec
 
 runner = CliRunner()
 MiB = 1 << 20
 
 
-def test_kv_cache_formula_on_the_embedded_model(smollm) -> None:
+def test_kv_cache_formula_on_the_embedded_model(smollm: ModelSpec) -> None:
     # 2 (K, V) x 30 layers x 3 KV heads x 64 dims x 2048 positions x 2 bytes = 45 MiB,
     # the figure llama.cpp prints for this model at n_ctx 2048.
     assert fit.kv_cache_bytes(smollm, 2048) == 2 * 30 * 3 * 64 * 2048 * 2 == 45 * MiB
@@ -38,12 +39,13 @@ def test_sliding_window_caps_mistral_kv_cache() -> None:
     assert fit.kv_cache_bytes(mistral, 2048) < fit.kv_cache_bytes(mistral, 4096)
 
 
-def test_encoders_have_no_kv_cache(minilm) -> None:
+def test_encoders_have_no_kv_cache(minilm: ModelSpec) -> None:
     assert fit.kv_cache_bytes(minilm, 512) == 0
 
 
-def test_weights_at_each_precision(smollm) -> None:
+def test_weights_at_each_precision(smollm: ModelSpec) -> None:
     n, vectors = smollm.parameters, smollm.vector_parameters
+    assert n is not None and vectors is not None
     assert fit.weight_bytes(smollm, "file") == smollm.tensor_bytes
     assert fit.weight_bytes(smollm, "FP32") == n * 4
     assert fit.weight_bytes(smollm, "FP16/BF16") == (n - vectors) * 2 + vectors * 4
@@ -53,7 +55,7 @@ def test_weights_at_each_precision(smollm) -> None:
     assert sizes == sorted(sizes, reverse=True)
 
 
-def test_breakdown_adds_up(smollm) -> None:
+def test_breakdown_adds_up(smollm: ModelSpec) -> None:
     b = fit.estimate(smollm, "file", 2048)
     assert b.total == b.weights + b.kv_cache + b.compute_buffer + b.output_buffer + b.runtime
     assert b.output_buffer == 49152 * 4  # one row of logits, as llama.cpp reserves
@@ -69,7 +71,7 @@ def test_rule_of_thumb_for_a_7b_model() -> None:
     assert fit.rule_of_thumb_bytes(spec, "Q4_0") is None
 
 
-def test_longest_context_is_the_largest_that_fits(smollm) -> None:
+def test_longest_context_is_the_largest_that_fits(smollm: ModelSpec) -> None:
     budget = fit.estimate(smollm, "file", 4096).total
     longest = fit.longest_context(smollm, "file", budget)
     assert longest == 4096
@@ -105,7 +107,7 @@ def test_fit_json_reports_devices_and_alternatives() -> None:
     assert "a100-40" in names and "t4" not in names
 
 
-def test_fit_with_a_memory_budget_and_host(smollm) -> None:
+def test_fit_with_a_memory_budget_and_host(smollm: ModelSpec) -> None:
     report = fit_report(smollm, 8192, 1, [hardware.custom(0.3)])
     fits = report.devices[0].fits
     assert fits["Q4_0"] and not fits["FP32"]

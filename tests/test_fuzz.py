@@ -197,7 +197,7 @@ class _Scratch:
 
 
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory) -> _Scratch:
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> _Scratch:
     return _Scratch(tmp_path_factory.mktemp("fuzz"))
 
 
@@ -271,7 +271,7 @@ def _write_gguf(path: Path, arch: str, metadata, tensors) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_gguf(tmp_path_factory, smollm_path: Path) -> GgufSample:
+def small_gguf(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> GgufSample:
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
 
     real = GGUFReader(smollm_path, "r")
@@ -495,7 +495,9 @@ class SafetensorsSample:
 
 
 @pytest.fixture(scope="module")
-def small_safetensors(tmp_path_factory, minilm_path: Path) -> SafetensorsSample:
+def small_safetensors(
+    tmp_path_factory: pytest.TempPathFactory, minilm_path: Path
+) -> SafetensorsSample:
     from safetensors.numpy import save_file
 
     with open(minilm_path / "model.safetensors", "rb") as f:
@@ -651,7 +653,7 @@ CONFIG_EXTRA_KEYS = (
 
 
 @pytest.fixture(scope="module")
-def minilm_copy(tmp_path_factory, minilm_path: Path) -> Path:
+def minilm_copy(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Path:
     """The MiniLM folder, copied but for its 90 MB weight file, which is a symlink."""
     folder = tmp_path_factory.mktemp("minilm") / "model"
     shutil.copytree(minilm_path, folder, ignore=shutil.ignore_patterns("model.safetensors"))

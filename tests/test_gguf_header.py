@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -184,7 +185,7 @@ def test_values_and_tensors_equal_gguf_readers(tmp_path: Path, big_endian: bool)
     ]
 
 
-def test_the_card_reads_no_vocabulary(smollm_path: Path, monkeypatch) -> None:
+def test_the_card_reads_no_vocabulary(smollm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The card of the real model: the header in a few large reads, no token decoded."""
     asked: list[str] = []
     sources: list[FileSource] = []
@@ -260,7 +261,7 @@ def test_a_hand_built_file_reads(tmp_path: Path) -> None:
         assert read_header(source).value("x.nested") == [[7]]
 
 
-DAMAGED = {
+DAMAGED: dict[str, tuple[dict[str, Any], str]] = {
     "version 1": ({"version": 1}, "GGUF version 1"),
     "unknown value type": ({"metadata": [(b"k", 13, b"")]}, "value type 13, unknown to GGUF"),
     "unknown item type": ({"metadata": [(b"k", ARR, _array(99, []))]}, "items of type 99"),
@@ -331,7 +332,9 @@ def test_a_chat_template_is_never_decoded(tmp_path: Path) -> None:
     assert read_gguf(path).chat_template is False
 
 
-def test_a_value_too_large_to_be_a_header_value_is_refused(tmp_path: Path, monkeypatch) -> None:
+def test_a_value_too_large_to_be_a_header_value_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from scheda.readers import gguf_header
 
     monkeypatch.setattr(gguf_header, "MAX_DECODED", 100)

@@ -28,7 +28,7 @@ import json
 import os
 import struct
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from scheda.engines.base import Token
 from scheda.errors import ModelFileError
 from scheda.pieces import byte_marks
 from scheda.readers.gguf_vocab import GgufVocab, read_vocab
+from scheda.spec import ModelSpec
 from scheda.tokenization import gguf_tokens
 from scheda.tokenization.gguf_tokens import (
     PRE_TOKENIZERS,
@@ -147,7 +148,9 @@ def _sweep(path: Path, private_step: int, step: int = 1) -> list[str]:
 # -- the embedded model -------------------------------------------------------------------
 
 
-def test_the_default_model_is_answered_without_llama_cpp(smollm, smollm_path: Path) -> None:
+def test_the_default_model_is_answered_without_llama_cpp(
+    smollm: ModelSpec, smollm_path: Path
+) -> None:
     assert refusal(smollm_path) is None
 
     def no_llama(path: Path, text: str) -> list[Token]:
@@ -267,7 +270,7 @@ def _skip_value(data: bytes, at: int, kind: int) -> int:
     ],
 )
 def test_a_text_the_vocabulary_cannot_answer_gets_llama_cpp_s_tokens(
-    text: str, llama: Any, smollm, smollm_path: Path
+    text: str, llama: Any, smollm: ModelSpec, smollm_path: Path
 ) -> None:
     own = vocabulary_tokenizer(smollm_path)
     assert own is not None and own.tokenize(text) is None
@@ -275,7 +278,8 @@ def test_a_text_the_vocabulary_cannot_answer_gets_llama_cpp_s_tokens(
 
     def ask(path: Path, question: str) -> list[Token]:
         asked.append(question)
-        return llama.tokenize(question)
+        tokens: list[Token] = llama.tokenize(question)
+        return tokens
 
     result = tokenize(smollm, text, ask)
     assert asked == [text]
@@ -287,7 +291,7 @@ def test_a_lone_surrogate_is_left_to_llama_cpp(smollm_path: Path) -> None:
     assert own is not None and own.tokenize("bad \udcff byte") is None
 
 
-def _vocab(path: Path):
+def _vocab(path: Path) -> GgufVocab:
     vocab = read_vocab(path)
     assert vocab.tokens and vocab.token_types and vocab.merges
     return vocab
@@ -313,15 +317,18 @@ def _vocab(path: Path):
         (lambda v: _with_special(v, "im_end|><|x"), "special token is the start of another"),
     ],
 )
-def test_a_vocabulary_llama_cpp_reads_otherwise_is_refused(smollm_path: Path, change, why) -> None:
+def test_a_vocabulary_llama_cpp_reads_otherwise_is_refused(
+    smollm_path: Path, change: Callable[[GgufVocab], GgufVocab], why: str
+) -> None:
     vocab = _vocab(smollm_path)
     assert not isinstance(build(vocab), str)
     refused = build(change(vocab))
     assert isinstance(refused, str) and why in refused
 
 
-def _with_special(vocab, text: str):
+def _with_special(vocab: GgufVocab, text: str) -> GgufVocab:
     """The vocabulary with its last token replaced by a special (control) token."""
+    assert vocab.tokens is not None and vocab.token_types is not None
     return replace(
         vocab, tokens=[*vocab.tokens[:-1], text], token_types=[*vocab.token_types[:-1], 3]
     )
@@ -364,6 +371,7 @@ def test_a_file_replaced_under_the_same_name_is_read_again(
 def test_the_reader_reads_the_tokenizer_keys(smollm_path: Path) -> None:
     vocab = _vocab(smollm_path)
     assert (vocab.model, vocab.pre, vocab.architecture) == ("gpt2", "smollm", "llama")
+    assert vocab.tokens is not None and vocab.token_types is not None and vocab.merges is not None
     assert len(vocab.tokens) == len(vocab.token_types) == 49152
     assert len(vocab.merges) == 48900 and vocab.merges[0] == "Ġ t"
     assert vocab.tokens[:2] == ["<|endoftext|>", "<|im_start|>"] and vocab.odd is None

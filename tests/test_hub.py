@@ -130,9 +130,11 @@ def test_remote_gguf_card_and_fit_equal_the_local_ones(online_hub: Hub, smollm_p
     # The goal: the metadata's size plus at most 1 MiB, in 1 MiB range requests.
     assert read.bytes <= _header_bytes(smollm_path) + BLOCK
     assert read.requests == 1 + -(-read.bytes // BLOCK)  # the listing, then each block
+    q8_source = online_hub.repos[GGUF_REPO].files[Q8].source
+    assert isinstance(q8_source, Path)  # the repository serves a file from disk
     assert [(g.file, g.quant, g.size) for g in read.ggufs] == [
         (Q4, "Q4_1", smollm_path.stat().st_size),
-        (Q8, "Q8_0", (Path(online_hub.repos[GGUF_REPO].files[Q8].source)).stat().st_size),
+        (Q8, "Q8_0", q8_source.stat().st_size),
     ]
     # Every byte of the file that was read was asked for by range; none of its tensors.
     ranges = [r[2] for r in _storage_gets(online_hub)]
@@ -269,7 +271,9 @@ def test_pull_then_every_command_finds_it_offline(
     assert pull(plan(f"{GGUF_REPO}:Q4_1")).files == []  # already there: nothing fetched
 
 
-def test_pull_of_an_hf_repository(online_hub: Hub, minilm_path: Path, monkeypatch) -> None:
+def test_pull_of_an_hf_repository(
+    online_hub: Hub, minilm_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import constants
 
     pulled = pull(plan(MINILM_REPO))
@@ -434,7 +438,7 @@ def test_the_safetensors_reader_agrees_with_the_library(minilm_path: Path) -> No
     assert ours == theirs
 
 
-TOKENIZERS = {
+TOKENIZERS: dict[str, tuple[dict[str, Any], dict[str, Any], tuple[str, str]]] = {
     "byte-level BPE": (
         {"pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}},
         {"type": "BPE", "byte_fallback": False},

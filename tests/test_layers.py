@@ -235,7 +235,8 @@ def _loaded_by(*args: str, watched: tuple[str, ...] = UNUSED_BY_QUICK_COMMANDS) 
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    return json.loads(done.stderr.strip().splitlines()[-1])
+    loaded: list[str] = json.loads(done.stderr.strip().splitlines()[-1])
+    return loaded
 
 
 def test_card_and_fit_load_only_what_they_use() -> None:

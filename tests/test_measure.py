@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -13,7 +14,7 @@ MiB = 1 << 20
 RELATIVE, ABSOLUTE = 0.10, 50 * MiB
 
 
-def test_estimate_within_tolerance_at_512_2048_and_8192(smollm_path) -> None:
+def test_estimate_within_tolerance_at_512_2048_and_8192(smollm_path: Path) -> None:
     result = CliRunner().invoke(app, ["fit", "default", "--measure", "--gpu", "host", "--json"])
     assert result.exit_code == 0, result.output
     measured = json.loads(result.stdout)["measured"]

@@ -48,7 +48,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> Itera
 def description(server: Server) -> dict[str, Any]:
     status, schema = server.request("GET", "/openapi.json")
     assert status == 200
-    return schema
+    described: dict[str, Any] = schema
+    return described
 
 
 def test_every_error_is_described_in_openai_s_shape(description: dict[str, Any]) -> None:

@@ -9,17 +9,17 @@ import pytest
 
 from scheda.engines.base import Embedder, Engine
 from scheda.errors import APIError, ModelNotServedError, ServerBusyError, UsageError
-from scheda.server.pool import ModelPool, embedder, generator, served_model
+from scheda.server.pool import ModelPool, ServedModel, embedder, generator, served_model
 
 
 @pytest.fixture(scope="module")
-def two(minilm_path: Path) -> tuple:
+def two(minilm_path: Path) -> tuple[ServedModel, ServedModel]:
     chat = served_model("default", parallel=2)
     embed = served_model(str(minilm_path))
     return chat, embed
 
 
-def test_the_need_is_fits_estimate(two: tuple) -> None:
+def test_the_need_is_fits_estimate(two: tuple[ServedModel, ServedModel]) -> None:
     from scheda.formulas.fit import estimate
 
     chat, embed = two
@@ -29,15 +29,15 @@ def test_the_need_is_fits_estimate(two: tuple) -> None:
     assert chat.need > embed.need > 0
 
 
-def test_least_recently_used_leaves_to_make_room(two: tuple) -> None:
+def test_least_recently_used_leaves_to_make_room(two: tuple[ServedModel, ServedModel]) -> None:
     chat, embed = two
     pool = ModelPool([chat, embed], budget=chat.need + embed.need - 1, queue=2, parallel=2)
     try:
         with pool.lease(chat) as engine:
-            assert engine.count_tokens("hello") > 0
+            assert generator(engine).count_tokens("hello") > 0
         assert pool.loaded() == [chat.id]
-        with pool.lease(embed) as embedder:
-            vectors, _ = embedder.embed(["hello"])
+        with pool.lease(embed) as encoder:
+            vectors, _ = embedder(encoder).embed(["hello"])
             assert len(vectors[0]) == 384
         assert pool.loaded() == [embed.id]  # the chat model was unloaded to make room
         with pool.lease(chat):
@@ -47,7 +47,7 @@ def test_least_recently_used_leaves_to_make_room(two: tuple) -> None:
     assert pool.loaded() == []
 
 
-def test_both_stay_when_both_fit(two: tuple) -> None:
+def test_both_stay_when_both_fit(two: tuple[ServedModel, ServedModel]) -> None:
     chat, embed = two
     pool = ModelPool([chat, embed], budget=chat.need + embed.need, queue=2, parallel=2)
     try:
@@ -58,7 +58,7 @@ def test_both_stay_when_both_fit(two: tuple) -> None:
         pool.close()
 
 
-def test_a_busy_model_is_never_unloaded(two: tuple) -> None:
+def test_a_busy_model_is_never_unloaded(two: tuple[ServedModel, ServedModel]) -> None:
     chat, embed = two
     pool = ModelPool([chat, embed], budget=chat.need + embed.need - 1, queue=2, parallel=2)
     busy, release = threading.Event(), threading.Event()
@@ -82,7 +82,7 @@ def test_a_busy_model_is_never_unloaded(two: tuple) -> None:
         pool.close()
 
 
-def test_admission_stops_at_slots_plus_queue(two: tuple) -> None:
+def test_admission_stops_at_slots_plus_queue(two: tuple[ServedModel, ServedModel]) -> None:
     chat, _ = two
     pool = ModelPool([chat], budget=chat.need, queue=1, parallel=2)
     leases = [pool.lease(chat) for _ in range(3)]  # two slots and one waiting
@@ -99,7 +99,7 @@ def test_admission_stops_at_slots_plus_queue(two: tuple) -> None:
     assert chat.active == 0
 
 
-def test_unknown_model_is_a_404(two: tuple) -> None:
+def test_unknown_model_is_a_404(two: tuple[ServedModel, ServedModel]) -> None:
     chat, _ = two
     pool = ModelPool([chat], budget=chat.need, queue=1, parallel=2)
     assert pool.get(None) is chat
@@ -108,19 +108,23 @@ def test_unknown_model_is_a_404(two: tuple) -> None:
     assert error.value.status == 404 and "default" in str(error.value)
 
 
-def test_a_model_over_the_whole_budget_is_refused_at_start(two: tuple) -> None:
+def test_a_model_over_the_whole_budget_is_refused_at_start(
+    two: tuple[ServedModel, ServedModel],
+) -> None:
     chat, _ = two
     with pytest.raises(UsageError, match="budget"):
         ModelPool([chat], budget=chat.need - 1, queue=1, parallel=2)
 
 
-def test_two_models_with_one_name_are_refused(two: tuple) -> None:
+def test_two_models_with_one_name_are_refused(two: tuple[ServedModel, ServedModel]) -> None:
     chat, _ = two
     with pytest.raises(UsageError, match="both be served"):
         ModelPool([chat, chat], budget=2 * chat.need, queue=1, parallel=2)
 
 
-def test_the_pool_hands_each_kind_its_own_interface(two: tuple) -> None:
+def test_the_pool_hands_each_kind_its_own_interface(
+    two: tuple[ServedModel, ServedModel],
+) -> None:
     """A chat model leases an Engine, an encoder an Embedder; each route's narrowing
     (generator, embedder) refuses the other kind in one line, naming the field."""
     chat, embed = two

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -37,9 +38,7 @@ from scheda.readers.imatrix import load_imatrix
 STEM = "SmolLM2-135M-Instruct"
 
 
-def _scheda(
-    *args: str, cwd: Path | None = None, **kwargs: object
-) -> subprocess.CompletedProcess[str]:
+def _scheda(*args: str, cwd: Path | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scheda", *args],
         capture_output=True,
@@ -47,7 +46,7 @@ def _scheda(
         timeout=600,
         cwd=cwd,
         env={**os.environ, "COLUMNS": "200"},
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 

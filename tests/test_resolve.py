@@ -25,18 +25,18 @@ def _cache_repo(hf_home: Path, repo_id: str, source: Path) -> Path:
     return snapshot
 
 
-def test_default_is_the_embedded_gguf(smollm_path) -> None:
+def test_default_is_the_embedded_gguf(smollm_path: Path) -> None:
     assert locate("default") == smollm_path
     assert smollm_path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def test_a_folder_and_a_catalog_name(minilm_path) -> None:
+def test_a_folder_and_a_catalog_name(minilm_path: Path) -> None:
     assert locate(str(minilm_path)) == minilm_path
     assert locate("llama-3-8b") is None
     assert resolve("llama-3-8b").source == "catalog"
 
 
-def test_a_folder_holding_one_gguf_means_that_file(tmp_path, smollm_path) -> None:
+def test_a_folder_holding_one_gguf_means_that_file(tmp_path: Path, smollm_path: Path) -> None:
     (tmp_path / "model.gguf").symlink_to(smollm_path)
     assert locate(str(tmp_path)) == tmp_path / "model.gguf"
     (tmp_path / "other.gguf").symlink_to(smollm_path)
@@ -44,7 +44,7 @@ def test_a_folder_holding_one_gguf_means_that_file(tmp_path, smollm_path) -> Non
         locate(str(tmp_path))
 
 
-def test_org_name_found_offline_in_the_hf_cache(minilm_path) -> None:
+def test_org_name_found_offline_in_the_hf_cache(minilm_path: Path) -> None:
     # huggingface_hub reads HF_HOME once, at import: use the session's isolated one.
     snapshot = _cache_repo(
         Path(os.environ["HF_HOME"]), "sentence-transformers/all-MiniLM-L6-v2", minilm_path
@@ -54,12 +54,13 @@ def test_org_name_found_offline_in_the_hf_cache(minilm_path) -> None:
     assert spec.parameters == 22_713_216
 
 
-def test_gguf_repo_in_the_hf_cache(tmp_path, smollm_path) -> None:
+def test_gguf_repo_in_the_hf_cache(tmp_path: Path, smollm_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()
     (source / smollm_path.name).symlink_to(smollm_path)
     _cache_repo(Path(os.environ["HF_HOME"]), "someone/SmolLM2-GGUF", source)
-    assert locate("someone/SmolLM2-GGUF").name == smollm_path.name
+    found = locate("someone/SmolLM2-GGUF")
+    assert found is not None and found.name == smollm_path.name
 
 
 @pytest.mark.parametrize(
@@ -76,7 +77,7 @@ def test_references_that_resolve_to_nothing(ref: str, message: str) -> None:
         locate(ref)
 
 
-def test_default_missing_says_what_to_install(monkeypatch) -> None:
+def test_default_missing_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
@@ -84,7 +85,7 @@ def test_default_missing_says_what_to_install(monkeypatch) -> None:
         locate("default")
 
 
-def test_cli_error_is_one_line(tmp_path) -> None:
+def test_cli_error_is_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
 

@@ -78,13 +78,13 @@ def test_the_clients_of_scheda_serve_work_unchanged(served: Server, client: open
         model="default",
         messages=ASK,
         max_tokens=8,
-        temperature=0,  # type: ignore[arg-type]
+        temperature=0,
     )
     text = whole.choices[0].message.content
     assert text  # the model's own answer, greedy: the stream below must match it
     chunks = client.chat.completions.create(
         model="default",
-        messages=ASK,  # type: ignore[arg-type]
+        messages=ASK,
         max_tokens=8,
         temperature=0,
         stream=True,
@@ -100,9 +100,9 @@ def test_the_clients_of_scheda_serve_work_unchanged(served: Server, client: open
     answer = client.responses.create(model="default", input=ASK[0]["content"], max_output_tokens=8)
     assert answer.output_text and answer.usage is not None
     claude = anthropic.Anthropic(base_url=served.url, api_key="none", max_retries=0)
-    message = claude.messages.create(model="default", max_tokens=8, messages=ASK)  # type: ignore[arg-type]
+    message = claude.messages.create(model="default", max_tokens=8, messages=ASK)
     assert message.content and message.usage.output_tokens > 0
-    count = claude.messages.count_tokens(model="default", messages=ASK)  # type: ignore[arg-type]
+    count = claude.messages.count_tokens(model="default", messages=ASK)
     assert count.input_tokens > 5  # the chat template's text, tokenized on a replica
 
 
@@ -166,7 +166,7 @@ def test_a_lost_replica_ends_its_request_in_one_line_and_is_replaced(
     later = client.chat.completions.create(
         model="default",
         messages=ASK,
-        max_tokens=4,  # type: ignore[arg-type]
+        max_tokens=4,
     )
     assert later.choices[0].message.content  # the other replica, or the lost one's heir
     assert replaced(cluster, busy), "Serve did not start a replica in place of the lost one"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -11,13 +12,14 @@ from scheda.cli import app
 from scheda.engines.base import Token
 from scheda.errors import UsageError
 from scheda.resolve import resolve
+from scheda.spec import ModelSpec
 from scheda.tokenization.tokens import group, tokenize
 
 ITALIAN = "ChatGPT è incredibile!"
 runner = CliRunner()
 
 
-def test_smollm_splits_the_accented_character_but_shows_it_whole(smollm) -> None:
+def test_smollm_splits_the_accented_character_but_shows_it_whole(smollm: ModelSpec) -> None:
     result = tokenize(smollm, ITALIAN)
     assert len(result.tokens) == 8
     # Byte-level BPE cuts "è" (0xC3 0xA8) across two tokens...
@@ -32,7 +34,7 @@ def test_smollm_splits_the_accented_character_but_shows_it_whole(smollm) -> None
     assert len(joined.ids) == 2
 
 
-def test_minilm_wordpiece_tokens(minilm) -> None:
+def test_minilm_wordpiece_tokens(minilm: ModelSpec) -> None:
     result = tokenize(minilm, ITALIAN)
     assert [p.text for p in result.pieces] == [
         "chat",
@@ -56,7 +58,7 @@ def test_group_joins_only_incomplete_characters() -> None:
     assert broken[0].text == "\ufffd" and broken[1].text == "x"
 
 
-def test_side_by_side_json_counts_tokens_per_model(minilm_path) -> None:
+def test_side_by_side_json_counts_tokens_per_model(minilm_path: Path) -> None:
     result = runner.invoke(app, ["tokens", "default", str(minilm_path), ITALIAN, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -67,7 +69,7 @@ def test_side_by_side_json_counts_tokens_per_model(minilm_path) -> None:
     assert {"ids": [5549, 118], "text": " è"} in data["models"][0]["pieces"]
 
 
-def test_terminal_view_shows_pieces_and_ids(minilm_path) -> None:
+def test_terminal_view_shows_pieces_and_ids(minilm_path: Path) -> None:
     result = runner.invoke(
         app, ["tokens", "default", str(minilm_path), ITALIAN], env={"COLUMNS": "120"}
     )

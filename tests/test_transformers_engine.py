@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from scheda.engines import Generation, open_model
 from scheda.engines.base import Message
+from scheda.engines.transformers import TransformersEngine
 from scheda.errors import EngineError
 from scheda.sampling import Sampling
 
@@ -19,21 +21,23 @@ GREEDY = Sampling(temperature=0, max_tokens=12)
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_llama: Path):
+def tiny(tiny_llama: Path) -> Iterator[TransformersEngine]:
     with open_model(tiny_llama, "transformers", context=2048) as engine:
+        assert isinstance(engine, TransformersEngine)
         yield engine
 
 
 @pytest.fixture(scope="module")
-def smol(smollm_hf: Path):
+def smol(smollm_hf: Path) -> Iterator[TransformersEngine]:
     with open_model(smollm_hf, "transformers", context=512) as engine:
+        assert isinstance(engine, TransformersEngine)
         yield engine
 
 
 # -- loading ----------------------------------------------------------------------------------
 
 
-def test_loads_where_auto_says_within_the_trained_context(tiny) -> None:
+def test_loads_where_auto_says_within_the_trained_context(tiny: TransformersEngine) -> None:
     assert tiny.name == "transformers"
     if torch.cuda.is_available():  # auto takes the GPU where there is one
         assert tiny.device.type == "cuda"
@@ -62,14 +66,16 @@ def test_quantizing_needs_a_cuda_gpu(tiny_llama: Path) -> None:
 
 
 @pytest.mark.parametrize("text", [ITALIAN, "def f(x):\n\treturn x  # ok", " two  spaces"])
-def test_pieces_are_the_bytes_of_the_text(smol, tiny, text: str) -> None:
+def test_pieces_are_the_bytes_of_the_text(
+    smol: TransformersEngine, tiny: TransformersEngine, text: str
+) -> None:
     for engine in (smol, tiny):
         tokens = engine.tokenize(text)
         assert b"".join(t.piece for t in tokens) == text.encode("utf-8")
         assert engine.detokenize([t.id for t in tokens]) == text
 
 
-def test_accented_character_split_over_two_tokens(smol) -> None:
+def test_accented_character_split_over_two_tokens(smol: TransformersEngine) -> None:
     tokens = smol.tokenize("ChatGPT è incredibile!")
     assert [t.id for t in tokens][2:4] == [5549, 118]
     assert [t.piece for t in tokens][2:4] == [b" \xc3", b"\xa8"]
@@ -79,7 +85,7 @@ def test_accented_character_split_over_two_tokens(smol) -> None:
 # -- generation: the mechanics on the tiny model ----------------------------------------------
 
 
-def test_greedy_is_deterministic_and_ends_at_max_tokens(tiny) -> None:
+def test_greedy_is_deterministic_and_ends_at_max_tokens(tiny: TransformersEngine) -> None:
     first = tiny.generate(PROMPT, GREEDY)
     second = tiny.generate(PROMPT, GREEDY)
     assert first.text == second.text and first.text
@@ -92,7 +98,7 @@ def test_greedy_is_deterministic_and_ends_at_max_tokens(tiny) -> None:
     assert timings.load_s == tiny.load_s
 
 
-def test_the_same_seed_gives_the_same_text(tiny) -> None:
+def test_the_same_seed_gives_the_same_text(tiny: TransformersEngine) -> None:
     def run(seed: int) -> str:
         return tiny.generate(PROMPT, Sampling(temperature=0.8, seed=seed, max_tokens=16)).text
 
@@ -100,7 +106,7 @@ def test_the_same_seed_gives_the_same_text(tiny) -> None:
     assert run(7) != run(8)  # 16 tokens of a 342-token vocabulary: a tie is not plausible
 
 
-def test_n_gives_independent_samples(tiny) -> None:
+def test_n_gives_independent_samples(tiny: TransformersEngine) -> None:
     result = tiny.generate(PROMPT, Sampling(temperature=1.0, seed=1, max_tokens=10, n=2))
     assert len(result.samples) == 2
     assert result.samples[0].text != result.samples[1].text
@@ -108,7 +114,7 @@ def test_n_gives_independent_samples(tiny) -> None:
     assert all(s.finish_reason in ("stop", "length") for s in result.samples)
 
 
-def test_a_stop_string_cuts_the_text(tiny) -> None:
+def test_a_stop_string_cuts_the_text(tiny: TransformersEngine) -> None:
     text = tiny.generate(PROMPT, GREEDY).text
     stop = next(
         text[i : i + 2]
@@ -121,7 +127,7 @@ def test_a_stop_string_cuts_the_text(tiny) -> None:
     assert result.completion_tokens < 12
 
 
-def test_ignore_eos_goes_on_to_max_tokens(smol) -> None:
+def test_ignore_eos_goes_on_to_max_tokens(smol: TransformersEngine) -> None:
     conversation = [Message("user", "What is the capital of France?")]
     short = smol.chat(conversation, Sampling(temperature=0, max_tokens=40))
     assert short.finish_reason == "stop" and short.completion_tokens < 40
@@ -130,7 +136,7 @@ def test_ignore_eos_goes_on_to_max_tokens(smol) -> None:
     assert longer.text.startswith(short.text)
 
 
-def test_the_context_caps_the_request(tiny) -> None:
+def test_the_context_caps_the_request(tiny: TransformersEngine) -> None:
     unit = "1 2 3 4 5 6 7 8 9 10 "
     prompt = unit * ((tiny.context - 20) // tiny.count_tokens(unit))
     room = tiny.context - tiny.count_tokens(prompt)
@@ -141,7 +147,7 @@ def test_the_context_caps_the_request(tiny) -> None:
         tiny.generate(prompt * 2, GREEDY)
 
 
-def test_streamed_text_is_the_final_text(tiny) -> None:
+def test_streamed_text_is_the_final_text(tiny: TransformersEngine) -> None:
     chunks: list[tuple[int, str]] = []
     sampling = Sampling(temperature=1.0, seed=3, max_tokens=24, n=2, stop=["e"])
     result = tiny.generate(PROMPT, sampling, on_text=lambda i, t: chunks.append((i, t)))
@@ -150,13 +156,16 @@ def test_streamed_text_is_the_final_text(tiny) -> None:
     assert "e" not in result.samples[0].text and "e" not in result.samples[1].text
 
 
-def test_stream_iterator_ends_with_the_generation(tiny) -> None:
+def test_stream_iterator_ends_with_the_generation(tiny: TransformersEngine) -> None:
     items = list(tiny.stream(PROMPT, GREEDY))
     assert isinstance(items[-1], Generation)
-    assert "".join(t for _, t in items[:-1]) == items[-1].text
+    last = items[-1]
+    assert isinstance(last, Generation)
+    texts = [item[1] for item in items[:-1] if not isinstance(item, Generation)]
+    assert len(texts) == len(items) - 1 and "".join(texts) == last.text
 
 
-def test_cancel_from_the_callback_stops_early(tiny) -> None:
+def test_cancel_from_the_callback_stops_early(tiny: TransformersEngine) -> None:
     cancel = threading.Event()
     chunks: list[str] = []
 
@@ -175,7 +184,7 @@ def test_cancel_from_the_callback_stops_early(tiny) -> None:
     assert already.finish_reason == "cancelled" and already.completion_tokens == 0
 
 
-def test_logprobs_with_alternatives(tiny) -> None:
+def test_logprobs_with_alternatives(tiny: TransformersEngine) -> None:
     result = tiny.generate(PROMPT, Sampling(temperature=0, max_tokens=6, logprobs=3))
     entries = result.samples[0].logprobs
     assert entries is not None and len(entries) == result.completion_tokens == 6
@@ -191,7 +200,7 @@ def test_logprobs_with_alternatives(tiny) -> None:
 # -- chat -------------------------------------------------------------------------------------
 
 
-def test_chat_goes_through_the_template(smol) -> None:
+def test_chat_goes_through_the_template(smol: TransformersEngine) -> None:
     conversation = [Message("user", "What is the capital of France?")]
     prompt = smol.chat_prompt(conversation)
     assert prompt.startswith("<|im_start|>system\n")
@@ -209,7 +218,7 @@ def test_chat_goes_through_the_template(smol) -> None:
     assert result.prompt_tokens == len(smol.tokenize(prompt))
 
 
-def test_no_chat_template_says_so(tiny) -> None:
+def test_no_chat_template_says_so(tiny: TransformersEngine) -> None:
     with pytest.raises(EngineError, match="no chat template"):
         tiny.chat([Message("user", "hi")], GREEDY)
 
@@ -220,6 +229,7 @@ def test_no_chat_template_says_so(tiny) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_float16_on_cuda(smollm_hf: Path) -> None:
     with open_model(smollm_hf, "transformers", device="cuda", dtype="float16") as engine:
+        assert isinstance(engine, TransformersEngine)
         assert engine.device.type == "cuda" and engine.dtype == torch.float16
         result = engine.generate("The capital of France is", Sampling(temperature=0, max_tokens=8))
         assert result.text.startswith(" Paris")

@@ -68,7 +68,7 @@ def run(name: str) -> str:
 @functools.cache
 def install_folders() -> set[Path]:
     """Where the model packages are installed: the parent of each package's folder."""
-    folders = set()
+    folders: set[Path] = set()
     for package in MODEL_PACKAGES:
         spec = importlib.util.find_spec(package)  # finds it without importing it
         assert spec is not None, f"{package} is not installed: run `make install-test`"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -21,6 +21,9 @@ from scheda.cli.common import (
 )
 from scheda.display.terminal import console, emit_json
 from scheda.errors import UsageError
+
+if TYPE_CHECKING:
+    from scheda.evaluation.compare import Comparison
 
 
 def compare(
@@ -92,7 +95,8 @@ def compare(
         if models[0] == "show":
             if len(models) != 2:
                 raise UsageError("give one id: scheda compare show ID (`compare list` shows them)")
-            _show(comparisons.get(models[1]), as_json, markdown, chart)
+            # The store gives back the JSON it was given: the record run_compare made.
+            _show(cast("Comparison", comparisons.get(models[1])), as_json, markdown, chart)
             return
         if len(models) < 2:
             raise UsageError("give a reference and at least one candidate to compare with it")
@@ -111,7 +115,7 @@ def compare(
                 threads,
                 cluster,
             )
-        comparisons.add(record)
+        comparisons.add(cast(dict[str, Any], record))  # kept as JSON; its id set in it
         _show(record, as_json, markdown, chart)
 
 
@@ -127,7 +131,7 @@ def _compare(
     data: Path | None,
     threads: int | None,
     cluster: Cluster | None = None,
-) -> dict[str, Any]:
+) -> Comparison:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -166,7 +170,7 @@ def _compare(
         def step(text: str) -> None:
             progress.update(status, description=text)
 
-        def measured(ray: Any = None) -> dict[str, Any]:
+        def measured(ray: Any = None) -> Comparison:
             return run_compare(
                 paths[0],
                 paths[1:],
@@ -194,7 +198,7 @@ def _compare(
             return measured(ray)
 
 
-def _show(record: dict[str, Any], as_json: bool, markdown: bool, chart: Path | None) -> None:
+def _show(record: Comparison, as_json: bool, markdown: bool, chart: Path | None) -> None:
     from scheda.display import render_compare
 
     if chart is not None:

@@ -9,7 +9,7 @@ engine's own label ("[transformers]") is brackets to show, not markup.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +18,12 @@ from scheda.units import size
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from scheda.evaluation.compare import Comparison, ComparisonRow
+
 NONE = "—"
 
 
-def _get(row: dict[str, Any], *keys: str) -> Any:
+def _get(row: Mapping[str, Any], *keys: str) -> Any:
     value: Any = row
     for key in keys:
         if not isinstance(value, dict) or value.get(key) is None:
@@ -35,7 +37,7 @@ def _number(value: Any, fmt: str) -> str:
 
 
 def _plus_minus(
-    figure: dict[str, Any] | None, fmt: str, sep: str, scale: float = 1.0, unit: str = ""
+    figure: Mapping[str, Any] | None, fmt: str, sep: str, scale: float = 1.0, unit: str = ""
 ) -> str:
     """ "7.139 ±0.819": the value and its uncertainty, on one line or two (`sep`)."""
     if not figure:
@@ -48,7 +50,7 @@ def _plus_minus(
     return text if not unc else f"{text}{sep}±{format(unc * scale, fmt)}"
 
 
-def _kld_spread(row: dict[str, Any], sep: str) -> str:
+def _kld_spread(row: ComparisonRow, sep: str) -> str:
     kld = row.get("kld")
     if not kld:
         return NONE
@@ -57,7 +59,7 @@ def _kld_spread(row: dict[str, Any], sep: str) -> str:
     )
 
 
-def _accuracy(row: dict[str, Any], sep: str) -> str:
+def _accuracy(row: ComparisonRow, sep: str) -> str:
     acc = row.get("accuracy")
     if not acc:
         return NONE
@@ -68,7 +70,7 @@ def _accuracy(row: dict[str, Any], sep: str) -> str:
     )
 
 
-def model_label(row: dict[str, Any]) -> str:
+def model_label(row: ComparisonRow) -> str:
     path = Path(row["path"])
     name = path.stem if path.suffix == ".gguf" else path.name
     if row.get("engine") == "transformers":
@@ -76,12 +78,12 @@ def model_label(row: dict[str, Any]) -> str:
     return name + (" (reference)" if row["role"] == "reference" else "")
 
 
-def _reference_or(row: dict[str, Any], same: str, figure: str) -> str:
+def _reference_or(row: ComparisonRow, same: str, figure: str) -> str:
     return same if row["role"] == "reference" else figure
 
 
 # (header, the cell from a row and a separator: " " on one line, "\n" on two)
-COLUMNS: list[tuple[str, Callable[[dict[str, Any], str], str]]] = [
+COLUMNS: list[tuple[str, Callable[[ComparisonRow, str], str]]] = [
     ("model", lambda r, s: model_label(r)),
     ("type", lambda r, s: r.get("type") or NONE),
     ("size", lambda r, s: size(r["size"]) if r.get("size") else NONE),
@@ -118,12 +120,12 @@ SHORT = {
 }
 
 
-def cells(row: dict[str, Any], sep: str = " ") -> list[str]:
+def cells(row: ComparisonRow, sep: str = " ") -> list[str]:
     """One row of the table as text: each figure on one line, or its uncertainty below it."""
     return [cell(row, sep) for _, cell in COLUMNS]
 
 
-def notes(record: dict[str, Any]) -> list[str]:
+def notes(record: Comparison) -> list[str]:
     """What the table was made from and how each figure was obtained."""
     text = record["text"]
     lines = [
@@ -141,7 +143,7 @@ def notes(record: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _speed(record: dict[str, Any]) -> list[str]:
+def _speed(record: Comparison) -> list[str]:
     """Each pass's tokens per second, and against its engine's own prompt rate (a chunk
     decoded with only its last logits, in the same process)."""
     out = []
@@ -160,7 +162,7 @@ def _speed(record: dict[str, Any]) -> list[str]:
     return out
 
 
-def compare_view(record: dict[str, Any]) -> RenderableType:
+def compare_view(record: Comparison) -> RenderableType:
     from rich import box
     from rich.console import Group
     from rich.markup import escape
@@ -180,7 +182,7 @@ def compare_view(record: dict[str, Any]) -> RenderableType:
     return Group(table, Text("\n".join(notes(record)), style="dim"))
 
 
-def compare_markdown(record: dict[str, Any]) -> str:
+def compare_markdown(record: Comparison) -> str:
     from scheda.display.render import markdown_table
 
     rows = [cells(row) for row in record["rows"]]
@@ -189,7 +191,7 @@ def compare_markdown(record: dict[str, Any]) -> str:
     return "\n".join(body) + "\n"
 
 
-def list_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
+def list_rows(records: Sequence[Comparison]) -> list[list[str]]:
     """`scheda compare list`: one line per stored comparison."""
     from scheda.stores.sessions import local_time
 
@@ -211,7 +213,7 @@ def list_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
-def compare_chart(record: dict[str, Any], path: Path) -> None:
+def compare_chart(record: Comparison, path: Path) -> None:
     """KLD and size against bits per weight, the reference marked: a PNG."""
     import matplotlib
 
@@ -223,9 +225,12 @@ def compare_chart(record: dict[str, Any], path: Path) -> None:
     for row in rows:
         bpw = row["bits_per_weight"]
         name = row.get("type") or Path(row["path"]).name
+        size_bytes = row["size"]
+        assert size_bytes is not None  # a file with bits per weight has a size
+        mib = size_bytes / 2**20
         if row["role"] == "reference":
-            size_axis.scatter([bpw], [row["size"] / 2**20], marker="*", s=180, color="#c0392b")
-            size_axis.annotate(f"{name} (reference)", (bpw, row["size"] / 2**20), fontsize=8)
+            size_axis.scatter([bpw], [mib], marker="*", s=180, color="#c0392b")
+            size_axis.annotate(f"{name} (reference)", (bpw, mib), fontsize=8)
             kld_axis.axvline(bpw, color="#c0392b", linestyle=":", linewidth=1)
             kld_axis.annotate(
                 f"{name} (reference)",
@@ -239,10 +244,8 @@ def compare_chart(record: dict[str, Any], path: Path) -> None:
         kld = row["kld"]["mean"]
         kld_axis.errorbar([bpw], [kld], yerr=[row["kld"]["uncertainty"]], fmt="o", color="#2c3e50")
         kld_axis.annotate(name, (bpw, kld), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        size_axis.scatter([bpw], [row["size"] / 2**20], color="#2c3e50")
-        size_axis.annotate(
-            name, (bpw, row["size"] / 2**20), textcoords="offset points", xytext=(5, 4), fontsize=8
-        )
+        size_axis.scatter([bpw], [mib], color="#2c3e50")
+        size_axis.annotate(name, (bpw, mib), textcoords="offset points", xytext=(5, 4), fontsize=8)
     kld_axis.set_yscale("log")
     kld_axis.set_xlabel("bits per weight")
     kld_axis.set_ylabel("mean KL divergence to the reference (nats)")

@@ -329,7 +329,8 @@ def _device(name: str) -> torch.device:
 
 def _dtype(name: str, config: Any, device: torch.device) -> torch.dtype:
     if name != "auto":
-        return getattr(torch, name)
+        dtype: torch.dtype = getattr(torch, name)
+        return dtype
     if device.type == "cpu":
         return torch.float32  # float16 matrix products are slow on a CPU
     saved = getattr(config.get_text_config(), "dtype", None) or getattr(config, "dtype", None)

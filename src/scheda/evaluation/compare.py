@@ -45,16 +45,26 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, Required, TypedDict
 
 import numpy as np
 
 from scheda import settings
 from scheda.errors import ModelFileError, UsageError
-from scheda.evaluation.divergence import Figures, compare_rows, reference_summary
+from scheda.evaluation.divergence import (
+    DivergenceFigures,
+    Estimate,
+    Figures,
+    KldFigures,
+    compare_rows,
+    reference_summary,
+)
 from scheda.evaluation.logit_cache import STEP, WINDOW, LogitCache, ReferenceChunk, encode_rows
 from scheda.evaluation.scorer import Scorer, open_scorer
 from scheda.stores.evals import EvalStore
+
+if TYPE_CHECKING:
+    from scheda.measurement.bench import Machine
 
 DEFAULT_TEXT = "gsm8k-test-60.txt"
 DEFAULT_TEXT_ABOUT = (
@@ -95,6 +105,133 @@ HOW: dict[str, tuple[str, str]] = {
     ),
     "pass": ("measured", "tokens evaluated per second by this comparison's pass over the text"),
 }
+
+
+# The comparison record: made here, shown by `display.render_compare`, stored as JSON by the
+# evaluation store, served whole by the studio's API. Keys and order are the JSON's.
+
+
+class PassFigures(TypedDict):
+    """One pass over the text: its timing, against its engine's own prompt rate."""
+
+    tokens_evaluated: int
+    tokens_scored: int
+    seconds: float
+    decode_seconds: float
+    tokens_per_s: float | None
+    decode_tokens_per_s: float | None
+    prompt_tokens_per_s: float | None
+    against_prompt_rate: float | None
+    node: NotRequired[str]  # on Ray: the worker's host and CPUs
+    threads: NotRequired[int]
+
+
+class FileFacts(TypedDict):
+    """The read and computed columns: from the file's header and fit's formulas."""
+
+    name: str
+    type: str | None
+    size: int | None
+    bits_per_weight: float | None
+    parameters: int | None
+    memory: int
+    memory_context: int
+
+
+class BenchFigures(TypedDict):
+    """The measured columns: scheda bench's medians."""
+
+    contender: str
+    load_s: float
+    pp512: float
+    tg128: float
+    runs: int
+    detail: dict[str, Any]
+
+
+class PairedAccuracy(TypedDict):
+    """Two stored runs' accuracy on the items both answered, and the answers that flip."""
+
+    metric: str
+    reference: float
+    candidate: float
+    delta: float
+    stderr: float | None
+    items: int
+    gained: int
+    lost: int
+
+
+class AccuracyDelta(PairedAccuracy):
+    task: str
+    run: str
+    reference_run: str
+
+
+# "pass" is a keyword: the functional form. Only what every row has is required; the
+# divergence figures are a candidate's, bench and accuracy there when asked for.
+ComparisonRow = TypedDict(
+    "ComparisonRow",
+    {
+        "role": Required[str],  # "reference" or "candidate"
+        "path": Required[str],
+        "engine": Required[str],
+        "tokens": int,
+        "perplexity": Estimate,
+        "perplexity_ratio": Estimate,
+        "kld": KldFigures,
+        "same_top": Estimate,
+        "rms_delta_p": Estimate,
+        "pass": PassFigures | None,  # None: a reference cache written without its timing
+        "cached": bool,
+        "name": str,
+        "type": str | None,
+        "size": int | None,
+        "bits_per_weight": float | None,
+        "parameters": int | None,
+        "memory": int,
+        "memory_context": int,
+        "bench": BenchFigures,
+        "accuracy": AccuracyDelta | None,
+    },
+    total=False,
+)
+
+
+class ComparisonText(TypedDict):
+    name: str
+    about: str
+    sha256: str
+    tokens: int
+    chunks: int
+    scored: int
+
+
+class CacheFacts(TypedDict):
+    key: str
+    bytes: int
+    how: str
+
+
+class How(TypedDict):
+    kind: str  # read | computed | measured
+    how: str
+
+
+class Comparison(TypedDict):
+    """`scheda compare`'s record: what it shows, stores and the studio serves."""
+
+    created: float
+    reference: str
+    text: ComparisonText
+    context: int
+    memory_context: int
+    bench_runs: int
+    cache: CacheFacts
+    how: dict[str, How]
+    machine: Machine
+    rows: list[ComparisonRow]
+    id: NotRequired[str]  # set when stored
 
 
 @dataclass(frozen=True)
@@ -221,7 +358,7 @@ def reference_pass(
     cache.write(tokens, encoded(), lambda: {**meta, "pass": _pass_figures(chunks, timing)})
 
 
-def _pass_figures(chunks: Chunks, timing: dict[str, float]) -> dict[str, Any]:
+def _pass_figures(chunks: Chunks, timing: dict[str, float]) -> PassFigures:
     evaluated = chunks.count * chunks.context
     seconds = timing["seconds"]
     decode = timing["decode_seconds"]
@@ -282,7 +419,7 @@ def candidate_pass(
     progress: Progress,
     label: str,
     threads: int | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[DivergenceFigures, PassFigures]:
     """One pass of a candidate over the chunks, against the cached reference; the rows
     compared on `threads` threads (every core when None): a Ray task's own CPUs."""
     figures = Figures()
@@ -332,7 +469,7 @@ class Candidate:
         text: Text,
         threads: int | None,
         progress: Progress = _quiet,
-    ) -> dict[str, Any]:
+    ) -> ComparisonRow:
         """The candidate's row of the table: its divergence figures and its pass's timing."""
         plain = chunks.tokens[1:] if chunks.bos is not None else chunks.tokens
         scorer = open_scorer(self.path, chunks.context, threads)
@@ -359,7 +496,7 @@ def _reference_nll(cache: LogitCache, count: int) -> np.ndarray:
 # The read and computed columns ------------------------------------------------------------
 
 
-def file_facts(path: Path, memory_context: int) -> dict[str, Any]:
+def file_facts(path: Path, memory_context: int) -> FileFacts:
     """Size, type and bits per weight from the file; memory from fit's formulas."""
     from scheda.formulas.fit import estimate
     from scheda.readers import read_spec
@@ -387,7 +524,7 @@ def _folder_type(spec: Any) -> str | None:
 
 def bench_models(
     paths: list[tuple[str, Path]], runs: int, threads: int | None, progress: Callable[[str], None]
-) -> list[dict[str, Any]]:
+) -> list[BenchFigures]:
     """load, pp512, tg128 per model: scheda bench's workers, round-robin (`bench`)."""
     from scheda.measurement.bench import measure_models
 
@@ -420,7 +557,7 @@ def _shots(config: dict[str, Any]) -> Any:
     return config.get("shots")
 
 
-def accuracy_delta(store: EvalStore, reference: Path, candidate: Path) -> dict[str, Any] | None:
+def accuracy_delta(store: EvalStore, reference: Path, candidate: Path) -> AccuracyDelta | None:
     """The newest pair of finished runs (same task and shots) of both models, paired by item."""
     mine = _finished_runs(store, candidate)
     theirs = _finished_runs(store, reference)
@@ -437,7 +574,7 @@ def accuracy_delta(store: EvalStore, reference: Path, candidate: Path) -> dict[s
     return None
 
 
-def _paired(reference: list[Any], candidate: list[Any]) -> dict[str, Any] | None:
+def _paired(reference: list[Any], candidate: list[Any]) -> PairedAccuracy | None:
     theirs = {r.key: r for r in reference}
     pairs = [(theirs[r.key], r) for r in candidate if r.key in theirs]
     if not pairs:
@@ -510,7 +647,7 @@ def run_compare(
     step: Callable[[str], None] = lambda _: None,
     ray: Any = None,
     workers: int | None = None,
-) -> dict[str, Any]:
+) -> Comparison:
     """Compare every candidate with the reference; the record `scheda compare` shows and stores.
 
     `bench_runs` 0 leaves the bench columns out. With `ray` (connected, see `cluster`),
@@ -525,7 +662,7 @@ def run_compare(
     _same_vocabulary_size(models)
     cache = LogitCache(reference, engines[0], text.sha256, context)
     chunks, meta = _reference(reference, engines[0], cache, text, context, threads, progress, step)
-    rows = [
+    rows: list[ComparisonRow] = [
         {
             "role": "reference",
             "path": str(reference),
@@ -601,14 +738,14 @@ def _reference(
 
 
 def _record(
-    rows: list[dict[str, Any]],
+    rows: list[ComparisonRow],
     text: Text,
     chunks: Chunks,
     cache: LogitCache,
     context: int,
     memory_context: int,
     bench_runs: int,
-) -> dict[str, Any]:
+) -> Comparison:
     from scheda.measurement.bench import machine
 
     return {
@@ -653,7 +790,7 @@ def candidates_on_ray(
     threads: int | None,
     progress: Progress,
     workers: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[ComparisonRow]:
     """Each candidate's row, its pass run on a Ray worker, at most `workers` at once.
 
     A worker takes `threads` CPUs (1 when not given: the candidates run side by side) and
@@ -663,7 +800,7 @@ def candidates_on_ray(
     remote = ray.remote(num_cpus=cpus)(candidate_row)
     waiting = deque(enumerate(candidates))
     running: dict[Any, int] = {}
-    rows: dict[int, dict[str, Any]] = {}
+    rows: dict[int, ComparisonRow] = {}
     while waiting or running:
         while waiting and len(running) < (workers or len(candidates)):
             index, candidate = waiting.popleft()
@@ -675,7 +812,7 @@ def candidates_on_ray(
         [ready], _ = ray.wait(list(running), num_returns=1)
         index = running.pop(ready)
         try:
-            row = ray.get(ready)
+            row: ComparisonRow = ray.get(ready)
         except ray.exceptions.RayTaskError as exc:
             from scheda.evaluation.distributed import worker_error
 
@@ -687,7 +824,7 @@ def candidates_on_ray(
 
 def candidate_row(
     candidate: Candidate, cache: LogitCache, chunks: Chunks, vocab: int, text: Text, threads: int
-) -> dict[str, Any]:
+) -> ComparisonRow:
     """On a worker: the candidate's row, after checking that this node sees what it needs."""
     host = socket.gethostname()
     if not candidate.path.exists():
@@ -701,5 +838,7 @@ def candidate_row(
             "every node the same cache folder (SCHEDA_CACHE_DIR on a shared filesystem)"
         )
     row = candidate.row(cache, chunks, vocab, text, threads)
-    row["pass"] = {**row["pass"], "node": host, "threads": threads}
+    timing = row["pass"]
+    assert timing is not None  # a candidate's row always times its pass
+    row["pass"] = {**timing, "node": host, "threads": threads}
     return row

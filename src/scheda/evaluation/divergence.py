@@ -28,7 +28,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -38,6 +38,37 @@ from scheda.evaluation.logit_cache import (
     ReferenceChunk,
     log_normalizer,
 )
+
+
+class Estimate(TypedDict):
+    """A figure and its standard uncertainty."""
+
+    value: float
+    uncertainty: float
+
+
+class KldFigures(TypedDict):
+    mean: float
+    uncertainty: float
+    median: float
+    p99: float
+    max: float
+
+
+class ReferenceFigures(TypedDict):
+    """The reference's own figures: its perplexity, and a ratio of 1 to itself."""
+
+    tokens: int
+    perplexity: Estimate
+    perplexity_ratio: Estimate
+
+
+class DivergenceFigures(ReferenceFigures):
+    """A candidate's figures against the reference: `scheda compare`'s columns."""
+
+    kld: KldFigures
+    same_top: Estimate
+    rms_delta_p: Estimate
 
 
 @dataclass
@@ -147,7 +178,7 @@ class Figures:
         self.same_top.append(figures.same_top)
         self.delta_p.append(figures.delta_p)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> DivergenceFigures:
         nll = np.concatenate(self.nll)
         ref = np.concatenate(self.ref_nll)
         kld = np.concatenate(self.kld)
@@ -184,7 +215,7 @@ class Figures:
         }
 
 
-def reference_summary(nll: np.ndarray) -> dict[str, Any]:
+def reference_summary(nll: np.ndarray) -> ReferenceFigures:
     """The reference's own row: its perplexity; against itself every divergence is nil."""
     log_ppl, unc = mean_and_uncertainty(nll)
     ppl = math.exp(log_ppl)

@@ -66,7 +66,7 @@ def extract_strict(text: str) -> str | None:
 
 def extract_flexible(text: str) -> str | None:
     """The last number in the text, as lm-eval's flexible-extract filter reads it."""
-    matches = FLEXIBLE.findall(text)
+    matches: list[tuple[str, ...]] = FLEXIBLE.findall(text)
     if not matches:
         return None
     return next(group for group in matches[-1] if group).strip()

@@ -194,10 +194,12 @@ class LogitCache:
         return (self.folder / "meta.json").is_file()
 
     def meta(self) -> dict[str, Any]:
-        return json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
+        meta: dict[str, Any] = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
+        return meta
 
     def tokens(self) -> np.ndarray:
-        return np.load(self.folder / "tokens.npy")
+        tokens: np.ndarray = np.load(self.folder / "tokens.npy")
+        return tokens
 
     def chunk(self, index: int) -> ReferenceChunk:
         with np.load(self.folder / f"chunk-{index:05d}.npz") as data:

@@ -93,13 +93,25 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     import subprocess
     from typing import IO, Literal
 
     Status = Literal["passed", "failed", "timeout", "killed", "error"]
+
+
+class ChildConfig(TypedDict):
+    """What the parent hands the sandboxed child: JSON on its command line."""
+
+    folder: str
+    report_fd: int
+    timeout_s: float
+    memory_mb: int
+    cpu_s: int
+    guard: bool
+
 
 TAIL_BYTES = 2048
 FILE_SIZE_MB = 10
@@ -151,7 +163,7 @@ def run_python(
             source.write(code)
         if root:
             os.chown(folder, NOBODY, NOBODY)
-        config = {
+        config: ChildConfig = {
             "folder": folder,
             "report_fd": write_end,
             "timeout_s": float(timeout_s),
@@ -339,9 +351,9 @@ def _report(fd: int, **values: object) -> None:
     os.write(fd, (json.dumps(values) + "\n").encode())
 
 
-def _child(config: dict[str, object]) -> None:
+def _child(config: ChildConfig) -> None:
     """`outer`: limits, namespaces, then init; exits with init's code."""
-    fd = int(config["report_fd"])  # type: ignore[call-overload]
+    fd = int(config["report_fd"])
     try:
         layers = ["rlimits"]
         _set_limits(config)
@@ -361,11 +373,11 @@ def _child(config: dict[str, object]) -> None:
     os._exit(0 if os.waitstatus_to_exitcode(status) == 0 else 1)
 
 
-def _set_limits(config: dict[str, object]) -> None:
+def _set_limits(config: ChildConfig) -> None:
     import resource
 
-    memory = int(config["memory_mb"]) * 1024 * 1024  # type: ignore[call-overload]
-    cpu = int(config["cpu_s"])  # type: ignore[call-overload]
+    memory = int(config["memory_mb"]) * 1024 * 1024
+    cpu = int(config["cpu_s"])
     limits = {
         resource.RLIMIT_AS: (memory, memory),
         resource.RLIMIT_CPU: (cpu, cpu + 1),
@@ -438,7 +450,7 @@ def _own_tasks() -> int:
     return count
 
 
-def _init(config: dict[str, object], layers: list[str], pid_namespace: bool, fd: int) -> None:
+def _init(config: ChildConfig, layers: list[str], pid_namespace: bool, fd: int) -> None:
     """`init`: run the worker with a deadline, then leave no process behind."""
     import signal
 
@@ -447,7 +459,7 @@ def _init(config: dict[str, object], layers: list[str], pid_namespace: bool, fd:
         worker = os.fork()
         if worker == 0:
             _worker(config, layers, fd)
-        timed_out = not _wait_for(worker, float(config["timeout_s"]))  # type: ignore[arg-type]
+        timed_out = not _wait_for(worker, float(config["timeout_s"]))
         if timed_out:
             os.kill(worker, signal.SIGKILL)
         _, status = os.waitpid(worker, 0)
@@ -514,7 +526,7 @@ def _children(parent: str) -> list[int]:
     return children
 
 
-def _worker(config: dict[str, object], layers: list[str], fd: int) -> None:
+def _worker(config: ChildConfig, layers: list[str], fd: int) -> None:
     """`worker`: read the code, drop privileges, restrict, guard, run. Never returns."""
     import builtins
     import types

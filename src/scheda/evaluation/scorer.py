@@ -35,6 +35,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -69,7 +70,8 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     """In float64: the sum over a 50k vocabulary loses digits in float32."""
     x = logits.astype(np.float64)
     top = x.max()
-    return x - (top + math.log(np.exp(x - top).sum()))
+    result: np.ndarray = x - (top + math.log(np.exp(x - top).sum()))
+    return result
 
 
 def top_k(logprobs: np.ndarray, k: int) -> tuple[tuple[int, float], ...]:
@@ -208,7 +210,7 @@ class Scorer(ABC):
     def close(self) -> None:  # noqa: B027 - a scorer with nothing to free needs no override
         """Free the model."""
 
-    def __enter__(self) -> Scorer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -30,16 +30,17 @@ class TransformersScorer(Scorer):
 
     def __init__(self, path: Path, context: int | None = None, threads: int | None = None) -> None:
         from scheda.engines import open_model
+        from scheda.engines.transformers import TransformersEngine
 
-        self.engine = open_model(
-            path, "transformers", context=context, threads=threads, warmup=False
-        )
+        engine = open_model(path, "transformers", context=context, threads=threads, warmup=False)
+        assert isinstance(engine, TransformersEngine)  # what the "transformers" engine opens
+        self.engine = engine
         self.context = self.engine.context
         self._past: list[int] = []
         self._cache: Any = None  # transformers' DynamicCache, made on the first pass
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        return self.engine._encode(text, add_special)  # type: ignore[attr-defined]
+        return self.engine._encode(text, add_special)
 
     def piece(self, token: int) -> str:
         return self.engine.detokenize([token])
@@ -57,7 +58,7 @@ class TransformersScorer(Scorer):
 
     @property
     def vocab_size(self) -> int:
-        return int(self.engine.model.get_output_embeddings().weight.shape[0])  # type: ignore[attr-defined]
+        return int(self.engine.model.get_output_embeddings().weight.shape[0])
 
     def bos(self) -> int | None:
         first = self.tokenize("a", True)
@@ -108,18 +109,17 @@ class TransformersScorer(Scorer):
         if width == 0:
             return np.zeros((len(tails), 0, 0), dtype=np.float32)
         padded = [tail[:-1] + [tail[0]] * (width - len(tail) + 1) for tail in tails]
-        ids = torch.tensor(padded, device=self.engine.device)  # type: ignore[attr-defined]
+        ids = torch.tensor(padded, device=self.engine.device)
         cache = self._cache
         assert cache is not None
         cache.batch_repeat_interleave(len(tails))
         try:
             with torch.inference_mode():
-                out = self.engine.model(  # type: ignore[attr-defined]
-                    input_ids=ids, cache=cache, use_cache=True
-                )
-            return out.logits.float().cpu().numpy()
+                out = self.engine.model(input_ids=ids, cache=cache, use_cache=True)
+            logits: np.ndarray = out.logits.float().cpu().numpy()
+            return logits
         finally:
-            cache.batch_select_indices(torch.tensor([0], device=self.engine.device))  # type: ignore[attr-defined]
+            cache.batch_select_indices(torch.tensor([0], device=self.engine.device))
             cache.crop(-width)
 
     def _rows(self, tokens: list[int], first: int) -> np.ndarray:
@@ -135,9 +135,9 @@ class TransformersScorer(Scorer):
         elif (surplus := self._cache.get_seq_length() - keep) > 0:
             # A negative count removes that many tokens, in transformers 4 and 5 alike.
             self._cache.crop(-surplus)
-        ids = torch.tensor([tokens[keep:]], device=self.engine.device)  # type: ignore[attr-defined]
+        ids = torch.tensor([tokens[keep:]], device=self.engine.device)
         with torch.inference_mode():
-            out = self.engine.model(  # type: ignore[attr-defined]
+            out = self.engine.model(
                 input_ids=ids,
                 cache=self._cache,
                 use_cache=True,
@@ -146,7 +146,8 @@ class TransformersScorer(Scorer):
             )
         self._cache = out.cache
         self._past = tokens
-        return out.logits[0].float().cpu().numpy()
+        logits: np.ndarray = out.logits[0].float().cpu().numpy()
+        return logits
 
     def close(self) -> None:
         self._cache = None

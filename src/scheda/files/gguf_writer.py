@@ -112,7 +112,7 @@ def write_gguf(folder: Path, target: Path) -> Path:
 def _config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{folder}: no readable config.json: not an HF model folder") from exc
     architecture = (config.get("architectures") or ["unknown"])[0]
@@ -131,7 +131,7 @@ def _config(folder: Path) -> dict[str, Any]:
 def _tokenizer(folder: Path) -> dict[str, Any]:
     path = folder / "tokenizer.json"
     try:
-        tokenizer = json.loads(path.read_text(encoding="utf-8"))
+        tokenizer: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{folder}: no readable tokenizer.json") from exc
     model = tokenizer.get("model") or {}

@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from scheda.errors import EngineError, UsageError, install_hint
 from scheda.formulas.hardware import physical_cores
@@ -97,12 +97,22 @@ class Result:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+class Machine(TypedDict):
+    """What the figures were measured on: kept with bench reports and comparisons."""
+
+    cpu: str
+    physical_cores: int | None
+    memory_gib: float
+    python: str
+    versions: dict[str, str]
+
+
 @dataclass
 class Report:
     model: str
     results: list[Result]
     cold_first_token_s: float | None
-    machine: dict[str, Any]
+    machine: Machine
     pp_tokens: int = PP_TOKENS
     tg_tokens: int = TG_TOKENS
 
@@ -137,14 +147,14 @@ class Report:
         }
 
 
-def machine() -> dict[str, Any]:
+def machine() -> Machine:
     """What the figures were measured on."""
     import platform
     from importlib import metadata
 
     import psutil
 
-    versions = {}
+    versions: dict[str, str] = {}
     for package in ("scheda", "xllamacpp", "llama_cpp_python", "transformers", "torch"):
         try:
             versions[package] = metadata.version(package)

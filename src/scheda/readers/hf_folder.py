@@ -348,7 +348,7 @@ def _tokenizer_json(files: Folder) -> dict[str, Any]:
 
 def _parse_whole(data: bytes, where: str) -> dict[str, Any]:
     try:
-        parsed = json.loads(data.decode("utf-8"))
+        parsed: dict[str, Any] = json.loads(data.decode("utf-8"))
         parsed.get("model")
     except (ValueError, AttributeError) as exc:  # UnicodeDecodeError is a ValueError
         raise ModelFileError(f"{where}: not valid JSON ({clean(exc, 60)})") from exc

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -42,7 +42,7 @@ router = APIRouter()
 
 
 def pool_of(request: Request) -> ModelPool:
-    return request.app.state.pool
+    return cast(ModelPool, request.app.state.pool)
 
 
 def _entry(request: Request, model: str | None, kind: str) -> ServedModel:
@@ -263,7 +263,8 @@ def _embedding_texts(body: EmbeddingRequest) -> list[str | list[int]]:
 def _embed(loaded: Loaded, texts: list[str | list[int]]) -> tuple[list[list[float]], int]:
     engine = embedder(loaded)
     decoded = [t if isinstance(t, str) else engine.detokenize(t) for t in texts]
-    return engine.embed(decoded)
+    embedded: tuple[list[list[float]], int] = engine.embed(decoded)
+    return embedded
 
 
 def _encode_vector(vector: list[float], encoding: str) -> Any:

@@ -183,7 +183,7 @@ class ModelPool:
         return entry
 
     def capacity(self, entry: ServedModel) -> int:
-        slots = entry.options.get("parallel", 1)
+        slots: int = entry.options.get("parallel", 1)
         return slots + self.queue
 
     @contextmanager

@@ -261,7 +261,8 @@ class RemoteEngine(Engine, Embedder):
                             if on_text is not None:
                                 on_text(item[1], item[2])
                         elif item[0] == "done":
-                            return item[1]
+                            done: Generation = item[1]
+                            return done
                         else:
                             raise item[1]
             except Exception:
@@ -352,7 +353,8 @@ class RayPool(ModelPool):
         self._closed = False
 
     def capacity(self, entry: ServedModel) -> int:
-        return entry.options.get("parallel", 1) * self.replicas.high + self.queue
+        slots: int = entry.options.get("parallel", 1)
+        return slots * self.replicas.high + self.queue
 
     def _make_room(self, entry: ServedModel) -> None:
         """Nothing to unload: each replica's memory is Ray's to find."""

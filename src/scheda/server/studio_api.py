@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -49,19 +49,19 @@ MAX_CONTEXT = 1 << 24
 
 
 def pool_of(request: Request) -> ModelPool:
-    return request.app.state.pool
+    return cast(ModelPool, request.app.state.pool)
 
 
 def store_of(request: Request) -> SessionStore:
-    return request.app.state.store
+    return cast(SessionStore, request.app.state.store)
 
 
 def evals_of(request: Request) -> EvalStore:
-    return request.app.state.evals
+    return cast(EvalStore, request.app.state.evals)
 
 
 def comparisons_of(request: Request) -> ComparisonStore:
-    return request.app.state.comparisons
+    return cast(ComparisonStore, request.app.state.comparisons)
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -268,7 +268,8 @@ async def chat(session_id: str, body: ChatTurn, request: Request) -> Any:
     def work(engine: Any, on_text: Any, cancel: Any) -> Generation:
         history = store.messages(session.id)
         messages, _ = fit_history(engine, session.system, history, sampling.max_tokens)
-        return engine.chat(messages, sampling, on_text, cancel)
+        generation: Generation = engine.chat(messages, sampling, on_text, cancel)
+        return generation
 
     job = Job(pool, entry, work)
     return StreamingResponse(
@@ -411,7 +412,7 @@ def _comparison_summary(record: dict[str, Any]) -> dict[str, Any]:
     """One line of the list: what was compared with what, on which text, the worst KLD."""
     candidates = [r for r in record["rows"] if r["role"] == "candidate"]
     klds = [r["kld"]["mean"] for r in candidates if r.get("kld")]
-    return _finite(
+    summary: dict[str, Any] = _finite(
         {
             "id": record["id"],
             "created": record["created"],
@@ -422,6 +423,7 @@ def _comparison_summary(record: dict[str, Any]) -> dict[str, Any]:
             "largest_kld": max(klds) if klds else None,
         }
     )
+    return summary
 
 
 @router.get("/comparisons")

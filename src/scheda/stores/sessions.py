@@ -168,7 +168,7 @@ class SessionStore(Store):
             raise SessionNotFoundError(f"give a session id: {hint}")
         if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (ref,)).fetchone():
             return ref
-        ids = [
+        ids: list[str] = [
             row[0]
             for row in conn.execute(
                 "SELECT id FROM sessions WHERE substr(id, 1, ?) = ? ORDER BY id LIMIT 6",
