@@ -23,10 +23,11 @@ from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, ItemResult
 from scheda.evaluation.gsm8k import GSM8K
 from scheda.evaluation.multiple_choice import LETTERS, MMLU, JsonlChoice
-from scheda.evaluation.runner import TASKS, make_task, published_label, run_task
+from scheda.evaluation.runner import make_task, open_run, published_label, run_task
 from scheda.evaluation.scorer import Scored, Scorer
 from scheda.evaluation.scorer_llamacpp import LlamaCppScorer
 from scheda.evaluation.scorer_transformers import TransformersScorer
+from scheda.evaluation.tasks import TASKS
 from scheda.stores.evals import EvalStore
 from tests.conftest import SCIENCE
 from tests.needs import SHARED_DATA as SHARED
@@ -534,8 +535,8 @@ def test_unknown_task_is_one_line() -> None:
 
 def test_each_task_is_declared_once_in_the_registry() -> None:
     """A task made from its name takes the registry's default shots, and its published label is
-    a row of the catalog's spec sheets. The classes keep their own default for direct use (they
-    cannot read the registry, which imports them): a test ties the two."""
+    a row of the catalog's spec sheets; the task classes read their defaults (shots, version)
+    from their entry, so a class made directly agrees with one made from its name."""
     from scheda import catalog
 
     rows = set()
@@ -548,11 +549,26 @@ def test_each_task_is_declared_once_in_the_registry() -> None:
         task = make_task(name, None, 1, SHARED)
         assert (task.name, task.shots) == (name, info.shots)
         assert published_label(name) == info.published and info.published in rows
-        assert info.version >= 1
+        assert task.version == info.version >= 1
+        assert info.runs.endswith(":" + type(task).__name__)
     assert MMLU(limit=1, data_dir=SHARED).shots == TASKS["mmlu"].shots == 5
     assert GSM8K().shots == TASKS["gsm8k"].shots == 8
     assert published_label("mine.jsonl") is None
 
+
+
+def test_a_new_task_version_is_a_run_of_its_own(tmp_path: Path) -> None:
+    """A task's first version adds nothing to a run's config (runs stored before versions
+    resume); a later one is part of it, so an earlier version's run is not resumed as it."""
+    task = make_task("gsm8k", None, 1, SHARED)
+    model = tmp_path / "model.gguf"
+    with EvalStore(tmp_path / "evals.sqlite3") as store:
+        first, _, _ = open_run(task, store, "model", model, 1)
+        assert "version" not in first.config
+        assert open_run(task, store, "model", model, 1)[0].id == first.id  # resumed
+        task.version = 2
+        second, _, _ = open_run(task, store, "model", model, 1)
+        assert second.id != first.id and second.config["version"] == 2
 
 # -- the command -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from scheda.engines.base import Engine
 from scheda.evaluation.scorer import Scorer, open_scorer
@@ -99,10 +99,17 @@ class Task(ABC):
     name: str = "task"
     metrics: tuple[str, ...] = ("acc",)  # the first is the headline figure
     output: str = "loglikelihood"  # or "generate"
+    version: int = 1  # a registered task's is its entry's in evaluation/tasks.py
 
     def __init__(self, shots: int = 0, limit: int | None = None) -> None:
         self.shots = shots
         self.limit = limit
+
+    @classmethod
+    def made(cls, shots: int, limit: int | None, data: Path | None, samples: int) -> Self:
+        """The task as `scheda eval` makes it from its options; a task that reads data or
+        draws samples says how."""
+        return cls(shots, limit)
 
     @abstractmethod
     def items(self) -> list[Item]:

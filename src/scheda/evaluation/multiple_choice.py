@@ -29,6 +29,7 @@ import numpy as np
 from scheda import settings
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
+from scheda.evaluation.tasks import TASKS
 
 LETTERS = ("A", "B", "C", "D")
 
@@ -126,11 +127,12 @@ class MMLU(Task):
     """
 
     name = "mmlu"
+    version = TASKS["mmlu"].version
     metrics = ("acc",)
 
     def __init__(
         self,
-        shots: int = 5,
+        shots: int = TASKS["mmlu"].shots,
         limit: int | None = None,
         data_dir: Path | None = None,
         subjects: list[str] | None = None,
@@ -143,6 +145,10 @@ class MMLU(Task):
             raise UsageError(f"unknown MMLU subject {unknown[0]!r}: there are {len(found)} here")
         self.subjects = [s for s in found if not subjects or s in subjects]
         self.exemplar_source = "dev" if self._dev_file(self.subjects[0]) else "test"
+
+    @classmethod
+    def made(cls, shots: int, limit: int | None, data: Path | None, samples: int) -> MMLU:
+        return cls(shots, limit, data)
 
     def _dev_file(self, subject: str) -> Path | None:
         for candidate in (

@@ -9,56 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scheda.errors import UsageError
 from scheda.evaluation.base import Aggregate, EvalModel, Item, ItemResult, Task, aggregate
+from scheda.evaluation.tasks import TASKS
 from scheda.stores.evals import EvalStore, Run
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """One task, declared once: everything else (the names `--tasks` takes, the default shots,
-    the spec-sheet row it is set beside) is read from here. Adding a task is adding one."""
-
-    name: str
-    shots: int  # the few-shot examples when --shots is left out
-    published: str  # the catalog's benchmark row it matches (the spec sheets' own label)
-    version: int  # raised when the task's prompts or scoring change
-    build: Callable[[int, int | None, Path | None, int], Task]  # (shots, limit, data, samples)
-
-
-def _mmlu(shots: int, limit: int | None, data: Path | None, samples: int) -> Task:
-    from scheda.evaluation.multiple_choice import MMLU
-
-    return MMLU(shots, limit, data)
-
-
-def _gsm8k(shots: int, limit: int | None, data: Path | None, samples: int) -> Task:
-    from scheda.evaluation.gsm8k import GSM8K
-
-    return GSM8K(shots, limit, data)
-
-
-def _humaneval(shots: int, limit: int | None, data: Path | None, samples: int) -> Task:
-    from scheda.evaluation.humaneval import HumanEval
-
-    if shots:
-        raise UsageError("humaneval is 0-shot: leave --shots out")
-    return HumanEval(samples=samples, limit=limit, data_dir=data)
-
-
-# The tasks by name, in the order `--tasks` lists them.
-TASKS: dict[str, TaskInfo] = {
-    t.name: t
-    for t in (
-        TaskInfo("mmlu", 5, "MMLU (5-shot)", 1, _mmlu),
-        TaskInfo("gsm8k", 8, "GSM-8K (8-shot, CoT)", 1, _gsm8k),
-        TaskInfo("humaneval", 0, "HumanEval (0-shot)", 1, _humaneval),
-    )
-}
 
 
 def published_label(task: str) -> str | None:
@@ -92,7 +49,7 @@ def make_task(
         raise UsageError(
             f"unknown task {name!r}: known are {task_names()}, or a path to a .jsonl file"
         )
-    return info.build(info.shots if shots is None else shots, limit, _data_for(data, name), samples)
+    return info.make(shots, limit, _data_for(data, name), samples)
 
 
 def run_task(
@@ -124,6 +81,8 @@ def open_run(
     if not items:
         raise UsageError(f"{task.name}: no items to score")
     config = task.config()
+    if task.version > 1:  # the first version adds nothing: runs stored before versions resume
+        config["version"] = task.version
     if task.output == "generate":
         # Slots decoding together are not bit-identical to one at a time (llama.cpp batches
         # them into one computation), so the slot count is part of what makes a run.
