@@ -31,6 +31,7 @@ def figures(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_bench_against_every_contender_gives_json_and_a_chart(
     smollm_hf: Path, tmp_path: Path
 ) -> None:

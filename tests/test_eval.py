@@ -58,6 +58,7 @@ def hf_scorer(smollm_hf: Path) -> Iterator[TransformersScorer]:
         yield s
 
 
+@pytest.mark.slow
 def test_the_two_scorers_agree_token_by_token(
     gguf_scorer: LlamaCppScorer, hf_scorer: TransformersScorer
 ) -> None:

@@ -691,6 +691,7 @@ def hf(tmp_path_factory: pytest.TempPathFactory, smollm_hf: Path) -> Iterator[Se
     s.stop()
 
 
+@pytest.mark.slow
 def test_an_hf_folder_behind_the_same_api(hf: Server) -> None:
     client = openai.OpenAI(base_url=hf.url + "/v1", api_key="none", max_retries=0)
     [model] = [m.id for m in client.models.list()]
@@ -712,6 +713,7 @@ def test_an_hf_folder_behind_the_same_api(hf: Server) -> None:
         client.completions.create(model=model, prompt="x", max_tokens=1, presence_penalty=1.0)
 
 
+@pytest.mark.slow
 def test_hf_refuses_what_it_cannot_guide_naming_field_and_engine(hf: Server) -> None:
     """Tools, response formats and biases are llama.cpp's here: transformers refuses them
     with a 400 that names both, never ignores them."""
@@ -727,6 +729,7 @@ def test_hf_refuses_what_it_cannot_guide_naming_field_and_engine(hf: Server) -> 
         assert status == 400 and field in message and "transformers" in message, extra
 
 
+@pytest.mark.slow
 def test_hf_abandoned_whole_answer_frees_the_slot(hf: Server, smollm_hf: Path) -> None:
     model = smollm_hf.name
     assert hf.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1})[0] == 200
@@ -734,6 +737,7 @@ def test_hf_abandoned_whole_answer_frees_the_slot(hf: Server, smollm_hf: Path) -
     assert_freed(hf, model)
 
 
+@pytest.mark.slow
 def test_hf_without_max_tokens_an_answer_stops_at_the_context(hf: Server, smollm_hf: Path) -> None:
     assert_stops_at_the_context(hf, 512, smollm_hf.name)
 

@@ -13,6 +13,8 @@ from scheda.engines.base import Message
 from scheda.errors import EngineError
 from scheda.sampling import Sampling
 
+pytestmark = pytest.mark.slow
+
 ITALIAN = "ChatGPT è incredibile! 🙂"
 PROMPT = "The quick brown fox"
 GREEDY = Sampling(temperature=0, max_tokens=12)
