@@ -243,6 +243,7 @@ def scored_items(scorer: Scorer, items: list[tuple[str, list[str]]]) -> list[lis
     return [scorer.choices(context, choices) for context, choices in items]
 
 
+@pytest.mark.slow
 def test_an_items_figures_do_not_depend_on_what_came_before(
     gguf_scorer: LlamaCppScorer,
 ) -> None:
@@ -295,6 +296,7 @@ def test_echo_recalls_the_rows_of_shared_blocks_bit_for_bit(
     assert again.logprobs == alone[2].logprobs[4:]
 
 
+@pytest.mark.slow
 def test_an_items_figures_do_not_depend_on_the_thread_count(smollm_path: Path) -> None:
     """One thread (a Ray worker's) and two give the same bits. The hard case: a last
     block of one token after more than 512 cells, where llama.cpp's flash attention
@@ -400,6 +402,7 @@ def test_mmlu_prompt_is_lm_evals() -> None:
     assert "no dev split" in task.config()["exemplars"]
 
 
+@pytest.mark.slow
 @needs_mmlu
 def test_mmlu_on_the_model_is_repeatable_and_resumes(smollm_path: Path, tmp_path: Path) -> None:
     subjects = ["astronomy", "marketing"]
@@ -510,6 +513,7 @@ def scheda(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_runs_lists_and_reports(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "science.jsonl", ARC_LIKE)
     done = scheda("eval", "default", "--tasks", str(path), "--json", data=tmp_path)

@@ -57,6 +57,7 @@ def test_json_has_text_counts_finish_reason_and_timings() -> None:
     assert data["sampling"]["temperature"] == 0
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_text_across_processes() -> None:
     args = ("default", "Write a story about a cat.", "--seed", "42", "-t", "1.0", "-m", "20")
     first, second = as_json(*args), as_json(*args)

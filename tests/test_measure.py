@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from scheda.cli import app
@@ -13,6 +14,7 @@ MiB = 1 << 20
 RELATIVE, ABSOLUTE = 0.10, 50 * MiB
 
 
+@pytest.mark.slow
 def test_estimate_within_tolerance_at_512_2048_and_8192(smollm_path) -> None:
     result = CliRunner().invoke(app, ["fit", "default", "--measure", "--gpu", "host", "--json"])
     assert result.exit_code == 0, result.output

@@ -34,6 +34,8 @@ from scheda.files.quantize import (
 from scheda.readers import read_spec
 from scheda.readers.imatrix import load_imatrix
 
+pytestmark = pytest.mark.slow
+
 STEM = "SmolLM2-135M-Instruct"
 
 
