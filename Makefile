@@ -45,7 +45,7 @@ test: $(VENV)/.test
 	$(PY) -m pytest
 
 # The inner loop: the suite without its slow, Ray, browser and Hub tests (pyproject.toml's
-# markers), in under 3 minutes on a 2-core machine. `make test` stays the gate.
+# markers), meant to take under 3 minutes on a 2-core machine. `make test` stays the gate.
 test-fast: $(VENV)/.test
 	$(PY) -m pytest -m "not slow and not ray and not browser and not hub"
 
