@@ -66,6 +66,7 @@ def test_the_same_seed_gives_the_same_text_across_processes() -> None:
     assert first["text"] != other["text"]
 
 
+@pytest.mark.slow
 def test_n_samples_are_printed_one_after_the_other() -> None:
     done = run("generate", "default", "Once upon a time", "-n", "2", "-m", "8", "--seed", "1")
     assert done.returncode == 0, done.stderr
@@ -74,6 +75,7 @@ def test_n_samples_are_printed_one_after_the_other() -> None:
     assert len(data["samples"]) == 2
 
 
+@pytest.mark.slow
 def test_sampling_options_reach_the_engine() -> None:
     data = as_json(
         "default",
@@ -99,6 +101,7 @@ def test_sampling_options_reach_the_engine() -> None:
     assert logprobs and len(logprobs[0]["top"]) == 2
 
 
+@pytest.mark.slow
 def test_chat_applies_the_template_and_the_system_prompt() -> None:
     data = as_json(
         "default", "What is 2+2?", "--chat", "--system", "Be terse.", "-t", "0", "-m", "16"
