@@ -82,7 +82,7 @@ def test_known_logprob_is_not_shifted(gguf_scorer: LlamaCppScorer) -> None:
     assert scored.is_greedy
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_a_reused_prefix_gives_the_same_numbers(make: str, request: pytest.FixtureRequest) -> None:
     scorer: Scorer = request.getfixturevalue(make)
     prefix = "Question: what is two plus two?\nAnswer:"
@@ -96,7 +96,7 @@ def test_a_reused_prefix_gives_the_same_numbers(make: str, request: pytest.Fixtu
     assert cold.logprobs == pytest.approx(first.logprobs, abs=1e-3)
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_scorer_refuses_nothing_to_score_in_one_line(
     make: str, request: pytest.FixtureRequest
 ) -> None:
@@ -114,7 +114,7 @@ def test_scorer_refuses_nothing_to_score_in_one_line(
         assert "\n" not in str(error.value) and ": " in str(error.value)
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_one_pass_for_single_token_choices(make: str, request: pytest.FixtureRequest) -> None:
     """MMLU's letters come from one next-token distribution; the same as one at a time."""
     scorer: Scorer = request.getfixturevalue(make)
@@ -168,7 +168,7 @@ ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_choices_decoded_together_score_as_one_by_one(
     make: str, request: pytest.FixtureRequest
 ) -> None:
@@ -182,7 +182,7 @@ def test_choices_decoded_together_score_as_one_by_one(
     assert best == max(range(len(ANSWERS)), key=lambda i: one_by_one[i].total)
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_more_choices_than_one_batch_holds(make: str, request: pytest.FixtureRequest) -> None:
     """40 choices go in groups; afterwards the cache holds the question alone, nothing of
     the choices: the next score is the same as on a cold cache."""
