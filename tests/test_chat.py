@@ -136,6 +136,7 @@ def session_id(first_line: str) -> str:
     return first_line.split("session ")[1].split()[0]
 
 
+@pytest.mark.slow
 def test_chat_command_saves_and_resumes_a_session(tmp_path: Path) -> None:
     child = scheda_chat(tmp_path, "--system", "Be brief.", "-t", "0", "-m", "10")
     out, err = child.communicate("Hello!\nWhat is 2+2?\n", timeout=120)
