@@ -32,8 +32,8 @@ LOCK_ARGS = compile --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --custom-compile-command 'make lock'
 COMPILE = $(UV_PIP) $(LOCK_ARGS)
 
-.PHONY: run test lint typecheck golden install install-test install-transformers install-eval \
-	install-cuda install-ray lock upgrade clean
+.PHONY: run test test-fast lint typecheck golden install install-test install-transformers \
+	install-eval install-cuda install-ray lock upgrade clean
 
 # Serves the embedded model and prints the URL of the web studio; Ctrl-C stops it.
 run: $(VENV)/.core
@@ -43,6 +43,11 @@ test: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The inner loop: the suite without its slow, Ray, browser and Hub tests (pyproject.toml's
+# markers), meant to take under 3 minutes on a 2-core machine. `make test` stays the gate.
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -m "not slow and not ray and not browser and not hub"
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks

@@ -1,4 +1,4 @@
-"""Regenerate the "What quantization costs" tables of docs/benchmarks.md and the README.
+"""Regenerate the "What quantization costs" tables of docs/benchmarks.md and docs/quantize.md.
 
     .venv/bin/python benchmarks/quantization.py [--work DIR] [--runs 3] [--mmlu-limit 1]
 

@@ -145,6 +145,7 @@ def test_a_named_tool_is_the_one_called(client: openai.OpenAI) -> None:
     assert json.loads(call.function.arguments)["zone"] in ("UTC", "CET", "JST")
 
 
+@pytest.mark.slow
 def test_parallel_calls_and_auto_each_call_a_declared_tool(client: openai.OpenAI) -> None:
     """Several calls in one answer may come (parallel_tool_calls is on), each to a declared
     tool; with "auto" the model may answer in text instead. A small model may also call on
@@ -193,6 +194,7 @@ def test_parse_with_a_pydantic_model(client: openai.OpenAI) -> None:
     assert isinstance(person, Person)
 
 
+@pytest.mark.slow
 def test_a_json_schema_answer_validates_every_time(client: openai.OpenAI) -> None:
     schema = {**Person.model_json_schema(), "additionalProperties": False}
     response_format: Any = {
@@ -214,6 +216,7 @@ def test_a_json_schema_answer_validates_every_time(client: openai.OpenAI) -> Non
             Person.model_validate_json(answer.message.content or "")
 
 
+@pytest.mark.slow
 def test_json_object_is_a_json_object(client: openai.OpenAI) -> None:
     answer = client.chat.completions.create(
         model="default",
@@ -273,6 +276,7 @@ def test_a_schema_that_cannot_constrain_is_refused_naming_it(server: Server) -> 
 # -- the Responses API ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_responses_create_and_stream(client: openai.OpenAI) -> None:
     options: Any = {
         "model": "default",
@@ -294,6 +298,7 @@ def test_responses_create_and_stream(client: openai.OpenAI) -> None:
     assert len(deltas) > 1 and "".join(deltas) == whole.output_text == final.output_text
 
 
+@pytest.mark.slow
 def test_responses_tool_round_trip_and_schema(client: openai.OpenAI) -> None:
     tool: Any = {"type": "function", **WEATHER["function"]}
     asked = client.responses.create(
@@ -354,6 +359,7 @@ CLAUDE_TOOL: Any = {
 }
 
 
+@pytest.mark.slow
 def test_messages_tool_round_trip(claude: anthropic.Anthropic) -> None:
     asked = claude.messages.create(
         model="default",
@@ -387,6 +393,7 @@ def test_messages_tool_round_trip(claude: anthropic.Anthropic) -> None:
     assert answered.usage.input_tokens > asked.usage.input_tokens - 40
 
 
+@pytest.mark.slow
 def test_messages_stream_and_count_tokens(claude: anthropic.Anthropic) -> None:
     options: Any = {
         "model": "default",
@@ -435,6 +442,7 @@ def test_messages_errors_and_key_in_anthropic_s_shape(
 # -- an agent framework's own loop ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_openai_agents_sdk_agent_calls_the_tool(server: Server) -> None:
     """The OpenAI Agents SDK's Runner, on chat completions: the tool the test defines is
     called with valid arguments (tool_choice required: the grammar guarantees the call)."""

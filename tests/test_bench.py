@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from scheda.engines import open_model
 from scheda.measurement.bench import PP_TOKENS, prompt_of
 
@@ -32,6 +34,7 @@ def figures(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return figures
 
 
+@pytest.mark.slow
 def test_bench_against_every_contender_gives_json_and_a_chart(
     smollm_hf: Path, tmp_path: Path
 ) -> None:
@@ -62,6 +65,7 @@ def test_bench_against_every_contender_gives_json_and_a_chart(
     assert chart.read_bytes().startswith(PNG_MAGIC) and chart.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_bench_table_names_each_figure() -> None:
     done = bench("--pp", "64", "--tg", "16")  # the sizes asked name the columns
     assert done.returncode == 0, done.stderr

@@ -138,6 +138,7 @@ def session_id(first_line: str) -> str:
     return first_line.split("session ")[1].split()[0]
 
 
+@pytest.mark.slow
 def test_chat_command_saves_and_resumes_a_session(tmp_path: Path) -> None:
     child = scheda_chat(tmp_path, "--system", "Be brief.", "-t", "0", "-m", "10")
     out, err = child.communicate("Hello!\nWhat is 2+2?\n", timeout=120)
@@ -160,6 +161,7 @@ def test_chat_command_saves_and_resumes_a_session(tmp_path: Path) -> None:
     assert "Be brief." in shown and "And 3+3?" in shown and "What is 2+2?" in shown
 
 
+@pytest.mark.slow
 def test_sigkill_mid_answer_loses_only_that_answer(tmp_path: Path) -> None:
     """A chat killed while it writes an answer keeps every earlier turn and the question."""
     child = scheda_chat(tmp_path, "-t", "0", "-m", "8")

@@ -18,6 +18,8 @@ import pytest
 
 from scheda.engines.cluster import host_port, is_loopback
 
+pytestmark = pytest.mark.ray
+
 pytest.importorskip("ray", reason="Ray is not installed: run `make install-ray`")
 
 

@@ -32,6 +32,8 @@ from tests import test_studio as studio_tests
 from tests.conftest import COMPARE_CONTEXT as CONTEXT
 from tests.needs import GSM8K_DIR, require
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def record(

@@ -21,6 +21,8 @@ from tests.commands import scheda
 from tests.conftest import COMPARE_CONTEXT as CONTEXT
 from tests.conftest import SCIENCE
 
+pytestmark = pytest.mark.ray
+
 pytest.importorskip("ray", reason="Ray is not installed: run `make install-ray`")
 
 # What a pass took, where and on how many threads, and whether the reference was read

@@ -20,6 +20,8 @@ from scheda.readers import read_spec
 from scheda.sampling import Sampling
 from scheda.spec import ModelSpec
 
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Water boils at"]
 # Greedy tokens that must agree between llama.cpp on the GGUF and transformers on the folder.

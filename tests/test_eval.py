@@ -96,6 +96,7 @@ def test_open_scorer_loads_only_the_backend_asked_for(smollm_path: Path) -> None
     assert _loaded_after(code) == ["llama_cpp"]
 
 
+@pytest.mark.slow
 def test_the_two_scorers_agree_token_by_token(
     gguf_scorer: LlamaCppScorer, hf_scorer: TransformersScorer
 ) -> None:
@@ -119,7 +120,7 @@ def test_known_logprob_is_not_shifted(gguf_scorer: LlamaCppScorer) -> None:
     assert scored.is_greedy
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_a_reused_prefix_gives_the_same_numbers(make: str, request: pytest.FixtureRequest) -> None:
     scorer: Scorer = request.getfixturevalue(make)
     prefix = "Question: what is two plus two?\nAnswer:"
@@ -133,7 +134,7 @@ def test_a_reused_prefix_gives_the_same_numbers(make: str, request: pytest.Fixtu
     assert cold.logprobs == pytest.approx(first.logprobs, abs=1e-3)
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_scorer_refuses_nothing_to_score_in_one_line(
     make: str, request: pytest.FixtureRequest
 ) -> None:
@@ -151,7 +152,7 @@ def test_scorer_refuses_nothing_to_score_in_one_line(
         assert "\n" not in str(error.value) and ": " in str(error.value)
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_one_pass_for_single_token_choices(make: str, request: pytest.FixtureRequest) -> None:
     """MMLU's letters come from one next-token distribution; the same as one at a time."""
     scorer: Scorer = request.getfixturevalue(make)
@@ -205,7 +206,7 @@ ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_choices_decoded_together_score_as_one_by_one(
     make: str, request: pytest.FixtureRequest
 ) -> None:
@@ -219,7 +220,7 @@ def test_choices_decoded_together_score_as_one_by_one(
     assert best == max(range(len(ANSWERS)), key=lambda i: one_by_one[i].total)
 
 
-@pytest.mark.parametrize("make", ["gguf_scorer", "hf_scorer"])
+@pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_more_choices_than_one_batch_holds(make: str, request: pytest.FixtureRequest) -> None:
     """40 choices go in groups; afterwards the cache holds the question alone, nothing of
     the choices: the next score is the same as on a cold cache."""
@@ -280,6 +281,7 @@ def scored_items(scorer: Scorer, items: list[tuple[str, list[str]]]) -> list[lis
     return [scorer.choices(context, choices) for context, choices in items]
 
 
+@pytest.mark.slow
 def test_an_items_figures_do_not_depend_on_what_came_before(
     gguf_scorer: LlamaCppScorer,
 ) -> None:
@@ -332,6 +334,7 @@ def test_echo_recalls_the_rows_of_shared_blocks_bit_for_bit(
     assert again.logprobs == alone[2].logprobs[4:]
 
 
+@pytest.mark.slow
 def test_an_items_figures_do_not_depend_on_the_thread_count(smollm_path: Path) -> None:
     """One thread (a Ray worker's) and two give the same bits. The hard case: a last
     block of one token after more than 512 cells, where llama.cpp's flash attention
@@ -437,6 +440,7 @@ def test_mmlu_prompt_is_lm_evals() -> None:
     assert "no dev split" in task.config()["exemplars"]
 
 
+@pytest.mark.slow
 @needs_mmlu
 def test_mmlu_on_the_model_is_repeatable_and_resumes(smollm_path: Path, tmp_path: Path) -> None:
     subjects = ["astronomy", "marketing"]
@@ -584,6 +588,7 @@ def scheda(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_runs_lists_and_reports(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "science.jsonl", ARC_LIKE)
     done = scheda("eval", "default", "--tasks", str(path), "--json", data=tmp_path)

@@ -24,6 +24,8 @@ from scheda.stores.evals import EvalStore
 from tests.commands import scheda
 from tests.needs import SHARED_DATA as SHARED
 
+pytestmark = pytest.mark.ray
+
 ray = pytest.importorskip("ray")
 needs_mmlu = pytest.mark.usefixtures("mmlu_data")
 SUBJECTS = ["astronomy", "marketing", "virology"]

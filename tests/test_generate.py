@@ -65,6 +65,7 @@ def test_json_has_text_counts_finish_reason_and_timings() -> None:
     assert data["sampling"]["temperature"] == 0
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_text_across_processes() -> None:
     args = ("default", "Write a story about a cat.", "--seed", "42", "-t", "1.0", "-m", "20")
     first, second = as_json(*args), as_json(*args)
@@ -73,6 +74,7 @@ def test_the_same_seed_gives_the_same_text_across_processes() -> None:
     assert first["text"] != other["text"]
 
 
+@pytest.mark.slow
 def test_n_samples_are_printed_one_after_the_other() -> None:
     done = run("generate", "default", "Once upon a time", "-n", "2", "-m", "8", "--seed", "1")
     assert done.returncode == 0, done.stderr
@@ -81,6 +83,7 @@ def test_n_samples_are_printed_one_after_the_other() -> None:
     assert len(data["samples"]) == 2
 
 
+@pytest.mark.slow
 def test_sampling_options_reach_the_engine() -> None:
     data = as_json(
         "default",
@@ -106,6 +109,7 @@ def test_sampling_options_reach_the_engine() -> None:
     assert logprobs and len(logprobs[0]["top"]) == 2
 
 
+@pytest.mark.slow
 def test_chat_applies_the_template_and_the_system_prompt() -> None:
     data = as_json(
         "default", "What is 2+2?", "--chat", "--system", "Be terse.", "-t", "0", "-m", "16"

@@ -161,6 +161,7 @@ def test_the_default_model_is_answered_without_llama_cpp(
     assert result.tokens[2:4] == [Token(5549, b" \xc3"), Token(118, b"\xa8")]
 
 
+@pytest.mark.slow
 def test_every_benchmark_sentence_splits_as_in_llama_cpp(
     llama: Any, smollm_path: Path, mmlu_data: Path, gsm8k_data: Path
 ) -> None:
@@ -179,10 +180,12 @@ def test_every_benchmark_sentence_splits_as_in_llama_cpp(
     _assert_same(llama, smollm_path, texts[::SENTENCE_BLOCKS])
 
 
+@pytest.mark.slow
 def test_code_and_varied_text_split_as_in_llama_cpp(llama: Any, smollm_path: Path) -> None:
     _assert_same(llama, smollm_path, _varied(smollm_path) + _code())
 
 
+@pytest.mark.slow
 def test_every_assigned_character_splits_as_in_llama_cpp(llama: Any, smollm_path: Path) -> None:
     _assert_same(llama, smollm_path, _sweep(smollm_path, private_step=97, step=CHARACTERS))
 
@@ -194,6 +197,7 @@ def test_every_assigned_character_splits_as_in_llama_cpp(llama: Any, smollm_path
 SWEPT = {"gpt-2", "llama-bpe", "qwen2"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pre", sorted(set(PRE_TOKENIZERS) - {"smollm"}))
 def test_each_pre_tokenizer_named_splits_as_in_llama_cpp(
     pre: str, smollm_path: Path, tmp_path: Path

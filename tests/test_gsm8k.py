@@ -161,6 +161,7 @@ RUN_SHOTS = 2
 RUN_TOKENS = 16
 
 
+@pytest.mark.slow
 @needs_data
 def test_run_sends_the_prompts_concurrently_and_scores_each() -> None:
     """Four questions through four parallel slots: one scored result per item."""
@@ -192,6 +193,7 @@ def test_run_sends_the_prompts_concurrently_and_scores_each() -> None:
     assert sum(bool(r.detail["generation"].strip()) for r in results) >= 2
 
 
+@pytest.mark.slow
 @needs_data
 def test_run_is_reproducible_on_a_fresh_engine_with_one_slot() -> None:
     """Greedy decoding gives the same text again when the engine does the same work.

@@ -116,6 +116,7 @@ def test_split_parts_group_under_the_first_and_tags_pick() -> None:
 # -- the remote card and fit -----------------------------------------------------------------
 
 
+@pytest.mark.hub
 def test_remote_gguf_card_and_fit_equal_the_local_ones(online_hub: Hub, smollm_path: Path) -> None:
     remote, local = resolve(f"{GGUF_REPO}:q4_1"), resolve(str(smollm_path))
     _same(remote, local)
@@ -141,6 +142,7 @@ def test_remote_gguf_card_and_fit_equal_the_local_ones(online_hub: Hub, smollm_p
     assert ranges and all(r and r.startswith("bytes=") for r in ranges)
 
 
+@pytest.mark.hub
 def test_remote_safetensors_card_equals_the_folder_on_disk(
     online_hub: Hub, minilm_path: Path, tmp_path: Path
 ) -> None:
@@ -170,6 +172,7 @@ def _json_length(folder: Path) -> int:
         return int.from_bytes(f.read(8), "little")
 
 
+@pytest.mark.hub
 def test_a_split_gguf_reads_as_one_model(
     online_hub: Hub, smollm_path: Path, gguf_variants: dict[str, Path]
 ) -> None:
@@ -186,6 +189,7 @@ def test_a_split_gguf_reads_as_one_model(
         resolve(str(second))
 
 
+@pytest.mark.hub
 def test_the_file_list_judges_each_quantization(online_hub: Hub) -> None:
     """The Q8_0 file's need, scaled from the Q4_1 header by size, is the one its own
     header gives (the same architecture, so the same cache and buffers)."""
@@ -203,12 +207,14 @@ def test_the_file_list_judges_each_quantization(online_hub: Hub) -> None:
     assert report["remote"]["repo"] == GGUF_REPO
 
 
+@pytest.mark.hub
 def test_a_server_without_ranges_is_refused(online_hub: Hub) -> None:
     online_hub.no_ranges = True
     with pytest.raises(HubError, match="does not serve byte ranges"):
         resolve(f"{GGUF_REPO}:Q4_1")
 
 
+@pytest.mark.hub
 def test_unknown_repository_and_tag(online_hub: Hub) -> None:
     with pytest.raises(ModelNotFoundError, match="no such repository on the Hub"):
         resolve("nobody/nothing")
@@ -225,6 +231,7 @@ def test_offline_gives_the_not_found_line() -> None:
 # -- gated and private -----------------------------------------------------------------------
 
 
+@pytest.mark.hub
 def test_a_gated_repository_says_which_token_and_what_to_do(
     online_hub: Hub, smollm_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,6 +248,7 @@ def test_a_gated_repository_says_which_token_and_what_to_do(
     assert resolve("meta-test/Gated-GGUF").parameters == 134_515_008
 
 
+@pytest.mark.hub
 def test_a_private_repository_without_a_token(online_hub: Hub, smollm_path: Path) -> None:
     online_hub.add("someone/Private-GGUF", {Q4: smollm_path}, private=True)
     with pytest.raises(HubAccessError, match=r"a private one \(401\): no token was sent"):
@@ -250,6 +258,7 @@ def test_a_private_repository_without_a_token(online_hub: Hub, smollm_path: Path
 # -- pull ------------------------------------------------------------------------------------
 
 
+@pytest.mark.hub
 def test_pull_then_every_command_finds_it_offline(
     online_hub: Hub, smollm_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -271,6 +280,7 @@ def test_pull_then_every_command_finds_it_offline(
     assert pull(plan(f"{GGUF_REPO}:Q4_1")).files == []  # already there: nothing fetched
 
 
+@pytest.mark.hub
 def test_pull_of_an_hf_repository(
     online_hub: Hub, minilm_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -284,6 +294,7 @@ def test_pull_of_an_hf_repository(
     assert spec.name == "all-MiniLM-L6-v2" and spec.parameters == 22_713_216
 
 
+@pytest.mark.hub
 def test_what_will_not_fit_is_refused_with_what_would(online_hub: Hub) -> None:
     budget = hardware.custom(0.23)  # 235 MiB: the Q4_1 file fits at 4,096, the Q8_0 does not
     refused = plan(f"{GGUF_REPO}:Q8_0", device=budget)
@@ -299,6 +310,7 @@ def test_what_will_not_fit_is_refused_with_what_would(online_hub: Hub) -> None:
     assert forced.path.name == Q8
 
 
+@pytest.mark.hub
 def test_a_dropped_connection_resumes_and_verifies(online_hub: Hub, smollm_path: Path) -> None:
     online_hub.drop[Q4] = 40_000_000  # the connection closes after 40 MB, once
     pulled = pull(plan(f"{GGUF_REPO}:Q4_1"))
@@ -307,6 +319,7 @@ def test_a_dropped_connection_resumes_and_verifies(online_hub: Hub, smollm_path:
     assert _sha256(pulled.path) == _sha256(smollm_path)
 
 
+@pytest.mark.hub
 def test_an_interrupted_pull_continues_where_it_stopped(online_hub: Hub, smollm_path: Path) -> None:
     size = smollm_path.stat().st_size
 
@@ -327,6 +340,7 @@ def test_an_interrupted_pull_continues_where_it_stopped(online_hub: Hub, smollm_
     assert _sha256(pulled.path) == _sha256(smollm_path) and not partial.exists()
 
 
+@pytest.mark.hub
 def test_a_corrupted_byte_is_caught_and_never_cached(online_hub: Hub) -> None:
     online_hub.corrupt[Q4] = 12_345_678
     with pytest.raises(HubError, match=r"sha256 .* the damaged download was deleted"):
@@ -337,6 +351,7 @@ def test_a_corrupted_byte_is_caught_and_never_cached(online_hub: Hub) -> None:
     assert pull(plan(f"{GGUF_REPO}:Q4_1")).files == [Q4]
 
 
+@pytest.mark.hub
 def test_a_full_disk_is_refused_before_the_download(online_hub: Hub) -> None:
     chosen = plan(f"{GGUF_REPO}:Q4_1")
     with pytest.raises(PullRefusedError, match=r"needs 93.8 MiB more on disk .* has 1.0 MiB free"):
@@ -366,6 +381,7 @@ def test_an_hf_pull_takes_the_files_an_engine_reads() -> None:
     ]
 
 
+@pytest.mark.hub
 def test_pull_names_a_file_when_the_repository_holds_several(online_hub: Hub) -> None:
     with pytest.raises(ModelNotFoundError, match=r"several GGUF files \(tags Q4_1, Q8_0\)"):
         plan(GGUF_REPO)
@@ -395,6 +411,7 @@ def _json(done: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(done.stdout)
 
 
+@pytest.mark.hub
 def test_card_fit_and_pull_commands(online_hub: Hub, smollm_path: Path) -> None:
     card = _json(_scheda(online_hub, "card", GGUF_REPO, "--file", Q4, "--json"))["models"][0]
     assert card["path"] == f"{GGUF_REPO}:Q4_1" and card["remote"]["requests"] == 3
@@ -416,6 +433,7 @@ def test_card_fit_and_pull_commands(online_hub: Hub, smollm_path: Path) -> None:
     }
 
 
+@pytest.mark.hub
 def test_a_gated_pull_is_one_line(online_hub: Hub, smollm_path: Path) -> None:
     online_hub.add("meta-test/Gated-GGUF", {Q4: smollm_path}, gated=True)
     done = _scheda(online_hub, "pull", "meta-test/Gated-GGUF")

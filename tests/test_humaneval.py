@@ -45,6 +45,7 @@ def test_the_packaged_problems(problems: list[dict[str, str]]) -> None:
     assert problems[0]["prompt"].startswith("from typing import List")
 
 
+@pytest.mark.slow
 @linux_only
 def test_every_canonical_solution_passes_through_the_sandbox(
     problems: list[dict[str, str]],
@@ -173,6 +174,7 @@ def model() -> Iterator[EvalModel]:
     evaluated.close()
 
 
+@pytest.mark.slow
 @linux_only
 def test_a_greedy_run_on_the_embedded_model(model: EvalModel) -> None:
     task = HumanEval(limit=2, max_tokens=128)
@@ -189,6 +191,7 @@ def test_a_greedy_run_on_the_embedded_model(model: EvalModel) -> None:
         assert truncate(completion) == completion
 
 
+@pytest.mark.slow
 @linux_only
 def test_several_samples_give_pass_at_k(model: EvalModel) -> None:
     task = HumanEval(samples=2, limit=1, max_tokens=16)

@@ -151,6 +151,7 @@ def test_a_prompt_over_the_context_is_a_clear_error(engine: LlamaCppEngine) -> N
         engine.generate("word " * 1200, greedy(1))
 
 
+@pytest.mark.slow
 def test_no_max_tokens_fills_the_context_and_no_more(smollm_path: Path) -> None:
     """llama.cpp rounds a small slot up to 256 tokens; an answer stops at the asked context."""
     endless = Sampling(max_tokens=0, temperature=0, ignore_eos=True)

@@ -29,7 +29,7 @@ LIMIT = 6  # 24 requests of echoed log-probabilities: enough to tell two scorers
 # lm-eval's MMLU prompt, written for a Jinja template (the CSV's columns are A-D).
 DOC_TO_TEXT = r"{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:"
 
-pytestmark = pytest.mark.usefixtures("mmlu_data")
+pytestmark = [pytest.mark.usefixtures("mmlu_data"), pytest.mark.slow]
 
 # MMLU's lm-eval template over the local CSV (the original layout has no header).
 TASK_YAML = """\

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from scheda.cli import app
@@ -14,6 +15,7 @@ MiB = 1 << 20
 RELATIVE, ABSOLUTE = 0.10, 50 * MiB
 
 
+@pytest.mark.slow
 def test_estimate_within_tolerance_at_512_2048_and_8192(smollm_path: Path) -> None:
     result = CliRunner().invoke(app, ["fit", "default", "--measure", "--gpu", "host", "--json"])
     assert result.exit_code == 0, result.output

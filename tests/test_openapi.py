@@ -95,6 +95,7 @@ def test_tokenize_takes_prompt_or_messages(server: Server, description: dict[str
         assert server.request("POST", "/tokenize", wrong)[0] == 400
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_undescribed_status(
     server: Server, tmp_path: Path
 ) -> None:

@@ -35,6 +35,8 @@ from scheda.files.quantize import (
 from scheda.readers import gguf_types, read_spec
 from scheda.readers.imatrix import load_imatrix
 
+pytestmark = pytest.mark.slow
+
 STEM = "SmolLM2-135M-Instruct"
 
 
@@ -100,6 +102,7 @@ def test_cli_shows_the_card_size_and_fallbacks(tmp_path: Path) -> None:
     assert read_spec(written).file_type == "Q4_K_M"
 
 
+@pytest.mark.slow
 def test_an_hf_folder_is_written_as_llama_cpps_f16_first(
     smollm_hf: Path, smollm_quants: dict[str, Path], tmp_path: Path
 ) -> None:

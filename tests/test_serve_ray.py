@@ -27,6 +27,8 @@ from scheda.server.ray_pool import RemoteEngine, Replicas
 from tests.commands import scheda as scheda_command
 from tests.serving import Server, free_port, wait_for
 
+pytestmark = pytest.mark.ray
+
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 

@@ -59,6 +59,7 @@ def test_models_lists_both(client: openai.OpenAI, minilm_path: Path) -> None:
     assert ids == ["default", minilm_path.name]
 
 
+@pytest.mark.slow
 def test_chat_answers_and_counts(client: openai.OpenAI) -> None:
     answer = chat(client, "What is the capital of France?", temperature=0, max_tokens=24)
     assert answer.choices[0].message.content.strip()
@@ -69,6 +70,7 @@ def test_chat_answers_and_counts(client: openai.OpenAI) -> None:
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
 
 
+@pytest.mark.slow
 def test_stream_gives_the_same_text(client: openai.OpenAI) -> None:
     options = {"temperature": 0, "max_tokens": 30}
     whole = chat(client, "Name three colours.", **options).choices[0].message.content
@@ -103,6 +105,7 @@ def test_length_and_stop_finish_reasons(client: openai.OpenAI) -> None:
     assert stopped.choices[0].finish_reason == "stop"
 
 
+@pytest.mark.slow
 def test_seed_makes_sampling_repeatable(client: openai.OpenAI) -> None:
     options = {"temperature": 1.0, "max_tokens": 16, "seed": 1234}
     one = chat(client, "Tell me a story.", **options).choices[0].message.content
@@ -110,6 +113,7 @@ def test_seed_makes_sampling_repeatable(client: openai.OpenAI) -> None:
     assert one == two
 
 
+@pytest.mark.slow
 def test_n_samples(client: openai.OpenAI) -> None:
     answer = chat(client, "Say a word.", n=3, temperature=1.0, max_tokens=8, seed=7)
     assert [c.index for c in answer.choices] == [0, 1, 2]
@@ -118,6 +122,7 @@ def test_n_samples(client: openai.OpenAI) -> None:
     assert 3 <= answer.usage.completion_tokens <= 24
 
 
+@pytest.mark.slow
 def test_token_id_prompt_equals_text_prompt(client: openai.OpenAI, server: Server) -> None:
     status, tokens = server.request(
         "POST", "/tokenize", {"prompt": CAPITAL, "add_special_tokens": True}
@@ -166,6 +171,7 @@ def test_chat_logprobs(client: openai.OpenAI) -> None:
         assert t.logprob == pytest.approx(t.top_logprobs[0].logprob)
 
 
+@pytest.mark.slow
 def test_penalties_reach_llamacpp(client: openai.OpenAI) -> None:
     plain = chat(client, "List fruits: apple, apple, apple,", temperature=0, max_tokens=24)
     penalised = chat(
@@ -179,6 +185,7 @@ def test_penalties_reach_llamacpp(client: openai.OpenAI) -> None:
     assert penalised.choices[0].message.content != plain.choices[0].message.content
 
 
+@pytest.mark.slow
 def test_embeddings(client: openai.OpenAI, minilm_path: Path) -> None:
     texts = ["A cat sits on the mat.", "A kitten rests on a rug.", "Stock markets fell today."]
     answer = client.embeddings.create(model=minilm_path.name, input=texts)
@@ -439,6 +446,7 @@ def stream_request(server: Server, body: dict[str, Any]) -> Iterator[http.client
         conn.close()
 
 
+@pytest.mark.slow
 def test_requests_decode_together(server: Server) -> None:
     """Four streams on four slots all start before any ends: no lock serialises them."""
     firsts: dict[int, float] = {}
@@ -466,6 +474,7 @@ def test_requests_decode_together(server: Server) -> None:
     assert max(firsts.values()) < min(lasts.values())
 
 
+@pytest.mark.slow
 def test_disconnect_cancels_and_frees_the_slot(server: Server) -> None:
     body = {
         "messages": [{"role": "user", "content": "Count to ten thousand."}],
@@ -532,6 +541,7 @@ def test_abandoned_whole_answers_free_their_slots(server: Server) -> None:
     assert status == 200 and time.monotonic() - started < 10  # a free slot, not a queue
 
 
+@pytest.mark.slow
 def test_a_long_prompt_runs_beside_others(server: Server) -> None:
     """One request may use more than half the context while another runs: each of the four
     slots has the whole context, not a quarter of it."""
@@ -630,6 +640,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     s.stop()
 
 
+@pytest.mark.slow
 def test_a_full_queue_answers_503(small: Server) -> None:
     """One slot and no queue: a second request while the first runs is told to retry."""
     body = {
@@ -680,6 +691,7 @@ def assert_stops_at_the_context(server: Server, context: int, model: str = "defa
 ROOM = 8  # tokens left for the answer
 
 
+@pytest.mark.slow
 def test_without_max_tokens_an_answer_stops_at_the_context(small: Server) -> None:
     assert_stops_at_the_context(small, 256)
 
@@ -691,6 +703,7 @@ def hf(tmp_path_factory: pytest.TempPathFactory, smollm_hf: Path) -> Iterator[Se
     s.stop()
 
 
+@pytest.mark.slow
 def test_an_hf_folder_behind_the_same_api(hf: Server) -> None:
     client = openai.OpenAI(base_url=hf.url + "/v1", api_key="none", max_retries=0)
     [model] = [m.id for m in client.models.list()]
@@ -712,6 +725,7 @@ def test_an_hf_folder_behind_the_same_api(hf: Server) -> None:
         client.completions.create(model=model, prompt="x", max_tokens=1, presence_penalty=1.0)
 
 
+@pytest.mark.slow
 def test_hf_refuses_what_it_cannot_guide_naming_field_and_engine(hf: Server) -> None:
     """Tools, response formats and biases are llama.cpp's here: transformers refuses them
     with a 400 that names both, never ignores them."""
@@ -727,6 +741,7 @@ def test_hf_refuses_what_it_cannot_guide_naming_field_and_engine(hf: Server) -> 
         assert status == 400 and field in message and "transformers" in message, extra
 
 
+@pytest.mark.slow
 def test_hf_abandoned_whole_answer_frees_the_slot(hf: Server, smollm_hf: Path) -> None:
     model = smollm_hf.name
     assert hf.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1})[0] == 200
@@ -734,6 +749,7 @@ def test_hf_abandoned_whole_answer_frees_the_slot(hf: Server, smollm_hf: Path) -
     assert_freed(hf, model)
 
 
+@pytest.mark.slow
 def test_hf_without_max_tokens_an_answer_stops_at_the_context(hf: Server, smollm_hf: Path) -> None:
     assert_stops_at_the_context(hf, 512, smollm_hf.name)
 

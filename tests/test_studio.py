@@ -48,6 +48,8 @@ from tests.conftest import GGUF_REPO
 from tests.hub import Hub
 from tests.needs import unavailable
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -1031,6 +1033,7 @@ def test_evaluation_routes(server: Server, tmp_path: Path) -> None:
         assert error["type"] == "not_found_error" and missing in error["message"]
 
 
+@pytest.mark.hub
 def test_a_hub_repository_read_then_pulled_joins_the_pickers(
     browser: Any, hub_server: Hub, tmp_path: Path
 ) -> None:

@@ -15,6 +15,8 @@ from scheda.engines.transformers import TransformersEngine
 from scheda.errors import EngineError
 from scheda.sampling import Sampling
 
+pytestmark = pytest.mark.slow
+
 ITALIAN = "ChatGPT è incredibile! 🙂"
 PROMPT = "The quick brown fox"
 GREEDY = Sampling(temperature=0, max_tokens=12)
