@@ -130,6 +130,7 @@ def test_streamed_tool_call_deltas_add_up_to_the_whole_call(
     assert calls[0]["arguments"] == whole.tool_calls[0].function.arguments
 
 
+@pytest.mark.slow
 def test_a_named_tool_is_the_one_called(client: openai.OpenAI) -> None:
     named = {"type": "function", "function": {"name": "get_time"}}
     answer = client.chat.completions.create(

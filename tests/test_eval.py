@@ -220,6 +220,7 @@ def test_choices_decoded_together_score_as_one_by_one(
     assert best == max(range(len(ANSWERS)), key=lambda i: one_by_one[i].total)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", ["gguf_scorer", pytest.param("hf_scorer", marks=pytest.mark.slow)])
 def test_more_choices_than_one_batch_holds(make: str, request: pytest.FixtureRequest) -> None:
     """40 choices go in groups; afterwards the cache holds the question alone, nothing of
@@ -237,6 +238,7 @@ def test_more_choices_than_one_batch_holds(make: str, request: pytest.FixtureReq
     assert warm.logprobs == pytest.approx(cold.logprobs, abs=batched_tolerance(scorer)[1])
 
 
+@pytest.mark.slow
 def test_choices_longer_than_a_batch(smollm_path: Path) -> None:
     """Tails over llama.cpp's batch are scored by the chunked path, unchanged. A batch of
     64 tokens and tails of 80 take the path 512 and 530 would, at a sixth of the cost."""
@@ -310,6 +312,7 @@ def decoded_batches(scorer: LlamaCppScorer, monkeypatch: pytest.MonkeyPatch) -> 
     return decoded
 
 
+@pytest.mark.slow
 def test_echo_recalls_the_rows_of_shared_blocks_bit_for_bit(
     gguf_scorer: LlamaCppScorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -499,6 +502,7 @@ ARC_LIKE: list[dict[str, Any]] = [
 ]
 
 
+@pytest.mark.slow
 def test_jsonl_multiple_choice(smollm_path: Path, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "science.jsonl", ARC_LIKE)
     task = JsonlChoice(path, shots=1)
@@ -560,7 +564,6 @@ def test_each_task_is_declared_once_in_the_registry() -> None:
     assert published_label("mine.jsonl") is None
 
 
-
 def test_a_new_task_version_is_a_run_of_its_own(tmp_path: Path) -> None:
     """A task's first version adds nothing to a run's config (runs stored before versions
     resume); a later one is part of it, so an earlier version's run is not resumed as it."""
@@ -573,6 +576,7 @@ def test_a_new_task_version_is_a_run_of_its_own(tmp_path: Path) -> None:
         task.version = 2
         second, _, _ = open_run(task, store, "model", model, 1)
         assert second.id != first.id and second.config["version"] == 2
+
 
 # -- the command -----------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ def as_json(*args: str) -> dict[str, Any]:
     return figures
 
 
+@pytest.mark.slow
 def test_greedy_generation_streams_the_answer() -> None:
     done = run("generate", "default", "The capital of France is", "-t", "0", "-m", "6")
     assert done.returncode == 0, done.stderr
@@ -119,6 +120,7 @@ def test_chat_applies_the_template_and_the_system_prompt() -> None:
     assert data["text"] != plain["text"]
 
 
+@pytest.mark.slow
 def test_prompt_from_stdin() -> None:
     done = run("generate", "default", "-", "-t", "0", "-m", "4", stdin="The capital of France is")
     assert done.returncode == 0 and done.stdout.startswith(" Paris")
@@ -170,6 +172,7 @@ def test_bad_options_are_one_line_errors() -> None:
 LONG_STORY = "Tell me a long story about a dragon."
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_answer_and_keeps_what_was_written() -> None:
     child = subprocess.Popen(
         [str(SCHEDA), "generate", "default", LONG_STORY, "--chat", "-t", "0", "-m", "2000"],
