@@ -41,6 +41,7 @@ from scheda.evaluation.base import ItemResult
 from scheda.evaluation.multiple_choice import MMLU
 from scheda.evaluation.runner import summarize
 from scheda.server.app import STATIC
+from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import FILENAME as EVALS_FILENAME
 from scheda.stores.evals import EvalStore
 from scheda.stores.sessions import FILENAME, SessionStore
@@ -934,8 +935,8 @@ def _comparison(server: Server, name: str) -> str:
         "cache": {"how": "kept", "bytes": 2**20},
         "machine": {"cpu": "cpu", "physical_cores": 2, "memory_gib": 8, "versions": {}},
     }
-    with contextlib.closing(EvalStore(server.evals)) as store:
-        return store.add_comparison(record)
+    with ComparisonStore(server.evals) as store:
+        return store.add(record)
 
 
 def test_the_item_chosen_in_a_list_is_in_the_url(

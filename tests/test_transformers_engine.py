@@ -5,15 +5,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 import torch
 
 from scheda.engines import Generation, open_model
 from scheda.engines.base import Message
-from scheda.engines.transformers import TransformersEngine
 from scheda.errors import EngineError
 from scheda.sampling import Sampling
+
+if TYPE_CHECKING:
+    # Imported for the annotations alone: transformers imported while the tests are collected
+    # would read the Hub's settings (HF_HUB_OFFLINE, the endpoint) before other modules'
+    # tests set them.
+    from scheda.engines.transformers import TransformersEngine
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +31,15 @@ GREEDY = Sampling(temperature=0, max_tokens=12)
 @pytest.fixture(scope="module")
 def tiny(tiny_llama: Path) -> Iterator[TransformersEngine]:
     with open_model(tiny_llama, "transformers", context=2048) as engine:
-        assert isinstance(engine, TransformersEngine)
-        yield engine
+        assert engine.name == "transformers"
+        yield cast("TransformersEngine", engine)
 
 
 @pytest.fixture(scope="module")
 def smol(smollm_hf: Path) -> Iterator[TransformersEngine]:
     with open_model(smollm_hf, "transformers", context=512) as engine:
-        assert isinstance(engine, TransformersEngine)
-        yield engine
+        assert engine.name == "transformers"
+        yield cast("TransformersEngine", engine)
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -231,8 +237,9 @@ def test_no_chat_template_says_so(tiny: TransformersEngine) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_float16_on_cuda(smollm_hf: Path) -> None:
     with open_model(smollm_hf, "transformers", device="cuda", dtype="float16") as engine:
-        assert isinstance(engine, TransformersEngine)
-        assert engine.device.type == "cuda" and engine.dtype == torch.float16
+        assert engine.name == "transformers"
+        loaded = cast("TransformersEngine", engine)
+        assert loaded.device.type == "cuda" and loaded.dtype == torch.float16
         result = engine.generate("The capital of France is", Sampling(temperature=0, max_tokens=8))
         assert result.text.startswith(" Paris")
         streamed: list[str] = []

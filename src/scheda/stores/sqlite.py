@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,11 +125,28 @@ class Store:
         with self._guard():
             conn.execute("PRAGMA foreign_keys = ON")  # per connection; cascades need it
             # The first read of the file: a file that is not SQLite fails here.
-            self.journal_mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self.journal_mode = self._wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version != self.schema.version:
             self._migrate()
+
+    def _wal(self, conn: sqlite3.Connection) -> str:
+        """The WAL journal, waited for as long as the busy timeout.
+
+        Switching a file to WAL takes an exclusive lock, and SQLite answers "locked" at once,
+        without its busy handler, while another process is setting up the same new file: so
+        two commands opening a new data folder together would have one of them fail.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                return mode
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _migrate(self) -> None:
         """Apply the migrations the file lacks, or refuse a file this scheda cannot read.
