@@ -299,3 +299,11 @@ def ray_cluster() -> Iterator[Any]:
 
     with connected(num_cpus=RAY_CPUS):
         yield ray
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the loopback Hub is marked `hub` (left out of `make test-fast`) whether
+    or not it says so: every such test reaches it through the `hub_server` fixture."""
+    for item in items:
+        if "hub_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.hub)
