@@ -84,7 +84,7 @@ def main() -> None:
             print(f"round {round_ + 1} {name}: {elapsed:.1f} s", flush=True)
     after, before = statistics.median(times["after"]), statistics.median(times["before"])
     result = {
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu_count": os.cpu_count(), "arch": platform.machine()},
         "python": platform.python_version(),
         "command": f"scheda eval {args.model} --tasks {args.tasks} --limit {args.limit}",
         "rounds": args.rounds,
