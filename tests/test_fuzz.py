@@ -45,10 +45,13 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -57,6 +60,16 @@ from scheda.readers.gguf_file import read_gguf
 from scheda.readers.hf_folder import read_hf_folder, read_safetensors_header
 from scheda.spec import ModelSpec
 
+if TYPE_CHECKING:
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
+    from hypothesis.vendor.pretty import RepresentationPrinter
+
+    # (key, value, value type, item type) of one metadata entry, as GGUFWriter takes it
+    GgufMetadatum = tuple[str, object, GGUFValueType, GGUFValueType | None]
+    # (name, data, storage type) of one tensor
+    GgufTensor = tuple[str, npt.NDArray[np.generic], GGMLQuantizationType]
+
+T = TypeVar("T")
 TIME_LIMIT = 3.0  # seconds for one parse; a healthy one takes milliseconds
 TOKENS_KEPT = 300
 # Tensors of the real file, kept at tiny shapes: every storage type it uses.
@@ -112,9 +125,9 @@ while head := requests.read(8):
 
 class _Worker:
     def __init__(self) -> None:
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
-    def _start(self) -> subprocess.Popen:
+    def _start(self) -> subprocess.Popen[bytes]:
         if self.process is None or self.process.poll() is not None:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -122,27 +135,31 @@ class _Worker:
         return self.process
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process.stdin.close()
-            self.process.stdout.close()
+        process = self.process
+        if process is not None:
+            process.kill()
+            process.wait()
+            assert process.stdin is not None and process.stdout is not None  # both PIPE
+            process.stdin.close()
+            process.stdout.close()
             self.process = None
 
-    def run(self, read, path: Path) -> tuple[str, object, list[str]]:
+    def run(self, read: Callable[[Path], object], path: Path) -> tuple[str, object, list[str]]:
         """("ok", result | "error", message | "escaped", traceback | "hang", ""), warnings."""
         process = self._start()
+        stdin, stdout = process.stdin, process.stdout
+        assert stdin is not None and stdout is not None  # both PIPE
         request = pickle.dumps((read.__module__, read.__name__, path))
-        process.stdin.write(len(request).to_bytes(8, "little") + request)
-        process.stdin.flush()
+        stdin.write(len(request).to_bytes(8, "little") + request)
+        stdin.flush()
         deadline = time.monotonic() + TIME_LIMIT
         data = b""
         while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "little"):
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([process.stdout], [], [], left)[0]:
+            if left <= 0 or not select.select([stdout], [], [], left)[0]:
                 self.stop()
                 return "hang", "", []
-            chunk = os.read(process.stdout.fileno(), 1 << 20)
+            chunk = os.read(stdout.fileno(), 1 << 20)
             if not chunk:
                 self.stop()
                 return (
@@ -159,12 +176,12 @@ _worker = _Worker()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _stop_worker():
+def _stop_worker() -> Iterator[None]:
     yield
     _worker.stop()
 
 
-def _outcome(read, path: Path):
+def _outcome(read: Callable[[Path], T], path: Path) -> T | None:
     """The reader's result, or None for a ModelFileError naming the path; else a failure."""
     kind, value, caught = _worker.run(read, path)
     if kind == "hang":
@@ -173,10 +190,11 @@ def _outcome(read, path: Path):
         raise AssertionError(f"an exception other than ModelFileError escaped:\n{value}")
     assert not caught, f"the reader warned (a CLI user would see it): {caught}"
     if kind == "error":
+        assert isinstance(value, str), f"an error message that is not text: {value!r}"
         assert value.strip(), "an empty error message"
         assert str(path) in value, f"the message names no file: {value}"
         return None
-    return value
+    return cast(T, value)  # unpickled from the worker, where `read` returned it
 
 
 class _Scratch:
@@ -187,7 +205,7 @@ class _Scratch:
         self.names = itertools.count()
 
     @contextlib.contextmanager
-    def file(self, data: bytes, suffix: str):
+    def file(self, data: bytes, suffix: str) -> Iterator[Path]:
         path = self.folder / f"f{next(self.names)}{suffix}"
         path.write_bytes(data)
         try:
@@ -201,7 +219,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> _Scratch:
     return _Scratch(tmp_path_factory.mktemp("fuzz"))
 
 
-def _apply(blob: bytes, edits, cut: int | None) -> bytes:
+def _apply(blob: bytes, edits: Iterable[tuple[int, bytes]], cut: int | None) -> bytes:
     out = bytearray(blob)
     for pos, value in edits:
         if pos < len(out):
@@ -230,18 +248,20 @@ class GgufSample:
     info_start: int  # where the tensor-info table begins
     numbers: list[tuple[int, int]]  # (offset, width) of every length, count, type, offset...
     arrays: list[tuple[int, int]]  # ...and of each array's item type and length
-    metadata: list[tuple[str, object, object, object]]  # (key, value, type, item type)
-    tensors: list[tuple[str, np.ndarray, object]]  # (name, data, storage type)
+    metadata: list[GgufMetadatum]  # (key, value, type, item type)
+    tensors: list[GgufTensor]  # (name, data, storage type)
 
-    def _repr_pretty_(self, printer, cycle) -> None:  # short, in hypothesis' failure reports
+    # short, in hypothesis' failure reports
+    def _repr_pretty_(self, printer: RepresentationPrinter, cycle: bool) -> None:
         printer.text(f"GgufSample({len(self.blob):,} bytes, header {self.data_offset:,})")
 
 
-def _number_fields(reader) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def _number_fields(reader: GGUFReader) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Where the header keeps its numbers: key and string lengths, value types, array
     item types and lengths, scalar values, tensor dimension counts, dimensions,
     storage types and data offsets. String bytes are left out."""
-    numbers, arrays = [], []
+    numbers: list[tuple[int, int]] = []
+    arrays: list[tuple[int, int]] = []
     for field in [*reader.fields.values(), *(t.field for t in reader.tensors)]:
         pos = field.offset
         for i, part in enumerate(field.parts[:10]):
@@ -254,7 +274,9 @@ def _number_fields(reader) -> tuple[list[tuple[int, int]], list[tuple[int, int]]
     return sorted(set(numbers)), sorted(set(arrays))
 
 
-def _write_gguf(path: Path, arch: str, metadata, tensors) -> None:
+def _write_gguf(
+    path: Path, arch: str, metadata: Iterable[GgufMetadatum], tensors: Iterable[GgufTensor]
+) -> None:
     from gguf import GGUFWriter
 
     writer = GGUFWriter(path, arch)  # writes general.architecture: metadata may overwrite it
@@ -275,7 +297,7 @@ def small_gguf(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> G
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
 
     real = GGUFReader(smollm_path, "r")
-    metadata = []
+    metadata: list[GgufMetadatum] = []
     for key, field in real.fields.items():
         if key.startswith("GGUF."):
             continue  # the writer writes these itself
@@ -286,11 +308,12 @@ def small_gguf(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> G
         else:
             metadata.append((key, field.contents(), vtype, None))
     rng = np.random.default_rng(0)
-    tensors = []
+    tensors: list[GgufTensor] = []
     for tensor in real.tensors:
         if tensor.name not in GGUF_TENSORS:
             continue
         shape = (4, TINY_ROW) if len(tensor.shape) > 1 else (TINY_ROW,)
+        data: npt.NDArray[np.generic]
         if tensor.tensor_type == GGMLQuantizationType.F32:
             data = rng.standard_normal(shape).astype(np.float32)
         else:  # quantized: rows of bytes, as gguf stores them
@@ -315,7 +338,7 @@ def small_gguf(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> G
     )
 
 
-def test_small_gguf_reads_like_the_real_one(small_gguf, scratch):
+def test_small_gguf_reads_like_the_real_one(small_gguf: GgufSample, scratch: _Scratch) -> None:
     """The fuzz seed is sound: it reads, with the real model's architecture numbers."""
     with scratch.file(small_gguf.blob, ".gguf") as path:
         spec = _outcome(read_gguf, path)
@@ -327,7 +350,9 @@ def test_small_gguf_reads_like_the_real_one(small_gguf, scratch):
     assert len(small_gguf.numbers) > 100 and len(small_gguf.arrays) == 8
 
 
-def _number_edits(blob: bytes, fields: list[tuple[int, int]]) -> st.SearchStrategy:
+def _number_edits(
+    blob: bytes, fields: list[tuple[int, int]]
+) -> st.SearchStrategy[tuple[int, bytes]]:
     """A new value for one header number, at its own width: a telling value, the old
     value off by a little, or any value."""
 
@@ -385,7 +410,9 @@ def _gguf_cuts(sample: GgufSample) -> st.SearchStrategy[int | None]:
 
 @settings(FUZZ, max_examples=600)
 @given(data=st.data())
-def test_mutated_gguf_header(small_gguf, scratch, data):
+def test_mutated_gguf_header(
+    small_gguf: GgufSample, scratch: _Scratch, data: st.DataObject
+) -> None:
     edits = data.draw(st.lists(_gguf_edits(small_gguf), min_size=1, max_size=4), label="edits")
     cut = data.draw(_gguf_cuts(small_gguf), label="cut")
     with scratch.file(_apply(small_gguf.blob, edits, cut), ".gguf") as path:
@@ -395,14 +422,14 @@ def test_mutated_gguf_header(small_gguf, scratch, data):
 
 @settings(FUZZ, max_examples=150)
 @given(cut=st.integers(0, 1 << 14))
-def test_truncated_gguf(small_gguf, scratch, cut):
+def test_truncated_gguf(small_gguf: GgufSample, scratch: _Scratch, cut: int) -> None:
     """Cut anywhere (past the end too): only the whole file reads."""
     with scratch.file(small_gguf.blob[:cut], ".gguf") as path:
         spec = _outcome(read_gguf, path)
     assert (spec is not None) == (cut >= len(small_gguf.blob))
 
 
-def test_gguf_cut_at_every_field(small_gguf, scratch):
+def test_gguf_cut_at_every_field(small_gguf: GgufSample, scratch: _Scratch) -> None:
     """A cut at, or a byte either side of, every number in the header is a clean error."""
     ends = {pos for pos, _ in small_gguf.numbers} | {small_gguf.data_offset}
     for cut in sorted({max(0, p + d) for p in ends for d in (-1, 0, 1)}):
@@ -412,7 +439,9 @@ def test_gguf_cut_at_every_field(small_gguf, scratch):
 
 @pytest.mark.parametrize("item_type", [None, 0, 5, 7])  # as written (INT32), UINT8, INT32, BOOL
 @pytest.mark.parametrize("length", [1 << 20, 1 << 40, 0xFFFFFFFFFFFFFFFF])
-def test_gguf_number_array_with_damaged_length(small_gguf, scratch, item_type, length):
+def test_gguf_number_array_with_damaged_length(
+    small_gguf: GgufSample, scratch: _Scratch, item_type: int | None, length: int
+) -> None:
     """A damaged length on an array of numbers, in a file that ends inside it: no hang.
 
     gguf's parser reads past the end of the file as empty arrays, so unbounded it
@@ -433,7 +462,7 @@ def test_gguf_number_array_with_damaged_length(small_gguf, scratch, item_type, l
 
 
 @st.composite
-def _typed_values(draw):
+def _typed_values(draw: st.DrawFn) -> tuple[object, GGUFValueType, GGUFValueType | None]:
     """A GGUF metadata value of any type: (value, value type, item type)."""
     from gguf import GGUFValueType as T
 
@@ -449,7 +478,12 @@ def _typed_values(draw):
     }
     floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
     scalar = draw(st.sampled_from([*ints, T.FLOAT32, T.FLOAT64, T.BOOL, T.STRING]))
-    others = {T.FLOAT32: floats, T.FLOAT64: st.floats(), T.BOOL: st.booleans(), T.STRING: st.text()}
+    others: dict[GGUFValueType, st.SearchStrategy[object]] = {
+        T.FLOAT32: floats,
+        T.FLOAT64: st.floats(),
+        T.BOOL: st.booleans(),
+        T.STRING: st.text(),
+    }
     one = st.integers(*ints[scalar]) if scalar in ints else others[scalar]
     if draw(st.booleans()):
         return draw(one), scalar, None
@@ -458,16 +492,18 @@ def _typed_values(draw):
 
 @settings(FUZZ, max_examples=200)
 @given(data=st.data())
-def test_gguf_metadata_of_any_type(small_gguf, scratch, data):
+def test_gguf_metadata_of_any_type(
+    small_gguf: GgufSample, scratch: _Scratch, data: st.DataObject
+) -> None:
     """The real keys with values of any type and size, written by gguf's own writer."""
     keys = [key for key, *_ in small_gguf.metadata]
     changes = data.draw(
         st.dictionaries(st.sampled_from(keys), _typed_values(), min_size=1, max_size=4),
         label="changes",
     )
-    metadata = [
-        (key, *changes[key]) if key in changes else (key, *rest)
-        for key, *rest in small_gguf.metadata
+    metadata: list[GgufMetadatum] = [
+        (key, *changes[key]) if key in changes else (key, value, vtype, item_type)
+        for key, value, vtype, item_type in small_gguf.metadata
     ]
     path = scratch.folder / f"typed{next(scratch.names)}.gguf"
     try:
@@ -486,11 +522,11 @@ NUMPY_DTYPES = {"F32": np.float32, "I64": np.int64, "F16": np.float16, "I32": np
 @dataclass
 class SafetensorsSample:
     blob: bytes  # the whole small file
-    header: dict  # its parsed JSON header
+    header: dict[str, Any]  # its parsed JSON header
     header_end: int  # 8 + header length
     folder: Path  # a minimal HF folder (config.json) to hold a mutated copy
 
-    def _repr_pretty_(self, printer, cycle) -> None:
+    def _repr_pretty_(self, printer: RepresentationPrinter, cycle: bool) -> None:
         printer.text(f"SafetensorsSample({len(self.blob):,} bytes, header {self.header_end:,})")
 
 
@@ -503,7 +539,7 @@ def small_safetensors(
     with open(minilm_path / "model.safetensors", "rb") as f:
         (length,) = struct.unpack("<Q", f.read(8))
         real = json.loads(f.read(length))
-    tensors = {}
+    tensors: dict[str, npt.NDArray[np.generic]] = {}
     for name, entry in real.items():
         if name != "__metadata__":
             shape = [min(d, 3) for d in entry["shape"]]
@@ -535,7 +571,7 @@ def _check_safetensors(sample: SafetensorsSample, scratch: _Scratch, blob: bytes
     assert (spec is None) == (header is None)
 
 
-def test_small_safetensors_reads(small_safetensors, scratch):
+def test_small_safetensors_reads(small_safetensors: SafetensorsSample, scratch: _Scratch) -> None:
     with scratch.file(small_safetensors.blob, ".safetensors") as path:
         header = _outcome(read_safetensors_header, path)
     assert header is not None and len(header) == len(small_safetensors.header) - 1
@@ -553,7 +589,9 @@ def _st_positions(sample: SafetensorsSample) -> st.SearchStrategy[int]:
 
 @settings(FUZZ, max_examples=500)
 @given(data=st.data())
-def test_mutated_safetensors_bytes(small_safetensors, scratch, data):
+def test_mutated_safetensors_bytes(
+    small_safetensors: SafetensorsSample, scratch: _Scratch, data: st.DataObject
+) -> None:
     sample = small_safetensors
     edits = data.draw(
         st.lists(st.tuples(_st_positions(sample), _values()), min_size=1, max_size=8),
@@ -595,9 +633,9 @@ _ENTRY_FIELDS = {
 
 
 @st.composite
-def _header_edits(draw, header: dict) -> dict:
+def _header_edits(draw: st.DrawFn, header: dict[str, Any]) -> dict[str, Any]:
     """A structurally mutated copy of a safetensors JSON header."""
-    out = json.loads(json.dumps(header))
+    out: dict[str, Any] = json.loads(json.dumps(header))
     names = sorted(out)
     for _ in range(draw(st.integers(1, 4))):
         name = draw(st.sampled_from(names))
@@ -620,7 +658,9 @@ def _header_edits(draw, header: dict) -> dict:
 
 @settings(FUZZ, max_examples=500)
 @given(data=st.data())
-def test_mutated_safetensors_header_json(small_safetensors, scratch, data):
+def test_mutated_safetensors_header_json(
+    small_safetensors: SafetensorsSample, scratch: _Scratch, data: st.DataObject
+) -> None:
     sample = small_safetensors
     header = data.draw(_header_edits(sample.header), label="header")
     text = json.dumps(header, allow_nan=True).encode()
@@ -662,12 +702,14 @@ def minilm_copy(tmp_path_factory: pytest.TempPathFactory, minilm_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def minilm_config(minilm_path: Path) -> dict:
-    return json.loads((minilm_path / "config.json").read_text(encoding="utf-8"))
+def minilm_config(minilm_path: Path) -> dict[str, Any]:
+    return cast(
+        dict[str, Any], json.loads((minilm_path / "config.json").read_text(encoding="utf-8"))
+    )
 
 
 @st.composite
-def _configs(draw, base: dict) -> dict:
+def _configs(draw: st.DrawFn, base: dict[str, Any]) -> dict[str, Any]:
     config = dict(base)
     keys = sorted({*base, *CONFIG_EXTRA_KEYS})
     for key in draw(st.lists(st.sampled_from(sorted(base)), max_size=3)):
@@ -686,7 +728,9 @@ def _configs(draw, base: dict) -> dict:
 
 @settings(FUZZ, max_examples=300)
 @given(data=st.data())
-def test_mutated_config_json(minilm_copy, minilm_config, data):
+def test_mutated_config_json(
+    minilm_copy: Path, minilm_config: dict[str, Any], data: st.DataObject
+) -> None:
     config = data.draw(_configs(minilm_config), label="config")
     (minilm_copy / "config.json").write_text(json.dumps(config, allow_nan=True), encoding="utf-8")
     spec = _outcome(read_hf_folder, minilm_copy)
@@ -694,6 +738,6 @@ def test_mutated_config_json(minilm_copy, minilm_config, data):
 
 
 @pytest.mark.parametrize("config", [[], "bert", 3, None, [{"hidden_size": 384}]])
-def test_config_json_that_is_not_an_object(minilm_copy, config):
+def test_config_json_that_is_not_an_object(minilm_copy: Path, config: object) -> None:
     (minilm_copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert _outcome(read_hf_folder, minilm_copy) is None

@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -211,12 +211,16 @@ class Studio:
 
     def controls(self) -> list[dict[str, Any]]:
         """The sampling controls shown, in order, as the page has them."""
-        return self.page.locator("#sampling-fields [data-param]").evaluate_all(
-            """inputs => inputs.map(i => ({
+        inputs = self.page.locator("#sampling-fields [data-param]")
+        return cast(
+            list[dict[str, Any]],
+            inputs.evaluate_all(
+                """inputs => inputs.map(i => ({
               name: i.dataset.param, id: i.id, type: i.type, value: i.value,
               placeholder: i.placeholder, min: i.min, max: i.max, step: i.step,
               title: i.title, disabled: i.disabled, label: i.labels[0]?.textContent ?? "",
             }))"""
+            ),
         )
 
     def turn_params(self, text: str) -> tuple[dict[str, Any], Any]:
@@ -268,7 +272,7 @@ def _save_screenshot(page: Any, tmp_path: Path, name: str) -> None:
 
 def _session_titled(server: Server, title: str) -> str:
     """The id of the saved session that a first message of `title` named."""
-    ids = [s["id"] for s in server.api("GET", "/api/sessions") if s["title"] == title]
+    ids: list[str] = [s["id"] for s in server.api("GET", "/api/sessions") if s["title"] == title]
     assert len(ids) == 1, f"expected one session titled {title!r}, found {len(ids)}"
     return ids[0]
 
@@ -293,13 +297,13 @@ def _mmlu_run(
                 csv.writer(f).writerows(rows[:count])
     task = MMLU(5, None, folder)
     items = task.items()
-    accs = {item.key: acc for item, acc in zip(items, _by_subject(task, scores), strict=True)}
+    acc_of = {item.key: acc for item, acc in zip(items, _by_subject(task, scores), strict=True)}
     with contextlib.closing(EvalStore(server.evals)) as store:
         run = store.start("default", folder / "model.gguf", task.name, task.config(), len(items))
         for item in items[:scored]:
-            pred = 0 if accs[item.key] else 1
+            pred = 0 if acc_of[item.key] else 1
             detail = {"gold": 0, "pred": pred, "logliks": [-1.0, -2.0, -3.0, -4.0]}
-            store.add(run.id, ItemResult(item.key, {"acc": accs[item.key]}, detail, item.group))
+            store.add(run.id, ItemResult(item.key, {"acc": acc_of[item.key]}, detail, item.group))
         if scored is None:
             store.finish(run.id, summarize(task, store.results(run.id)))
     return run.id
