@@ -81,18 +81,8 @@ class Server:
         timeout: float = 120,
     ) -> tuple[int, Any]:
         """(status, parsed JSON or text) of one request."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-            conn.request(method, path, body=data, headers=headers or self.headers())
-            answer = conn.getresponse()
-            text = answer.read().decode("utf-8", errors="replace")
-        finally:
-            conn.close()
-        try:
-            return answer.status, json.loads(text)
-        except ValueError:
-            return answer.status, text
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        return http_request(self.port, method, path, data, headers or self.headers(), timeout)
 
     def send(self, path: str, body: Any) -> http.client.HTTPConnection:
         """POST `body` and leave the answer unread: closing the connection is hanging up."""
@@ -133,3 +123,25 @@ def sse_events(response: http.client.HTTPResponse) -> list[dict[str, Any] | str]
             payload = line[len("data: ") :]
             events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    data: bytes | None,
+    headers: dict[str, str],
+    timeout: float = 120,
+) -> tuple[int, Any]:
+    """(status, parsed JSON or text) of one request to a server on loopback."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        answer = conn.getresponse()
+        text = answer.read().decode("utf-8", errors="replace")
+    finally:
+        conn.close()
+    try:
+        return answer.status, json.loads(text)
+    except ValueError:
+        return answer.status, text

@@ -9,8 +9,6 @@ path that matches no route, so that the key's absence never tells what exists.
 
 from __future__ import annotations
 
-import http.client
-import json
 import re
 import threading
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from scheda.server.app import STATIC, create_app
 from scheda.server.main import build_pool
 from scheda.stores.evals import EvalStore
 from scheda.stores.sessions import SessionStore
-from tests.serving import free_port, wait_for
+from tests.serving import free_port, http_request, wait_for
 
 KEY = "sk-test-default-closed"
 LATER = "/added-later"
@@ -46,19 +44,8 @@ class Running:
     def request(
         self, method: str, path: str, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(
-                method, path, body=b"{}" if method in BODIED else None, headers=headers or {}
-            )
-            answer = conn.getresponse()
-            text = answer.read().decode("utf-8", errors="replace")
-        finally:
-            conn.close()
-        try:
-            return answer.status, json.loads(text)
-        except ValueError:
-            return answer.status, text
+        data = b"{}" if method in BODIED else None
+        return http_request(self.port, method, path, data, headers or {}, timeout=60)
 
 
 BODIED = {"POST", "PUT", "PATCH"}
