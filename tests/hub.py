@@ -11,6 +11,9 @@ it lists a repository, resolves a file and downloads it, and nothing more:
                                                `X-Linked-Etag` (its sha256) and `X-Linked-Size`,
                                                as the Hub does, other files 200; `Range` gives
                                                206 with `Content-Range`
+    GET  /api/datasets/ORG/NAME[/revision/REV] and /datasets/ORG/NAME/resolve/REV/PATH: the
+                                               same for a dataset repository (`add_dataset`),
+                                               whose parquet files are LFS as on the Hub
     GET  http://STORAGE/SHA256                 an LFS file's bytes, by range, on a second port:
                                                another origin, so the client sends no token there
 
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-LFS_SUFFIXES = (".gguf", ".safetensors", ".bin")
+LFS_SUFFIXES = (".gguf", ".safetensors", ".bin", ".parquet")
 LFS_SIZE = 10 << 20
 CHUNK = 1 << 16
 _DIGESTS: dict[tuple[str, int], tuple[str, str]] = {}  # (path, size) -> (sha1 blob id, sha256)
@@ -145,6 +148,10 @@ class Hub:
     def add(self, repo: str, files: dict[str, Path | bytes], **flags: bool) -> None:
         self.repos[repo] = Repo({n: Entry(s) for n, s in files.items()}, **flags)
 
+    def add_dataset(self, repo: str, files: dict[str, Path | bytes], **flags: bool) -> None:
+        """A dataset repository: the Hub keeps datasets apart from models, under datasets/."""
+        self.add(DATASETS + repo, files, **flags)
+
     def reset(self) -> None:
         """The switches off and the log empty (the repositories stay)."""
         with self.lock:
@@ -168,8 +175,11 @@ class Hub:
         return None
 
 
-RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
-API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+DATASETS = "datasets/"  # the key prefix of a dataset repository, as in the Hub's own URLs
+RESOLVE = re.compile(r"^/(?P<repo>(?:datasets/)?[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+API = re.compile(
+    r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$"
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -204,7 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_file(found[0], found[1], body)
         api = API.match(path)
         if api is not None:
-            return self._listing(api["repo"], api["rev"], parse_qs(parts.query))
+            repo = (DATASETS if api["kind"] == "datasets" else "") + api["repo"]
+            return self._listing(repo, api["rev"], parse_qs(parts.query))
         resolve = RESOLVE.match(path)
         if resolve is not None:
             return self._resolve(resolve["repo"], resolve["rev"], resolve["path"], body)
@@ -250,8 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
             siblings.append(sibling)
         data = {
             "_id": repo.commit[:24],
-            "id": name,
-            "modelId": name,
+            "id": name.removeprefix(DATASETS),
+            "modelId": name.removeprefix(DATASETS),
             "sha": repo.commit,
             "private": repo.private,
             "gated": "auto" if repo.gated else False,

@@ -7,6 +7,7 @@ there, and skips saying so when it is not.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -552,13 +553,20 @@ def test_each_task_is_declared_once_in_the_registry() -> None:
         found = catalog.lookup(name)
         assert found is not None
         rows |= {*found[0].benchmarks, *found[0].instruct_benchmarks}
-    assert list(TASKS) == ["mmlu", "gsm8k", "humaneval"]
+    # every row of every card has its task, and every task's label is a card's row (or none)
+    assert rows <= {info.published for info in TASKS.values()}
     for name, info in TASKS.items():
+        module, _, class_name = info.runs.partition(":")
+        task_class = getattr(importlib.import_module(module), class_name)
+        assert task_class.name == name and task_class.version == info.version >= 1
+        assert info.metric in task_class.metrics or name == "humaneval", name
+        assert published_label(name) == info.published
+        assert info.published is None or info.published in rows
+        assert info.method
+    for name in ("mmlu", "gsm8k", "humaneval"):
         task = make_task(name, None, 1, SHARED)
-        assert (task.name, task.shots) == (name, info.shots)
-        assert published_label(name) == info.published and info.published in rows
-        assert task.version == info.version >= 1
-        assert info.runs.endswith(":" + type(task).__name__)
+        assert (task.name, task.shots) == (name, TASKS[name].shots)
+        assert TASKS[name].runs.endswith(":" + type(task).__name__)
     assert MMLU(limit=1, data_dir=SHARED).shots == TASKS["mmlu"].shots == 5
     assert GSM8K().shots == TASKS["gsm8k"].shots == 8
     assert published_label("mine.jsonl") is None

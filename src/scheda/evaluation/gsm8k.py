@@ -21,12 +21,7 @@ Both the gold answer and the extracted one are normalised as lm-eval's
 removed, lower case) and compared as strings. As in lm-eval, "18.0" and
 "18" do not match: the comparison is textual, not numeric.
 
-Prompts go to the engine from `model.parallel` threads at once, so that
-llama.cpp's parallel slots decode them together. Batching is not
-bit-reproducible in llama.cpp (a prompt's logits depend a little on what it
-is batched with and on how much of it the prompt cache held), so with more
-than one slot a near tie between two tokens can go either way from run to
-run; one slot on a freshly loaded model reproduces its generations exactly.
+Prompts go to the engine's parallel slots together (evaluation/generation.py).
 """
 
 from __future__ import annotations
@@ -34,15 +29,13 @@ from __future__ import annotations
 import json
 import random
 import re
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from scheda.engines.base import Generation
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
+from scheda.evaluation.generation import generate_all
 from scheda.evaluation.tasks import TASKS
 from scheda.sampling import Sampling
 
@@ -209,33 +202,17 @@ class GSM8K(Task):
         )
 
     def run(self, items: list[Item], model: EvalModel) -> Iterator[ItemResult]:
-        if not items:
-            return
         prefix = self.prefix()
-        sampling = self.sampling()
-        engine = model.engine
-        stop = threading.Event()
 
-        def answer(item: Item) -> Generation:
-            prompt = prefix + question_text(item.data["question"])
-            return engine.generate(prompt, sampling, cancel=stop)
+        def prompt(item: Item) -> str:
+            return prefix + question_text(item.data["question"])
 
-        with ThreadPoolExecutor(max_workers=max(1, model.parallel)) as pool:
-            futures = {pool.submit(answer, item): item for item in items}
-            try:
-                for future in as_completed(futures):
-                    item, generation = futures[future], future.result()
-                    result = self.score(item.key, generation.text, item.data["answer"])
-                    # "length": cut at max_tokens, before the model wrote its answer line.
-                    result.detail["finish_reason"] = generation.finish_reason
-                    result.detail["completion_tokens"] = generation.completion_tokens
-                    yield result
-            finally:
-                # Stopped early (an error, or the consumer closed us): drop what has not
-                # started and cut what is decoding, so the pool's threads end at once.
-                for future in futures:
-                    future.cancel()
-                stop.set()
+        for item, generation in generate_all(items, model, prompt, self.sampling()):
+            result = self.score(item.key, generation.text, item.data["answer"])
+            # "length": cut at max_tokens, before the model wrote its answer line.
+            result.detail["finish_reason"] = generation.finish_reason
+            result.detail["completion_tokens"] = generation.completion_tokens
+            yield result
 
     def config(self) -> dict[str, Any]:
         return {
