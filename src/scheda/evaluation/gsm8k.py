@@ -36,6 +36,7 @@ from typing import Any
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.generation import generate_all
+from scheda.evaluation.sources import Source, hub_rows
 from scheda.evaluation.tasks import TASKS
 from scheda.sampling import Sampling
 
@@ -110,7 +111,8 @@ def read_jsonl(path: Path) -> list[dict[str, str]]:
 
 
 def load_splits(data_dir: Path | None) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """(train, test) from a folder holding train.jsonl and test.jsonl, or from the HF hub."""
+    """(train, test) from a folder holding train.jsonl and test.jsonl, or from the Hub's
+    openai/gsm8k (its parquet files, through the local cache)."""
     if data_dir is not None:
         data_dir = Path(data_dir)
         paths = [data_dir / "train.jsonl", data_dir / "test.jsonl"]
@@ -118,21 +120,15 @@ def load_splits(data_dir: Path | None) -> tuple[list[dict[str, str]], list[dict[
         if missing:
             raise UsageError(f"{data_dir}: no {' or '.join(missing)} there (GSM8K needs both)")
         return read_jsonl(paths[0]), read_jsonl(paths[1])
-    hint = "pass --data DIR, a folder with GSM8K's test.jsonl and train.jsonl"
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError(f"GSM8K: the `datasets` package is not installed; {hint}") from None
-    try:
-        loaded = datasets.load_dataset(HUB_DATASET, HUB_CONFIG)
-        splits = tuple(
-            [{"question": str(r["question"]), "answer": str(r["answer"])} for r in loaded[name]]
-            for name in ("train", "test")
-        )
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UsageError(f"GSM8K: could not load {HUB_DATASET} ({reason}); {hint}") from exc
-    return splits[0], splits[1]
+    train, test = (
+        [{"question": str(r["question"]), "answer": str(r["answer"])} for r in hub_rows(source)]
+        for source in (hub_source("train"), hub_source("test"))
+    )
+    return train, test
+
+
+def hub_source(split: str) -> Source:
+    return Source("gsm8k", "train.jsonl and test.jsonl", HUB_DATASET, HUB_CONFIG, split)
 
 
 class GSM8K(Task):

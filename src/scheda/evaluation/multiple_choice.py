@@ -29,6 +29,7 @@ import numpy as np
 from scheda import settings
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
+from scheda.evaluation.sources import Source, hub_rows
 from scheda.evaluation.tasks import TASKS
 
 LETTERS = ("A", "B", "C", "D")
@@ -89,28 +90,20 @@ def mmlu_folder(data_dir: Path | None) -> Path:
 
 
 def _mmlu_from_hub() -> Path:
-    """Download `cais/mmlu` once and write it in the original CSV layout (when online)."""
+    """`cais/mmlu` (its "all" config) from the Hub, once, written in the original CSV layout
+    (test/ and dev/, one file per subject) under scheda's cache, where it is found offline."""
     out = settings.cache_dir() / "data" / "mmlu"
     if out.is_dir() and any(out.glob("test/*_test.csv")):
         return out / "test"
-    try:
-        from datasets import load_dataset
-
-        dataset = load_dataset("cais/mmlu", "all")
-    except Exception as exc:  # no datasets package, or offline
-        raise UsageError(
-            "MMLU data: pass --data DIR with the <subject>_test.csv files "
-            f"(loading cais/mmlu from the Hugging Face hub failed: {exc.__class__.__name__})"
-        ) from exc
     for split in ("test", "dev"):
+        by_subject: dict[str, list[list[str]]] = {}
+        for row in hub_rows(Source("mmlu", "<subject>_test.csv files", "cais/mmlu", "all", split)):
+            letter = LETTERS[int(row["answer"])]
+            by_subject.setdefault(str(row["subject"]), []).append(
+                [str(row["question"]), *map(str, row["choices"]), letter]
+            )
         folder = out / split
         folder.mkdir(parents=True, exist_ok=True)
-        by_subject: dict[str, list[list[str]]] = {}
-        for row in dataset[split]:
-            letter = LETTERS[int(row["answer"])]
-            by_subject.setdefault(row["subject"], []).append(
-                [row["question"], *row["choices"], letter]
-            )
         for subject, rows in by_subject.items():
             with (folder / f"{subject}_{split}.csv").open("w", newline="", encoding="utf-8") as f:
                 csv.writer(f).writerows(rows)

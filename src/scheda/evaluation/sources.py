@@ -155,12 +155,8 @@ def _snapshot(source: Source) -> Path:
             f"{_token_said()}); pass {source.folder_hint}"
         ) from None
     except LocalEntryNotFoundError:
-        offline = (
-            " (HF_HUB_OFFLINE is set)"
-            if constants.HF_HUB_OFFLINE
-            else " (the Hub is out of reach and the cache has none)"
-        )
-        raise UsageError(nowhere + offline) from None
+        why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub is out of reach"
+        raise UsageError(f"{nowhere} ({why}, and the cache has none)") from None
     except (HfHubHTTPError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"{nowhere} ({source.repo}: {reason})") from None
