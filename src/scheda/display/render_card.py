@@ -61,13 +61,17 @@ def notes(rows: Sequence[CardRow]) -> list[str]:
     for number, row in enumerate(rows, 1):
         parts = [f"[{number}] {row.task or row.benchmark}:"]
         if row.why is not None:
-            parts.append(f"no figure: {row.why}.")
+            parts.append(f"no figure: {_sentence(row.why)}")
         if row.method:
-            parts.append(f"{row.method}.")
+            parts.append(_sentence(row.method))
         if row.differs:
-            parts.append(f"Differs from the card: {row.differs}.")
+            parts.append(f"Differs from the card: {_sentence(row.differs)}")
         lines.append(" ".join(parts))
     return lines
+
+
+def _sentence(text: str) -> str:
+    return text.rstrip(".") + "."
 
 
 def card_view(model: str, card: str, rows: Sequence[CardRow], limit: int | None) -> RenderableType:
