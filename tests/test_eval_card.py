@@ -216,7 +216,9 @@ def test_cli_bad_card_is_one_line_and_stores_nothing(
 
 
 @pytest.mark.slow
-def test_cli_measures_the_card_then_reuses_the_measurement(tmp_path: Path) -> None:
+def test_cli_measures_the_card_then_reuses_the_measurement(
+    smollm_path: Path, tmp_path: Path
+) -> None:
     require(MMLU_DIR, what="MMLU data")
     data = tmp_path / "data"
     (data / "mmlu").mkdir(parents=True)
