@@ -22,8 +22,8 @@ const view = {
   polling: false,
 };
 
-/** A figure in points, one decimal ("—" for none); a fraction is scaled by 100 first. */
-const points = (value, scale = 1) => (value == null ? "—" : (value * scale).toFixed(1));
+/** A figure in points (percent), one decimal; "—" for none. */
+const points = (value) => (value == null ? "—" : value.toFixed(1));
 
 export function wireCard() {
   $("evalcard-model").addEventListener("change", () => loadTable());
@@ -87,10 +87,10 @@ function drawMessage(message) {
 }
 
 function drawTable(answer) {
-  const limited = answer.rows.find((r) => r.limited);
+  const quick = answer.rows.some((r) => r.quick_look);
   $("evalcard-title").textContent =
     `${answer.model} against the ${answer.card} card` +
-    (limited ? " · some rows are a quick look (a --limit run), not the whole benchmark" : "");
+    (quick ? " · a quick look: some rows are over the first items only (a limit)" : "");
   $("evalcard-message").hidden = true;
   $("evalcard-table").hidden = false;
   $("evalcard-table").dataset.model = answer.model;
@@ -112,7 +112,7 @@ function tableRow(row, index) {
     el("td", "", row.metric ?? "—"),
     el("td", "num", points(row.published)),
   );
-  if (row.value == null) {
+  if (row.yours == null) {
     tr.classList.add("no-figure");
     const why = el("td", "evalcard-why", row.why || "no figure");
     why.colSpan = 3;
@@ -120,10 +120,11 @@ function tableRow(row, index) {
     return tr;
   }
   const yours = el("td", "num evalcard-yours");
-  yours.append(el("span", "score-value", points(row.value, 100)));
-  if (row.stderr != null) yours.append(` ± ${points(row.stderr, 100)}`);
-  yours.title = `${number(row.n)} items${row.limited ? " (a --limit run)" : ""}`;
-  if (row.limited) yours.append(el("span", "badge", "quick look"));
+  yours.append(el("span", "score-value", points(row.yours)));
+  if (row.stderr != null) yours.append(` ± ${points(row.stderr)}`);
+  const per = row.quick_look ? ` (the first ${number(row.limit)} per task or subject)` : "";
+  yours.title = `over ${number(row.n)} items${per}`;
+  if (row.quick_look) yours.append(el("span", "badge", `limit ${row.limit}`));
   const sign = row.difference > 0 ? "+" : "";
   tr.append(
     yours,
