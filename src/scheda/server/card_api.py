@@ -129,8 +129,8 @@ def start_card_run(body: CardRunRequest, request: Request) -> dict[str, Any]:
         raise APIError(f"the {found.label} card has no benchmark scheda runs", "card")
     data = _folder(body.data)
     run = CardRun(entry.id, entry.path, found.label, body.limit, data, card_progress(infos))
-    pool = cast(ModelPool, request.app.state.pool)
-    slots = int(pool.defaults.get("parallel", 1))
+    # The server's slot count: a generated task's answers decode together as its requests do.
+    slots = cast(ModelPool, request.app.state.pool).parallel
 
     def open_model() -> EvalModel:
         return EvalModel(entry.path, None, slots, entry.options.get("threads"), entry.engine_name)
