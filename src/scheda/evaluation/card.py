@@ -16,7 +16,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,6 +28,7 @@ from scheda.spec import ModelSpec
 
 if TYPE_CHECKING:
     from scheda.evaluation.base import Task
+    from scheda.stores.evals import EvalStore
 
 # The standard normal's two-sided 95% point: |difference| <= Z95 x stderr is "inside the noise".
 Z95 = 1.96
@@ -68,6 +70,7 @@ class CardRow:
     method: str
     differs: str
     limit: int | None
+    run: str | None  # the stored run the figure comes from
     why: str | None
 
     @property
@@ -108,7 +111,7 @@ def card_for(spec: ModelSpec | None, name: str | None) -> Card:
         what = spec.name if spec is not None else "the model"
         raise UsageError(
             f"{what}: the catalog knows no family with its architecture numbers, so it has "
-            f"no card; name one with `--card NAME`: {choices()}"
+            f"no card of its own; {choices()}"
         )
     found = catalog.lookup(spec.catalog_name)
     assert found is not None  # the catalog named it
@@ -165,13 +168,27 @@ def make_card_tasks(
     return built, why
 
 
+def stored_summary(
+    task: Task, store: EvalStore, path: Path, parallel: int
+) -> dict[str, Any] | None:
+    """The summary of the task's finished run on this model file with this configuration,
+    if there is one: running a card again measures only what it has not measured yet."""
+    from scheda.evaluation.runner import run_config
+
+    run = store.finished_run(path, task.name, run_config(task, parallel))
+    if run is None or run.summary is None:
+        return None
+    return {**run.summary, "run": run.id}
+
+
 def card_rows(
-    benchmarks: dict[str, float], results: dict[str, dict[str, Any] | str]
+    benchmarks: dict[str, float], results: Mapping[str, Mapping[str, Any] | str]
 ) -> list[CardRow]:
     """A row per benchmark of the card, in the card's order.
 
     `results` maps a task's name to its summary (`runner.summarize`'s dict, with the run's
-    `limit` under "limit" when it had one) or to why it has no figure."""
+    id under "run" and its `limit` under "limit", as `scheda eval` adds them) or to why it
+    has no figure."""
     by_label = {info.published: info for info in card_tasks(benchmarks)}
     rows = []
     for label, published in benchmarks.items():
@@ -202,16 +219,17 @@ def _without(label: str, published: float, info: TaskInfo | None, why: str) -> C
         method=info.method if info else "",
         differs=info.differs if info else "",
         limit=None,
+        run=None,
         why=why,
     )
 
 
-def _measured(label: str, published: float, info: TaskInfo, summary: dict[str, Any]) -> CardRow:
+def _measured(label: str, published: float, info: TaskInfo, summary: Mapping[str, Any]) -> CardRow:
     figure = summary.get("metrics", {}).get(info.metric)
     limit = summary.get("limit")
     if figure is None or _missing(figure.get("value")):
         row = _without(label, published, info, f"the run has no {info.metric} figure")
-        return CardRow(**{**asdict(row), "shots": summary.get("shots"), "limit": limit})
+        return replace(row, shots=summary.get("shots"), limit=limit, run=summary.get("run"))
     yours = 100 * figure["value"]
     stderr = None if _missing(figure.get("stderr")) else 100 * figure["stderr"]
     difference = yours - published
@@ -229,6 +247,7 @@ def _measured(label: str, published: float, info: TaskInfo, summary: dict[str, A
         method=info.method,
         differs=info.differs,
         limit=limit,
+        run=summary.get("run"),
         why=None,
     )
 
