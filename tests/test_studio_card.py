@@ -168,6 +168,12 @@ def test_a_card_run_goes_to_the_end_and_its_figure_is_in_the_table(
     accuracies = [r.metrics["acc"] for r in served.evals.results(stored.id)]
     assert len(accuracies) == len(SUBJECTS)
 
+    # Started again, the card takes what it measured before: no new run, no item scored.
+    served.ok("POST", "/api/evals/card", body, status=202)
+    again = {t["task"]: t for t in served.ended()["tasks"]}["mmlu"]
+    assert again["state"] == "measured before" and again["run"] == stored.id
+    assert [r.id for r in served.evals.runs() if r.task == "mmlu"] == [stored.id]
+
     table = served.ok("GET", f"/api/evals/card?model=default&card={CARD}")
     assert table["model"] == "default" and table["card"] == CARD
     rows = {r["benchmark"]: r for r in table["rows"]}
@@ -180,7 +186,7 @@ def test_a_card_run_goes_to_the_end_and_its_figure_is_in_the_table(
     assert row["n"] == len(SUBJECTS)
     assert row["limit"] == 1 and row["quick_look"] is True
     assert row["difference"] == pytest.approx(row["yours"] - PUBLISHED_MMLU)
-    assert row["method"] == TASKS["mmlu"].method
+    assert row["method"] == TASKS["mmlu"].method and row["run"] == stored.id
     for name, task in by_task.items():
         if name != "mmlu":
             other = rows[task["benchmark"]]
@@ -332,9 +338,12 @@ def test_the_tab_starts_a_card_run_shows_its_progress_then_the_table(tmp_path: P
             expect(page.locator("#evalcard-title")).to_contain_text("quick look")
             notes = page.locator("#evalcard-notes li").all_inner_texts()
             assert any(TASKS["mmlu"].method in n for n in notes), notes
-            # The runs' list below was read again: the run is in it.
+            # The runs' list below was read again: the run is in it, and the figure opens it.
             run = served.ok("GET", "/api/evals/card/run")["tasks"][0]["run"]
+            assert row["run"] == run
             expect(page.locator(f"#eval-list tr[data-run-id='{run}']")).to_be_visible()
+            mmlu.locator("a.score-value").click()
+            expect(page.locator("#eval-detail")).to_have_attribute("data-run-id", run)
             _save_screenshot(page, tmp_path, "studio-card.png")
         chromium.close()
 

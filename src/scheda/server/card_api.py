@@ -109,7 +109,7 @@ def _result(
     the last card run here found, or where a run would read its data."""
     run = latest(stored, path, info)
     if run is not None and run.summary is not None:
-        return {**run.summary, "limit": run.config.get("limit")}
+        return {**run.summary, "run": run.id, "limit": run.config.get("limit")}
     return tried.get(info.name) or missing_module(info) or NOT_YET.format(task=info.name)
 
 

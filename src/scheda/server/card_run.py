@@ -1,9 +1,10 @@
 """A card run started from the studio: the card's tasks one after another, in a thread.
 
 It makes the runs `scheda eval --card` makes: each task made with the card's
-shots (the registry's defaults), `limit` and `data`, opened in the evaluation
-store (an unfinished run of the same identity is resumed where it stopped),
-every result stored as it is scored, then summarised and finished, through
+shots (the registry's defaults), `limit` and `data`; taken from the evaluation
+store when a finished run of the same identity is there, else opened in it (an
+unfinished run of the same identity is resumed where it stopped), every result
+stored as it is scored, then summarised and finished, through
 `evaluation/runner` as the command does. A task whose data is nowhere here
 does not stop the others: its progress says where its data would come from.
 
@@ -30,18 +31,20 @@ from typing import Any
 
 from scheda.errors import APIError, UsageError
 from scheda.evaluation.base import EvalModel, Task
-from scheda.evaluation.card import missing_module
+from scheda.evaluation.card import missing_module, stored_summary
 from scheda.evaluation.runner import close_run, make_task, open_run
 from scheda.evaluation.tasks import TASKS, TaskInfo
 from scheda.stores.evals import EvalStore
 
 log = logging.getLogger("scheda.server")
 
-# A task's states: waiting, then running, then where it ended; or, when it cannot be made
-# here, no data (the message says where its data would come from) or unavailable (its
-# module is not in this build).
+# A task's states: waiting, then running, then where it ended (measured before: a finished
+# run with the same identity is in the store already); or, when it cannot be made here, no
+# data (the message says where its data would come from) or unavailable (its module is not
+# in this build).
 WAITING, RUNNING, FINISHED, FAILED = "waiting", "running", "finished", "failed"
 CANCELLED, NO_DATA, UNAVAILABLE = "cancelled", "no data", "unavailable"
+MEASURED = "measured before"
 # How long a stopping server waits for the item in progress before it lets the run go.
 STOP_WAIT_S = 30.0
 
@@ -167,6 +170,12 @@ class CardRun:
             return
         progress.state = RUNNING
         try:
+            # As `scheda eval --card` does: a task measured before is taken, not measured again.
+            stored = stored_summary(task, store, self.path, model.parallel)
+            if stored is not None:
+                progress.state, progress.run = MEASURED, stored["run"]
+                progress.done = progress.total = stored["items"]
+                return
             run, items, todo = open_run(task, store, self.model, model.path, model.parallel)
             progress.run, progress.total = run.id, len(items)
             progress.done = len(items) - len(todo)

@@ -8,7 +8,7 @@
 // progress is polled (GET /api/evals/card/run) into a bar with an ETA, and when the
 // run ends the table and the runs' list are read again.
 
-import { api } from "./api.js";
+import { api, enc } from "./api.js";
 import { $, el, report } from "./dom.js";
 import { duration, number } from "./format.js";
 import { state } from "./state.js";
@@ -120,7 +120,10 @@ function tableRow(row, index) {
     return tr;
   }
   const yours = el("td", "num evalcard-yours");
-  yours.append(el("span", "score-value", points(row.yours)));
+  // The figure opens its stored run below (the runs' list and its per-subject bars).
+  const figure = el(row.run ? "a" : "span", "score-value", points(row.yours));
+  if (row.run) figure.href = `#eval=${enc(row.run)}`;
+  yours.append(figure);
   if (row.stderr != null) yours.append(` ± ${points(row.stderr)}`);
   const per = row.quick_look ? ` (the first ${number(row.limit)} per task or subject)` : "";
   yours.title = `over ${number(row.n)} items${per}`;
