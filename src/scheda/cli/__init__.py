@@ -83,7 +83,7 @@ def _ray_address(arg: str) -> bool:
 def main() -> None:
     """Entry point: click reports its own usage errors; ours become one line and an exit code."""
     try:
-        app(args=ray_alone(sys.argv[1:]))
+        app(args=evaluate.card_alone(ray_alone(sys.argv[1:])))
     except SchedaError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -1,4 +1,5 @@
-"""`scheda eval MODEL --tasks ...`: benchmarks on your own model; `scheda eval list`: saved runs."""
+"""`scheda eval MODEL --tasks ...`: benchmarks on your own model; `--card [NAME]`: the spec
+sheet's table, measured; `scheda eval list`: saved runs."""
 
 from __future__ import annotations
 
@@ -57,9 +58,20 @@ def report_table(model: str, summaries: list[dict[str, Any]], published: dict[st
 def eval_command(
     model: Annotated[str, typer.Argument(help="The model to evaluate, or `list` for saved runs.")],
     tasks: Annotated[
-        str,
-        typer.Option("--tasks", "-t", help="Comma-separated: mmlu, gsm8k, humaneval, FILE.jsonl."),
-    ] = "mmlu",
+        str | None,
+        typer.Option(
+            "--tasks", "-t", help="Comma-separated: mmlu, gsm8k, humaneval, FILE.jsonl (mmlu)."
+        ),
+    ] = None,
+    card: Annotated[
+        str | None,
+        typer.Option(
+            "--card",
+            metavar="[NAME]",
+            help="The spec sheet's table, measured: the card of the model's family (or the "
+            "catalog card NAME), each benchmark run with the card's shots beside its figure.",
+        ),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Items per task (per subject for MMLU).")
     ] = None,
@@ -98,10 +110,29 @@ def eval_command(
         if model == "list":
             _list(store, as_json)
             return
+        if card is not None:
+            if tasks is not None:
+                raise UsageError("--card runs the card's own tasks: leave --tasks out")
+            if shots is not None:
+                raise UsageError("--card runs each task with the card's shots: leave --shots out")
+            _evaluate_card(
+                store,
+                model,
+                None if card == CARD_ALONE else card,
+                limit,
+                data,
+                samples,
+                parallel,
+                context,
+                threads,
+                as_json,
+                cluster,
+            )
+            return
         _evaluate(
             store,
             model,
-            tasks,
+            tasks or "mmlu",
             limit,
             shots,
             data,
@@ -145,18 +176,110 @@ def _evaluate(
     built = [make_task(n, shots, limit, data, samples) for n in names]
     spec = resolve(model)
     evaluator = EvalModel(path, context, parallel, threads)
-    summaries = []
-    try:
-        if cluster is None:
-            summaries = [_run_one(task, evaluator, store, model) for task in built]
-        else:
-            summaries = _run_on_ray(built, evaluator, store, model, cluster)
-    finally:
-        evaluator.close()
+    summaries = _run_all(built, evaluator, store, model, cluster)
     if as_json:
         emit_json({"model": model, "path": str(path), "results": summaries})
         return
     console().print(report_table(spec.name, summaries, spec.benchmarks))
+
+
+def _evaluate_card(
+    store: Any,
+    model: str,
+    name: str | None,
+    limit: int | None,
+    data: Path | None,
+    samples: int,
+    parallel: int,
+    context: int | None,
+    threads: int | None,
+    as_json: bool,
+    cluster: Cluster | None,
+) -> None:
+    """The card's tasks, each a run of its own in the store, and the card's table: published
+    beside measured. A task already measured (a finished run on this file with the same
+    configuration) is not measured again; an interrupted one resumes."""
+    from scheda.display.render_card import card_view
+    from scheda.engines import choose
+    from scheda.evaluation.base import EvalModel
+    from scheda.evaluation.card import card_for, card_rows, make_card_tasks, stored_summary
+    from scheda.resolve import resolve
+
+    if data is not None and not data.is_dir():
+        raise UsageError(f"--data {data}: not a folder")
+    _, path = choose(model)
+    spec = resolve(model)
+    card = card_for(spec, name)
+    # Before the model loads: a task whose data is nowhere here becomes a row saying where
+    # its data would come from, and the others still run.
+    built, why = make_card_tasks(card, limit, data, samples)
+    stored = {t.name: stored_summary(t, store, path, parallel) for t in built}
+    todo = [t for t in built if stored[t.name] is None]
+    measured = _run_all(todo, EvalModel(path, context, parallel, threads), store, model, cluster)
+    stored.update((t.name, s) for t, s in zip(todo, measured, strict=True))
+    results: dict[str, dict[str, Any] | str] = {**why}
+    for task in built:
+        results[task.name] = {**(stored[task.name] or {}), "limit": task.limit}
+    rows = card_rows(card.benchmarks, results)
+    if as_json:
+        emit_json(
+            {
+                "model": model,
+                "path": str(path),
+                "card": card.label,
+                "instruct": card.instruct,
+                "limit": limit,
+                "rows": [r.to_dict() for r in rows],
+            }
+        )
+        return
+    console().print(card_view(spec.name, card.label, rows, limit))
+
+
+def _run_all(
+    built: list[Any], evaluator: Any, store: Any, model: str, cluster: Cluster | None
+) -> list[dict[str, Any]]:
+    """Each task's summary, here or dealt out on Ray; the model is closed after."""
+    if not built:
+        return []
+    try:
+        if cluster is None:
+            return [_run_one(task, evaluator, store, model) for task in built]
+        return _run_on_ray(built, evaluator, store, model, cluster)
+    finally:
+        evaluator.close()
+
+
+# What `--card` with no NAME after it stands for once the command line is read (`card_alone`).
+CARD_ALONE = ""
+
+
+def card_alone(args: list[str]) -> list[str]:
+    """`scheda eval ... --card` with no NAME after it (last, before another option, or before
+    a model: a path, `default`, an org/name) stands for the model's own card: the option
+    takes a value, so it is given one."""
+    if not args or args[0] != "eval":
+        return args
+    given: list[str] = []
+    for i, arg in enumerate(args):
+        given.append(arg)
+        if arg == "--card" and (i + 1 == len(args) or not _card_name(args[i + 1])):
+            given.append(CARD_ALONE)
+    return given
+
+
+def _card_name(arg: str) -> bool:
+    """Whether a word after --card can only be a card's name: no option, no model reference."""
+    from scheda.resolve import DEFAULT
+
+    return not (
+        arg.startswith("-")
+        or arg in (DEFAULT, "list")
+        or "/" in arg
+        or "\\" in arg
+        or arg.endswith(".gguf")
+        or Path(arg).expanduser().exists()
+    )
 
 
 def _progress() -> Any:

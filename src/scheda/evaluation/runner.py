@@ -80,6 +80,13 @@ def open_run(
     items = task.items()
     if not items:
         raise UsageError(f"{task.name}: no items to score")
+    run = store.start(model_name, path, task.name, run_config(task, parallel), len(items))
+    done = store.done(run.id)
+    return run, items, [i for i in items if i.key not in done]
+
+
+def run_config(task: Task, parallel: int) -> dict[str, Any]:
+    """The configuration that, with the model file and the task, makes a run's identity."""
     config = task.config()
     if task.version > 1:  # the first version adds nothing: runs stored before versions resume
         config["version"] = task.version
@@ -87,9 +94,7 @@ def open_run(
         # Slots decoding together are not bit-identical to one at a time (llama.cpp batches
         # them into one computation), so the slot count is part of what makes a run.
         config["parallel"] = parallel
-    run = store.start(model_name, path, task.name, config, len(items))
-    done = store.done(run.id)
-    return run, items, [i for i in items if i.key not in done]
+    return config
 
 
 def close_run(task: Task, store: EvalStore, run: Run) -> dict[str, Any]:

@@ -92,6 +92,16 @@ class EvalStore(Store):
             )
         return Run(run_id, model, str(path), task, config, items, now, None, None)
 
+    def finished_run(self, path: Path, task: str, config: dict[str, Any]) -> Run | None:
+        """The latest finished run with this identity, if there is one."""
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT * FROM runs WHERE identity = ? AND finished IS NOT NULL "
+                "ORDER BY finished DESC LIMIT 1",
+                (identity(path, task, config),),
+            ).fetchone()
+        return None if row is None else _run(row)
+
     def done(self, run_id: str) -> set[str]:
         with self._transaction(write=False) as conn:
             rows = conn.execute("SELECT key FROM results WHERE run_id = ?", (run_id,))
