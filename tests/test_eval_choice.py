@@ -822,3 +822,12 @@ def test_shots_beyond_the_split_and_a_task_without_exemplars(tmp_path: Path) -> 
     (tmp_path / "winogrande").mkdir()
     with pytest.raises(UsageError, match=r"winogrande: .* does not hold dev\.jsonl"):
         Winogrande(0, None, tmp_path).items()
+
+
+def test_data_that_is_nowhere_stops_the_task_when_it_is_made(online_hub: Hub) -> None:
+    """Made from its name, the task has read its data already: where the Hub has no such
+    dataset, the one line comes before any model loads (`eval --card` shows it as the row)."""
+    online_hub.repos.pop("datasets/allenai/ai2_arc", None)  # the Hub's repositories outlive a test
+    with pytest.raises(UsageError, match=r"^arc_challenge: the Hub has no dataset allenai/ai2_arc"):
+        make_task("arc_challenge", None, 1, None)
+    assert online_hub.requests("/api/datasets/allenai/ai2_arc"), "it asked the Hub"

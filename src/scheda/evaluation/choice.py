@@ -197,7 +197,13 @@ class ChoiceTask(Task):
 
     @classmethod
     def made(cls, shots: int, limit: int | None, data: Path | None, samples: int) -> Self:
-        return cls(shots, limit, data)
+        """The task, its data found and read once now: data that is nowhere here, or a bad
+        record, is one line before any model loads (`eval --card` makes it a row that says
+        why). The items are read again when the run asks for them, not kept: a task dealt
+        out to workers travels without them."""
+        task = cls(shots, limit, data)
+        task.items()
+        return task
 
     def doc(self, record: Record) -> Doc:
         """The record as lm-eval's task sees it (each task says how)."""
