@@ -13,7 +13,9 @@ it lists a repository, resolves a file and downloads it, and nothing more:
                                                206 with `Content-Range`
     GET  /api/datasets/ORG/NAME[/revision/REV] and /datasets/ORG/NAME/resolve/REV/PATH: the
                                                same for a dataset repository (`add_dataset`),
-                                               whose parquet files are LFS as on the Hub
+                                               whose parquet files are LFS as on the Hub;
+                                               GET /api/datasets/ORG/NAME/tree/REV[/PATH] lists
+                                               its files (`snapshot_download` of a dataset)
     GET  http://STORAGE/SHA256                 an LFS file's bytes, by range, on a second port:
                                                another origin, so the client sends no token there
 
@@ -180,6 +182,9 @@ RESOLVE = re.compile(r"^/(?P<repo>(?:datasets/)?[^/]+/[^/]+)/resolve/(?P<rev>[^/
 API = re.compile(
     r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$"
 )
+TREE = re.compile(
+    r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -216,6 +221,10 @@ class _Handler(BaseHTTPRequestHandler):
         if api is not None:
             repo = (DATASETS if api["kind"] == "datasets" else "") + api["repo"]
             return self._listing(repo, api["rev"], parse_qs(parts.query))
+        tree = TREE.match(path)
+        if tree is not None:
+            repo = (DATASETS if tree["kind"] == "datasets" else "") + tree["repo"]
+            return self._tree(repo, tree["rev"], tree["path"] or "")
         resolve = RESOLVE.match(path)
         if resolve is not None:
             return self._resolve(resolve["repo"], resolve["rev"], resolve["path"], body)
@@ -272,6 +281,43 @@ class _Handler(BaseHTTPRequestHandler):
             "lastModified": "2026-01-01T00:00:00.000Z",
         }
         self._send(200, json.dumps(data).encode(), {"Content-Type": "application/json"})
+
+    def _tree(self, name: str, rev: str, under: str) -> None:
+        """Every file under a folder, recursively (the client asks `recursive=true`), with the
+        folders on the way, as the Hub's tree API lists them."""
+        repo = self._repo(name, files=True)
+        if repo is None:
+            return
+        if rev not in ("main", repo.commit):
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        prefix = under.strip("/") + "/" if under.strip("/") else ""
+        entries: list[dict[str, Any]] = []
+        folders: set[str] = set()
+        for file, entry in sorted(repo.files.items()):
+            if not file.startswith(prefix):
+                continue
+            parts = file.split("/")
+            for depth in range(1, len(parts)):
+                folders.add("/".join(parts[:depth]))
+            item: dict[str, Any] = {
+                "type": "file",
+                "oid": entry.blob_id,
+                "size": entry.size,
+                "path": file,
+            }
+            if entry.lfs:
+                item["lfs"] = {
+                    "oid": entry.digests()[1],
+                    "size": entry.size,
+                    "pointerSize": len(entry.pointer),
+                }
+            entries.append(item)
+        entries += [
+            {"type": "directory", "oid": "0" * 40, "size": 0, "path": f}
+            for f in sorted(folders)
+            if f.startswith(prefix)
+        ]
+        self._send(200, json.dumps(entries).encode(), {"Content-Type": "application/json"})
 
     def _resolve(self, name: str, rev: str, file: str, body: bool) -> None:
         repo = self._repo(name, files=True)
