@@ -30,7 +30,7 @@ SEED = 1234  # the exemplars' draw, as lm-eval seeds its few-shot sampler
 def draw(task: str, shots: int, pool: int, seed: int) -> list[int]:
     """`shots` distinct indices of a pool of `pool` rows, the same for the same seed."""
     if shots > pool:
-        raise UsageError(f"{task}: {shots} shots, but the train split has {pool} rows")
+        raise UsageError(f"{task}: {shots} shots, but the train split has {pool}")
     return random.Random(seed).sample(range(pool), shots)
 
 
