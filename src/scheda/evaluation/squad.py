@@ -153,7 +153,10 @@ class SQuAD(GeneratedTask):
 
     @cached_property
     def _train(self) -> list[Row]:
-        return load_split(self.data_dir, "train") if self.shots else []
+        """The rows a shot may be: those with an answer to show."""
+        if not self.shots:
+            return []
+        return [row for row in load_split(self.data_dir, "train") if row["answers"]]
 
     @cached_property
     def _shots(self) -> list[Row]:
