@@ -69,7 +69,8 @@ def local_folder(
     the user meant it for this task."""
     if data_dir is None:
         return None
-    own = data_dir / source.task
+    # `scheda eval --data DIR` hands a task DIR/<task> itself when that folder exists.
+    own = data_dir if data_dir.name == source.task else data_dir / source.task
     if own.is_dir():
         if not found(own):
             raise UsageError(f"{source.task}: {own} does not hold {source.files}")
