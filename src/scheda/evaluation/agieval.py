@@ -396,7 +396,9 @@ class AGIEval(Task):
 
     @classmethod
     def made(cls, shots: int, limit: int | None, data: Path | None, samples: int) -> AGIEval:
-        return cls(shots, limit, data)
+        task = cls(shots, limit, data)
+        task.items()  # data missing or bad fails here, before the model loads
+        return task
 
     def docs(self, subset: str) -> list[dict[str, Any]]:
         if subset not in self._docs:

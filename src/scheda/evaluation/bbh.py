@@ -266,7 +266,9 @@ class BBH(Task):
 
     @classmethod
     def made(cls, shots: int, limit: int | None, data: Path | None, samples: int) -> BBH:
-        return cls(shots, limit, data)
+        task = cls(shots, limit, data)
+        task.items()  # data missing or bad fails here, before the model loads
+        return task
 
     def subtask(self, name: str) -> SubtaskData:
         if name not in self._data:
