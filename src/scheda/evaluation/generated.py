@@ -77,7 +77,12 @@ class GeneratedTask(Task):
 
     @classmethod
     def made(cls, shots: int, limit: int | None, data: Path | None, samples: int) -> Self:
-        return cls(shots, limit, data)
+        """The task with its data read: data that is nowhere, or a bad file, is said before
+        the model loads (and `eval --card` makes it a row's reason, not the run's end)."""
+        task = cls(shots, limit, data)
+        task.items()
+        task.prefix()
+        return task
 
     @abstractmethod
     def prefix(self) -> str:
