@@ -42,12 +42,35 @@ import json
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Tasks measured together on every side before the next chunk starts."""
+
+    name: str
+    bbh: tuple[str, ...] = ()
+    agieval: tuple[str, ...] = ()
+
+
+def chunks() -> list[Chunk]:
+    from scheda.evaluation.agieval import CLOZE, DEFAULT_SUBSETS
+    from scheda.evaluation.bbh import SUBTASKS
+
+    choice = tuple(s for s in DEFAULT_SUBSETS if s not in CLOZE)
+    return [
+        Chunk("agieval-choice", agieval=choice),
+        Chunk("agieval-math", agieval=CLOZE),
+        *(Chunk(f"bbh-{n + 1}", bbh=SUBTASKS[9 * n : 9 * n + 9]) for n in range(3)),
+    ]
 
 
 def versions() -> dict[str, str | None]:
@@ -89,14 +112,11 @@ def hails_row(line: dict[str, Any], subset: str) -> dict[str, Any]:
     return release_item(line, subset, subset)
 
 
-def lm_eval_tasks(data: Path, per_task: int, per_subset: int, max_tokens: int) -> list[Any]:
+def lm_eval_tasks(chunk: Chunk, args: argparse.Namespace) -> list[Any]:
     """lm-eval's own tasks from its YAMLs, their test split the release's rows."""
     import datasets
     from lm_eval.api.task import ConfigurableTask
     from lm_eval.tasks._yaml_loader import load_yaml
-
-    from scheda.evaluation.agieval import DEFAULT_SUBSETS
-    from scheda.evaluation.bbh import SUBTASKS
 
     root = Path(str(importlib.import_module("lm_eval.tasks").__file__)).parent
     tasks = []
@@ -108,16 +128,17 @@ def lm_eval_tasks(data: Path, per_task: int, per_subset: int, max_tokens: int) -
         if config.get("output_type") == "generate_until" and "bbh" in config["task"]:
             config["generation_kwargs"] = {
                 **config["generation_kwargs"],
-                "max_gen_toks": max_tokens,
+                "max_gen_toks": args.max_tokens,
             }
         return ConfigurableTask(config=config)
 
-    for subtask in SUBTASKS:
-        rows = json.loads((data / "bbh" / "tasks" / f"{subtask}.json").read_text())["examples"]
-        tasks.append(task(root / "bbh" / "cot_fewshot" / f"{subtask}.yaml", rows[:per_task]))
-    for subset in DEFAULT_SUBSETS:
-        with (data / "agieval" / f"{subset}.jsonl").open(encoding="utf-8") as f:
-            lines = [json.loads(line) for line in f if line.strip()][:per_subset]
+    for subtask in chunk.bbh:
+        path = args.data / "bbh" / "tasks" / f"{subtask}.json"
+        rows = json.loads(path.read_text())["examples"][: args.bbh_per_task]
+        tasks.append(task(root / "bbh" / "cot_fewshot" / f"{subtask}.yaml", rows))
+    for subset in chunk.agieval:
+        with (args.data / "agieval" / f"{subset}.jsonl").open(encoding="utf-8") as f:
+            lines = [json.loads(line) for line in f if line.strip()][: args.agieval_per_subset]
         rows = [hails_row(line, subset) for line in lines]
         tasks.append(task(root / "agieval" / f"{subset}.yaml", rows))
     return tasks
@@ -134,10 +155,10 @@ def key_of(task_name: str, doc_id: int) -> str:
 # -- the sides ---------------------------------------------------------------------------------
 
 
-def run_lm_eval(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_lm_eval(folder: Path, chunk: Chunk, args: argparse.Namespace) -> dict[str, Any]:
     import lm_eval
 
-    tasks = lm_eval_tasks(args.data, args.bbh_per_task, args.agieval_per_subset, args.max_tokens)
+    tasks = lm_eval_tasks(chunk, args)
     out = lm_eval.simple_evaluate(
         model="hf",
         model_args=f"pretrained={folder},dtype=float32",
@@ -167,29 +188,40 @@ def run_lm_eval(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     return items
 
 
-def run_scheda(model_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_scheda(model_path: Path, chunk: Chunk, args: argparse.Namespace) -> dict[str, Any]:
     from scheda.evaluation.agieval import AGIEval
     from scheda.evaluation.base import EvalModel
     from scheda.evaluation.bbh import BBH
 
-    bbh = BBH(limit=args.bbh_per_task, data_dir=args.data / "bbh", max_tokens=args.max_tokens)
-    agieval = AGIEval(limit=args.agieval_per_subset, data_dir=args.data / "agieval")
     model = EvalModel(model_path, context=4096, parallel=1)
     items: dict[str, Any] = {}
     try:
-        for result in bbh.run(bbh.items(), model):
-            items[result.key] = {
-                "generation": result.detail["generation"],
-                "answer": result.detail["answer"],
-                "exact_match": result.metrics["exact_match"],
-            }
-        for result in agieval.run(agieval.items(), model):
-            entry: dict[str, Any] = dict(result.metrics)
-            if "generation" in result.detail:
-                entry["generation"] = result.detail["generation"]
-            else:
-                entry["logliks"] = result.detail["logliks"]
-            items[result.key] = entry
+        if chunk.bbh:
+            bbh = BBH(
+                limit=args.bbh_per_task,
+                data_dir=args.data / "bbh",
+                subtasks=list(chunk.bbh),
+                max_tokens=args.max_tokens,
+            )
+            for result in bbh.run(bbh.items(), model):
+                items[result.key] = {
+                    "generation": result.detail["generation"],
+                    "answer": result.detail["answer"],
+                    "exact_match": result.metrics["exact_match"],
+                }
+        if chunk.agieval:
+            agieval = AGIEval(
+                limit=args.agieval_per_subset,
+                data_dir=args.data / "agieval",
+                subsets=list(chunk.agieval),
+            )
+            for result in agieval.run(agieval.items(), model):
+                entry: dict[str, Any] = dict(result.metrics)
+                if "generation" in result.detail:
+                    entry["generation"] = result.detail["generation"]
+                else:
+                    entry["logliks"] = result.detail["logliks"]
+                items[result.key] = entry
     finally:
         model.close()
     return items
@@ -244,19 +276,20 @@ def compare(reference: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def side(work: Path, name: str, fresh: bool, measure: Any) -> dict[str, Any]:
-    """A side's per-item results, measured now or read from an earlier run's file."""
+def side(work: Path, name: str, fresh: bool, measure: Any) -> tuple[dict[str, Any], float]:
+    """A side's per-item results on a chunk and its seconds, measured now or read back."""
     path = work / f"{name}.json"
     if path.is_file() and not fresh:
         print(f"{name}: reusing {path}", flush=True)
-        return dict(json.loads(path.read_text())["items"])
+        saved = json.loads(path.read_text())
+        return dict(saved["items"]), float(saved["seconds"])
     print(f"{name}: measuring...", flush=True)
     start = time.monotonic()
     items = measure()
     seconds = round(time.monotonic() - start, 1)
     path.write_text(json.dumps({"seconds": seconds, "items": items}, indent=1))
     print(f"{name}: {len(items)} items in {seconds} s", flush=True)
-    return dict(items)
+    return dict(items), seconds
 
 
 def hf_folder(work: Path) -> Path:
@@ -287,29 +320,48 @@ def main() -> None:
     from scheda.resolve import default_model_path
 
     folder = hf_folder(args.work)
-    lm = side(args.work, "lm-eval", args.fresh, lambda: run_lm_eval(folder, args))
-    hf = side(args.work, "scheda-hf", args.fresh, lambda: run_scheda(folder, args))
-    gguf = side(
-        args.work, "scheda-gguf", args.fresh, lambda: run_scheda(default_model_path(), args)
-    )
-    seconds = {
-        name: json.loads((args.work / f"{name}.json").read_text())["seconds"]
-        for name in ("lm-eval", "scheda-hf", "scheda-gguf")
-    }
+    sides: dict[str, dict[str, Any]] = {"lm-eval": {}, "scheda-hf": {}, "scheda-gguf": {}}
+    seconds: dict[str, float] = dict.fromkeys(sides, 0.0)
+    done: list[str] = []
+
+    def measure(name: str, chunk: Chunk) -> dict[str, Any]:
+        if name == "lm-eval":
+            return run_lm_eval(folder, chunk, args)
+        return run_scheda(folder if name == "scheda-hf" else default_model_path(), chunk, args)
+
+    # Chunk by chunk, every side, so that a run stopped early leaves whole comparisons.
+    for chunk in chunks():
+        for name in sides:
+            work = partial(measure, name, chunk)
+            items, took = side(args.work, f"{chunk.name}-{name}", args.fresh, work)
+            sides[name].update(items)
+            seconds[name] += took
+        done.append(chunk.name)
+        write_report(args, done, seconds, sides)
+
+
+def write_report(
+    args: argparse.Namespace,
+    done: list[str],
+    seconds: dict[str, float],
+    sides: dict[str, dict[str, Any]],
+) -> None:
     report = {
         "machine": machine(),
         "versions": versions(),
         "items": {
-            "bbh": f"first {args.bbh_per_task} of each of 27 tasks",
-            "agieval": f"first {args.agieval_per_subset} of each of 9 subsets",
+            "bbh": f"first {args.bbh_per_task} of each task",
+            "agieval": f"first {args.agieval_per_subset} of each subset",
+            "chunks_done": done,
         },
         "bbh_max_tokens": args.max_tokens,
-        "seconds": seconds,
-        "hf_folder_vs_lm_eval": compare(lm, hf),
-        "gguf_vs_lm_eval": compare(lm, gguf),
+        "seconds": {name: round(s, 1) for name, s in seconds.items()},
+        "hf_folder_vs_lm_eval": compare(sides["lm-eval"], sides["scheda-hf"]),
+        "gguf_vs_lm_eval": compare(sides["lm-eval"], sides["scheda-gguf"]),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("hf_folder_vs_lm_eval", "gguf_vs_lm_eval")}, indent=2))
+    shown = {k: report[k] for k in ("items", "hf_folder_vs_lm_eval", "gguf_vs_lm_eval")}
+    print(json.dumps(shown, indent=2), flush=True)
 
 
 if __name__ == "__main__":
