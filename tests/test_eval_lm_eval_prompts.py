@@ -29,7 +29,7 @@ import pytest
 
 from scheda.evaluation import agieval, bbh
 from scheda.evaluation.base import Item
-from tests.needs import SHARED_DATA, require
+from tests.needs import SHARED_DATA, require, unavailable
 
 BBH_DIR = SHARED_DATA / "bbh"
 AGIEVAL_DIR = SHARED_DATA / "agieval"
@@ -44,7 +44,7 @@ def lm_eval_tasks() -> Path:
     try:
         tasks = importlib.import_module("lm_eval.tasks")
     except ImportError:
-        pytest.skip("lm-evaluation-harness is not installed: make install-test")
+        unavailable("lm-evaluation-harness is not installed: make install-test")
     return Path(str(tasks.__file__)).parent
 
 

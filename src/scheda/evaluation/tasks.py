@@ -94,6 +94,7 @@ TASKS: dict[str, TaskInfo] = {
             _E + "bbh:BBH",
             "exact_match",
             f"{_LM_EVAL} `bbh_cot_fewshot` (the paper's 3-shot chain-of-thought prompts)",
+            "answers are cut at 256 new tokens (lm-eval allows 1,024)",
         ),
         TaskInfo(
             "arc_challenge",
