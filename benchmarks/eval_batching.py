@@ -13,7 +13,10 @@ round, in one process, alternating which goes first:
 - one at a time: an engine with 1 slot, the items answered in turn;
 - together: an engine with `--parallel` slots, the items in flight together.
 
-It reports questions per second both ways, the speed-up, and how many answers
+Both engines are loaded, and each of their slots has answered one of the
+task's last items (so it holds the few-shot prefix, as it does after the
+first few questions of a real run), before either is timed. It reports
+questions per second both ways, the speed-up, and how many answers
 are identical. Greedy decoding gives the same answer both ways unless a near
 tie between two tokens falls differently: llama.cpp's batched computation is
 not bit-identical to a single sequence's, so a handful may differ.
@@ -56,8 +59,10 @@ def measure(name: str, args: argparse.Namespace, path: Path) -> dict[str, Any]:
         args.parallel: EvalModel(path, parallel=args.parallel),
     }
     try:
-        for model in models.values():  # load and warm both before timing either
-            list(task.run(items[:1], model))
+        # Load both, and give every slot the task's shared few-shot prefix, before timing
+        # either: a whole run of hundreds of items pays that once per slot.
+        for slots, model in models.items():
+            list(task.run(task.items()[-slots:], model))
         times: dict[int, list[float]] = {p: [] for p in models}
         texts: dict[int, dict[str, str]] = {}
         for round_ in range(args.rounds):

@@ -181,3 +181,17 @@ def test_each_row_gives_the_layer_the_layer_test_declares() -> None:
         if said != declared:
             wrong.append(f"{name}: the table says {said}, tests/test_layers.py {declared}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_task_has_a_row_in_the_eval_page() -> None:
+    """docs/eval.md's task table names every task `--tasks` takes (the registry's)."""
+    from scheda.evaluation.tasks import TASKS
+
+    page = (ROOT / "docs" / "eval.md").read_text(encoding="utf-8")
+    first_cells = {
+        name
+        for line in page.splitlines()
+        if line.startswith("| `")
+        for name in re.findall(r"`([a-z0-9_]+)`", line.split("|")[1])
+    }
+    assert set(TASKS) <= first_cells, sorted(set(TASKS) - first_cells)

@@ -540,7 +540,8 @@ def test_bad_jsonl_says_which_line(tmp_path: Path, line: str, message: str) -> N
 def test_unknown_task_is_one_line() -> None:
     with pytest.raises(
         UsageError,
-        match="unknown task 'mmlux': known are mmlu, agieval, commonsense_qa, .*, humaneval, gsm8k, math, hellaswag, truthfulqa_mc2, or a path",
+        match=r"unknown task 'mmlux': known are mmlu, agieval, commonsense_qa, .*, "
+        r"truthfulqa_mc2, or a path",
     ):
         make_task("mmlux", None, None, None)
 

@@ -56,6 +56,8 @@ def test_a_folder_of_the_task_comes_before_the_folder_itself(tmp_path: Path) -> 
     (tmp_path / "demo").mkdir()
     with pytest.raises(UsageError, match=r"demo: .*demo does not hold demo\.jsonl"):
         local_folder(SOURCE, tmp_path, has_it)
+    with pytest.raises(UsageError, match=r"does not hold"):  # as `eval --data` hands it over
+        local_folder(SOURCE, tmp_path / "demo", has_it)
     (tmp_path / "demo" / "demo.jsonl").write_text("{}\n")
     assert local_folder(SOURCE, tmp_path, has_it) == tmp_path / "demo"
 

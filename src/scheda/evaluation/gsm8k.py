@@ -153,7 +153,9 @@ class GSM8K(Task):
 
     @classmethod
     def made(cls, shots: int, limit: int | None, data: Path | None, samples: int) -> GSM8K:
-        return cls(shots, limit, data)
+        task = cls(shots, limit, data)
+        task.prefix()  # the data read now: missing data is said before the model loads
+        return task
 
     def _data(self) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
         if self._splits is None:

@@ -46,7 +46,14 @@ def score_item(model: EvalModel, context: str, choices: list[str], gold: int) ->
     """Score every continuation of one context: the metrics and what the model preferred."""
     continuations = [" " + c for c in choices]
     logliks = [scored.total for scored in model.scorer.choices(context, continuations)]
-    pick, pick_norm = choose(logliks, continuations)
+    return scored_choices(logliks, choices, gold)
+
+
+def scored_choices(logliks: list[float], choices: list[str], gold: int) -> dict[str, Any]:
+    """acc and acc_norm from one question's log-likelihoods. acc_norm is per character of the
+    choice itself, not of the continuation with its leading " ": lm-eval's `process_results`
+    measures `doc_to_choice`'s strings."""
+    pick, pick_norm = choose(logliks, choices)
     return {
         "metrics": {"acc": float(pick == gold), "acc_norm": float(pick_norm == gold)},
         "detail": {"gold": gold, "pred": pick, "pred_norm": pick_norm, "logliks": logliks},

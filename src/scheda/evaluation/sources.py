@@ -7,7 +7,8 @@ the Hugging Face Hub, downloaded once with `huggingface_hub` into its standard
 cache (HF_HOME) and found there offline afterwards. The Hub keeps a dataset as
 parquet files under its configs (`CONFIG/SPLIT-00000-of-00001.parquet`, or
 `data/SPLIT-...` for a dataset with one config); those are what is fetched,
-and only those of the split the task scores.
+and only those of the split the task scores. A dataset kept as other files (GPQA's
+CSV) has the one it needs fetched by name (`hub_file`), into the same cache.
 
 Every failure is one line that says what to do: the folder that lacks the
 files, the gated dataset and the token that was (or was not) sent, the Hub
@@ -68,7 +69,8 @@ def local_folder(
     the user meant it for this task."""
     if data_dir is None:
         return None
-    own = data_dir / source.task
+    # `scheda eval --data DIR` hands a task DIR/<task> itself when that folder exists.
+    own = data_dir if data_dir.name == source.task else data_dir / source.task
     if own.is_dir():
         if not found(own):
             raise UsageError(f"{source.task}: {own} does not hold {source.files}")
@@ -127,9 +129,40 @@ def hub_rows(source: Source) -> list[Row]:
     return rows
 
 
+def hub_file(source: Source, filename: str) -> Path:
+    """One file of the dataset's repository (GPQA keeps its splits as CSV files, not parquet),
+    from the cache when it is there, downloaded the first time."""
+    from huggingface_hub import constants, hf_hub_download
+
+    return _fetched(
+        source,
+        lambda: hf_hub_download(
+            source.repo,
+            filename,
+            repo_type="dataset",
+            local_files_only=constants.HF_HUB_OFFLINE,
+        ),
+    )
+
+
 def _snapshot(source: Source) -> Path:
     """The dataset's split files in the Hugging Face cache, downloaded the first time."""
     from huggingface_hub import constants, snapshot_download
+
+    return _fetched(
+        source,
+        lambda: snapshot_download(
+            source.repo,
+            repo_type="dataset",
+            allow_patterns=source.patterns(),
+            local_files_only=constants.HF_HUB_OFFLINE,
+        ),
+    )
+
+
+def _fetched(source: Source, fetch: Callable[[], str]) -> Path:
+    """What `fetch` put in the cache; its failures each one line that says what to do."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -139,14 +172,7 @@ def _snapshot(source: Source) -> Path:
 
     nowhere = f"{source.task}: no data here: pass {source.where}"
     try:
-        return Path(
-            snapshot_download(
-                source.repo,
-                repo_type="dataset",
-                allow_patterns=source.patterns(),
-                local_files_only=constants.HF_HUB_OFFLINE,
-            )
-        )
+        return Path(fetch())
     except GatedRepoError:
         raise UsageError(_gated(source)) from None
     except RepositoryNotFoundError:

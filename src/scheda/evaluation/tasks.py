@@ -42,6 +42,10 @@ class TaskInfo:
 
 _E = "scheda.evaluation."
 _LM_EVAL = "lm-evaluation-harness"
+_FIRST_ROWS = (
+    "exemplars: the same first rows of the train split for every question (lm-eval draws "
+    "them at random per question), so their prefix is scored once"
+)
 
 # The tasks by name, in the order `--tasks` lists them: the base models' card, then the
 # instruct models', then the leaderboards' other two.
@@ -85,6 +89,7 @@ TASKS: dict[str, TaskInfo] = {
             _E + "winogrande:Winogrande",
             "acc",
             f"{_LM_EVAL} `winogrande` (partial scoring: the sentence's end after each option)",
+            _FIRST_ROWS,
         ),
         TaskInfo(
             "bbh",
@@ -104,6 +109,7 @@ TASKS: dict[str, TaskInfo] = {
             _E + "arc:ArcChallenge",
             "acc_norm",
             f"{_LM_EVAL} `arc_challenge`, 25 shots from the train split",
+            _FIRST_ROWS,
         ),
         TaskInfo(
             "arc_easy",
@@ -113,6 +119,7 @@ TASKS: dict[str, TaskInfo] = {
             _E + "arc:ArcEasy",
             "acc_norm",
             f"{_LM_EVAL} `arc_easy`, 25 shots from the train split",
+            _FIRST_ROWS,
         ),
         TaskInfo(
             "squad",
@@ -122,6 +129,7 @@ TASKS: dict[str, TaskInfo] = {
             _E + "squad:SQuAD",
             "exact_match",
             "SQuAD v1.1's official EM and F1 (answer normalisation), 1 shot from train",
+            "one space before a shot's answer where lm-eval's squadv2 has two",
         ),
         TaskInfo(
             "quac",
@@ -142,6 +150,8 @@ TASKS: dict[str, TaskInfo] = {
             _E + "boolq:BoolQ",
             "acc",
             f'{_LM_EVAL} `boolq` (super_glue: "no"/"yes" by log-likelihood)',
+            "from google/boolq the passage lacks the title that super_glue's (and lm-eval's) puts "
+            "before it; the release files have it",
         ),
         TaskInfo(
             "drop",
@@ -151,6 +161,8 @@ TASKS: dict[str, TaskInfo] = {
             _E + "drop:DROP",
             "f1",
             f"{_LM_EVAL} `drop`: DROP's own EM and bag-of-numbers F1, 3 shots from train",
+            "a shot shows its gold answer (lm-eval's template prints a placeholder there); "
+            "answers also end at a line break",
         ),
         TaskInfo(
             "gpqa",
@@ -178,6 +190,7 @@ TASKS: dict[str, TaskInfo] = {
             _E + "gsm8k:GSM8K",
             "exact_match_strict",
             f"{_LM_EVAL} `gsm8k` prompts and filters, 8 fixed exemplars from train",
+            "the same 8 exemplars for every question (lm-eval draws them per question)",
         ),
         TaskInfo(
             "math",
@@ -197,6 +210,7 @@ TASKS: dict[str, TaskInfo] = {
             _E + "hellaswag:HellaSwag",
             "acc_norm",
             f"{_LM_EVAL} `hellaswag`, 10 shots as the Open LLM Leaderboard ran it",
+            _FIRST_ROWS,
         ),
         TaskInfo(
             "truthfulqa_mc2",

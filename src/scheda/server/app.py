@@ -10,9 +10,12 @@ route added later is closed until it is named there.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import mimetypes
 import secrets
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scheda import settings
 from scheda.errors import APIError
 from scheda.server import (
+    card_api,
     errors,
     hub_api,
     messages_api,
@@ -33,6 +37,7 @@ from scheda.server import (
     responses_api,
     studio_api,
 )
+from scheda.server.card_run import CardRuns
 from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
 from scheda.stores.comparisons import ComparisonStore
@@ -149,24 +154,36 @@ def create_app(
     allowed: Allowed | None = None,
 ) -> FastAPI:
     """The app; `evals` is the store of `scheda eval`'s runs (by default the data folder's)."""
+    card_runs = CardRuns()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # A card run writes the evaluation store: it stops before the server closes that.
+        await asyncio.to_thread(card_runs.stop)
+
     app = FastAPI(
         title="scheda",
         version=__version__,
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        lifespan=lifespan,
     )
     app.state.pool = pool
     app.state.store = store
     app.state.evals = evals if evals is not None else EvalStore()
     # The comparisons live in the evaluation file: the same file, whichever one `evals` is.
     app.state.comparisons = ComparisonStore(app.state.evals.path)
+    app.state.card_runs = card_runs
     app.state.started = time.time()
     errors.install(app)
     openapi.install(app, _protected)
     app.include_router(openai_api.router)
     app.include_router(messages_api.router)
     app.include_router(responses_api.router)
+    # Before the studio's routes: /api/evals/card is not a run id for /api/evals/{run_id}.
+    app.include_router(card_api.router)
     app.include_router(studio_api.router)
     app.include_router(hub_api.router)
 

@@ -39,8 +39,8 @@ WHY = {
     403: "The Host is not this server's name, or the request comes from another web page "
     "(start the server with `--allow-host` or `--cors-origin` to accept it).",
     404: "No such model, session or run (the message lists what there is).",
-    409: "The model will not fit this machine (the message says what would): "
-    "send `force` to take it anyway.",
+    409: "It cannot be done now: the model will not fit this machine (the message says what "
+    "would: send `force` to take it anyway), or a card run is going (wait for it, or cancel it).",
     413: "The body is over the server's limit (`--max-body`).",
     500: "scheda or the machine failed: a bug, or a model that cannot load or answer.",
     502: "The Hub failed or is out of reach (the message says which and what to do).",

@@ -5,6 +5,7 @@
 
 import { browser } from "./browse.js";
 import { $, el } from "./dom.js";
+import { showCard } from "./evalcard.js";
 import { duration, fullDate, number, when } from "./format.js";
 
 // MMLU's questions have four choices: a model that guesses scores 25%.
@@ -29,9 +30,13 @@ function headline(summary) {
   return metrics.length ? metrics[0] : [null, null];
 }
 
-/** The tab's module (for the tab table): the runs' list and one run's figures (#eval=ID). */
-export const evalsTab = () =>
-  browser({
+/**
+ * The tab's module (for the tab table): the spec sheet measured (evalcard.js) above the
+ * runs' list and one run's figures (#eval=ID). The list's own module is the tab's, so that
+ * the run it shows is the one in the URL; showing the tab shows the spec sheet too.
+ */
+export function evalsTab() {
+  const runs = browser({
     prefix: "eval",
     title: "Evaluation runs",
     key: "runId",
@@ -48,6 +53,10 @@ export const evalsTab = () =>
     cells: runCells,
     draw: drawEval,
   });
+  const showRuns = runs.show;
+  runs.show = (item) => Promise.all([showCard(), showRuns(item)]);
+  return runs;
+}
 
 /** One run of the list: model, task, shots, items, headline score ± stderr, date, id. */
 function runCells(run, row) {

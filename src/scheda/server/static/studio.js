@@ -1,11 +1,13 @@
 // scheda studio: chat with the served models, keep sessions, read spec sheets and fits,
-// see how each model splits a text, and read the saved evaluation runs (`scheda eval`).
+// see how each model splits a text, read the saved evaluation runs (`scheda eval`) and
+// measure a model's spec sheet.
 //
 // Plain ES modules, no framework and no build step, so the page works offline
 // from the files the server ships. This entry declares the tabs (the tab table, which
 // router.js makes the tab bar and the URL's routes from) and wires the views together:
 // one module per view (chat.js, sessions.js, model.js, tokens.js, evals.js, compare.js,
-// the last two on browse.js's list and detail), the sampling controls (sampling.js),
+// the last two on browse.js's list and detail; evalcard.js is the evals tab's spec
+// sheet and card run), the sampling controls (sampling.js),
 // and what they share (api.js, dom.js, format.js, state.js). Text from a model or a
 // user only ever goes into the page through textContent or markdown.js (which builds
 // DOM nodes), never through innerHTML.
@@ -14,6 +16,7 @@ import { forgetKey, hasKey, saveKey } from "./api.js";
 import { clearChat, fillModelPicker, showSession, stopAnswer, wireChat } from "./chat.js";
 import { compareTab } from "./compare.js";
 import { $, hideBanner, report } from "./dom.js";
+import { wireCard } from "./evalcard.js";
 import { evalsTab } from "./evals.js";
 import { loadHubDevices, wireHub } from "./hub.js";
 import { fillCardPicker, loadGpus, loadModels, showModel, wireModel } from "./model.js";
@@ -87,6 +90,7 @@ function wire() {
   wireSessions({ open: openChat, fresh: newChat, located: (id) => selected(chatTab, id) });
   wireModel();
   wireTokens();
+  wireCard();
   wireHub({ onPulled: joinPickers });
   $("auth-form").addEventListener("submit", (event) => {
     if (saveKey(event)) load();
