@@ -9,8 +9,10 @@ The items: the first `--bbh-per-task` questions of each of BBH's 27 tasks
 English subsets (225: 200 of multiple choice, 25 of math), from the release
 files in DIR (`bbh/tasks`, `bbh/cot-prompts`, `agieval/*.jsonl`).
 
-The three sides, one after another, each kept in the work folder as it ends
-(a second run reuses what is there; `--fresh` measures again):
+The three sides, one after another on each chunk of tasks (an AGIEval
+subset, three BBH tasks), each chunk's results kept in the work folder as
+they end and the report rewritten (a second run reuses what is there;
+`--fresh` measures again):
 
 - lm-eval: `simple_evaluate` with its `hf` model (float32, CPU, batch size 1,
   so that no padding moves a number) on the HF folder `scheda convert` makes
@@ -62,15 +64,14 @@ class Chunk:
 
 
 def chunks() -> list[Chunk]:
-    from scheda.evaluation.agieval import CLOZE, DEFAULT_SUBSETS
+    """Small, so that a run stopped early loses little: an AGIEval subset, or 3 BBH tasks."""
+    from scheda.evaluation.agieval import DEFAULT_SUBSETS
     from scheda.evaluation.bbh import SUBTASKS
 
-    choice = tuple(s for s in DEFAULT_SUBSETS if s not in CLOZE)
-    return [
-        Chunk("agieval-choice", agieval=choice),
-        Chunk("agieval-math", agieval=CLOZE),
-        *(Chunk(f"bbh-{n + 1}", bbh=SUBTASKS[9 * n : 9 * n + 9]) for n in range(3)),
-    ]
+    agieval = [Chunk(f"agieval-{subset}", agieval=(subset,)) for subset in DEFAULT_SUBSETS]
+    bbh = [Chunk(f"bbh-{n + 1}", bbh=SUBTASKS[3 * n : 3 * n + 3]) for n in range(9)]
+    # In turn, so that a run stopped early holds some of both.
+    return [chunk for pair in zip(agieval, bbh, strict=True) for chunk in pair]
 
 
 def versions() -> dict[str, str | None]:
