@@ -45,7 +45,10 @@ VALUE_ERRORS_ALLOWED = {
     ("evaluation/humaneval.py", "pass_at_k"): "n, c and k are the task's own counts",
     ("readers/imatrix.py", "_imatrix_gguf"): "load_imatrix makes it a UsageError naming it",
     ("readers/imatrix.py", "_imatrix_legacy"): "load_imatrix makes it a UsageError naming it",
-    ("evaluation/agieval.py", "_remove_right_units"): "is_equiv catches it: lm-eval's judging, kept",
+    (
+        "evaluation/agieval.py",
+        "_remove_right_units",
+    ): "is_equiv catches it: lm-eval's judging, kept",
 }
 # Exceptions declared outside errors.py: (module, class): why no user sees them.
 EXCEPTIONS_ALLOWED = {
