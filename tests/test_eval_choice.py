@@ -28,7 +28,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import constants
 
 from scheda.errors import UsageError
 from scheda.evaluation.arc import ArcChallenge, ArcEasy
@@ -283,6 +282,14 @@ GPQA_ROWS: list[Row] = [
         "Subdomain": "Molecular Biology",
     },
 ]
+
+
+def hf_constants() -> Any:
+    """huggingface_hub's settings, imported late: importing them at collection would read
+    HF_HUB_OFFLINE and HF_HOME before the tests' isolation sets them, for every test."""
+    from huggingface_hub import constants
+
+    return constants
 
 
 # -- files and lm-eval's tasks ---------------------------------------------------------------
@@ -710,7 +717,7 @@ def test_arc_from_the_hub_then_offline(
         for split in ("test", "train")
     }
     online_hub.log.clear()
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants(), "HF_HUB_OFFLINE", True)
     assert [i.data for i in ArcChallenge(1).items()] == items
     assert online_hub.requests() == [], "offline: the cache alone"
 

@@ -20,7 +20,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import constants
 
 from scheda.errors import UsageError
 from scheda.evaluation import agieval, bbh
@@ -34,6 +33,14 @@ from tests.test_eval_lm_eval_prompts import hails_row, release_rows
 pytestmark = pytest.mark.hub
 
 ROWS = 3  # served per task: the Hub's copy holds them all; a few are enough to compare
+
+
+def hf_constants() -> Any:
+    """huggingface_hub's settings, imported late: importing them at collection would read
+    HF_HUB_OFFLINE and HF_HOME before the tests' isolation sets them, for every test."""
+    from huggingface_hub import constants
+
+    return constants
 
 
 @pytest.fixture
@@ -90,7 +97,7 @@ def test_bbh_from_the_hub_then_offline(
     # Offline, and the Hub's copy gone: the cache alone.
     online_hub.log.clear()
     del online_hub.repos[DATASETS + bbh.HUB_DATASET]
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants(), "HF_HUB_OFFLINE", True)
     again = make_task("bbh", None, 1, None)
     assert [i.data for i in again.items()] == [i.data for i in items]
     assert online_hub.requests() == [], "offline: nothing asked of the Hub"
@@ -128,7 +135,7 @@ def test_no_data_anywhere_is_one_line(online_hub: Hub, tmp_path: Path) -> None:
     assert os.environ["HF_ENDPOINT"] == online_hub.url  # it asked the Hub on loopback
 
     with pytest.MonkeyPatch.context() as offline:
-        offline.setattr(constants, "HF_HUB_OFFLINE", True)
+        offline.setattr(hf_constants(), "HF_HUB_OFFLINE", True)
         with pytest.raises(UsageError) as error:
             agieval.AGIEval(data_dir=tmp_path).items()  # a folder without the files
     message = str(error.value)

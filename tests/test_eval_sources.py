@@ -12,11 +12,11 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import constants
 
 from scheda.errors import UsageError
 from scheda.evaluation.gsm8k import GSM8K
@@ -28,6 +28,14 @@ from tests.needs import SHARED_DATA
 pytestmark = pytest.mark.usefixtures("gsm8k_data", "mmlu_data")
 
 SOURCE = Source("demo", "demo.jsonl", "scheda-test/demo", "main", "test")
+
+
+def hf_constants() -> Any:
+    """huggingface_hub's settings, imported late: importing them at collection would read
+    HF_HUB_OFFLINE and HF_HOME before the tests' isolation sets them, for every test."""
+    from huggingface_hub import constants
+
+    return constants
 
 
 def parquet(rows: list[dict[str, object]]) -> bytes:
@@ -90,7 +98,7 @@ def test_gsm8k_from_the_hub_then_offline(online_hub: Hub, monkeypatch: pytest.Mo
     assert exemplars.startswith("Question: " + str(train[task.exemplar_indices[0]]["question"]))
 
     online_hub.log.clear()
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants(), "HF_HUB_OFFLINE", True)
     again = GSM8K(shots=3)
     assert [i.data for i in again.items()] == [i.data for i in items]
     assert again.prefix() == exemplars
@@ -154,12 +162,12 @@ def test_no_data_anywhere_is_one_line(online_hub: Hub, monkeypatch: pytest.Monke
     with pytest.raises(UsageError, match=r"the Hub has no dataset scheda-test/demo") as error:
         hub_rows(SOURCE)
     assert "--data DIR with demo.jsonl" in str(error.value)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants(), "HF_HUB_OFFLINE", True)
     with pytest.raises(UsageError, match=r"no data here: pass --data DIR.*HF_HUB_OFFLINE is set"):
         hub_rows(SOURCE)
     online_hub.add_dataset(
         "scheda-test/demo", {"main/train-00000-of-00001.parquet": parquet([{"a": 1}])}
     )
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants(), "HF_HUB_OFFLINE", False)
     with pytest.raises(UsageError, match=r"no parquet files for the test split"):
         hub_rows(SOURCE)
