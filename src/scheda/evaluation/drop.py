@@ -45,7 +45,6 @@ from scheda.evaluation import sources
 from scheda.evaluation.answer_match import DropAnswer, drop_scores
 from scheda.evaluation.base import Item, ItemResult
 from scheda.evaluation.generated import (
-    SEED,
     GeneratedTask,
     draw,
     field,
@@ -180,16 +179,6 @@ class DROP(GeneratedTask):
     metrics = ("f1", "exact_match")
     stop = (".", "\n")
     default_max_tokens = 32
-
-    def __init__(
-        self,
-        shots: int = TASKS["drop"].shots,
-        limit: int | None = None,
-        data_dir: Path | None = None,
-        seed: int = SEED,
-        max_tokens: int | None = None,
-    ) -> None:
-        super().__init__(shots, limit, data_dir, seed, max_tokens)
 
     @cached_property
     def _validation(self) -> list[Row]:

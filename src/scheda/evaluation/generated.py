@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Self
 from scheda.errors import UsageError
 from scheda.evaluation.base import EvalModel, Item, ItemResult, Task
 from scheda.evaluation.generation import generate_all
+from scheda.evaluation.tasks import TASKS
 from scheda.sampling import Sampling
 
 SEED = 1234  # the exemplars' draw, as lm-eval seeds its few-shot sampler
@@ -64,13 +65,14 @@ class GeneratedTask(Task):
 
     def __init__(
         self,
-        shots: int,
+        shots: int | None = None,
         limit: int | None = None,
         data_dir: Path | None = None,
         seed: int = SEED,
         max_tokens: int | None = None,
     ) -> None:
-        super().__init__(shots, limit)
+        # No shots given: the task's registry entry's (each subclass is named after its entry).
+        super().__init__(TASKS[self.name].shots if shots is None else shots, limit)
         self.data_dir = data_dir
         self.seed = seed
         self.max_tokens = max_tokens or self.default_max_tokens

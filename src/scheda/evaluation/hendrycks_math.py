@@ -256,15 +256,17 @@ class MATH(GeneratedTask):
 
     def __init__(
         self,
-        shots: int = TASKS["math"].shots,
+        shots: int | None = None,
         limit: int | None = None,
         data_dir: Path | None = None,
         seed: int = SEED,
         max_tokens: int | None = None,
     ) -> None:
-        if shots > len(MINERVA_SHOTS):
-            raise UsageError(f"math: Minerva's prompt has {len(MINERVA_SHOTS)} shots, not {shots}")
         super().__init__(shots, limit, data_dir, seed, max_tokens)
+        if self.shots > len(MINERVA_SHOTS):
+            raise UsageError(
+                f"math: Minerva's prompt has {len(MINERVA_SHOTS)} shots, not {self.shots}"
+            )
 
     @cached_property
     def _problems(self) -> dict[str, list[tuple[str, dict[str, str]]]]:

@@ -36,7 +36,6 @@ from scheda.evaluation import sources
 from scheda.evaluation.answer_match import CANNOTANSWER, quac_f1
 from scheda.evaluation.base import Item, ItemResult
 from scheda.evaluation.generated import (
-    SEED,
     GeneratedTask,
     draw,
     field,
@@ -187,16 +186,6 @@ class QuAC(GeneratedTask):
     metrics = ("f1",)
     stop = ("\n",)
     default_max_tokens = 64  # QuAC's answers are sentences, up to 30 words or so
-
-    def __init__(
-        self,
-        shots: int = TASKS["quac"].shots,
-        limit: int | None = None,
-        data_dir: Path | None = None,
-        seed: int = SEED,
-        max_tokens: int | None = None,
-    ) -> None:
-        super().__init__(shots, limit, data_dir, seed, max_tokens)
 
     @cached_property
     def _validation(self) -> list[Dialogue]:

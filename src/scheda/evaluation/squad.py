@@ -31,7 +31,7 @@ from scheda.errors import UsageError
 from scheda.evaluation import sources
 from scheda.evaluation.answer_match import squad_scores
 from scheda.evaluation.base import Item, ItemResult
-from scheda.evaluation.generated import SEED, GeneratedTask, draw, field, list_field, text_field
+from scheda.evaluation.generated import GeneratedTask, draw, field, list_field, text_field
 from scheda.evaluation.tasks import TASKS
 
 Row = dict[str, Any]  # id, title, context, question, answers (a list of strings)
@@ -136,16 +136,6 @@ class SQuAD(GeneratedTask):
     metrics = ("exact_match", "f1")
     stop = ("\n",)
     default_max_tokens = 32
-
-    def __init__(
-        self,
-        shots: int = TASKS["squad"].shots,
-        limit: int | None = None,
-        data_dir: Path | None = None,
-        seed: int = SEED,
-        max_tokens: int | None = None,
-    ) -> None:
-        super().__init__(shots, limit, data_dir, seed, max_tokens)
 
     @cached_property
     def _validation(self) -> list[Row]:
