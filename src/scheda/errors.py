@@ -10,7 +10,10 @@
     ├── StoreError                  a store's file cannot be opened, is damaged, busy or newer
     │   ├── SessionStoreError       the sessions file
     │   ├── EvalStoreError          the evaluation runs, or a run id that matches none or several
-    │   └── ComparisonStoreError    the comparisons, or a comparison id that matches none or several
+    │   ├── ComparisonStoreError    the comparisons, or a comparison id that matches none or several
+    │   └── ArenaStoreError         the arena's battles file
+    ├── BattleNotFoundError         an arena battle id that matches none, or several (404)
+    ├── BattleStateError            a vote a battle cannot take: voted, unfinished, failed (409)
     ├── UsageError                  options that make no sense together (400)
     │   └── RequestFieldError       request fields that cannot work as sent; also a ValueError
     │       └── UnsupportedFieldError   a field scheda lacks, set to a value that matters
@@ -107,6 +110,23 @@ class EvalStoreError(StoreError):
 
 class ComparisonStoreError(StoreError):
     """The stored comparisons cannot be read or written, or an id names none or several."""
+
+
+class ArenaStoreError(StoreError):
+    """The arena's battles cannot be read or written."""
+
+
+class BattleNotFoundError(SchedaError):
+    """An arena battle id (or id prefix) that matches no battle, or more than one."""
+
+    status = 404
+
+
+class BattleStateError(SchedaError):
+    """A vote the battle cannot take: one is stored already, its answers are still coming, or
+    one of them failed."""
+
+    status = 409
 
 
 class UsageError(SchedaError):
