@@ -8,6 +8,7 @@
     convert   the same model on both engines    convert
     quantize  make it smaller                   quantize
     compare   what does quantization cost       compare, compare list
+    arena     which answers better, blind       arena, arena leaderboard, arena export
     bench     how fast is it here               bench
     serve     the API and the web studio        serve
     eval      how good is it really             eval
@@ -26,6 +27,7 @@ import typer
 
 from scheda import settings
 from scheda.cli import (
+    arena,
     bench,
     card,
     common,
@@ -58,6 +60,7 @@ app.command()(talk.chat)
 app.command()(convert.convert)
 app.command()(quantize.quantize)
 app.command()(compare.compare)
+app.command()(arena.arena)
 app.command()(bench.bench)
 app.command()(serve.serve)
 app.command(name="eval")(evaluate.eval_command)
