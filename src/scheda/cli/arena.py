@@ -352,22 +352,20 @@ class Duel:
             )
             for n, column in columns.items()
         ]
-        for worker in workers:
-            worker.start()
-        if self.out.is_terminal:
-            from rich.live import Live
-
-            view = lambda: self._columns(columns)  # noqa: E731
-            with Live(
-                get_renderable=view,
-                console=self.out,
-                refresh_per_second=8,
-                vertical_overflow="visible",
-            ):
-                _wait(workers)
-        else:
-            _wait(workers)
+        if not self.out.is_terminal:
+            _run(workers)
             self._print_whole(columns)
+            return
+        from rich.live import Live
+
+        # Drawn from before the first word, so that the columns show each answer as it grows.
+        with Live(
+            get_renderable=lambda: self._columns(columns),
+            console=self.out,
+            refresh_per_second=8,
+            vertical_overflow="visible",
+        ):
+            _run(workers)
 
     def _one(self, column: Column, messages: list[Any], cancel: threading.Event) -> None:
         """One column's answer, in its own thread; what goes wrong becomes its error."""
@@ -483,8 +481,11 @@ def _shown(column: Column) -> RenderableType:
     return Text("".join(column.text))  # a model's words, never read as markup
 
 
-def _wait(workers: list[threading.Thread]) -> None:
-    """Join the answers in short steps, so that Ctrl-C reaches the main thread between them."""
+def _run(workers: list[threading.Thread]) -> None:
+    """Start the answers and join them in short steps, so that Ctrl-C reaches the main thread
+    (where Python runs signal handlers) between them."""
+    for worker in workers:
+        worker.start()
     for worker in workers:
         while worker.is_alive():
             worker.join(0.1)
