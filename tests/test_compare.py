@@ -328,6 +328,45 @@ def test_accuracy_delta_from_stored_eval_runs(
         store.close()
 
 
+def test_a_quantization_arena_puts_the_comparison_beside_the_votes(
+    record: Comparison, smollm_quants: dict[str, Path], tmp_path: Path
+) -> None:
+    """docs/arena.md's quantization arena: the reference against its quantized file, blind,
+    in the terminal; then the leaderboard, with the KLD `scheda compare` measured beside
+    the votes, matched by the file."""
+    data = tmp_path / "data"
+    with ComparisonStore(data / "evals.sqlite3") as comparisons:
+        comparisons.add(copy.deepcopy(cast(dict[str, Any], record)))  # as `compare` stores it
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is two plus two?\nName a colour.\n", encoding="utf-8")
+    reference, candidate = smollm_quants["F16"], smollm_quants["Q8_0"]
+    env = {
+        **os.environ,
+        "SCHEDA_DATA_DIR": str(data),
+        "SCHEDA_CACHE_DIR": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    scheda = [sys.executable, "-m", "scheda", "arena"]
+    duel = subprocess.run(
+        [*scheda, str(reference), str(candidate), "--prompts", str(prompts), "--max-tokens", "6"],
+        input="a\nb\n",  # A is better, then B is better
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert duel.returncode == 0, duel.stderr
+    board = subprocess.run(
+        [*scheda, "leaderboard", "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert board.returncode == 0, board.stderr
+    rows = {Path(r["path"]).name: r for r in json.loads(board.stdout)["standings"]}
+    measured = record["rows"][1]["kld"]["mean"]
+    assert rows[candidate.name]["kld"]["mean"] == pytest.approx(measured)
+    assert rows[reference.name]["kld"] is None  # the reference is no comparison's candidate
+    assert rows[candidate.name]["games"] == rows[reference.name]["games"] == 2
+
+
 def test_the_shipped_text_is_gsm8ks_with_its_licence() -> None:
     require(GSM8K_DIR / "test.jsonl", what="GSM8K data")
     text = load_text(None)
