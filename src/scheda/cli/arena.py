@@ -217,7 +217,7 @@ class Contender:
     def side(self) -> Side:
         from scheda.stores.arena import Side
 
-        return Side(model=self.model, path=str(self.path), engine=self.engine.name)
+        return Side(model=self.model, path=str(self.path.resolve()), engine=self.engine.name)
 
 
 @dataclass

@@ -226,7 +226,7 @@ async def battle(body: BattleRequest, request: Request) -> Any:
     columns = {"a": first, "b": second}
     values = chosen(body.params, CHAT_OPTIONS) if body.params else {}
     sampling = options.chat_sampling(values)
-    sides = {n: Side(e.id, str(e.path), e.engine_name) for n, e in columns.items()}
+    sides = {n: Side(e.id, str(e.path.resolve()), e.engine_name) for n, e in columns.items()}
     started = await asyncio.to_thread(
         arena.start,
         body.prompt,
