@@ -31,7 +31,8 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         _cap(body, "max_tokens", add=False)
     elif case.operation.path == "/v1/responses":
         _cap(body, "max_output_tokens")
-    elif case.operation.path.endswith("/chat"):  # the studio's chat turn
+    elif case.operation.path.endswith("/chat") or case.operation.path == "/api/arena/battles":
+        # the studio's chat turn, and an arena battle's two answers
         params = body.setdefault("params", {})
         if isinstance(params, dict):
             _cap(params, "max_tokens")

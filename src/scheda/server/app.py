@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scheda import settings
 from scheda.errors import APIError
 from scheda.server import (
+    arena_api,
     card_api,
     errors,
     hub_api,
@@ -40,6 +41,7 @@ from scheda.server import (
 from scheda.server.card_run import CardRuns
 from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
+from scheda.stores.arena import ArenaStore
 from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import EvalStore
 from scheda.stores.sessions import SessionStore
@@ -152,8 +154,10 @@ def create_app(
     max_body: int = settings.DEFAULT_MAX_BODY,
     evals: EvalStore | None = None,
     allowed: Allowed | None = None,
+    arena: ArenaStore | None = None,
 ) -> FastAPI:
-    """The app; `evals` is the store of `scheda eval`'s runs (by default the data folder's)."""
+    """The app; `evals` is the store of `scheda eval`'s runs and `arena` the arena's battles
+    (by default the data folder's)."""
     card_runs = CardRuns()
 
     @contextlib.asynccontextmanager
@@ -176,6 +180,7 @@ def create_app(
     # The comparisons live in the evaluation file: the same file, whichever one `evals` is.
     app.state.comparisons = ComparisonStore(app.state.evals.path)
     app.state.card_runs = card_runs
+    app.state.arena = arena if arena is not None else ArenaStore()
     app.state.started = time.time()
     errors.install(app)
     openapi.install(app, _protected)
@@ -184,6 +189,7 @@ def create_app(
     app.include_router(responses_api.router)
     # Before the studio's routes: /api/evals/card is not a run id for /api/evals/{run_id}.
     app.include_router(card_api.router)
+    app.include_router(arena_api.router)
     app.include_router(studio_api.router)
     app.include_router(hub_api.router)
 

@@ -40,7 +40,8 @@ WHY = {
     "(start the server with `--allow-host` or `--cors-origin` to accept it).",
     404: "No such model, session or run (the message lists what there is).",
     409: "It cannot be done now: the model will not fit this machine (the message says what "
-    "would: send `force` to take it anyway), or a card run is going (wait for it, or cancel it).",
+    "would: send `force` to take it anyway), a card run is going (wait for it, or cancel it), "
+    "or an arena battle cannot take this vote (voted already, still answering, or failed).",
     413: "The body is over the server's limit (`--max-body`).",
     500: "scheda or the machine failed: a bug, or a model that cannot load or answer.",
     502: "The Hub failed or is out of reach (the message says which and what to do).",
