@@ -52,6 +52,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "scheda.files",
             "scheda.evaluation",
             "scheda.display",
+            "scheda.arena",
         ),
     ),
     ("server", ("scheda.server",)),

@@ -1,0 +1,1 @@
+"""The arena: battles judged by a person, and the ratings they give."""
