@@ -617,9 +617,12 @@ function drawBoard(board) {
   drawChart(standings);
   drawMatrix(standings.map((s) => s.model), board.matrix ?? {});
   const rounds = board.rounds ? `, intervals from ${number(board.rounds)} bootstrap rounds` : "";
+  const battles = board.battles ?? 0;
   $("arena-board-note").textContent =
-    `${number(board.battles ?? 0)} voted battles${board.tag ? ` tagged ${board.tag}` : ""}${rounds}. ` +
-    "Bradley-Terry ratings (mean 1000); a tie or both bad counts half a win to each.";
+    `${number(battles)} voted ${battles === 1 ? "battle" : "battles"}` +
+    `${board.tag ? ` tagged ${board.tag}` : ""}${rounds}. ` +
+    "Bradley-Terry ratings (mean 1000); a tie or both bad counts half a win to each, " +
+    "and both are in T.";
 }
 
 const fixed = (value, digits) => (value == null ? "—" : Number(value).toFixed(digits));
@@ -637,17 +640,28 @@ function standingRow(s, index) {
     el("td", "num arena-games", number(s.games)),
     el("td", "num arena-wtl", `${s.wins} / ${s.ties} / ${s.losses}`),
     el("td", "num", number(s.both_bad)),
-    el("td", "num", fixed(s.kld, 4)),
+    kld(s.kld),
     el("td", "", accuracy(s.accuracy)),
   );
+  if (s.path) name.title = s.path;
   return tr;
 }
 
-/** {task: headline figure} as "mmlu 45.2%, gsm8k 3.0%"; a figure is a fraction of 1. */
+/** The mean KLD of the newest `scheda compare` with this file as a candidate, ± its uncertainty. */
+function kld(figure) {
+  const td = el("td", "num", "—");
+  if (figure?.mean == null) return td;
+  const pm = figure.uncertainty ? ` ± ${fixed(figure.uncertainty, 4)}` : "";
+  td.textContent = `${fixed(figure.mean, 4)}${pm}`;
+  td.title = `against ${figure.reference} (comparison ${figure.comparison})`;
+  return td;
+}
+
+/** {task: {metric, value}} of the newest finished runs, as "mmlu acc 45.2%"; a value is of 1. */
 function accuracy(figures) {
-  const entries = Object.entries(figures ?? {});
+  const entries = Object.entries(figures ?? {}).filter(([, f]) => f?.value != null);
   if (!entries.length) return "—";
-  return entries.map(([task, value]) => `${task} ${fixed(100 * value, 1)}%`).join(", ");
+  return entries.map(([task, f]) => `${task} ${f.metric} ${fixed(100 * f.value, 1)}%`).join(", ");
 }
 
 function svg(tag, attributes = {}, text) {
