@@ -41,8 +41,10 @@ KEY = "sk-arena-studio"
 KESTREL, PLOVER = "zqxkestrel", "zqxplover"  # names no answer of the model will say by chance
 GONE = "zqxvanished"  # served, then its file deleted before it ever loads
 SETTINGS = {"#arena-max-tokens": "24", "#arena-temperature": "0.8"}
-# Long enough that the two columns overlap in time, short enough for a small CPU.
+# At temperature 0 the embedded model counts on past 60 tokens, and tells a story past 400:
+# answers long enough that the two columns overlap in time, and that a stop comes first.
 COUNTING = "Count from 1 to 40, separated by commas."
+STORY = "Write a long story about a fox who learns to sail."
 
 
 @dataclass
@@ -367,6 +369,7 @@ def test_both_answers_stream_at_once_and_an_unvoted_battle_waits_for_its_vote(
     _open_arena(studio)
     _settings(page, COUNTING)
     page.fill("#arena-max-tokens", "60")
+    page.fill("#arena-temperature", "0")
     page.select_option("#arena-first", KESTREL)
     page.select_option("#arena-second", PLOVER)
     # When each column first shows text and when it ends, and whether its live figures showed
@@ -432,8 +435,9 @@ def test_stop_keeps_what_was_said_and_the_battle_can_be_voted(
 
     page = studio.page
     _open_arena(studio)
-    _settings(page, COUNTING)
+    _settings(page, STORY)
     page.fill("#arena-max-tokens", "400")
+    page.fill("#arena-temperature", "0")
     page.click("#arena-fight")
     for column in "ab":
         expect(page.locator(f".arena-column[data-column='{column}']")).to_have_attribute(

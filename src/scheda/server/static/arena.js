@@ -45,6 +45,7 @@ const view = {
   fighting: false,
   prompts: null, // GET /api/arena/prompts, once
   seq: 0, // only the newest battle asked for is drawn
+  module: null, // the tab's module, which router.selected() is told about
 };
 
 const chatModels = () => state.models.filter((m) => m.kind === "chat");
@@ -413,6 +414,7 @@ async function stopped(seq) {
 function showBattle(battle) {
   $("arena-battle").hidden = false;
   $("arena-battle").dataset.battleId = battle.id ?? "";
+  $("arena-battle").dataset.state = battle.state ?? "";
   $("arena-battle-title").textContent = battle.blind ? "Blind battle" : "Battle";
   const meta = [battle.tag ? `tag ${battle.tag}` : "", battle.created ? fullDate(battle.created) : ""];
   $("arena-battle-meta").textContent = meta.filter(Boolean).join(" · ");
