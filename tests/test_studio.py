@@ -863,6 +863,7 @@ TAB_HASHES = {
     "tokens": "#tokens",
     "evals": "#eval",
     "compare": "#compare",
+    "arena": "#arena",
 }
 
 

@@ -58,6 +58,13 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   return res.json();
 }
 
+/** A file from the API (an export), as a Blob: a plain link could not send the key. */
+export async function apiBlob(path) {
+  const res = await fetch(path, { headers: authHeaders() });
+  await failIfBad(res);
+  return res.blob();
+}
+
 /** POST a JSON body and yield the server-sent events of the answer, parsed, as they arrive. */
 export async function* postEvents(path, body, signal) {
   const res = await fetch(path, {

@@ -147,6 +147,9 @@ export function applyParams(params) {
   }
 }
 
+/** The server's default for one option (the arena's shared settings start from it). */
+export const declaredDefault = (name) => controls.find((c) => c.option.name === name)?.option.default;
+
 function defaults() {
   return Object.fromEntries(controls.map(({ option }) => [option.name, option.default]));
 }

@@ -1,18 +1,19 @@
 // scheda studio: chat with the served models, keep sessions, read spec sheets and fits,
 // see how each model splits a text, read the saved evaluation runs (`scheda eval`) and
-// measure a model's spec sheet.
+// measure a model's spec sheet, and judge two models' answers blind in the arena.
 //
 // Plain ES modules, no framework and no build step, so the page works offline
 // from the files the server ships. This entry declares the tabs (the tab table, which
 // router.js makes the tab bar and the URL's routes from) and wires the views together:
 // one module per view (chat.js, sessions.js, model.js, tokens.js, evals.js, compare.js,
 // the last two on browse.js's list and detail; evalcard.js is the evals tab's spec
-// sheet and card run), the sampling controls (sampling.js),
+// sheet and card run; arena.js), the sampling controls (sampling.js),
 // and what they share (api.js, dom.js, format.js, state.js). Text from a model or a
 // user only ever goes into the page through textContent or markdown.js (which builds
 // DOM nodes), never through innerHTML.
 
 import { forgetKey, hasKey, saveKey } from "./api.js";
+import { arenaTab } from "./arena.js";
 import { clearChat, fillModelPicker, showSession, stopAnswer, wireChat } from "./chat.js";
 import { compareTab } from "./compare.js";
 import { $, hideBanner, report } from "./dom.js";
@@ -52,6 +53,7 @@ function tabTable() {
     { id: "tokens", label: "Tokens", hash: "tokens", module: { show: showTokens } },
     { id: "evals", label: "Evaluations", hash: "eval", module: evalsTab() },
     { id: "compare", label: "Quantization", hash: "compare", module: compareTab() },
+    { id: "arena", label: "Arena", hash: "arena", module: arenaTab() },
   ];
 }
 
