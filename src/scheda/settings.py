@@ -47,6 +47,8 @@ DEFAULT_PARALLEL = 4
 DEFAULT_QUEUE = 64
 # A long prompt is well under 4 MiB; a runaway upload is not.
 DEFAULT_MAX_BODY = 4 << 20
+# `scheda serve --grace`: seconds a stopping server lets the answers in flight finish.
+DEFAULT_GRACE_S = 5.0
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 

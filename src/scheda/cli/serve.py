@@ -71,6 +71,15 @@ def serve(
             "that cluster.",
         ),
     ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            min=0,
+            help="On SIGTERM or Ctrl-C: seconds the answers in flight may take to finish while "
+            "new requests get 503; a second signal stops at once.",
+        ),
+    ] = settings.DEFAULT_GRACE_S,
     replicas: Annotated[
         str | None,
         typer.Option(
@@ -98,7 +107,7 @@ def serve(
             f"[yellow]warning:[/yellow] listening on {escape(host)} without --api-key: "
             "anyone who can reach this port can use the models"
         )
-    listen = Listen(host, port, api_key, max_body, allow_host, cors_origin)
+    listen = Listen(host, port, api_key, max_body, allow_host, cors_origin, grace)
     refs = models or ["default"]
     if ray is not None:
         from scheda.server.ray_pool import Replicas
@@ -121,9 +130,10 @@ class Listen:
         max_body: int,
         allow_hosts: list[str] | None,
         cors_origins: list[str] | None,
+        grace: float = settings.DEFAULT_GRACE_S,
     ) -> None:
         self.host, self.port, self.api_key, self.max_body = host, port, api_key, max_body
-        self.allow_hosts, self.cors_origins = allow_hosts, cors_origins
+        self.allow_hosts, self.cors_origins, self.grace = allow_hosts, cors_origins, grace
 
     def run(self, pool: Any) -> None:
         from scheda.server.main import serve as run_server
@@ -144,6 +154,7 @@ class Listen:
             on_ready=ready,
             allow_hosts=self.allow_hosts,
             cors_origins=self.cors_origins,
+            grace=self.grace,
         )
 
 

@@ -41,6 +41,7 @@ from scheda.server import (
 from scheda.server.card_run import CardRuns
 from scheda.server.guard import Allowed, Guard
 from scheda.server.pool import ModelPool
+from scheda.server.stopping import Stopping
 from scheda.stores.arena import ArenaStore
 from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import EvalStore
@@ -117,6 +118,22 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class Drain:
+    """While the server stops (server/stopping.py), every new request is a 503 that says to
+    retry: on a new connection or a kept-alive one, whatever its route."""
+
+    def __init__(self, app: ASGIApp, stopping: Stopping) -> None:
+        self.app = app
+        self.stopping = stopping
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.stopping.draining:
+            message = "the server is stopping: retry shortly, or on another server"
+            await _reply(scope, send, APIError(message, None, 503, "server_stopping"))
+            return
+        await self.app(scope, receive, send)
+
+
 class ApiKey:
     """With a key set, every path but the public ones needs `Authorization: Bearer KEY`, or
     `x-api-key: KEY` as Anthropic's clients send it."""
@@ -155,6 +172,7 @@ def create_app(
     evals: EvalStore | None = None,
     allowed: Allowed | None = None,
     arena: ArenaStore | None = None,
+    stopping: Stopping | None = None,
 ) -> FastAPI:
     """The app; `evals` is the store of `scheda eval`'s runs and `arena` the arena's battles
     (by default the data folder's)."""
@@ -181,6 +199,7 @@ def create_app(
     app.state.comparisons = ComparisonStore(app.state.evals.path)
     app.state.card_runs = card_runs
     app.state.arena = arena if arena is not None else ArenaStore()
+    app.state.stopping = stopping or Stopping()
     app.state.started = time.time()
     errors.install(app)
     openapi.install(app, _protected)
@@ -215,5 +234,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "x-api-key", "anthropic-version"],
         )
     app.add_middleware(errors.LogErrors)  # sees every answer but the guard's, which logs its own
+    # A stopping server turns everything away before any other work but the guard's.
+    app.add_middleware(Drain, stopping=app.state.stopping)
     app.add_middleware(Guard, allowed=allowed)  # the outermost: before anything else runs
     return app

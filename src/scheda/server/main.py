@@ -2,7 +2,8 @@
 
 `build_pool(refs, ...)` plans every model at once (a bad reference fails
 before anything loads); `serve(pool, ...)` opens the sessions store and the
-evaluation runs' store and runs the app under uvicorn. `scheda serve`
+evaluation runs' store and runs the app under uvicorn, stopped as
+server/stopping.py says (a grace for the answers in flight, then exit 0). `scheda serve`
 (cli/serve.py) calls both. See docs/api.md for the routes.
 """
 
@@ -22,6 +23,9 @@ from scheda.server.pool import ModelPool, served_model
 from scheda.stores.evals import EvalStore
 from scheda.stores.sessions import SessionStore
 from scheda.units import GiB
+
+# After the grace, the answers cancelled stop at their next token: this is ample for that.
+GRACE_AFTER_CANCEL_S = 5.0
 
 
 def build_pool(
@@ -62,14 +66,18 @@ def serve(
     on_ready: Callable[[str], Any] | None = None,
     allow_hosts: list[str] | None = None,
     cors_origins: list[str] | None = None,
+    grace: float = settings.DEFAULT_GRACE_S,
 ) -> None:
     import uvicorn
+
+    from scheda.server.stopping import GracefulServer, Stopping, wait_idle
 
     check_port(host, port)
     store = SessionStore()
     evals = EvalStore()
     allowed = Allowed(host, allow_hosts or [], cors_origins or [])
-    app = create_app(pool, store, api_key, max_body, evals, allowed)
+    stopping = Stopping()
+    app = create_app(pool, store, api_key, max_body, evals, allowed, stopping=stopping)
     config = uvicorn.Config(
         app,
         host=host,
@@ -82,14 +90,16 @@ def serve(
         # Many clients stream at once; the default backlog and keep-alive are ample.
         timeout_graceful_shutdown=3,
     )
-    server = uvicorn.Server(config)
+    server = GracefulServer(config, pool, stopping, grace)
     if on_ready is not None:
         shown = f"[{host}]" if ":" in host else host
         on_ready(f"http://{shown}:{port}/")
     try:
         server.run()
     finally:
+        wait_idle(pool, GRACE_AFTER_CANCEL_S)
         pool.close()
         store.close()
         evals.close()
         app.state.comparisons.close()
+        app.state.arena.close()

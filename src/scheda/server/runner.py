@@ -33,6 +33,21 @@ Work = Callable[[Loaded, OnText, threading.Event], Any]
 BareWork = Callable[[OnText, threading.Event], Any]
 
 
+# Every engine call running now, so that a stopping server can cancel what outlives its grace
+# (server/stopping.py): each then ends as a cancelled answer does, its stream closed properly.
+_running: set[Job] = set()
+_running_lock = threading.Lock()
+
+
+def cancel_all() -> int:
+    """Cancel every engine call still running; how many there were."""
+    with _running_lock:
+        jobs = list(_running)
+    for job in jobs:
+        job.cancel.set()
+    return len(jobs)
+
+
 @dataclass
 class Event:
     kind: str  # "text", "done" or "error"
@@ -67,10 +82,15 @@ class Job:
             return work(engine, self.on_text, self.cancel)
 
     def _run(self, call: Callable[[], Any]) -> None:
+        with _running_lock:
+            _running.add(self)
         try:
             self._put(Event("done", result=call()))
         except Exception as exc:  # handed to the request, which answers with it
             self._put(Event("error", error=exc))
+        finally:
+            with _running_lock:
+                _running.discard(self)
 
     def _on_text(self, index: int, text: str) -> None:
         self._put(Event("text", index, text))
@@ -107,6 +127,11 @@ class Job:
         watcher = asyncio.ensure_future(self._hang_up(request))
         try:
             yield
+        except BaseException:
+            # The request itself was cancelled (a stopping server cancels what outlives its
+            # grace): the engine call it waited for stops too.
+            self.cancel.set()
+            raise
         finally:
             watcher.cancel()
 
