@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scheda.search.rows import Figure, Row, SearchResult
+from scheda.settings import DEFAULT_CONTEXT
 from scheda.units import size
 
 # A figure's kind, as a mark after its value; the legend says what each means.
@@ -113,7 +114,11 @@ def repository(row: Row) -> Text:
 
 def search_table(result: SearchResult, sources: Sources) -> Table:
     """The rows, best first; a figure column only where some row has such a figure."""
-    context = f"context {result.context:,}" if result.context else "each model's context"
+    context = (
+        f"context {result.context:,}"
+        if result.context
+        else f"context {DEFAULT_CONTEXT:,} (less for a model trained on less)"
+    )
     table = Table(
         title=Text(f"{result.query!r} on {result.target.label}, {context}", style="bold"),
         title_justify="left",
