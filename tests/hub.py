@@ -18,6 +18,24 @@ it lists a repository, resolves a file and downloads it, and nothing more:
                                                its files (`snapshot_download` of a dataset)
     GET  http://STORAGE/SHA256                 an LFS file's bytes, by range, on a second port:
                                                another origin, so the client sends no token there
+    GET  /api/models?search=&author=&filter=&gated=&sort=&direction=&limit=&full=&expand=...
+                                               the model search (`HfApi.list_models`): the
+                                               repositories whose id holds `search`
+                                               (case-insensitive), of `author`, carrying every
+                                               `filter` tag; sorted by downloads, likes,
+                                               lastModified, createdAt or trendingScore (highest
+                                               first; `direction=1` lowest first), any other sort
+                                               a 400; `limit` per page (at most `page_size`), the
+                                               next page named by a `Link: <...>; rel="next"`
+                                               header (a `cursor` in it), as the Hub pages;
+                                               `expand` (or `expand[]`) picks the properties
+                                               answered (id and _id always): author, cardData,
+                                               createdAt, disabled, downloads, gated,
+                                               lastModified, library_name, likes, private, sha,
+                                               siblings (names only, as the Hub lists them there),
+                                               tags, pipeline_tag, trendingScore; `full=true`
+                                               all of them but cardData, which `cardData=true`
+                                               adds; without either, the Hub's short default
 
 Errors carry the headers the client maps to its exceptions: `X-Error-Code:
 RepoNotFound` (404, or 401 for a private repository without a token),
@@ -30,6 +48,15 @@ open them), `drop[file] = N` (the next whole download of that file stops
 after N bytes, the connection closed mid-body, once), `corrupt[file] = offset` (that
 byte served flipped, always), `no_ranges` (ranges ignored, whole files sent).
 `log` records every request (method, path, Range header).
+
+What the search says of a repository is set per repository in `meta` (a `Meta`:
+downloads, likes, tags, licence, card data, lastModified, library); what it does
+not set is derived from the files as the Hub derives it (the `gguf` and
+`safetensors` tags, `license:` from the licence, the card data from README.md's
+YAML front matter). `Repo.salt` changes a repository's commit (a new push).
+`delay_s` answers every request, on both ports, after that many seconds;
+`peak` is the most requests that were in flight at once since the last `reset`,
+so a test sees that a client's requests overlapped.
 """
 
 from __future__ import annotations
@@ -38,13 +65,14 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 LFS_SUFFIXES = (".gguf", ".safetensors", ".bin", ".parquet")
 LFS_SIZE = 10 << 20
@@ -117,11 +145,51 @@ class Repo:
     files: dict[str, Entry]
     gated: bool = False
     private: bool = False
+    salt: str = ""  # a new value is a new commit of the same files
 
     @property
     def commit(self) -> str:
-        text = json.dumps(sorted((n, e.size) for n, e in self.files.items()))
+        text = json.dumps([self.salt, sorted((n, e.size) for n, e in self.files.items())])
         return hashlib.sha1(text.encode()).hexdigest()
+
+
+@dataclass
+class Meta:
+    """What the model search tells of a repository beyond its files."""
+
+    downloads: int = 0
+    likes: int = 0
+    tags: list[str] = field(default_factory=list)
+    license: str | None = None
+    card: dict[str, Any] | None = None  # None: README.md's front matter, as the Hub parses it
+    last_modified: str = "2026-01-01T00:00:00.000Z"
+    created: str = "2025-06-01T00:00:00.000Z"
+    library: str | None = None
+    pipeline_tag: str | None = "text-generation"
+
+
+SORTS = {
+    "downloads": lambda r: r["downloads"],
+    "likes": lambda r: r["likes"],
+    "lastModified": lambda r: r["lastModified"],
+    "createdAt": lambda r: r["createdAt"],
+    "trendingScore": lambda r: r["trendingScore"],
+}
+# The properties a search answers without `expand` or `full`, as the Hub does.
+SHORT = (
+    "id",
+    "_id",
+    "likes",
+    "trendingScore",
+    "private",
+    "downloads",
+    "tags",
+    "pipeline_tag",
+    "library_name",
+    "createdAt",
+    "modelId",
+)
+FULL = (*SHORT, "author", "sha", "lastModified", "gated", "disabled", "siblings")
 
 
 def folder_files(folder: Path) -> dict[str, Path | bytes]:
@@ -142,17 +210,34 @@ class Hub:
     drop: dict[str, int] = field(default_factory=dict)
     corrupt: dict[str, int] = field(default_factory=dict)
     no_ranges: bool = False
+    meta: dict[str, Meta] = field(default_factory=dict)
+    delay_s: float = 0.0
+    page_size: int = 1000  # the Hub's own cap on a page of search results
+    in_flight: int = 0
+    peak: int = 0
     log: list[tuple[str, str, str | None]] = field(default_factory=list)
     url: str = ""
     storage: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, repo: str, files: dict[str, Path | bytes], **flags: bool) -> None:
-        self.repos[repo] = Repo({n: Entry(s) for n, s in files.items()}, **flags)
+    def add(
+        self,
+        repo: str,
+        files: dict[str, Path | bytes],
+        gated: bool = False,
+        private: bool = False,
+        meta: Meta | None = None,
+    ) -> None:
+        """A repository, and what the search says of it beyond its files (`meta`)."""
+        self.repos[repo] = Repo({n: Entry(s) for n, s in files.items()}, gated, private)
+        if meta is not None:
+            self.meta[repo] = meta
 
-    def add_dataset(self, repo: str, files: dict[str, Path | bytes], **flags: bool) -> None:
+    def add_dataset(
+        self, repo: str, files: dict[str, Path | bytes], gated: bool = False, private: bool = False
+    ) -> None:
         """A dataset repository: the Hub keeps datasets apart from models, under datasets/."""
-        self.add(DATASETS + repo, files, **flags)
+        self.add(DATASETS + repo, files, gated, private)
 
     def reset(self) -> None:
         """The switches off and the log empty (the repositories stay)."""
@@ -161,13 +246,59 @@ class Hub:
             self.drop.clear()
             self.corrupt.clear()
             self.no_ranges = False
+            self.meta.clear()
+            self.delay_s = 0.0
+            self.page_size = 1000
+            self.peak = self.in_flight
             self.log.clear()
             for name in [n for n, r in self.repos.items() if r.gated or r.private]:
                 del self.repos[name]
+            for repo in self.repos.values():
+                repo.salt = ""
 
     def requests(self, path_part: str = "") -> list[tuple[str, str, str | None]]:
         with self.lock:
             return [r for r in self.log if path_part in r[1]]
+
+    def model(self, name: str, repo: Repo, granted: bool) -> dict[str, Any] | None:
+        """Everything the search can tell of a model repository; None if it is not shown."""
+        if name.startswith(DATASETS) or (repo.private and not granted):
+            return None
+        meta = self.meta.get(name, Meta())
+        names = list(repo.files)
+        gguf = any(n.endswith(".gguf") for n in names)
+        card = meta.card if meta.card is not None else _front_matter(repo.files.get("README.md"))
+        licence = meta.license or card.get("license")
+        library = meta.library or (
+            "gguf" if gguf else "transformers" if "config.json" in names else None
+        )
+        tags = [
+            *(["gguf"] if gguf else []),
+            *(["safetensors"] if any(n.endswith(".safetensors") for n in names) else []),
+            *([library] if library and library != "gguf" else []),
+            *([f"license:{licence}"] if licence else []),
+            *meta.tags,
+        ]
+        return {
+            "_id": repo.commit[:24],
+            "id": name,
+            "modelId": name,
+            "author": name.split("/")[0],
+            "sha": repo.commit,
+            "private": repo.private,
+            "gated": "auto" if repo.gated else False,
+            "disabled": False,
+            "downloads": meta.downloads,
+            "likes": meta.likes,
+            "trendingScore": meta.likes,
+            "lastModified": meta.last_modified,
+            "createdAt": meta.created,
+            "library_name": library,
+            "pipeline_tag": meta.pipeline_tag,
+            "tags": list(dict.fromkeys(tags)),
+            "cardData": {**card, **({"license": licence} if licence else {})},
+            "siblings": [{"rfilename": n} for n in names],
+        }
 
     def by_sha(self, sha256: str) -> tuple[str, Entry] | None:
         for repo in self.repos.values():
@@ -178,6 +309,7 @@ class Hub:
 
 
 DATASETS = "datasets/"  # the key prefix of a dataset repository, as in the Hub's own URLs
+SEARCH = "/api/models"
 RESOLVE = re.compile(r"^/(?P<repo>(?:datasets/)?[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 API = re.compile(
     r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$"
@@ -208,6 +340,18 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing ---------------------------------------------------------------------------
 
     def _route(self, body: bool) -> None:
+        with self.hub.lock:
+            self.hub.in_flight += 1
+            self.hub.peak = max(self.hub.peak, self.hub.in_flight)
+        try:
+            if self.hub.delay_s:
+                time.sleep(self.hub.delay_s)
+            self._answer(body)
+        finally:
+            with self.hub.lock:
+                self.hub.in_flight -= 1
+
+    def _answer(self, body: bool) -> None:
         parts = urlsplit(self.path)
         path = unquote(parts.path)
         with self.hub.lock:
@@ -217,6 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
             if found is None:
                 return self._error(404, "EntryNotFound", "no such blob")
             return self._send_file(found[0], found[1], body)
+        if path.rstrip("/") == SEARCH:
+            return self._search(parse_qs(parts.query))
         api = API.match(path)
         if api is not None:
             repo = (DATASETS if api["kind"] == "datasets" else "") + api["repo"]
@@ -281,6 +427,36 @@ class _Handler(BaseHTTPRequestHandler):
             "lastModified": "2026-01-01T00:00:00.000Z",
         }
         self._send(200, json.dumps(data).encode(), {"Content-Type": "application/json"})
+
+    def _search(self, query: dict[str, list[str]]) -> None:
+        """The model search, one page of it (see the module's docstring)."""
+        token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+        granted = token in self.hub.tokens
+        one = {k: v[-1] for k, v in query.items()}
+        sort, direction = one.get("sort"), one.get("direction", "-1")
+        if sort is not None and sort not in SORTS:
+            return self._error(400, None, f"Invalid sort parameter: {sort}")
+        try:
+            limit = min(int(one.get("limit", "1000")), 1000, self.hub.page_size)
+            cursor = int(one.get("cursor", "0"))
+        except ValueError:
+            return self._error(400, None, "limit and cursor must be integers")
+        with self.hub.lock:
+            repos = list(self.hub.repos.items())
+        found = [m for name, repo in repos if (m := self.hub.model(name, repo, granted))]
+        found = [m for m in found if _matches(m, one, query.get("filter", []))]
+        if sort is not None:
+            found.sort(key=SORTS[sort], reverse=direction != "1")
+        page = found[cursor : cursor + limit]
+        picked = _properties(query, one)
+        data = [{k: m[k] for k in m if k in picked} for m in page]
+        headers = {"Content-Type": "application/json"}
+        if cursor + limit < len(found):
+            following = {k: v for k, v in query.items() if k != "cursor"}
+            following["cursor"] = [str(cursor + limit)]
+            link = f"{self.hub.url}{SEARCH}?{urlencode(following, doseq=True)}"
+            headers["Link"] = f'<{link}>; rel="next"'
+        self._send(200, json.dumps(data).encode(), headers)
 
     def _tree(self, name: str, rev: str, under: str) -> None:
         """Every file under a folder, recursively (the client asks `recursive=true`), with the
@@ -400,6 +576,41 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self.wfile.write(chunk)
             sent += len(chunk)
+
+
+def _front_matter(entry: Entry | None) -> dict[str, Any]:
+    """A README's YAML front matter, the card data the Hub answers; {} without one."""
+    if entry is None:
+        return {}
+    text = b"".join(entry.chunks(0, entry.size)).decode("utf-8", "replace")
+    found = re.match(r"^---\n(.*?)\n---", text, re.DOTALL)
+    if found is None:
+        return {}
+    import yaml
+
+    data = yaml.safe_load(found[1])
+    return data if isinstance(data, dict) else {}
+
+
+def _matches(model: dict[str, Any], one: dict[str, str], filters: list[str]) -> bool:
+    """Whether a model answers the search's query, author, gated and filter (tags) terms."""
+    if one.get("search", "").lower() not in model["id"].lower():
+        return False
+    if "author" in one and model["author"].lower() != one["author"].lower():
+        return False
+    if "gated" in one and bool(model["gated"]) != (one["gated"].lower() == "true"):
+        return False
+    tags = {*model["tags"], model["library_name"], model["pipeline_tag"]}
+    return all(f in tags for f in filters)
+
+
+def _properties(query: dict[str, list[str]], one: dict[str, str]) -> set[str]:
+    """The properties a search answers: `expand`'s, else `full`'s, else the short default."""
+    expand = query.get("expand", []) + query.get("expand[]", [])
+    if expand:
+        return {"id", "_id", *expand}
+    picked = set(FULL if one.get("full", "").lower() == "true" else SHORT)
+    return picked | ({"cardData"} if one.get("cardData", "").lower() == "true" else set())
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
     card      what is it                        card, catalog
     fit       can I run it                      fit
+    search    which one fits here               search
     pull      get it, if it fits                pull
     tokens    how does it split my text         tokens
     talk      let me talk to it                 generate, chat
@@ -36,6 +37,7 @@ from scheda.cli import (
     fit,
     pull,
     quantize,
+    search,
     serve,
     sessions,
     talk,
@@ -52,6 +54,7 @@ app = typer.Typer(
 )
 app.command()(card.card)
 app.command()(fit.fit)
+app.command()(search.search)
 app.command()(pull.pull)
 app.command()(tokens.tokens)
 app.command(name="catalog")(card.catalog_command)
