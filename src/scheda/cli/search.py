@@ -43,12 +43,10 @@ def search(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search the Hub for models, and rank what fits here: quality, quantization cost and speed.
-
-    Each repository is read without downloading (as `scheda card` reads one) and remembered
-    by its commit, so a repeated search reads nothing again. With HF_HUB_OFFLINE=1 the search
-    covers the models in the local Hugging Face cache.
-    """
+    """Search the Hub for models, and rank what fits here: quality, quantization cost and speed."""
+    # Each repository is read without downloading (as `scheda card` reads one) and remembered
+    # by its commit, so a repeated search reads nothing again; with HF_HUB_OFFLINE=1 the
+    # search covers the models in the local Hugging Face cache (docs/hub.md).
     from scheda.search.rows import search as run
 
     target = _target(gpu, memory)
