@@ -14,6 +14,11 @@
 // The leaderboard is GET /api/arena/leaderboard: Bradley-Terry ratings with bootstrap
 // intervals (a table, and the intervals as bars), the win matrix, and beside each model
 // its `scheda compare` KLD and eval accuracy where stored.
+//
+// A quantization arena starts from a stored comparison (GET /api/comparisons): choosing
+// one sets the pickers to its reference and a candidate, or any of its candidates drawn at
+// Fight. The battle is as blind as any: the pickers say who fights, never who is in which
+// column. After the vote, a revealed candidate's column shows its KLD from that comparison.
 
 import { api, apiBlob, enc, postEvents } from "./api.js";
 import { $, el, hideBanner, report } from "./dom.js";
@@ -46,6 +51,11 @@ const view = {
   prompts: null, // GET /api/arena/prompts, once
   seq: 0, // only the newest battle asked for is drawn
   module: null, // the tab's module, which router.selected() is told about
+  comparisons: [], // the stored comparisons this server can fight: [{summary, reference, candidates}]
+  // The comparison chosen: {id, reference: {model, name}, candidates: [{model, path, kld}]},
+  // its candidates those served here, each with its mean KLD; null for none.
+  comparison: null,
+  fought: null, // the comparison the battle shown was fought from (its KLDs shown after the vote)
 };
 
 const chatModels = () => state.models.filter((m) => m.kind === "chat");
@@ -80,6 +90,10 @@ function wire(module) {
     button.addEventListener("click", () => vote(button.dataset.outcome));
   }
   $("arena-several-models").addEventListener("change", limitSeveral);
+  $("arena-comparison").addEventListener("change", chooseComparison);
+  $("arena-candidate").addEventListener("change", applyComparison);
+  $("arena-first").addEventListener("change", pickedByHand);
+  $("arena-second").addEventListener("change", pickedByHand);
 }
 
 // --- the form ----------------------------------------------------------------------
@@ -99,6 +113,7 @@ function fillPickers() {
   const checked = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
   box.replaceChildren(...models.map((m) => checkbox(m.id, checked.has(m.id))));
   limitSeveral();
+  if (view.comparison) applyComparison();
 }
 
 function option(id) {
@@ -165,6 +180,11 @@ function showDefaults() {
 function pair() {
   const first = $("arena-first").value;
   const second = $("arena-second").value;
+  // "Any candidate" of the chosen comparison (the pickers hold its reference and no other).
+  if (view.comparison && !second) {
+    const { candidates } = view.comparison;
+    return [first, candidates[Math.floor(Math.random() * candidates.length)].model];
+  }
   if (!first && !second) return null;
   if (first && second) return [first, second];
   const named = first || second;
@@ -190,6 +210,162 @@ function setBusy(busy) {
   $("arena-fight").disabled = busy;
   $("arena-stop").disabled = !busy;
 }
+
+// --- a battle from a stored comparison -------------------------------------------------
+
+const fileName = (path) => String(path || "").split(/[\\/]/).pop();
+const isAbsolute = (path) => path.startsWith("/") || /^[A-Za-z]:[\\/]/.test(path);
+
+/**
+ * Whether two paths name one file. `scheda compare` and `scheda serve` keep a path as it was
+ * typed, and the page cannot resolve one: a relative path is taken for the absolute path
+ * it ends (compared in the folder the file is in, served from anywhere).
+ */
+function samePath(a, b) {
+  if (!a || !b) return false;
+  if (a === b) return true;
+  if (isAbsolute(a) === isAbsolute(b)) return false;
+  const [whole, tail] = isAbsolute(a) ? [a, b] : [b, a];
+  const rest = tail.replace(/^(\.[\\/])+/, "");
+  if (rest.startsWith("..")) return false;
+  return whole.endsWith(`/${rest}`) || whole.endsWith(`\\${rest}`);
+}
+
+/** The served chat model whose file this is, or undefined. */
+const servedAt = (path) => chatModels().find((m) => samePath(m.path, path));
+
+/** The stored comparisons; those whose reference and a candidate are served, in the picker. */
+async function loadComparisons() {
+  if (view.fighting) return;
+  let listed;
+  try {
+    listed = await api("/api/comparisons");
+  } catch (error) {
+    report(error);
+    return;
+  }
+  view.comparisons = listed.map(fightable).filter(Boolean);
+  drawComparisons();
+}
+
+/** A comparison with who would fight: its served reference and served candidates; else null. */
+function fightable(summary) {
+  const reference = servedAt(summary.reference);
+  if (!reference) return null;
+  const candidates = [];
+  for (const path of summary.candidates) {
+    const model = servedAt(path);
+    if (model && model.id !== reference.id && !candidates.includes(model)) candidates.push(model);
+  }
+  return candidates.length ? { summary, reference, candidates } : null;
+}
+
+function drawComparisons() {
+  const picker = $("arena-comparison");
+  const none = el("option", "", "None");
+  none.value = "";
+  picker.replaceChildren(none, ...view.comparisons.map(comparisonOption));
+  $("arena-from").hidden = view.comparisons.length === 0;
+  if (view.comparisons.some((c) => c.summary.id === view.comparison?.id)) {
+    picker.value = view.comparison.id;
+  } else if (view.comparison) dropComparison();
+}
+
+/** "ref.gguf against a.gguf, b.gguf · the date", the full paths in its title. */
+function comparisonOption({ summary }) {
+  const candidates = summary.candidates.map(fileName).join(", ");
+  const text = `${fileName(summary.reference)} against ${candidates} · ${fullDate(summary.created)}`;
+  const node = el("option", "", text);
+  node.value = summary.id;
+  node.title = [summary.reference, ...summary.candidates].join("\n");
+  return node;
+}
+
+/** A comparison chosen: its candidates' KLDs read (GET /api/comparisons/{id}), the pickers set. */
+async function chooseComparison() {
+  const id = $("arena-comparison").value;
+  const found = view.comparisons.find((c) => c.summary.id === id);
+  if (!found) {
+    dropComparison();
+    return;
+  }
+  let record;
+  try {
+    record = await api(`/api/comparisons/${enc(id)}`);
+  } catch (error) {
+    report(error);
+    $("arena-comparison").value = view.comparison?.id ?? "";
+    return;
+  }
+  if ($("arena-comparison").value !== id) return; // another was chosen meanwhile
+  view.comparison = chosenComparison(found, record);
+  drawCandidates();
+  applyComparison();
+}
+
+/** What the arena keeps of a comparison: the reference's name, each served candidate's KLD. */
+function chosenComparison(found, record) {
+  const rows = record.rows ?? [];
+  const reference = rows.find((r) => r.role === "reference");
+  const kld = (path) =>
+    rows.find((r) => r.role === "candidate" && samePath(r.path, path))?.kld?.mean ?? null;
+  return {
+    id: found.summary.id,
+    reference: { model: found.reference.id, name: reference?.type || fileName(record.reference) },
+    candidates: found.candidates.map((m) => ({ model: m.id, path: m.path, kld: kld(m.path) })),
+  };
+}
+
+/** The candidate's picker, shown when there are several: any of them (at Fight), or one. */
+function drawCandidates() {
+  const candidates = view.comparison.candidates;
+  const any = el("option", "", "Any candidate");
+  any.value = "";
+  $("arena-candidate").replaceChildren(any, ...candidates.map((c) => option(c.model)));
+  $("arena-candidate-label").hidden = candidates.length < 2;
+}
+
+/** The pickers set to the comparison's reference and its candidate (or "Any candidate"). */
+function applyComparison() {
+  const { reference, candidates } = view.comparison;
+  $("arena-first").value = reference.model;
+  $("arena-second").value = candidates.length === 1 ? candidates[0].model : $("arena-candidate").value;
+  nameAny();
+}
+
+/** A picker changed by hand: the comparison holds while the pair is still its own. */
+function pickedByHand() {
+  const comparison = view.comparison;
+  if (!comparison) return;
+  const first = $("arena-first").value;
+  const second = $("arena-second").value;
+  const candidate = comparison.candidates.some((c) => c.model === second);
+  if (first !== comparison.reference.model || (second && !candidate)) dropComparison();
+  else $("arena-candidate").value = second;
+}
+
+function dropComparison() {
+  view.comparison = null;
+  $("arena-comparison").value = "";
+  $("arena-candidate-label").hidden = true;
+  nameAny();
+}
+
+/** The second picker's "Any": any other model, or any candidate of the chosen comparison. */
+function nameAny() {
+  const any = $("arena-second").options[0];
+  if (any) any.textContent = view.comparison ? "Any candidate" : "Any";
+}
+
+/** "KLD 0.0123 vs F16" for a candidate of the comparison (matched by its file); else "". */
+function kldAgainst(comparison, path) {
+  const candidate = comparison?.candidates.find((c) => samePath(c.path, path));
+  if (candidate?.kld == null) return "";
+  return `KLD ${kldText(candidate.kld)} vs ${comparison.reference.name}`;
+}
+
+/** A mean KLD with the leaderboard's four decimals, or two significant digits when smaller. */
+const kldText = (value) => (value >= 1e-4 || value === 0 ? value.toFixed(4) : value.toPrecision(2));
 
 // --- the columns ---------------------------------------------------------------------
 
@@ -272,6 +448,8 @@ function makeColumn(key, title) {
       who.append(el("span", "arena-model-facts", facts.filter(Boolean).join(" · ")));
       if (side.path) who.title = side.path;
       root.dataset.model = side.model;
+      const kld = kldAgainst(view.fought, side.path);
+      if (kld) who.append(el("span", "arena-model-kld", kld));
     },
     /** A line under the heading (side by side: the engine of the model named above). */
     note(text) {
@@ -327,6 +505,7 @@ async function battle() {
     blind: true,
   };
   const seq = ++view.seq;
+  view.fought = view.comparison;
   view.fighting = true;
   view.battle = null;
   selected(view.module, null);
@@ -494,6 +673,8 @@ async function openBattle(id) {
   if (seq !== view.seq) return;
   if (view.mode !== "battle") setMode("battle");
   view.fighting = false;
+  // A stored battle says not which comparison it came from: the one chosen now, if any.
+  view.fought = view.comparison;
   view.battle = battle;
   selected(view.module, battle.id);
   showBattle(battle);
@@ -590,7 +771,7 @@ async function streamChat(model, prompt, column, signal) {
 /** The leaderboard and the list again, unless a blind battle waits for its vote. */
 async function refresh() {
   if (view.fighting) return;
-  await Promise.all([loadBoard(), loadHistory()]);
+  await Promise.all([loadBoard(), loadHistory(), loadComparisons()]);
 }
 
 async function loadBoard() {
