@@ -23,7 +23,9 @@ Errors carry the headers the client maps to its exceptions: `X-Error-Code:
 RepoNotFound` (404, or 401 for a private repository without a token),
 `GatedRepo` (401 without a token, 403 with a token not granted access),
 `RevisionNotFound`, `EntryNotFound`. The files are real: the embedded GGUF and
-the MiniLM folder, read from where their packages put them.
+the MiniLM folder, read from where their packages put them. REV is main or the
+repository's commit, or a branch added with `branch=` (as the Hub keeps its
+parquet conversion of a dataset on `refs/convert/parquet`) or that branch's commit.
 
 Switches for the failure cases: `gated` and `private` repositories (`tokens`
 open them), `drop[file] = N` (the next whole download of that file stops
@@ -117,6 +119,13 @@ class Repo:
     files: dict[str, Entry]
     gated: bool = False
     private: bool = False
+    branches: dict[str, Repo] = field(default_factory=dict)  # by name, besides main
+
+    def at(self, rev: str | None) -> Repo | None:
+        """The files at a revision: main, a branch, or either's commit; None for no such one."""
+        if rev in (None, "main", self.commit):
+            return self
+        return next((b for n, b in self.branches.items() if rev in (n, b.commit)), None)
 
     @property
     def commit(self) -> str:
@@ -147,12 +156,33 @@ class Hub:
     storage: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, repo: str, files: dict[str, Path | bytes], **flags: bool) -> None:
-        self.repos[repo] = Repo({n: Entry(s) for n, s in files.items()}, **flags)
+    def add(
+        self,
+        repo: str,
+        files: dict[str, Path | bytes],
+        branch: str = "",
+        *,
+        gated: bool = False,
+        private: bool = False,
+    ) -> None:
+        """A repository's main branch, or with `branch` a branch of one added before."""
+        entries = {n: Entry(s) for n, s in files.items()}
+        if branch:
+            self.repos[repo].branches[branch] = Repo(entries)
+        else:
+            self.repos[repo] = Repo(entries, gated=gated, private=private)
 
-    def add_dataset(self, repo: str, files: dict[str, Path | bytes], **flags: bool) -> None:
+    def add_dataset(
+        self,
+        repo: str,
+        files: dict[str, Path | bytes],
+        branch: str = "",
+        *,
+        gated: bool = False,
+        private: bool = False,
+    ) -> None:
         """A dataset repository: the Hub keeps datasets apart from models, under datasets/."""
-        self.add(DATASETS + repo, files, **flags)
+        self.add(DATASETS + repo, files, branch, gated=gated, private=private)
 
     def reset(self) -> None:
         """The switches off and the log empty (the repositories stay)."""
@@ -170,7 +200,8 @@ class Hub:
             return [r for r in self.log if path_part in r[1]]
 
     def by_sha(self, sha256: str) -> tuple[str, Entry] | None:
-        for repo in self.repos.values():
+        every = [r for repo in self.repos.values() for r in (repo, *repo.branches.values())]
+        for repo in every:
             for name, entry in repo.files.items():
                 if entry.lfs and entry.digests()[1] == sha256:
                     return name, entry
@@ -179,8 +210,10 @@ class Hub:
 
 DATASETS = "datasets/"  # the key prefix of a dataset repository, as in the Hub's own URLs
 RESOLVE = re.compile(r"^/(?P<repo>(?:datasets/)?[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+# A branch's name may hold slashes (refs/convert/parquet): the client quotes them, and the
+# path is read unquoted, so REV is the rest of the path here.
 API = re.compile(
-    r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$"
+    r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>.+))?$"
 )
 TREE = re.compile(
     r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"
@@ -250,10 +283,11 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     def _listing(self, name: str, rev: str | None, query: dict[str, list[str]]) -> None:
-        repo = self._repo(name, files=False)
-        if repo is None:
+        found = self._repo(name, files=False)
+        if found is None:
             return
-        if rev not in (None, "main", repo.commit):
+        repo = found.at(rev)
+        if repo is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         blobs = query.get("blobs", ["false"])[0].lower() == "true"
         siblings = []
@@ -273,8 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
             "id": name.removeprefix(DATASETS),
             "modelId": name.removeprefix(DATASETS),
             "sha": repo.commit,
-            "private": repo.private,
-            "gated": "auto" if repo.gated else False,
+            "private": found.private,
+            "gated": "auto" if found.gated else False,
             "disabled": False,
             "tags": [],
             "siblings": siblings,
@@ -285,10 +319,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _tree(self, name: str, rev: str, under: str) -> None:
         """Every file under a folder, recursively (the client asks `recursive=true`), with the
         folders on the way, as the Hub's tree API lists them."""
-        repo = self._repo(name, files=True)
-        if repo is None:
+        found = self._repo(name, files=True)
+        repo = None if found is None else found.at(rev)
+        if found is None:
             return
-        if rev not in ("main", repo.commit):
+        if repo is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         prefix = under.strip("/") + "/" if under.strip("/") else ""
         entries: list[dict[str, Any]] = []
@@ -320,10 +355,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(entries).encode(), {"Content-Type": "application/json"})
 
     def _resolve(self, name: str, rev: str, file: str, body: bool) -> None:
-        repo = self._repo(name, files=True)
-        if repo is None:
+        found = self._repo(name, files=True)
+        repo = None if found is None else found.at(rev)
+        if found is None:
             return
-        if rev not in ("main", repo.commit):
+        if repo is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         entry = repo.files.get(file)
         commit = {"X-Repo-Commit": repo.commit}
