@@ -41,7 +41,9 @@ Errors carry the headers the client maps to its exceptions: `X-Error-Code:
 RepoNotFound` (404, or 401 for a private repository without a token),
 `GatedRepo` (401 without a token, 403 with a token not granted access),
 `RevisionNotFound`, `EntryNotFound`. The files are real: the embedded GGUF and
-the MiniLM folder, read from where their packages put them.
+the MiniLM folder, read from where their packages put them. REV is main or the
+repository's commit, or a branch added with `branch=` (as the Hub keeps its
+parquet conversion of a dataset on `refs/convert/parquet`) or that branch's commit.
 
 Switches for the failure cases: `gated` and `private` repositories (`tokens`
 open them), `drop[file] = N` (the next whole download of that file stops
@@ -146,6 +148,13 @@ class Repo:
     gated: bool = False
     private: bool = False
     salt: str = ""  # a new value is a new commit of the same files
+    branches: dict[str, Repo] = field(default_factory=dict)  # by name, besides main
+
+    def at(self, rev: str | None) -> Repo | None:
+        """The files at a revision: main, a branch, or either's commit; None for no such one."""
+        if rev in (None, "main", self.commit):
+            return self
+        return next((b for n, b in self.branches.items() if rev in (n, b.commit)), None)
 
     @property
     def commit(self) -> str:
@@ -224,20 +233,33 @@ class Hub:
         self,
         repo: str,
         files: dict[str, Path | bytes],
+        branch: str = "",
+        *,
         gated: bool = False,
         private: bool = False,
         meta: Meta | None = None,
     ) -> None:
-        """A repository, and what the search says of it beyond its files (`meta`)."""
-        self.repos[repo] = Repo({n: Entry(s) for n, s in files.items()}, gated, private)
+        """A repository's main branch, or with `branch` a branch of one added before; `meta` is
+        what the search says of it beyond its files."""
+        entries = {n: Entry(s) for n, s in files.items()}
+        if branch:
+            self.repos[repo].branches[branch] = Repo(entries)
+        else:
+            self.repos[repo] = Repo(entries, gated=gated, private=private)
         if meta is not None:
             self.meta[repo] = meta
 
     def add_dataset(
-        self, repo: str, files: dict[str, Path | bytes], gated: bool = False, private: bool = False
+        self,
+        repo: str,
+        files: dict[str, Path | bytes],
+        branch: str = "",
+        *,
+        gated: bool = False,
+        private: bool = False,
     ) -> None:
         """A dataset repository: the Hub keeps datasets apart from models, under datasets/."""
-        self.add(DATASETS + repo, files, gated, private)
+        self.add(DATASETS + repo, files, branch, gated=gated, private=private)
 
     def reset(self) -> None:
         """The switches off and the log empty (the repositories stay)."""
@@ -301,7 +323,8 @@ class Hub:
         }
 
     def by_sha(self, sha256: str) -> tuple[str, Entry] | None:
-        for repo in self.repos.values():
+        every = [r for repo in self.repos.values() for r in (repo, *repo.branches.values())]
+        for repo in every:
             for name, entry in repo.files.items():
                 if entry.lfs and entry.digests()[1] == sha256:
                     return name, entry
@@ -311,8 +334,10 @@ class Hub:
 DATASETS = "datasets/"  # the key prefix of a dataset repository, as in the Hub's own URLs
 SEARCH = "/api/models"
 RESOLVE = re.compile(r"^/(?P<repo>(?:datasets/)?[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+# A branch's name may hold slashes (refs/convert/parquet): the client quotes them, and the
+# path is read unquoted, so REV is the rest of the path here.
 API = re.compile(
-    r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$"
+    r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>.+))?$"
 )
 TREE = re.compile(
     r"^/api/(?P<kind>models|datasets)/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"
@@ -396,10 +421,11 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     def _listing(self, name: str, rev: str | None, query: dict[str, list[str]]) -> None:
-        repo = self._repo(name, files=False)
-        if repo is None:
+        found = self._repo(name, files=False)
+        if found is None:
             return
-        if rev not in (None, "main", repo.commit):
+        repo = found.at(rev)
+        if repo is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         blobs = query.get("blobs", ["false"])[0].lower() == "true"
         siblings = []
@@ -419,8 +445,8 @@ class _Handler(BaseHTTPRequestHandler):
             "id": name.removeprefix(DATASETS),
             "modelId": name.removeprefix(DATASETS),
             "sha": repo.commit,
-            "private": repo.private,
-            "gated": "auto" if repo.gated else False,
+            "private": found.private,
+            "gated": "auto" if found.gated else False,
             "disabled": False,
             "tags": [],
             "siblings": siblings,
@@ -461,10 +487,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _tree(self, name: str, rev: str, under: str) -> None:
         """Every file under a folder, recursively (the client asks `recursive=true`), with the
         folders on the way, as the Hub's tree API lists them."""
-        repo = self._repo(name, files=True)
-        if repo is None:
+        found = self._repo(name, files=True)
+        repo = None if found is None else found.at(rev)
+        if found is None:
             return
-        if rev not in ("main", repo.commit):
+        if repo is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         prefix = under.strip("/") + "/" if under.strip("/") else ""
         entries: list[dict[str, Any]] = []
@@ -496,10 +523,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(entries).encode(), {"Content-Type": "application/json"})
 
     def _resolve(self, name: str, rev: str, file: str, body: bool) -> None:
-        repo = self._repo(name, files=True)
-        if repo is None:
+        found = self._repo(name, files=True)
+        repo = None if found is None else found.at(rev)
+        if found is None:
             return
-        if rev not in ("main", repo.commit):
+        if repo is None:
             return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         entry = repo.files.get(file)
         commit = {"X-Repo-Commit": repo.commit}

@@ -1069,23 +1069,36 @@ def test_quac_reads_the_original_files_and_the_hub(quac_dir: Path, online_hub: H
         "software\n\nQuestion: Did they get into trouble for that?\nAnswer:"
     )
     assert items[2].data["dialogue"]["turns"][2]["references"] == [CANNOTANSWER] * 3
+    # allenai/quac's main branch holds its loading script alone; its parquet files are the
+    # Hub's conversion, on refs/convert/parquet (docs/eval.md).
+    online_hub.add_dataset("allenai/quac", QUAC_SCRIPT_ONLY)
     online_hub.add_dataset(
         "allenai/quac",
         {
-            "plain_text/train-00000-of-00001.parquet": parquet([SATCHEL]),
-            "plain_text/validation-00000-of-00001.parquet": parquet([quac_hub_row(anna())]),
+            "plain_text/train/0000.parquet": parquet([SATCHEL]),
+            "plain_text/validation/0000.parquet": parquet([quac_hub_row(anna())]),
         },
+        branch="refs/convert/parquet",
     )
     assert prompts(quac.QuAC()) == prompts(local)
+    assert online_hub.requests("/api/datasets/allenai/quac/revision/refs/convert/parquet")
+
+
+QUAC_SCRIPT_ONLY: dict[str, Path | bytes] = {
+    "quac.py": b"# the dataset's loading script\n",
+    "README.md": b"---\nlicense: mit\n---\n",
+}
 
 
 def test_quac_says_when_the_hub_has_no_parquet(online_hub: Hub) -> None:
-    """A dataset kept as a loading script has no parquet files: one line saying what to pass."""
-    online_hub.add_dataset("allenai/quac", {"quac.py": b"# the dataset's loading script\n"})
+    """A dataset kept as a loading script, with no conversion branch either, has no parquet
+    files: one line saying what to pass."""
+    online_hub.add_dataset("allenai/quac", QUAC_SCRIPT_ONLY)
     with pytest.raises(UsageError) as error:
         quac.QuAC().items()
     message = str(error.value)
     assert "allenai/quac has no parquet files" in message and "val_v0.2.json" in message
+    assert "on its main branch or on refs/convert/parquet" in message
     assert "\n" not in message
 
 

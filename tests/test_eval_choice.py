@@ -309,9 +309,10 @@ def gpqa_csv(rows: list[Row]) -> bytes:
     return out.getvalue().encode()
 
 
-def parquet(rows: list[Row]) -> bytes:
+def parquet(rows: list[Row], schema: pa.Schema | None = None) -> bytes:
+    """Rows as one parquet file; with a schema, its columns of the types the Hub's are."""
     out = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), out)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out)
     return out.getvalue()
 
 
@@ -535,17 +536,20 @@ def test_the_release_files_give_the_items_of_the_hub_layout(tmp_path: Path) -> N
     assert first.endswith("\nQuestion: has the uk been hit by a hurricane?\nAnswer:")
 
 
+def google_boolq(row: Row) -> Row:
+    """A SuperGLUE row as google/boolq keeps it: a boolean `answer`, the passage without its
+    title."""
+    return {
+        "question": row["question"],
+        "answer": bool(row["label"]),
+        "passage": row["passage"].split(" -- ", 1)[1],
+    }
+
+
 def test_google_boolq_answers_are_mapped_to_superglue_labels(tmp_path: Path) -> None:
     """google/boolq's rows (a boolean `answer`, no title): the label is int(answer), and the
     passage is the bare passage, there being no title to join to it."""
-    rows = [
-        {
-            "question": r["question"],
-            "answer": bool(r["label"]),
-            "passage": r["passage"].split(" -- ", 1)[1],
-        }
-        for r in BOOLQ_SUPERGLUE
-    ]
+    rows = [google_boolq(r) for r in BOOLQ_SUPERGLUE]
     write_jsonl(tmp_path / "boolq" / "validation.jsonl", rows)
     items = BoolQ(0, None, tmp_path).items()
     assert [i.data["gold"] for i in items] == [1, 0]
@@ -720,6 +724,132 @@ def test_arc_from_the_hub_then_offline(
     monkeypatch.setattr(hf_constants(), "HF_HUB_OFFLINE", True)
     assert [i.data for i in ArcChallenge(1).items()] == items
     assert online_hub.requests() == [], "offline: the cache alone"
+
+
+# The Hub's layout of each dataset, as its pages show it (docs/eval.md names them): the
+# split's file on the main branch, or, for a dataset whose main branch holds only its
+# loading script, in the Hub's conversion (refs/convert/parquet); the columns typed as the
+# dataset's features declare them (a string `answer` in Winogrande, a boolean one in
+# google/boolq, HellaSwag's `label` a string, TruthfulQA's labels int32).
+TARGETS = pa.struct([("choices", pa.list_(pa.string())), ("labels", pa.list_(pa.int32()))])
+LETTERED = pa.struct([("label", pa.list_(pa.string())), ("text", pa.list_(pa.string()))])
+SCHEMAS = {
+    "commonsense_qa": pa.schema(
+        [
+            ("id", pa.string()),
+            ("question", pa.string()),
+            ("question_concept", pa.string()),
+            ("choices", LETTERED),
+            ("answerKey", pa.string()),
+        ]
+    ),
+    "winogrande": pa.schema(
+        [(f, pa.string()) for f in ("sentence", "option1", "option2", "answer")]
+    ),
+    "boolq": pa.schema(
+        [("question", pa.string()), ("answer", pa.bool_()), ("passage", pa.string())]
+    ),
+    "hellaswag": pa.schema(
+        [
+            ("ind", pa.int32()),
+            *[(f, pa.string()) for f in ("activity_label", "ctx_a", "ctx_b", "ctx")],
+            ("endings", pa.list_(pa.string())),
+            *[(f, pa.string()) for f in ("source_id", "split", "split_type", "label")],
+        ]
+    ),
+    "truthfulqa_mc2": pa.schema(
+        [("question", pa.string()), ("mc1_targets", TARGETS), ("mc2_targets", TARGETS)]
+    ),
+}
+SCRIPT_ONLY: dict[str, Path | bytes] = {
+    "hellaswag.py": b"# the dataset's loading script\n",
+    "README.md": b"---\n---\n",
+}
+
+
+@dataclass
+class HubLayout:
+    task: type[ChoiceTask]
+    repo: str
+    splits: dict[str, tuple[str, list[Row]]]  # split: (its file, its rows)
+    shots: int = 1
+    converted: bool = False  # main holds the loading script; the rows are on the conversion
+
+
+HUB_LAYOUTS = [
+    HubLayout(
+        CommonsenseQA,
+        "tau/commonsense_qa",
+        {
+            "validation": ("data/validation-00000-of-00001.parquet", [CSQA_PAPER, CSQA_CARD]),
+            "train": ("data/train-00000-of-00001.parquet", [CSQA_CARD]),
+        },
+    ),
+    HubLayout(
+        Winogrande,
+        "allenai/winogrande",
+        {
+            "validation": ("winogrande_xl/validation-00000-of-00001.parquet", WINOGRANDE),
+            "train": ("winogrande_xl/train-00000-of-00001.parquet", [WINOGRAD]),
+        },
+    ),
+    HubLayout(
+        BoolQ,
+        "google/boolq",
+        {
+            "validation": (
+                "data/validation-00000-of-00001.parquet",
+                [google_boolq(r) for r in BOOLQ_SUPERGLUE],
+            ),
+            "train": ("data/train-00000-of-00001.parquet", [google_boolq(BOOLQ_TRAIN)]),
+        },
+    ),
+    HubLayout(
+        HellaSwag,
+        "Rowan/hellaswag",
+        {
+            "validation": ("default/validation/0000.parquet", HELLASWAG[1:]),
+            "train": ("default/train/0000.parquet", HELLASWAG[:1]),
+        },
+        converted=True,
+    ),
+    HubLayout(
+        TruthfulQAMC2,
+        "truthfulqa/truthful_qa",
+        {"validation": ("multiple_choice/validation-00000-of-00001.parquet", TRUTHFULQA)},
+        shots=0,
+    ),
+]
+
+
+@pytest.mark.parametrize("layout", HUB_LAYOUTS, ids=[h.task.name for h in HUB_LAYOUTS])
+def test_each_dataset_from_the_hub_in_its_layout(
+    layout: HubLayout, online_hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served in its Hub layout, with its columns' types, each dataset gives the items the
+    same rows give from a folder; HellaSwag, whose main branch holds only its loading
+    script, from the Hub's conversion, and again offline from the cache."""
+    schema = SCHEMAS[layout.task.name]
+    files: dict[str, Path | bytes] = {n: parquet(r, schema) for n, r in layout.splits.values()}
+    if layout.converted:
+        online_hub.add_dataset(layout.repo, SCRIPT_ONLY)
+        online_hub.add_dataset(layout.repo, files, branch="refs/convert/parquet")
+    else:
+        online_hub.add_dataset(layout.repo, {**files, "README.md": b"---\n---\n"})
+    items = [i.data for i in layout.task(layout.shots).items()]
+    for split, (_, rows) in layout.splits.items():
+        write_jsonl(tmp_path / "local" / f"{split}.jsonl", rows)
+    assert items == [i.data for i in layout.task(layout.shots, None, tmp_path / "local").items()]
+    assert len(items) == len(layout.splits["validation"][1])
+    fetched = {p.rsplit("/", 1)[-1] for _, p, _ in online_hub.requests("/resolve/")}
+    assert fetched == {n.rsplit("/", 1)[-1] for n, _ in layout.splits.values()}
+    asked = online_hub.requests(f"/api/datasets/{layout.repo}/revision/refs/convert/parquet")
+    assert bool(asked) == layout.converted, "the conversion is asked when main has no split"
+    if layout.converted:
+        online_hub.log.clear()
+        monkeypatch.setattr(hf_constants(), "HF_HUB_OFFLINE", True)
+        assert [i.data for i in layout.task(layout.shots).items()] == items
+        assert online_hub.requests() == [], "offline: the cache alone"
 
 
 def test_gpqa_gated_then_granted(

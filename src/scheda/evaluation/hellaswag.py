@@ -9,7 +9,9 @@ The exemplars are train's first rows (10 by default, as the Open LLM Leaderboard
 
 Data: `Rowan/hellaswag` on the Hub, or in a folder the original release's
 hellaswag_val.jsonl and hellaswag_train.jsonl (the Hub's rows have the same fields:
-activity_label, ctx_a, ctx_b, endings, label).
+activity_label, ctx_a, ctx_b, endings, and label, a string). The dataset's main branch
+holds only its loading script, so from the Hub the rows are the Hub's own conversion
+(refs/convert/parquet, default/SPLIT/0000.parquet; see docs/eval.md).
 """
 
 from __future__ import annotations

@@ -19,9 +19,11 @@ questions where the annotators disagree (human F1 below 0.4); neither is done
 here.
 
 Data: `--data DIR` with QuAC's original `val_v0.2.json` (and `train_v0.2.json`
-for the shot), or the Hub's parquet files of `allenai/quac` in its schema
-(dialogue_id, wikipedia_page_title, background, section_title, context,
-turn_ids, questions, answers, orig_answers) where the Hub has them.
+for the shot), or `allenai/quac` from the Hub in its schema (dialogue_id,
+wikipedia_page_title, background, section_title, context, turn_ids, questions,
+answers and orig_answers, each {texts, answer_starts}). Its main branch holds
+only its loading script, so the rows are the Hub's own conversion
+(refs/convert/parquet, plain_text/SPLIT/0000.parquet; see docs/eval.md).
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@ the Hugging Face Hub, downloaded once with `huggingface_hub` into its standard
 cache (HF_HOME) and found there offline afterwards. The Hub keeps a dataset as
 parquet files under its configs (`CONFIG/SPLIT-00000-of-00001.parquet`, or
 `data/SPLIT-...` for a dataset with one config); those are what is fetched,
-and only those of the split the task scores. A dataset kept as other files (GPQA's
-CSV) has the one it needs fetched by name (`hub_file`), into the same cache.
+and only those of the split the task scores. A dataset whose main branch holds
+only a loading script (Rowan/hellaswag, allenai/quac) has its parquet files in
+the Hub's own conversion, the `refs/convert/parquet` branch
+(`CONFIG/SPLIT/0000.parquet`): that branch is asked when main has none. A
+dataset kept as other files (GPQA's CSV) has the one it needs fetched by name
+(`hub_file`), into the same cache.
 
 Every failure is one line that says what to do: the folder that lacks the
 files, the gated dataset and the token that was (or was not) sent, the Hub
@@ -17,7 +21,8 @@ out of reach with nothing in the cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +31,8 @@ from scheda.errors import UsageError, install_hint
 
 Row = dict[str, Any]
 T = TypeVar("T")
+# The branch where the Hub keeps its own parquet conversion of a dataset.
+CONVERTED = "refs/convert/parquet"
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class Source:
 
     def patterns(self) -> list[str]:
         """The split's parquet files in the Hub's layouts: a config's folder, the one config's
-        data/ folder, and the Hub's own conversion (CONFIG/SPLIT/NNNN.parquet)."""
+        data/ folder, and the Hub's own conversion (CONFIG/SPLIT/NNNN.parquet, on CONVERTED)."""
         config = self.config or "default"
         return [
             f"{config}/{self.split}-*.parquet",
@@ -108,20 +115,20 @@ def parquet_rows(paths: list[Path]) -> list[Row]:
 
 
 def hub_rows(source: Source) -> list[Row]:
-    """The split's rows from the Hub's parquet files, via the local cache when it has them."""
-    import fnmatch
+    """The split's rows from the Hub's parquet files, via the local cache when it has them:
+    the main branch's, else the Hub's conversion's (a dataset kept as a loading script)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, RevisionNotFoundError
 
-    folder = _snapshot(source)
-    patterns = source.patterns()
-    paths = [
-        p
-        for p in folder.rglob("*.parquet")
-        if any(fnmatch.fnmatch(p.relative_to(folder).as_posix(), pat) for pat in patterns)
-    ]
+    # Offline, main is missing from the cache when it had no files for the split (nothing was
+    # kept): the conversion is looked up before saying the cache has none.
+    paths = _split_files(source, None, LocalEntryNotFoundError) or _split_files(
+        source, CONVERTED, RevisionNotFoundError
+    )
     if not paths:
         raise UsageError(
             f"{source.task}: {source.repo} has no parquet files for the {source.split} split "
-            f"({', '.join(patterns)}); use {source.folder_hint}"
+            f"({', '.join(source.patterns())}), on its main branch or on {CONVERTED}; "
+            f"use {source.folder_hint}"
         )
     rows = parquet_rows(paths)
     if not rows:
@@ -129,39 +136,81 @@ def hub_rows(source: Source) -> list[Row]:
     return rows
 
 
+def _split_files(source: Source, revision: str | None, missing: type[Exception]) -> list[Path]:
+    """The split's parquet files at a revision of the dataset (None: main); none where the
+    client raises `missing` (that revision does not exist, or is not in the cache)."""
+    import fnmatch
+
+    folder = _snapshot(source, revision, missing)
+    if folder is None:
+        return []
+    patterns = source.patterns()
+    return [
+        p
+        for p in folder.rglob("*.parquet")
+        if any(fnmatch.fnmatch(p.relative_to(folder).as_posix(), pat) for pat in patterns)
+    ]
+
+
 def hub_file(source: Source, filename: str) -> Path:
     """One file of the dataset's repository (GPQA keeps its splits as CSV files, not parquet),
     from the cache when it is there, downloaded the first time."""
     from huggingface_hub import constants, hf_hub_download
 
-    return _fetched(
-        source,
-        lambda: hf_hub_download(
-            source.repo,
-            filename,
-            repo_type="dataset",
-            local_files_only=constants.HF_HUB_OFFLINE,
-        ),
+    return Path(
+        _fetched(
+            source,
+            lambda: hf_hub_download(
+                source.repo,
+                filename,
+                repo_type="dataset",
+                local_files_only=constants.HF_HUB_OFFLINE,
+            ),
+        )
     )
 
 
-def _snapshot(source: Source) -> Path:
-    """The dataset's split files in the Hugging Face cache, downloaded the first time."""
+def _snapshot(source: Source, revision: str | None, missing: type[Exception]) -> Path | None:
+    """The dataset's split files at the revision, in the Hugging Face cache (downloaded the
+    first time); None where the client raises `missing`."""
     from huggingface_hub import constants, snapshot_download
 
-    return _fetched(
-        source,
-        lambda: snapshot_download(
-            source.repo,
-            repo_type="dataset",
-            allow_patterns=source.patterns(),
-            local_files_only=constants.HF_HUB_OFFLINE,
-        ),
-    )
+    def fetch() -> str | None:
+        try:
+            with _quiet_snapshot():
+                return snapshot_download(
+                    source.repo,
+                    repo_type="dataset",
+                    revision=revision,
+                    allow_patterns=source.patterns(),
+                    local_files_only=constants.HF_HUB_OFFLINE,
+                )
+        except missing:
+            return None
+
+    found = _fetched(source, fetch)
+    return None if found is None else Path(found)
 
 
-def _fetched(source: Source, fetch: Callable[[], str]) -> Path:
-    """What `fetch` put in the cache; its failures each one line that says what to do."""
+@contextmanager
+def _quiet_snapshot() -> Iterator[None]:
+    """The client's "No files matched" warning held back: main without the split is how a
+    dataset kept as a loading script looks, and its conversion is asked next; the warning
+    would be a stray line in the command's output."""
+    import logging
+
+    log = logging.getLogger("huggingface_hub._snapshot_download")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _fetched(source: Source, fetch: Callable[[], T]) -> T:
+    """What `fetch` gives (a path in the cache); its failures each one line that says what
+    to do."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -172,7 +221,7 @@ def _fetched(source: Source, fetch: Callable[[], str]) -> Path:
 
     nowhere = f"{source.task}: no data here: pass {source.where}"
     try:
-        return Path(fetch())
+        return fetch()
     except GatedRepoError:
         raise UsageError(_gated(source)) from None
     except RepositoryNotFoundError:
