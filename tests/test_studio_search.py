@@ -75,6 +75,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The app over the embedded model on loopback, in this process: it reads the Hub the
     test's `online_hub` points huggingface_hub at."""
     folder = tmp_path_factory.mktemp("hub-search")
+    with pytest.MonkeyPatch.context() as env:
+        # The figures read the data folder's stores (eval runs, comparisons): this one's.
+        env.setenv("SCHEDA_DATA_DIR", str(folder))
+        yield from _serving(folder)
+
+
+def _serving(folder: Path) -> Iterator[Served]:
     pool = build_pool(["default"])
     stores = (
         SessionStore(folder / "sessions.sqlite3"),
@@ -295,13 +302,20 @@ def test_the_model_tab_searches_opens_a_row_and_pulls_it(
     if _figures_installed():  # the model-index's MMLU, declared, its source under the table
         declared = first.locator("[data-testid='hub-figure'][data-kind='declared']")
         expect(declared).to_contain_text("MMLU")
-        expect(declared).to_contain_text("30.1%")
+        expect(declared).to_contain_text("30.1")
         expect(declared.locator(".hub-kind")).to_have_text("declared")
         source = declared.get_attribute("title") or ""
         assert source.startswith("declared: ") and "model-index" in source
         expect(page.locator("#hub-search-sources li").first).to_be_visible()
         sources = page.locator("#hub-search-sources li").all_inner_texts()
         assert source.removeprefix("declared: ") in sources
+        # Every figure shows its kind, and its source by number under the table.
+        for chip in page.locator("[data-testid='hub-figure']").all():
+            kind = chip.get_attribute("data-kind")
+            assert kind in ("published", "declared", "measured", "predicted")
+            assert chip.locator(".hub-kind").inner_text() == kind
+            number = int(chip.locator("sup").inner_text())
+            assert chip.get_attribute("title") == f"{kind}: {sources[number - 1]}"
     else:
         expect(page.locator("#hub-search-sources")).to_have_text(
             "No figure of quality or speed is known for these repositories."

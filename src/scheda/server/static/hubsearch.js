@@ -180,14 +180,12 @@ function resultRow(row, rank, columns, sources, answer, on) {
     row.gated ? "gated" : null,
   ].filter(Boolean);
   if (facts.length) what.append(el("div", "muted", facts.join(" · ")));
-  tr.append(
-    el("td", "num", String(rank)),
-    what,
-    el("td", "num", shortCount(row.downloads)),
-    el("td", "num", shortCount(row.likes)),
-    el("td", `hub-search-fit ${tr.className}`, fitText(row)),
-    ...columns.map(([, pick]) => figureCell(pick(row), sources)),
-  );
+  const fit = el("td", `hub-search-fit ${tr.className}`, fitText(row));
+  tr.append(el("td", "num", String(rank)), what, el("td", "num", shortCount(row.downloads)));
+  tr.append(el("td", "num", shortCount(row.likes)), fit);
+  // A row that could not be read has no figures: its reason takes their room, on one line.
+  if (row.error) fit.colSpan = 1 + columns.length;
+  else tr.append(...columns.map(([, pick]) => figureCell(pick(row), sources)));
   // A row that could not be read has no card to open: its reason is the row.
   if (row.error) open.disabled = true;
   else {
@@ -252,11 +250,9 @@ function figureChip(figure, sources) {
   chip.title = `${figure.kind}: ${figure.source}`;
   const kind = el("span", "hub-kind", figure.kind);
   kind.title = KINDS[figure.kind] || "a kind this studio does not know";
-  chip.append(
-    el("span", "", `${figure.name} ${figureNumber(figure.value)}${unit} `),
-    kind,
-    el("sup", "", String(n)),
-  );
+  const mark = el("span", "hub-mark"); // the kind and the source's number, never apart
+  mark.append(kind, el("sup", "", String(n)));
+  chip.append(`${figure.name} ${figureNumber(figure.value)}${unit} `, mark);
   return chip;
 }
 
@@ -275,7 +271,7 @@ function legend(answer, sources) {
       "",
       Object.entries(KINDS)
         .filter(([kind]) => kinds.has(kind))
-        .map(([kind, meaning]) => `${kind}: ${meaning}`)
+        .map(([, meaning]) => meaning)
         .join(" · "),
     ),
   );
