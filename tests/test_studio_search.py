@@ -204,23 +204,29 @@ def test_a_client_that_leaves_stops_the_search(
     names = [f"{LEAVING}/Model-{i:02d}-GGUF" for i in range(24)]
     for name in names:
         search_hub.add(name, {Q4: smollm_path})
-    search_hub.add(f"{LEAVING}/warm-up", {Q4: smollm_path})  # the file's digests computed once
-    search_hub.delay_s = 0.25
+    try:
+        _leave_then_ask_again(search_hub, served, names)
+    finally:
+        for name in names:
+            search_hub.repos.pop(name, None)
+
+
+def _leave_then_ask_again(hub: Hub, served: Served, names: list[str]) -> None:
+    hub.delay_s = 0.25
     connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
-    query = urllib.parse.urlencode({"q": f"{LEAVING}/Model", "limit": 24})
-    connection.request(
-        "GET", f"/api/hub/search?{query}", headers={"Authorization": f"Bearer {KEY}"}
-    )
-    assert wait_for(lambda: len(_listed(search_hub)) > 0, within=30), "no repository was read"
+    query = urllib.parse.urlencode({"q": f"{LEAVING}/Model", "limit": len(names)})
+    headers = {"Authorization": f"Bearer {KEY}"}
+    connection.request("GET", f"/api/hub/search?{query}", headers=headers)
+    assert wait_for(lambda: len(_listed(hub)) > 0, within=30), "no repository was read"
     connection.close()  # the client leaves mid-search
-    _quiet(search_hub)
-    read_before = _listed(search_hub)
+    _quiet(hub)
+    read_before = _listed(hub)
     assert 0 < len(read_before) <= rows.WORKERS, read_before  # the batch in flight, no more
-    search_hub.delay_s = 0.0
-    search_hub.log.clear()
+    hub.delay_s = 0.0
+    hub.log.clear()
     answer = served.ok(f"/api/hub/search?{query}")
     assert sorted(r["repo"] for r in answer["rows"]) == names
-    assert _listed(search_hub) == set(names) - read_before  # what the first one read was kept
+    assert _listed(hub) == set(names) - read_before  # what the first one read was kept
     assert {r["repo"] for r in answer["rows"] if r["origin"] == "cache"} == read_before
 
 
