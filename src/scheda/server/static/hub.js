@@ -40,7 +40,7 @@ export function wireHub({ onPulled }) {
 
 /** A search row's repository: its card with the file the search chose, judged on the
  * search's target ({gpu}, {memory} or {} for this host, and its name) at its context. */
-export function openRepository({ repo, file, target, context }) {
+function openRepository({ repo, file, target, context }) {
   $("hub-repo").value = repo;
   view.file = file;
   view.context = context;
