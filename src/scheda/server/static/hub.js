@@ -6,13 +6,18 @@
 // device picked. Pull (POST /api/hub/pull, `scheda pull`) streams its progress as
 // server-sent events; a model that will not fit is refused with what would (409),
 // and "Pull anyway" forces it. A pulled model joins the served ones and the pickers.
+// A row of the Hub's search (hubsearch.js) opens here: its repository's card, the file
+// the search chose, at the search's context, with verdicts on the search's target.
 
 import { api, postEvents } from "./api.js";
 import { $, el, report } from "./dom.js";
 import { duration, number, size } from "./format.js";
+import { fillSearchTargets, wireHubSearch } from "./hubsearch.js";
 
 const view = {
   card: null, // the last GET /api/hub/card answer
+  file: null, // the file whose header the card reads (a search row's best file), or the default
+  context: null, // the context of the verdicts (a search's), or the engines' default
   pulling: null, // {controller} while a pull streams
   onPulled: null, // (model) => Promise: the studio refreshes its pickers
 };
@@ -22,12 +27,48 @@ export function wireHub({ onPulled }) {
   view.onPulled = onPulled;
   $("hub-form").addEventListener("submit", (event) => {
     event.preventDefault();
+    view.file = null; // a repository typed in: its default file, at the default context
+    view.context = null;
     look();
   });
   $("hub-gpu").addEventListener("change", () => {
     if (view.card) look();
   });
   $("hub-stop").addEventListener("click", () => view.pulling?.controller.abort());
+  wireHubSearch({ onOpen: openRepository });
+}
+
+/** A search row's repository: its card with the file the search chose, judged on the
+ * search's target ({gpu}, {memory} or {} for this host, and its name) at its context. */
+function openRepository({ repo, file, target, context }) {
+  $("hub-repo").value = repo;
+  view.file = file;
+  view.context = context;
+  selectDevice(target);
+  look().then(() => $("hub-form").scrollIntoView({ block: "start" }));
+}
+
+/** The verdicts' device picker set to a search's target; a budget in GB joins it. */
+function selectDevice(target) {
+  const picker = $("hub-gpu");
+  if (target.memory == null) {
+    picker.value = target.gpu || "host";
+    return;
+  }
+  const value = `memory:${target.memory}`;
+  if (![...picker.options].some((o) => o.value === value)) {
+    const option = el("option", "", `and ${target.name}`);
+    option.value = value;
+    picker.append(option);
+  }
+  picker.value = value;
+}
+
+/** The device picked, as the routes take it: {gpu}, {memory} (a search's budget) or {}. */
+function device() {
+  const value = $("hub-gpu").value;
+  if (value.startsWith("memory:")) return { memory: Number(value.slice("memory:".length)) };
+  return value && value !== "host" ? { gpu: value } : {};
 }
 
 /** The devices a verdict may be for: this host first (GET /api/gpus lists it last). */
@@ -48,6 +89,7 @@ export async function loadHubDevices() {
       return option;
     }),
   );
+  fillSearchTargets(gpus);
 }
 
 function note(text, error = false) {
@@ -61,8 +103,9 @@ async function look() {
   const repo = $("hub-repo").value.trim();
   if (!repo) return;
   const query = new URLSearchParams({ repo });
-  const gpu = $("hub-gpu").value;
-  if (gpu && gpu !== "host") query.set("gpu", gpu);
+  for (const [key, value] of Object.entries(device())) query.set(key, String(value));
+  if (view.file) query.set("file", view.file);
+  if (view.context) query.set("context", String(view.context));
   $("hub-look").disabled = true;
   note(`Reading ${repo} on the Hub…`);
   try {
@@ -144,9 +187,8 @@ async function startPull(repo, file, force) {
   if (view.pulling) return;
   const controller = new AbortController();
   view.pulling = { controller };
-  const body = { repo, file, force };
-  const gpu = $("hub-gpu").value;
-  if (gpu && gpu !== "host") body.gpu = gpu;
+  const body = { repo, file, force, ...device() };
+  if (view.context) body.context = view.context;
   for (const button of document.querySelectorAll("#hub-files button")) button.disabled = true;
   $("hub-progress").hidden = false;
   $("hub-stop").hidden = false;
