@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -142,13 +143,28 @@ class Row:
 Progress = Callable[[int, int, str], None]  # (done, total, the repository just read)
 
 
-def read_all(found: list[Found], on_read: Progress | None = None) -> list[cache.Read]:
+class Stopped(Exception):
+    """The search was stopped (its client left): the reads in flight ended, no more began."""
+
+
+def read_all(
+    found: list[Found], on_read: Progress | None = None, stop: threading.Event | None = None
+) -> list[cache.Read]:
     """Each repository's read, in the order found: the cache's where it holds the commit,
-    else read now, `WORKERS` at once."""
+    else read now, `WORKERS` at once. Once `stop` is set no further read begins (those in
+    flight end and are remembered by the cache) and `Stopped` is raised."""
     reads: list[cache.Read | None] = [None] * len(found)
+
+    def read(one: Found) -> cache.Read | None:
+        # Checked as each read begins: a worker freed after the stop starts nothing more.
+        return None if stop is not None and stop.is_set() else read_one(one)
+
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="search") as pool:
-        futures = {pool.submit(read_one, f): i for i, f in enumerate(found)}
+        futures = {pool.submit(read, f): i for i, f in enumerate(found)}
         for done, future in enumerate(as_completed(futures), 1):
+            if stop is not None and stop.is_set():
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise Stopped
             i = futures[future]
             reads[i] = future.result()
             if on_read is not None:
@@ -399,14 +415,18 @@ def search(
     limit: int = 20,
     fits_only: bool = False,
     on_read: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> SearchResult:
     """`scheda search`: the repositories the Hub (or offline the cache) names for the query,
     each read concurrently or from the cache, ranked best first on the target;
-    `fits_only` leaves out what does not fit."""
+    `fits_only` leaves out what does not fit; `stop` (the studio's client left) ends it
+    with `Stopped` as soon as the reads in flight end."""
     from scheda.search.hub_search import search as find
 
+    if stop is not None and stop.is_set():
+        raise Stopped
     answer = find(query, sort, limit)
-    reads = read_all(answer.found, on_read)
+    reads = read_all(answer.found, on_read, stop)
     made = [make_row(f, r, target, context) for f, r in zip(answer.found, reads, strict=True)]
     rows = rank(made)
     shown = [r for r in rows if r.fits] if fits_only else rows

@@ -15,8 +15,8 @@ it, and a pull.
 
 A search is one answer, not a stream: its repositories are read eight at once
 and kept by commit, so it takes seconds cold and a tenth of one warm. A client
-that leaves stops it after the batch of reads in flight (what was read is kept:
-asking again answers from the cache). A model that will not fit the device is
+that leaves stops it: the reads in flight end, no more begin (what was read is
+kept: asking again answers from the cache). A model that will not fit the device is
 refused before the pull's stream starts (409, with what would fit instead),
 unless `force`. A client that leaves mid-download stops it; the bytes so far
 stay in the cache, and the next pull continues them.
@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -46,9 +47,8 @@ from scheda.formulas.fit_report import file_fits
 from scheda.formulas.hardware import Device
 from scheda.readers.hub import parse_ref
 from scheda.resolve import resolve
-from scheda.search import cache, rows
+from scheda.search import rows
 from scheda.search.hub_search import MAX_LIMIT
-from scheda.search.hub_search import search as find
 from scheda.server.errors import error_body, sse
 from scheda.server.openapi import answers
 from scheda.server.pool import ModelPool, served_model
@@ -92,10 +92,6 @@ SEARCHES = 4  # searches read at once (each reads `rows.WORKERS` repositories at
 _SEARCHES = ThreadPoolExecutor(max_workers=SEARCHES, thread_name_prefix="hub-search")
 
 
-class _Left(Exception):
-    """The search's client left: the reads stop after the batch in flight."""
-
-
 @router.get("/search", responses=answers(400, 502), response_model=None)
 async def search_hub(
     request: Request,
@@ -112,9 +108,10 @@ async def search_hub(
     watcher = asyncio.ensure_future(_hang_up(request, stop))
     try:
         result = await asyncio.get_running_loop().run_in_executor(
-            _SEARCHES, _search, q, target, context, sort, limit, fits, stop
+            _SEARCHES,
+            partial(rows.search, q, target, context, sort, limit, fits, stop=stop),
         )
-    except _Left:
+    except rows.Stopped:
         return Response(status_code=204)  # to nobody: the client is gone
     finally:
         stop.set()  # also when the request itself is cancelled (a stopping server)
@@ -128,34 +125,6 @@ async def _hang_up(request: Request, stop: threading.Event) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
     stop.set()
-
-
-def _search(
-    query: str,
-    target: Device,
-    context: int | None,
-    sort: str,
-    limit: int,
-    fits_only: bool,
-    stop: threading.Event,
-) -> rows.SearchResult:
-    """`rows.search`, its reads made a batch of `rows.WORKERS` at a time so that `stop` ends
-    them at the next batch: `rows.read_all` waits for every read it was given. The same
-    steps, so the same rows as `scheda search --json` (tests/test_studio_search.py checks)."""
-    if stop.is_set():  # it waited for its turn (`SEARCHES`), and its client left meanwhile
-        raise _Left
-    answer = find(query, sort, limit)
-    reads: list[cache.Read] = []
-    for start in range(0, len(answer.found), rows.WORKERS):
-        if stop.is_set():
-            raise _Left
-        reads += rows.read_all(answer.found[start : start + rows.WORKERS])
-    made = [rows.make_row(f, r, target, context) for f, r in zip(answer.found, reads, strict=True)]
-    ranked = rows.rank(made)
-    shown = [r for r in ranked if r.fits] if fits_only else ranked
-    return rows.SearchResult(
-        query, target, context, sort, answer.offline, answer.note, shown, len(ranked) - len(shown)
-    )
 
 
 # -- a repository's card, and its pull --------------------------------------------------------
