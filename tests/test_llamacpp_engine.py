@@ -82,9 +82,10 @@ def test_more_samples_than_slots_is_an_error(engine: LlamaCppEngine) -> None:
 
 
 def test_a_stop_sequence_ends_the_text_before_it(engine: LlamaCppEngine) -> None:
-    result = engine.generate(PROMPT, greedy(40, stop=["."]))
+    result = engine.generate(PROMPT, greedy(40, stop=["!", "."]))
     assert result.text == " Paris"
-    assert result.finish_reason == "stop"
+    assert result.finish_reason == "stop" and result.samples[0].stop_sequence == "."
+    assert result.prompt_tokens > 0  # the stream ended at the stop, before llama.cpp's usage
 
 
 def test_streamed_pieces_add_up_to_the_text(engine: LlamaCppEngine) -> None:

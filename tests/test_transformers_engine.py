@@ -130,7 +130,7 @@ def test_a_stop_string_cuts_the_text(tiny: TransformersEngine) -> None:
         if "\ufffd" not in text[i : i + 2] and text[i : i + 2].strip()
     )
     result = tiny.generate(PROMPT, Sampling(temperature=0, max_tokens=12, stop=[stop]))
-    assert result.finish_reason == "stop"
+    assert result.finish_reason == "stop" and result.samples[0].stop_sequence == stop
     assert result.text == text[: text.find(stop)]
     assert result.completion_tokens < 12
 

@@ -8,7 +8,9 @@ chat, bench, the server, the evaluator) goes through this one interface.
 Streaming is a callback: `on_text(sample_index, text)` is called as text
 arrives. A chat may carry a `Guide` (tools, a response format, logit biases):
 an engine either honours each of its fields or refuses the request naming the
-field, never ignores one; the calls a model makes come back on the `Sample`.
+field, never ignores one; the calls a model makes come back on the `Sample`,
+and an engine that can stream them hands `on_call(sample_index, piece)` each
+call's start and then its argument text as the model writes it.
 Cancelling is an event: set it (from a signal handler, another thread or the
 callback's caller) and the engine stops at the next token,
 returning what it had with finish reason "cancelled". `stream()` turns the
@@ -70,6 +72,26 @@ class ToolCall:
 
 
 @dataclass
+class CallPiece:
+    """A piece of a tool call as the model writes it: the call's start (its `id` and `name`
+    set, maybe some arguments), then more of its arguments' JSON text. `index` is the call's
+    place among the sample's calls; the pieces of one call, joined, are its arguments."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+    @property
+    def starts(self) -> bool:
+        return bool(self.id)
+
+
+# (sample index, piece) -> None. Called from the thread that runs the generation.
+OnCall = Callable[[int, CallPiece], None]
+
+
+@dataclass
 class Sample:
     """One of the `n` answers to a request."""
 
@@ -77,7 +99,9 @@ class Sample:
     finish_reason: str  # "stop", "length", "tool_calls" or "cancelled"
     completion_tokens: int
     logprobs: list[TokenLogprob] | None = None
+    # Only calls written whole: one cut short (max_tokens, a cancel) is left out.
     tool_calls: list[ToolCall] = field(default_factory=list)
+    stop_sequence: str | None = None  # the stop string that ended it, when the engine knows
 
 
 @dataclass
@@ -204,9 +228,12 @@ class Engine(ABC):
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
         guide: Guide | None = None,
+        on_call: OnCall | None = None,
     ) -> Generation:
         """Answer a conversation, formatted by the model's own chat template; `guide`'s
-        tools, response format and logit biases honoured, or the request refused."""
+        tools, response format and logit biases honoured, or the request refused. An engine
+        that streams tool calls hands their pieces to `on_call` as they are written; one
+        that does not leaves it unused (the calls are on the samples either way)."""
 
     @abstractmethod
     def chat_prompt(self, messages: list[Message], guide: Guide | None = None) -> str:
@@ -336,3 +363,26 @@ def stopwatch() -> Callable[[], float]:
     """Seconds since the call, on a monotonic clock."""
     start = time.perf_counter()
     return lambda: time.perf_counter() - start
+
+
+def first_stop(text: str, stops: list[str]) -> tuple[int, str] | None:
+    """Where the earliest stop string in `text` begins, and which it is, as llama.cpp picks
+    it among several (the earliest; the first listed of two at one place)."""
+    found: tuple[int, str] | None = None
+    for stop in stops:
+        at = text.find(stop)
+        if at >= 0 and (found is None or at < found[0]):
+            found = (at, stop)
+    return found
+
+
+def held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters of `text` could be the start of a stop string: held
+    from the stream until the next text decides."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest

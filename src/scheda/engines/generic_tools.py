@@ -13,16 +13,27 @@ schema llama.cpp's own converter turns into a grammar (llguidance's). So a
 call is always well formed and names a declared tool with arguments that
 match its parameters, however small the model. For a template without tools,
 earlier calls and their results in the history are written as the same JSON,
-as llama.cpp's template polyfills wrote them.
+as llama.cpp's template polyfills wrote them. The answer is read as it is
+written (`Reader`): a client sees the reply's text and each call, streamed,
+never the JSON around them, and an answer cut short keeps its whole calls.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from scheda.engines.base import Generation, Guide, Message, OnText, ToolCall
+from scheda.engines.base import (
+    CallPiece,
+    Guide,
+    Message,
+    OnCall,
+    OnText,
+    Sample,
+    ToolCall,
+)
 
 # What the system prompt says, before the tools themselves.
 INSTRUCTIONS = {
@@ -148,40 +159,237 @@ def _loaded(arguments: str) -> Any:
         return arguments
 
 
-def read(generation: Generation, on_text: OnText | None) -> Generation:
-    """Each sample's JSON answer as tool calls or reply text; the reply is handed to
-    `on_text` now, as it was held back while the JSON was written. An answer cut short
-    (max_tokens, a cancel) stays the text it is."""
-    for index, sample in enumerate(generation.samples):
-        calls, reply = parse(sample.text)
-        if calls:
-            sample.tool_calls = calls
-            sample.text = ""
-            if sample.finish_reason == "stop":
-                sample.finish_reason = "tool_calls"
-        elif reply is not None:
-            sample.text = reply
-        if sample.text and on_text is not None:
-            on_text(index, sample.text)
-    return generation
+# What a JSON string's escapes stand for (`\uXXXX` is read apart).
+ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+SPACE = " \t\n\r"
 
 
-def parse(text: str) -> tuple[list[ToolCall], str | None]:
-    """(the calls, the reply) of a generic answer; nothing of either if it is not one."""
-    try:
-        answer = json.loads(text)
-    except ValueError:
-        return [], None
-    if not isinstance(answer, dict):
-        return [], None
-    if isinstance(answer.get("tool_calls"), list):
-        calls = [
-            ToolCall(new_call_id(), str(c["name"]), json.dumps(c.get("arguments", {})))
-            for c in answer["tool_calls"]
-            if isinstance(c, dict) and "name" in c
-        ]
-        return calls, None
-    if "response" in answer:
-        reply = answer["response"]
-        return [], reply if isinstance(reply, str) else json.dumps(reply, ensure_ascii=False)
-    return [], None
+@dataclass
+class _Call:
+    """A call being written: its name once whole, its arguments' JSON as written."""
+
+    name: str = ""
+    id: str = ""
+    arguments: str = ""
+    sent: int = -1  # characters of `arguments` handed on; -1: the call not yet announced
+    whole: bool = False  # its object closed
+
+
+@dataclass
+class _Frame:
+    """An object or array the scanner is inside, and what it expects next."""
+
+    bracket: str  # "{" or "["
+    role: str  # "top", "calls", "call" or "other"
+    expect: str  # "key", "colon", "value" or "next"
+    key: str = ""  # an object's current key
+
+
+class Reader:
+    """One sample's generic answer, read as the model writes it.
+
+    The answer is one JSON object, `{"tool_calls": [{"name", "arguments"}, ...]}` or
+    `{"response": ...}`. A scanner walks it a character at a time as text arrives and
+    hands on only what a client may see: the reply's text (a string decoded, other JSON as
+    written) to `on_text`, and each call to `on_call`, its start once its name is whole,
+    then its arguments' JSON text as written. The wrapper never goes out. A call counts
+    once its object has closed: an answer cut short (max_tokens, a cancel) keeps the calls
+    written whole and drops the one it cut. Text that is not such JSON (no grammar held
+    it) stays the text it is.
+    """
+
+    def __init__(self, index: int, on_text: OnText | None, on_call: OnCall | None) -> None:
+        self.index = index
+        self.on_text = on_text
+        self.on_call = on_call
+        self.raw = ""  # everything fed
+        self.stack: list[_Frame] = []
+        self.started = False  # the top object has begun
+        self.broken = False  # not a generic answer: the text is handed on as it is
+        self.calls: list[_Call] = []
+        self.reply = ""
+        self.reply_sent = 0
+        self.capture: str | None = None  # "arguments" or "reply": a value kept as written
+        self.capture_depth = 0
+        self.scalar = False  # inside a number, true, false or null
+        self.string: str | None = None  # inside a string: "key", "name", "reply" or "other"
+        self.escape = ""  # an escape sequence begun inside a string
+        self.decoded = ""  # a key or a name being read
+        self.high = ""  # a high surrogate waiting for its low half
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def feed(self, text: str) -> None:
+        self.raw += text
+        if self.broken:
+            return
+        for char in text:
+            self._step(char)
+            if self.broken:
+                return
+        self._hand_on()
+
+    def finish(self, sample: Sample) -> None:
+        """The sample as a client sees it: its calls written whole, or its reply's text."""
+        if self.broken:
+            sample.text = self.raw
+            if self.on_text is not None and self.reply_sent == 0 and not self.calls:
+                self.on_text(self.index, self.raw)
+            return
+        self._hand_on()
+        calls = [ToolCall(c.id, c.name, c.arguments) for c in self.calls if c.whole]
+        sample.text = "" if self.calls else self.reply
+        sample.tool_calls = calls
+        if calls and sample.finish_reason == "stop":
+            sample.finish_reason = "tool_calls"
+
+    def _hand_on(self) -> None:
+        """What the text fed so far adds for a client: reply text, call starts and arguments."""
+        if self.reply_sent < len(self.reply):
+            new, self.reply_sent = self.reply[self.reply_sent :], len(self.reply)
+            if self.on_text is not None:
+                self.on_text(self.index, new)
+        for at, call in enumerate(self.calls):
+            if not call.name:
+                continue  # announced once its name is whole
+            if call.sent < 0:
+                call.id = new_call_id()
+                piece = CallPiece(at, call.id, call.name, call.arguments)
+            elif call.sent < len(call.arguments):
+                piece = CallPiece(at, arguments=call.arguments[call.sent :])
+            else:
+                continue
+            call.sent = len(call.arguments)
+            if self.on_call is not None:
+                self.on_call(self.index, piece)
+
+    # -- the scanner -----------------------------------------------------------------------
+
+    def _step(self, char: str) -> None:
+        if self.scalar:
+            if char not in SPACE + ",}]":
+                self._keep(char)
+                return
+            self.scalar = False
+            self._value_done()
+        if self.string is not None:
+            self._keep(char)
+            self._string_char(char)
+            return
+        if char in SPACE:
+            self._keep(char)
+            return
+        if not self.stack:  # the answer's one object, or anything after it: not the format
+            if self.started or char != "{":
+                self.broken = True
+            else:
+                self._value(char, None)
+            return
+        frame = self.stack[-1]
+        closing = "}]"[frame.bracket == "["]
+        if frame.expect == "value" and not (frame.bracket == "[" and char == "]"):
+            self._value(char, frame)
+            return
+        self._keep(char)
+        if frame.expect == "key" and char == '"':
+            self.string, self.decoded = "key", ""
+        elif frame.expect == "colon" and char == ":":
+            frame.expect = "value"
+        elif frame.expect == "next" and char == ",":
+            frame.expect = "key" if frame.bracket == "{" else "value"
+        elif char == closing and frame.expect in ("key", "value", "next"):
+            self._close()
+        else:
+            self.broken = True
+
+    def _value(self, char: str, parent: _Frame | None) -> None:
+        """A value begins with `char`: what it is depends on where it is."""
+        role = self._role(parent)
+        if role == "arguments" or (role == "reply" and char != '"'):
+            self.capture, self.capture_depth = role, len(self.stack)
+        self._keep(char)
+        if char in "{[":
+            wanted = {"top": "{", "calls": "[", "call": "{"}
+            kept = role if wanted.get(role) == char else "other"
+            self.stack.append(_Frame(char, kept, "key" if char == "{" else "value"))
+            self.started = True
+            if kept == "call":
+                self.calls.append(_Call())
+        elif char == '"':
+            self.string = role if role in ("name", "reply") else "other"
+            self.decoded = ""
+        else:
+            self.scalar = True
+
+    def _role(self, parent: _Frame | None) -> str:
+        if parent is None:
+            return "top"
+        if parent.role == "top":
+            return {"tool_calls": "calls", "response": "reply"}.get(parent.key, "other")
+        if parent.role == "calls":
+            return "call"
+        if parent.role == "call" and parent.key in ("name", "arguments"):
+            return parent.key
+        return "other"
+
+    def _close(self) -> None:
+        frame = self.stack.pop()
+        if frame.role == "call":
+            self.calls[-1].whole = True
+        if self.stack:
+            self._value_done()
+
+    def _value_done(self) -> None:
+        """A value ended where the scanner is: its container expects a comma or its end."""
+        if self.capture is not None and len(self.stack) == self.capture_depth:
+            self.capture = None
+        self.stack[-1].expect = "next"
+
+    def _keep(self, char: str) -> None:
+        """A character of a value kept as written."""
+        if self.capture == "arguments":
+            self.calls[-1].arguments += char
+        elif self.capture == "reply":
+            self.reply += char
+
+    def _string_char(self, char: str) -> None:
+        if self.escape:
+            self.escape += char
+            if self.escape[1] == "u" and len(self.escape) < 6:
+                return
+            code, self.escape = self.escape, ""
+            if code[1] != "u":
+                self._decode(ESCAPES.get(code[1], ""))
+            elif all(c in "0123456789abcdefABCDEF" for c in code[2:]):
+                self._decode(chr(int(code[2:], 16)))
+            else:
+                self.broken = True
+        elif char == "\\":
+            self.escape = char
+        elif char == '"':
+            self._string_end()
+        else:
+            self._decode(char)
+
+    def _decode(self, char: str) -> None:
+        """A character of a key, a name or the reply; a surrogate pair joined."""
+        if "\ud800" <= char <= "\udbff":
+            self.high = char
+            return
+        if self.high:
+            pair = "\udc00" <= char <= "\udfff"
+            joined = chr(0x10000 + (ord(self.high) - 0xD800) * 0x400 + ord(char) - 0xDC00)
+            char, self.high = (joined if pair else "\ufffd" + char), ""
+        if self.string == "reply":
+            self.reply += char
+        elif self.string in ("key", "name"):
+            self.decoded += char
+
+    def _string_end(self) -> None:
+        role, self.string = self.string, None
+        if role == "key":
+            self.stack[-1].key, self.stack[-1].expect = self.decoded, "colon"
+            return
+        if role == "name":
+            self.calls[-1].name = self.decoded
+        self._value_done()

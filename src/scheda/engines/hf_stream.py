@@ -26,7 +26,15 @@ from typing import Any
 import torch
 import transformers
 
-from scheda.engines.base import Generation, OnText, Sample, Timings, TokenLogprob, stopwatch
+from scheda.engines.base import (
+    Generation,
+    OnText,
+    Sample,
+    Timings,
+    TokenLogprob,
+    held_back,
+    stopwatch,
+)
 from scheda.sampling import Sampling
 
 # A character is at most 4 UTF-8 bytes; byte-level tokenizers may split one over as many tokens.
@@ -46,6 +54,7 @@ class _Sample:
         self.sent = 0  # characters of `text` sent to the stream
         self.finish: str | None = None
         self.cut = False  # ended by a stop string
+        self.stop: str | None = None  # which
         self.logprobs: list[TokenLogprob] | None = None
 
     def new_text(self, decode: Decode, final: bool = False) -> str:
@@ -109,11 +118,11 @@ class Watch(transformers.StoppingCriteria):
         for stop in self.stops:
             at = sample.text.find(stop, max(0, sample.sent - len(stop) + 1))
             if 0 <= at < end:
-                end = at
+                end, sample.stop = at, stop
         if end < len(sample.text):  # a stop string: the text ends before it
             sample.text, sample.finish, sample.cut = sample.text[:end], "stop", True
         elif not final:
-            end -= _held_back(sample.text, self.stops)
+            end -= held_back(sample.text, self.stops)
         if end > sample.sent:
             new, sample.sent = sample.text[sample.sent : end], end
             if self.on_text is not None:
@@ -149,7 +158,8 @@ class Watch(transformers.StoppingCriteria):
                     sample.finish = "cancelled" if self.cancelled else "length"
         total = self.elapsed()
         samples = [
-            Sample(s.text, s.finish or "length", len(s.ids), s.logprobs) for s in self.samples
+            Sample(s.text, s.finish or "length", len(s.ids), s.logprobs, stop_sequence=s.stop)
+            for s in self.samples
         ]
         first = self.first_token_s
         decode_s = total - first
@@ -163,14 +173,3 @@ class Watch(transformers.StoppingCriteria):
             tokens_per_s=after_first / decode_s if after_first > 0 and decode_s > 0 else 0.0,
         )
         return Generation(samples, self.prompt_tokens, timings)
-
-
-def _held_back(text: str, stops: list[str]) -> int:
-    """How many trailing characters of `text` could be the start of a stop string."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest

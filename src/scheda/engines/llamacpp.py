@@ -9,7 +9,16 @@ binding does not expose (tokenization with pieces).
 Tools, response formats and logit biases go to llama.cpp as its server takes
 them (its template renders the tools, its parser reads the calls, its grammar
 holds a JSON schema). A template that knows no tools gets the generic format
-of generic_tools.py instead, held by the same grammar.
+of generic_tools.py instead, held by the same grammar. Calls stream either way:
+llama.cpp's parser sends their pieces, generic_tools' reader finds them in the
+JSON as it is written.
+
+A request takes its slots here before it reaches llama.cpp, and waits here
+when all are busy: llama.cpp's own queue would hold a request whose client has
+gone until a slot freed, then process its prompt, where this wait sees the
+cancel at once. Stop strings of a one-sample request are matched here too, on
+the text as it streams, as llama.cpp matches them: its answer does not say
+which one matched, and Anthropic's API reports it.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import secrets
 import threading
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +36,12 @@ from typing import Any
 from scheda import settings
 from scheda.engines import generic_tools
 from scheda.engines.base import (
+    CallPiece,
     Engine,
     Generation,
     Guide,
     Message,
+    OnCall,
     OnText,
     Sample,
     Timings,
@@ -38,6 +50,8 @@ from scheda.engines.base import (
     ToolCall,
     check_sampling,
     check_token_ids,
+    first_stop,
+    held_back,
     stopwatch,
 )
 from scheda.errors import EngineError, PromptTooLongError, RequestFieldError
@@ -46,6 +60,7 @@ from scheda.sampling import Sampling
 
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 60
+QUEUE_POLL_S = 0.05  # how often a request waiting for a slot looks at its cancel event
 
 
 class LlamaCppEngine(Engine):
@@ -96,6 +111,7 @@ class LlamaCppEngine(Engine):
         self.path = path
         self.context = context
         self.parallel = parallel
+        self._slots = _Slots(parallel)
         elapsed = stopwatch()
         try:
             self._server = xllamacpp.Server(params)
@@ -209,7 +225,7 @@ class LlamaCppEngine(Engine):
             body["max_tokens"] = self._room(
                 self.count_tokens(ids) if isinstance(ids, str) else len(ids)
             )
-        return self._run(self._server.handle_completions, body, on_text, cancel)
+        return self._run(self._server.handle_completions, body, sampling, on_text, cancel)
 
     def chat(
         self,
@@ -218,6 +234,7 @@ class LlamaCppEngine(Engine):
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
         guide: Guide | None = None,
+        on_call: OnCall | None = None,
     ) -> Generation:
         sampling = sampling or Sampling()
         guide = guide or Guide()
@@ -226,11 +243,15 @@ class LlamaCppEngine(Engine):
         if sampling.max_tokens <= 0:
             prompt = self.chat_prompt(messages, guide)  # its special tokens are in the text
             body["max_tokens"] = self._room(len(self.tokenize(prompt, add_special=False)))
+        handler = self._server.handle_chat_completions
         if not generic_tools.applies(guide, self.template_knows_tools):
-            return self._run(self._server.handle_chat_completions, body, on_text, cancel)
-        # The JSON is not the answer's text: its reply goes out once read.
-        generation = self._run(self._server.handle_chat_completions, body, None, cancel)
-        return generic_tools.read(generation, on_text)
+            return self._run(handler, body, sampling, on_text, cancel, on_call)
+        # The JSON is not the answer's text: a reader per sample hands on what it holds.
+        readers = [generic_tools.Reader(i, on_text, on_call) for i in range(sampling.n)]
+        generation = self._run(handler, body, sampling, lambda i, t: readers[i].feed(t), cancel)
+        for reader, sample in zip(readers, generation.samples, strict=True):
+            reader.finish(sample)
+        return generation
 
     def _room(self, prompt_tokens: int) -> int:
         """With no max_tokens, an answer may fill the context and no more: llama.cpp's own
@@ -257,12 +278,16 @@ class LlamaCppEngine(Engine):
             "repeat_penalty": sampling.repeat_penalty or 1.0,  # 0 means off, as 1 does
             "frequency_penalty": sampling.frequency_penalty,
             "presence_penalty": sampling.presence_penalty,
-            "stop": list(sampling.stop),
+            # One sample's stop strings are matched here (`_Gatherer`), which can say which.
+            "stop": list(sampling.stop) if sampling.n > 1 else [],
             "n": sampling.n,
             # Always streamed, even with no one watching: a stream is what can be cancelled.
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if sampling.n == 1 and sampling.stop:
+            # Counts in every chunk: the stream is ended here at a stop, before its last one.
+            body["timings_per_token"] = True
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if sampling.ignore_eos:
@@ -279,15 +304,26 @@ class LlamaCppEngine(Engine):
         self,
         handler: Callable[..., Any],
         body: dict[str, Any],
+        sampling: Sampling,
         on_text: OnText | None,
         cancel: threading.Event | None,
+        on_call: OnCall | None = None,
     ) -> Generation:
-        """Send one request to llama.cpp and gather its stream into a `Generation`."""
-        gather = _Gatherer(body["n"], on_text, cancel)
+        """Send one request to llama.cpp, once it has its slots, and gather its stream into
+        a `Generation`; a request cancelled while it waits for them never reaches llama.cpp."""
+        n = sampling.n
+        if not self._slots.take(n, cancel):
+            return Generation(
+                [Sample("", "cancelled", 0) for _ in range(n)], 0, Timings(self.load_s)
+            )
+        stops = [s for s in sampling.stop if s] if n == 1 else []
+        gather = _Gatherer(n, on_text, cancel, on_call, stops)
         try:
             handler(body, gather.chunk)
         except ValueError as exc:  # the binding refuses the request itself (two answers in a row)
             raise EngineError(f"llama.cpp: {exc}", client_fault=True) from exc
+        finally:
+            self._slots.give(n)
         if gather.error is not None:
             raise _error(gather.error)
         return gather.result(self.load_s)
@@ -323,18 +359,63 @@ def check_schema(schema: dict[str, Any], field: str) -> None:
         raise RequestFieldError(f"{field}: this JSON schema cannot constrain an answer: {reason}")
 
 
+class _Slots:
+    """llama.cpp's parallel slots as this engine hands them out: a request takes one per
+    sample before it is sent, first come first served, and gives them back when it ends."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self.waiting: deque[object] = deque()
+        self.changed = threading.Condition()
+
+    def take(self, n: int, cancel: threading.Event | None) -> bool:
+        """Wait for `n` free slots, in turn; False, at once, if `cancel` is set meanwhile."""
+        turn = object()
+        with self.changed:
+            self.waiting.append(turn)
+            try:
+                while True:
+                    if cancel is not None and cancel.is_set():
+                        return False
+                    if self.waiting[0] is turn and self.free >= n:
+                        self.free -= n
+                        return True
+                    self.changed.wait(QUEUE_POLL_S)
+            finally:
+                self.waiting.remove(turn)
+                self.changed.notify_all()
+
+    def give(self, n: int) -> None:
+        with self.changed:
+            self.free += n
+            self.changed.notify_all()
+
+
 class _Gatherer:
     """Collects llama.cpp's streamed chunks; its return value tells llama.cpp to stop.
 
     llama.cpp sends one chunk per token and sample (`index` says which), then
     a last chunk per sample with the finish reason, the token counts and its
     own timings. Returning True from the callback ends the stream, and
-    llama.cpp cancels the task.
+    llama.cpp cancels the task: at a cancel, and at a stop string matched
+    here (`stops`, one sample's, which llama.cpp was not given).
     """
 
-    def __init__(self, n: int, on_text: OnText | None, cancel: threading.Event | None) -> None:
+    def __init__(
+        self,
+        n: int,
+        on_text: OnText | None,
+        cancel: threading.Event | None,
+        on_call: OnCall | None = None,
+        stops: list[str] | None = None,
+    ) -> None:
         self.on_text = on_text
+        self.on_call = on_call
         self.cancel = cancel
+        self.stops = stops or []
+        self.held = [""] * n  # text that might begin a stop string, not yet handed on
+        self.stop_sequences: list[str | None] = [None] * n
+        self.stopped = False  # a stop string ended the (one) sample
         self.texts = [""] * n
         self.tokens = [0] * n
         self.finish: list[str | None] = [None] * n
@@ -358,51 +439,87 @@ class _Gatherer:
             self.completion_tokens = int(data["usage"].get("completion_tokens", 0))
         if "timings" in data:
             self.engine_timings = data["timings"]
-        return self.cancel is not None and self.cancel.is_set()
+        return self.stopped or (self.cancel is not None and self.cancel.is_set())
 
     def _choice(self, choice: dict[str, Any]) -> None:
         i = int(choice.get("index", 0))
         delta = choice.get("delta")
         text = (delta.get("content") if delta is not None else choice.get("text")) or ""
-        if text:
-            if not self.first_token_s:
-                self.first_token_s = self.elapsed()
-            self.texts[i] += text
-            if self.on_text is not None:
-                self.on_text(i, text)
+        if text and not self.first_token_s:
+            self.first_token_s = self.elapsed()
         entries = (choice.get("logprobs") or {}).get("content") or []
         if entries:
             self.tokens[i] += len(entries)
             self.logprobs[i] = (self.logprobs[i] or []) + [_logprob(e) for e in entries]
         elif text:
             self.tokens[i] += 1
+        if text and self.stops:
+            text = self._decided(i, text)
+        if text:
+            self.texts[i] += text
+            if self.on_text is not None:
+                self.on_text(i, text)
         for call in (delta or {}).get("tool_calls") or []:
             self._call(i, call)
-        if choice.get("finish_reason"):
+        if choice.get("finish_reason") and self.finish[i] is None:
             self.finish[i] = choice["finish_reason"]
+
+    def _decided(self, i: int, text: str) -> str:
+        """What of the new text is the answer's for sure: nothing from a stop string on (the
+        stream ends there), nothing that might begin one (held until more text decides)."""
+        if self.finish[i] is not None:
+            return ""
+        pending = self.held[i] + text
+        found = first_stop(pending, self.stops)
+        if found is not None:
+            self.held[i] = ""
+            self.finish[i], self.stop_sequences[i], self.stopped = "stop", found[1], True
+            return pending[: found[0]]
+        keep = len(pending) - held_back(pending, self.stops)
+        self.held[i] = pending[keep:]
+        return pending[:keep]
 
     def _call(self, i: int, delta: dict[str, Any]) -> None:
         """A piece of a tool call from llama.cpp's parser: its id and name first, then
-        argument text in fragments."""
+        argument text in fragments, each handed to `on_call` as it comes."""
         if not self.first_token_s:
             self.first_token_s = self.elapsed()
         at = int(delta.get("index", 0))
+        fresh = at not in self.calls[i]
         call = self.calls[i].setdefault(at, ToolCall("", "", ""))
         function = delta.get("function") or {}
         call.id = delta.get("id") or call.id or generic_tools.new_call_id()
         call.name += function.get("name") or ""
-        call.arguments += function.get("arguments") or ""
+        arguments = function.get("arguments") or ""
+        call.arguments += arguments
+        if self.on_call is None or not (fresh or arguments):
+            return
+        piece = (
+            CallPiece(at, call.id, call.name, arguments)
+            if fresh
+            else CallPiece(at, "", "", arguments)
+        )
+        self.on_call(i, piece)
 
     def result(self, load_s: float) -> Generation:
         total = self.elapsed()
+        for i, held in enumerate(self.held):  # no stop string came: it was text after all
+            if held:
+                self.texts[i] += held
+                if self.on_text is not None:
+                    self.on_text(i, held)
         if len(self.tokens) == 1 and self.calls[0]:  # llama.cpp's parsed calls come as no text
             self.tokens[0] = max(self.tokens[0], self.completion_tokens)
         samples = [
-            Sample(
-                text, finish or "cancelled", tokens, logprobs, [c for _, c in sorted(calls.items())]
-            )
-            for text, finish, tokens, logprobs, calls in zip(
-                self.texts, self.finish, self.tokens, self.logprobs, self.calls, strict=True
+            Sample(text, finish or "cancelled", tokens, logprobs, _whole(calls, finish), stop)
+            for text, finish, tokens, logprobs, calls, stop in zip(
+                self.texts,
+                self.finish,
+                self.tokens,
+                self.logprobs,
+                self.calls,
+                self.stop_sequences,
+                strict=True,
             )
         ]
         t = self.engine_timings
@@ -417,7 +534,21 @@ class _Gatherer:
             tokens_per_s=float(t.get("predicted_per_second", 0.0))
             or ((generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0),
         )
-        return Generation(samples, self.prompt_tokens, timings)
+        # Ended here at a stop string, the stream had no usage chunk: its timings count the prompt.
+        prompt = self.prompt_tokens or int(t.get("prompt_n", 0)) + int(t.get("cache_n", 0))
+        return Generation(samples, prompt, timings)
+
+
+def _whole(calls: dict[int, ToolCall], finish: str | None) -> list[ToolCall]:
+    """A sample's calls in order, less a last one cut short (max_tokens, a cancel): its
+    arguments are not yet JSON."""
+    listed = [c for _, c in sorted(calls.items())]
+    if listed and finish not in ("stop", "tool_calls"):
+        try:
+            json.loads(listed[-1].arguments)
+        except ValueError:
+            listed.pop()
+    return listed
 
 
 def _logprob(entry: dict[str, Any]) -> TokenLogprob:

@@ -29,6 +29,7 @@ from scheda.engines.base import (
     Generation,
     Guide,
     Message,
+    OnCall,
     OnText,
     Token,
     check_guide,
@@ -200,8 +201,10 @@ class TransformersEngine(Engine):
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
         guide: Guide | None = None,
+        on_call: OnCall | None = None,
     ) -> Generation:
-        # No constrained decoding here yet: tools, response formats and biases are refused.
+        # No constrained decoding here yet: tools, response formats and biases are refused,
+        # so no call is ever made and `on_call` is never called.
         check_guide(self.name, guide)
         # The template writes the BOS text itself: no special tokens added again.
         prompt = self.chat_prompt(messages)

@@ -5,7 +5,9 @@ say in other words. Their routes translate the request into the engine's
 terms (messages, a `Sampling`, a `Guide`) and call `start`; the engine call
 runs as any chat completion's does (a `Job`: its own thread, cancelled when
 the client hangs up). Each route then spells the answer, or the stream's
-events, in its protocol's shape.
+events, in its protocol's shape: text as it comes, and each tool call as it is
+written, its start and then its arguments in fragments (`Calls` keeps what a
+stream sent of them, to finish it from the answer).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any, NoReturn
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from scheda.engines.base import Generation, Guide, Message
+from scheda.engines.base import CallPiece, Generation, Guide, Message, Sample, ToolCall
 from scheda.errors import APIError
 from scheda.sampling import Sampling
 from scheda.server.pool import ModelPool, ServedModel, generator
-from scheda.server.runner import Event, Job
+from scheda.server.runner import ChatJob, Event, Job
 
 # A route's stream: its events, written as `event: KIND` and `data: JSON`, from the first.
 Events = Callable[[Job, Event], AsyncIterator[str]]
@@ -44,12 +46,12 @@ def start(
     guide: Guide,
     stream: bool,
 ) -> Job:
-    """The engine's chat call, running; its text comes as events when streamed."""
-    return Job(
+    """The engine's chat call, running; its text and calls come as events when streamed."""
+    return ChatJob(
         request.app.state.pool,
         entry,
-        lambda engine, on_text, cancel: generator(engine).chat(
-            messages, sampling, on_text, cancel, guide
+        lambda engine, on_text, on_call, cancel: generator(engine).chat(
+            messages, sampling, on_text, cancel, guide, on_call
         ),
         texts=stream,
     )
@@ -86,12 +88,42 @@ async def streamed(job: Job, request: Request, events: Events) -> StreamingRespo
 
 
 async def texts(job: Job, first: Event) -> AsyncIterator[Event]:
-    """The job's text events, then its last event ("done" or "error")."""
+    """The job's text and call events, then its last event ("done" or "error")."""
     event = first
-    while event.kind == "text":
+    while event.streamed:
         yield event
         event = await job.next()
     yield event
+
+
+class Calls:
+    """What a stream has sent of one sample's tool calls, to finish it from the answer: an
+    engine that gives calls only whole (through Ray) has them sent at the end, and a call
+    begun in the stream that the answer left out was cut short (max_tokens, a cancel)."""
+
+    def __init__(self) -> None:
+        self.begun: dict[int, ToolCall] = {}  # a call's place -> what was sent of it
+
+    def add(self, piece: CallPiece) -> None:
+        if piece.starts:
+            self.begun[piece.index] = ToolCall(piece.id, piece.name, piece.arguments)
+        elif piece.index in self.begun:
+            self.begun[piece.index].arguments += piece.arguments
+
+    def rest(self, sample: Sample) -> list[CallPiece]:
+        """The pieces still to send for the answer's calls to be whole in the stream."""
+        pieces = []
+        for at, call in enumerate(sample.tool_calls):
+            sent = self.begun.get(at)
+            if sent is None:
+                pieces.append(CallPiece(at, call.id, call.name, call.arguments))
+            elif len(call.arguments) > len(sent.arguments):
+                pieces.append(CallPiece(at, arguments=call.arguments[len(sent.arguments) :]))
+        return pieces
+
+    def cut(self, sample: Sample) -> set[int]:
+        """The places of the calls begun in the stream that the answer left out."""
+        return {at for at in self.begun if at >= len(sample.tool_calls)}
 
 
 def fail(event: Event) -> NoReturn:

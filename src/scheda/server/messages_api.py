@@ -5,11 +5,12 @@ llama.cpp's own server does for this route): `system` becomes the system
 message, text blocks the turns' text, `tool_use` blocks an assistant's tool
 calls and `tool_result` blocks tool messages; `tools` and `tool_choice`
 become the `Guide`'s. The answer is spelled back in Anthropic's shape: content
-blocks (`text`, `tool_use`), `stop_reason`, `usage`; a stream is its typed
-events (`message_start`, `content_block_start`, `content_block_delta`,
-`content_block_stop`, `message_delta`, `message_stop`). Errors take
-Anthropic's shape on these routes (server/errors.py), and Anthropic's clients'
-`x-api-key` header is taken as the key (server/app.py).
+blocks (`text`, `tool_use`), `stop_reason` (with the `stop_sequence` that
+matched), `usage`; a stream is its typed events (`message_start`,
+`content_block_start`, `content_block_delta`, `content_block_stop`,
+`message_delta`, `message_stop`), a call's input streamed as it is written.
+Errors take Anthropic's shape on these routes (server/errors.py), and
+Anthropic's clients' `x-api-key` header is taken as the key (server/app.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import Field, model_validator
 
-from scheda.engines.base import Generation, Guide, Message, Sample, ToolCall
+from scheda.engines.base import CallPiece, Generation, Guide, Message, Sample, ToolCall
 from scheda.errors import RequestFieldError, UnsupportedFieldError
 from scheda.sampling import Sampling
 from scheda.server import chat_job
@@ -236,9 +237,17 @@ async def count_tokens(body: MessagesRequest, request: Request) -> Any:
 
 
 def stop_reason(sample: Sample) -> str:
+    """Anthropic's reason: max_tokens first (an answer cut short keeps the calls it wrote
+    whole), then a call, a stop sequence, the end of the turn."""
+    if sample.finish_reason == "length":
+        return "max_tokens"
     if sample.tool_calls:
         return "tool_use"
-    return "max_tokens" if sample.finish_reason == "length" else "end_turn"
+    return "stop_sequence" if sample.stop_sequence is not None else "end_turn"
+
+
+def stop_sequence(sample: Sample) -> str | None:
+    return sample.stop_sequence if stop_reason(sample) == "stop_sequence" else None
 
 
 def blocks(sample: Sample) -> list[dict[str, Any]]:
@@ -272,7 +281,7 @@ def message(model: str, generation: Generation, message_id: str | None = None) -
         "model": model,
         "content": blocks(sample),
         "stop_reason": stop_reason(sample),
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence(sample),
         "usage": {
             "input_tokens": generation.prompt_tokens,
             "output_tokens": generation.completion_tokens,
@@ -281,8 +290,9 @@ def message(model: str, generation: Generation, message_id: str | None = None) -
 
 
 async def _events(model: str, job: Job, first: Event) -> AsyncIterator[str]:
-    """Anthropic's stream: the message, a text block as it grows, a block per tool call,
-    the stop reason and the token counts, then `message_stop`."""
+    """Anthropic's stream: the message, a text block as it grows, a block per tool call as
+    it is written (its input's JSON in fragments), the stop reason and the token counts,
+    then `message_stop`."""
     message_id = new_id("msg")
     opening: dict[str, Any] = {
         "id": message_id,
@@ -295,34 +305,28 @@ async def _events(model: str, job: Job, first: Event) -> AsyncIterator[str]:
         "usage": {"input_tokens": 0, "output_tokens": 0},
     }
     yield chat_job.event("message_start", {"type": "message_start", "message": opening})
-    index = 0
-    texting = False
+    content = _Blocks()
     last = first
     async for last in chat_job.texts(job, first):
-        if last.kind != "text":
+        if not last.streamed:
             break
-        if not texting:
-            texting = True
-            block = {"type": "text", "text": ""}
-            yield _block_start(index, block)
-        delta = {"type": "text_delta", "text": last.text}
-        yield _block_delta(index, delta)
-    if texting:
-        yield _block_stop(index)
-        index += 1
+        for sent in content.call(last.call) if last.call else content.text(last.text):
+            yield sent
     if last.kind == "error":
+        for sent in content.close():
+            yield sent
         yield chat_job.event("error", error_document(last.error, ROUTE))
         return
     generation: Generation = last.result
     sample = generation.samples[0]
-    for call in sample.tool_calls:
-        yield _block_start(index, tool_use(call, whole=False))
-        yield _block_delta(index, {"type": "input_json_delta", "partial_json": call.arguments})
-        yield _block_stop(index)
-        index += 1
+    for piece in content.calls.rest(sample):  # calls an engine gave only whole
+        for sent in content.call(piece):
+            yield sent
+    for sent in content.close():  # a call cut short ends here too: the stop reason says so
+        yield sent
     closing = {
         "type": "message_delta",
-        "delta": {"stop_reason": stop_reason(sample), "stop_sequence": None},
+        "delta": {"stop_reason": stop_reason(sample), "stop_sequence": stop_sequence(sample)},
         "usage": {
             "input_tokens": generation.prompt_tokens,
             "output_tokens": generation.completion_tokens,
@@ -330,6 +334,43 @@ async def _events(model: str, job: Job, first: Event) -> AsyncIterator[str]:
     }
     yield chat_job.event("message_delta", closing)
     yield chat_job.event("message_stop", {"type": "message_stop"})
+
+
+class _Blocks:
+    """The stream's content blocks, one open at a time: text while text comes, a `tool_use`
+    block from a call's start to the next block or the end."""
+
+    def __init__(self) -> None:
+        self.index = 0  # the open block's, or the next one's
+        self.open: int | str | None = None  # "text", or the open call's place among the calls
+        self.calls = chat_job.Calls()
+
+    def text(self, text: str) -> list[str]:
+        sent = [] if self.open == "text" else self.close()
+        if self.open is None:
+            sent.append(_block_start(self.index, {"type": "text", "text": ""}))
+            self.open = "text"
+        return [*sent, _block_delta(self.index, {"type": "text_delta", "text": text})]
+
+    def call(self, piece: CallPiece) -> list[str]:
+        self.calls.add(piece)
+        sent = []
+        if piece.starts:
+            sent = self.close()
+            block = tool_use(ToolCall(piece.id, piece.name, ""), whole=False)
+            sent.append(_block_start(self.index, block))
+            self.open = piece.index
+        if piece.arguments and self.open == piece.index:
+            delta = {"type": "input_json_delta", "partial_json": piece.arguments}
+            sent.append(_block_delta(self.index, delta))
+        return sent
+
+    def close(self) -> list[str]:
+        if self.open is None:
+            return []
+        self.open = None
+        self.index += 1
+        return [_block_stop(self.index - 1)]
 
 
 def _block_start(index: int, block: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from scheda.engines.base import Generation, Token
 from scheda.errors import APIError
 from scheda.sampling import Sampling
-from scheda.server import echo
+from scheda.server import chat_job, echo
 from scheda.server.errors import error_body, error_response, sse
 from scheda.server.openapi import answers
 from scheda.server.pool import Loaded, ModelPool, ServedModel, embedder, generator
@@ -88,17 +88,8 @@ def get_model(model_id: str, request: Request) -> dict[str, Any]:
 @router.post("/v1/chat/completions", responses=answers(400, 404, 503, stream=True))
 async def chat_completions(body: ChatRequest, request: Request) -> Any:
     entry = _entry(request, body.model, "chat")
-    messages = body.chat_messages()
     sampling = body.to_sampling()
-    guide = body.guide()
-    job = Job(
-        pool_of(request),
-        entry,
-        lambda engine, on_text, cancel: generator(engine).chat(
-            messages, sampling, on_text, cancel, guide
-        ),
-        texts=body.stream,
-    )
+    job = chat_job.start(request, entry, body.chat_messages(), sampling, body.guide(), body.stream)
     shape = ChatShape(entry.id, body.top_logprobs or 0 if body.logprobs else None)
     return await _answer(job, request, shape, body.stream, body.include_usage, sampling.n)
 
@@ -165,20 +156,28 @@ async def _stream(job: Job, first: Event, shape: Shape, usage: bool, n: int) -> 
     chunk_id = new_id(shape.prefix)
     created = int(time.time())
     event = first
+    calls = [chat_job.Calls() for _ in range(n)]  # what each sample's stream sent of its calls
     try:
         for i in range(n):
             if (opening := shape.opening(i)) is not None:
                 yield sse(shape.chunk(chunk_id, created, [opening]))
-        while event.kind == "text":
-            yield sse(shape.chunk(chunk_id, created, [shape.piece(event.index, event.text)]))
+        while event.streamed:
+            if event.call is None:
+                pieces = [shape.piece(event.index, event.text)]
+            else:
+                calls[event.index].add(event.call)
+                pieces = shape.call_pieces(event.index, event.call)
+            for piece in pieces:
+                yield sse(shape.chunk(chunk_id, created, [piece]))
             event = await job.next()
         if event.kind == "error":
             yield sse({"error": error_body(event.error)})
         else:
             generation: Generation = event.result
-            for i, sample in enumerate(generation.samples):
-                for piece in shape.calls(i, sample):
-                    yield sse(shape.chunk(chunk_id, created, [piece]))
+            for i, sample in enumerate(generation.samples):  # calls an engine gave only whole
+                for call in calls[i].rest(sample):
+                    for piece in shape.call_pieces(i, call):
+                        yield sse(shape.chunk(chunk_id, created, [piece]))
             closing = [shape.closing(i, s) for i, s in enumerate(generation.samples)]
             yield sse(shape.chunk(chunk_id, created, closing))
             if usage:

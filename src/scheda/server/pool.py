@@ -8,8 +8,9 @@ under them: if only busy models stand in the way, the request gets a 503.
 
 The pool admits requests, it does not schedule them. Up to `parallel` requests
 to one model decode together in llama.cpp's slots (continuous batching); up to
-`queue` more wait in llama.cpp's own queue for a free slot; beyond that the
-server answers 503 at once rather than let waits grow without bound.
+`queue` more wait for a free slot (in the engine, where a cancel is seen while
+they wait); beyond that the server answers 503 at once rather than let waits
+grow without bound.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from scheda.engines.base import (
     Generation,
     Guide,
     Message,
+    OnCall,
     OnText,
     Sample,
     Timings,
@@ -217,7 +218,9 @@ class RemoteEngine(Engine, Embedder):
         on_text: OnText | None = None,
         cancel: threading.Event | None = None,
         guide: Guide | None = None,
+        on_call: OnCall | None = None,
     ) -> Generation:
+        # Only text streams back from a replica: the calls come whole, on the samples.
         return self._stream("chat", (messages, sampling, guide), on_text, cancel)
 
     def _stream(

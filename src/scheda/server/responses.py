@@ -12,7 +12,7 @@ import secrets
 import time
 from typing import Any
 
-from scheda.engines.base import Generation, TokenLogprob
+from scheda.engines.base import CallPiece, Generation, TokenLogprob
 
 
 def new_id(prefix: str) -> str:
@@ -80,8 +80,8 @@ class Shape:
     def opening(self, index: int) -> dict[str, Any] | None:
         return None
 
-    def calls(self, index: int, sample: Any) -> list[dict[str, Any]]:
-        """The stream's pieces that carry a sample's tool calls (a text completion has none)."""
+    def call_pieces(self, index: int, piece: CallPiece) -> list[dict[str, Any]]:
+        """The stream's pieces that carry a piece of a tool call (a text completion has none)."""
         return []
 
     def piece(self, index: int, text: str) -> dict[str, Any]:
@@ -137,24 +137,21 @@ class ChatShape(Shape):
     def piece(self, index: int, text: str) -> dict[str, Any]:
         return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
 
-    def calls(self, index: int, sample: Any) -> list[dict[str, Any]]:
-        """Each call as OpenAI streams one: its index, id and name, then its arguments."""
-        pieces = []
-        for at, call in enumerate(sample.tool_calls):
-            head = {"index": at, "id": call.id, "type": "function"}
-            for delta in (
-                {**head, "function": {"name": call.name, "arguments": ""}},
-                {"index": at, "function": {"arguments": call.arguments}},
-            ):
-                pieces.append(
-                    {
-                        "index": index,
-                        "delta": {"tool_calls": [delta]},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                )
-        return pieces
+    def call_pieces(self, index: int, piece: CallPiece) -> list[dict[str, Any]]:
+        """A call as OpenAI streams one: its index, id and name (empty arguments) when it
+        starts, then its arguments' text in fragments as they are written."""
+        deltas: list[dict[str, Any]] = []
+        if piece.starts:
+            function = {"name": piece.name, "arguments": ""}
+            deltas.append(
+                {"index": piece.index, "id": piece.id, "type": "function", "function": function}
+            )
+        if piece.arguments:
+            deltas.append({"index": piece.index, "function": {"arguments": piece.arguments}})
+        return [
+            {"index": index, "delta": {"tool_calls": [d]}, "logprobs": None, "finish_reason": None}
+            for d in deltas
+        ]
 
     def closing(self, index: int, sample: Any) -> dict[str, Any]:
         return {

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import Field, model_validator
 
-from scheda.engines.base import Generation, Guide, Message, Sample, ToolCall
+from scheda.engines.base import CallPiece, Generation, Guide, Message, Sample, ToolCall
 from scheda.errors import RequestFieldError, UnsupportedFieldError
 from scheda.sampling import Sampling
 from scheda.server import chat_job
@@ -302,11 +302,11 @@ class Answer:
         items = [self.text_item(sample.text, "completed")] if sample.text else []
         return items + [function_call(c, "completed") for c in sample.tool_calls]
 
-    def text_item(self, text: str | None, status: str) -> dict[str, Any]:
+    def text_item(self, text: str | None, status: str, item_id: str = "") -> dict[str, Any]:
         content = [] if text is None else [text_part(text)]
         return {
             "type": "message",
-            "id": self.message_id,
+            "id": item_id or self.message_id,
             "status": status,
             "role": "assistant",
             "content": content,
@@ -318,66 +318,122 @@ class Answer:
 
     async def events(self, job: Job, first: Event) -> AsyncIterator[str]:
         """The stream: the response begun, its text as it grows, a function_call item per
-        call, then the response whole."""
+        call as it is written (its arguments in fragments), then the response whole."""
         yield self.event("response.created", response=self.response("in_progress", []))
         yield self.event("response.in_progress", response=self.response("in_progress", []))
-        text = ""
+        items = _Items(self)
         last = first
         async for last in chat_job.texts(job, first):
-            if last.kind != "text":
+            if not last.streamed:
                 break
-            if not text:
-                yield self.event(
-                    "response.output_item.added",
-                    output_index=0,
-                    item=self.text_item(None, "in_progress"),
-                )
-                yield self.event(
-                    "response.content_part.added",
-                    item_id=self.message_id,
-                    output_index=0,
-                    content_index=0,
-                    part=text_part(""),
-                )
-            text += last.text
-            yield self.event(
-                "response.output_text.delta",
-                item_id=self.message_id,
-                output_index=0,
-                content_index=0,
-                delta=last.text,
-                logprobs=[],
-            )
+            for sent in items.call(last.call) if last.call else items.text(last.text):
+                yield sent
         if last.kind == "error":
             yield self.event("error", **error_body(last.error))
             return
-        at = 0
-        if text:
-            where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
-            yield self.event("response.output_text.done", **where, text=text, logprobs=[])
-            yield self.event("response.content_part.done", **where, part=text_part(text))
-            item = self.text_item(text, "completed")
-            yield self.event("response.output_item.done", output_index=0, item=item)
-            at = 1
         generation: Generation = last.result
         sample = generation.samples[0]
-        for offset, call in enumerate(sample.tool_calls):
-            index = at + offset
-            item = function_call(call, "in_progress", arguments="")
-            yield self.event("response.output_item.added", output_index=index, item=item)
-            where = {"item_id": item["id"], "output_index": index}
-            yield self.event(
-                "response.function_call_arguments.delta", **where, delta=call.arguments
-            )
-            yield self.event(
-                "response.function_call_arguments.done", **where, arguments=call.arguments
-            )
-            done = {**item, "arguments": call.arguments, "status": "completed"}
-            yield self.event("response.output_item.done", output_index=index, item=done)
+        for piece in items.calls.rest(sample):  # calls an engine gave only whole
+            for sent in items.call(piece):
+                yield sent
+        for sent in items.close(items.calls.cut(sample)):
+            yield sent
         status = status_of(sample)
-        finished = self.response(status, self.output(sample), generation)
+        finished = self.response(status, items.done, generation)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         yield self.event(kind, response=finished)
+
+
+class _Items:
+    """The stream's output items, one open at a time: a message while text comes, a
+    function_call from a call's start to the next item or the end. `done` holds each item
+    as the final response lists it; a call cut short is done as incomplete and left out."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.event = answer.event
+        self.done: list[dict[str, Any]] = []
+        self.open: dict[str, Any] | None = None  # the open item, and its text or its call
+        self.calls = chat_job.Calls()
+
+    def text(self, text: str) -> list[str]:
+        sent = [] if self.open is not None and self.open["type"] == "message" else self.close()
+        if self.open is None:
+            messages = sum(1 for item in self.done if item["type"] == "message")
+            item = self.answer.text_item(None, "in_progress", new_id("msg") if messages else "")
+            self.open = {**item, "text": ""}
+            where = self._where()
+            sent.append(
+                self.event(
+                    "response.output_item.added", output_index=where["output_index"], item=item
+                )
+            )
+            sent.append(
+                self.event(
+                    "response.content_part.added", **where, content_index=0, part=text_part("")
+                )
+            )
+        self.open["text"] += text
+        sent.append(
+            self.event(
+                "response.output_text.delta",
+                **self._where(),
+                content_index=0,
+                delta=text,
+                logprobs=[],
+            )
+        )
+        return sent
+
+    def call(self, piece: CallPiece) -> list[str]:
+        self.calls.add(piece)
+        sent = []
+        if piece.starts:
+            sent = self.close()
+            item = function_call(ToolCall(piece.id, piece.name, ""), "in_progress")
+            self.open = {**item, "place": piece.index}
+            sent.append(
+                self.event("response.output_item.added", output_index=len(self.done), item=item)
+            )
+        if piece.arguments and self.open is not None and self.open.get("place") == piece.index:
+            self.open["arguments"] += piece.arguments
+            sent.append(
+                self.event(
+                    "response.function_call_arguments.delta", **self._where(), delta=piece.arguments
+                )
+            )
+        return sent
+
+    def close(self, cut: set[int] | None = None) -> list[str]:
+        """The open item done: a call among `cut` as incomplete, left out of the response."""
+        item, self.open = self.open, None
+        if item is None:
+            return []
+        at = len(self.done)
+        if item["type"] == "message":
+            text = item.pop("text")
+            done = self.answer.text_item(text, "completed", item["id"])
+            where = {"item_id": item["id"], "output_index": at, "content_index": 0}
+            sent = [
+                self.event("response.output_text.done", **where, text=text, logprobs=[]),
+                self.event("response.content_part.done", **where, part=text_part(text)),
+            ]
+        elif item.pop("place") in (cut or set()):  # its arguments are not JSON: no call to run
+            cut_short = {**item, "status": "incomplete"}
+            return [self.event("response.output_item.done", output_index=at, item=cut_short)]
+        else:
+            done = {**item, "status": "completed"}
+            where = {"item_id": item["id"], "output_index": at}
+            arguments = item["arguments"]
+            sent = [
+                self.event("response.function_call_arguments.done", **where, arguments=arguments)
+            ]
+        self.done.append(done)
+        return [*sent, self.event("response.output_item.done", output_index=at, item=done)]
+
+    def _where(self) -> dict[str, Any]:
+        assert self.open is not None
+        return {"item_id": self.open["id"], "output_index": len(self.done)}
 
 
 def status_of(sample: Sample) -> str:

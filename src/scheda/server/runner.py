@@ -7,7 +7,9 @@ together. scheda takes no lock around them. Text reaches the event loop
 through `call_soon_threadsafe`, one queue item per piece.
 
 Cancelling is the engine's own: a client that goes away sets the job's event,
-and the engine sees it at the next token and frees the slot. A whole answer
+and the engine sees it at the next token and frees the slot (or, waiting for
+a slot, leaves the wait). A chat's tool calls stream as "call" events
+(`ChatJob`), their pieces as the engine hands them on. A whole answer
 (no stream) notices the client leave by watching the ASGI `receive` channel
 for `http.disconnect` while the job runs, as Starlette's streamed responses
 do; a stream's own generator sets the event when it is closed.
@@ -24,11 +26,15 @@ from typing import Any
 
 from starlette.requests import Request
 
+from scheda.engines.base import CallPiece
 from scheda.server.pool import Loaded, ModelPool, ServedModel
 
 OnText = Callable[[int, str], None] | None  # None when nobody reads the text as it comes
+OnCall = Callable[[int, CallPiece], None] | None  # None when nobody reads the calls as they come
 # (engine, on_text, cancel) -> result: the model's engine (or embedder) leased from the pool
 Work = Callable[[Loaded, OnText, threading.Event], Any]
+# (engine, on_text, on_call, cancel) -> result: a chat, whose tool calls may stream too
+ChatWork = Callable[[Loaded, OnText, OnCall, threading.Event], Any]
 # (on_text, cancel) -> result: work that takes what it needs from the pool itself (the scorer)
 BareWork = Callable[[OnText, threading.Event], Any]
 
@@ -50,11 +56,17 @@ def cancel_all() -> int:
 
 @dataclass
 class Event:
-    kind: str  # "text", "done" or "error"
+    kind: str  # "text", "call" (a piece of a tool call), "done" or "error"
     index: int = 0
     text: str = ""
     result: Any = None
     error: BaseException | None = None
+    call: CallPiece | None = None
+
+    @property
+    def streamed(self) -> bool:
+        """A piece of the answer as it comes, not its end."""
+        return self.kind in ("text", "call")
 
 
 class Job:
@@ -95,6 +107,9 @@ class Job:
     def _on_text(self, index: int, text: str) -> None:
         self._put(Event("text", index, text))
 
+    def _on_call(self, index: int, piece: CallPiece) -> None:
+        self._put(Event("call", index, call=piece))
+
     def _put(self, event: Event) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed: the server is stopping
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
@@ -112,7 +127,7 @@ class Job:
         """The last event ("done" or "error"), cancelling the work if the client goes away."""
         async with self._watching(request):
             event = await self.next()
-            while event.kind == "text":
+            while event.streamed:
                 event = await self.next()
             return event
 
@@ -139,6 +154,22 @@ class Job:
         while (await request.receive())["type"] != "http.disconnect":
             pass
         self.cancel.set()
+
+
+class ChatJob(Job):
+    """A chat whose tool calls stream as well as its text: their pieces come as "call" events."""
+
+    def __init__(
+        self, pool: ModelPool, entry: ServedModel, work: ChatWork, texts: bool = True
+    ) -> None:
+        self._begin(texts)
+        on_call = self._on_call if texts else None
+        self._spawn(
+            entry,
+            lambda: self._leased(
+                pool, entry, lambda engine, on_text, cancel: work(engine, on_text, on_call, cancel)
+            ),
+        )
 
 
 class BareJob(Job):
