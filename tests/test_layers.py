@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "scheda.evaluation",
             "scheda.display",
             "scheda.arena",
+            "scheda.search",
         ),
     ),
     ("server", ("scheda.server",)),
