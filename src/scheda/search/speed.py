@@ -182,30 +182,30 @@ def calibration_runs(runs: Sequence[BenchRun], machine: str, threads: int) -> li
 
 
 def calibrate(points: Sequence[tuple[int, float]], bytes_per_s: float) -> Calibration:
-    """The time per token's two terms fitted to (bytes, tokens/s) points.
-
-    Least squares on relative error: each point's residual is (fixed + b x bytes) x
-    tokens/s - 1, so a fast small model weighs as much as a slow large one.
-    """
+    """The time per token's terms fitted to (bytes, tokens/s) points: both where the points
+    can tell them apart, else the efficiency alone, else the default."""
     if not points:
         return Calibration(DEFAULT_EFFICIENCY, 0.0, 0, "uncalibrated")
-    sizes = [float(size) for size, _ in points]
+    sizes = [size for size, _ in points]
     if len(points) >= MIN_RUNS_TWO_TERMS and max(sizes) >= MIN_SPREAD_TWO_TERMS * min(sizes):
-        fixed, slope = _two_terms(points)
-        if fixed >= 0 and slope > 0:
-            return Calibration(1 / (slope * bytes_per_s), fixed, len(points), "two-term")
-    slope = _one_term(points)
+        both = fit_two_terms(points, bytes_per_s)
+        if both is not None:
+            return both
+    return fit_one_term(points, bytes_per_s)
+
+
+def fit_one_term(points: Sequence[tuple[int, float]], bytes_per_s: float) -> Calibration:
+    """The efficiency alone (no fixed cost): b minimising the sum of (b x bytes x rate - 1)^2,
+    least squares on relative error, so a fast small model weighs as much as a slow large one.
+    """
+    xs = [size * rate for size, rate in points]
+    slope = sum(xs) / sum(x * x for x in xs)
     return Calibration(1 / (slope * bytes_per_s), 0.0, len(points), "one-term")
 
 
-def _one_term(points: Sequence[tuple[int, float]]) -> float:
-    """b minimising the sum of (b x bytes x rate - 1)^2."""
-    xs = [size * rate for size, rate in points]
-    return sum(xs) / sum(x * x for x in xs)
-
-
-def _two_terms(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
-    """(a, b) minimising the sum of (a x rate + b x bytes x rate - 1)^2: the normal equations."""
+def fit_two_terms(points: Sequence[tuple[int, float]], bytes_per_s: float) -> Calibration | None:
+    """(a, b) minimising the sum of (a x rate + b x bytes x rate - 1)^2, by the normal
+    equations; None where the fit is not physical (a negative fixed cost or slope)."""
     u = [rate for _, rate in points]
     v = [size * rate for size, rate in points]
     suu = sum(x * x for x in u)
@@ -213,8 +213,12 @@ def _two_terms(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
     suv = sum(x * y for x, y in zip(u, v, strict=True))
     det = suu * svv - suv * suv
     if det <= 0:
-        return -1.0, -1.0
-    return (svv * sum(u) - suv * sum(v)) / det, (suu * sum(v) - suv * sum(u)) / det
+        return None
+    fixed = (svv * sum(u) - suv * sum(v)) / det
+    slope = (suu * sum(v) - suv * sum(u)) / det
+    if fixed < 0 or slope <= 0:
+        return None
+    return Calibration(1 / (slope * bytes_per_s), fixed, len(points), "two-term")
 
 
 def predict(file_bytes: int, bytes_per_s: float, calibration: Calibration) -> float:
