@@ -48,8 +48,9 @@ PROBE_BYTES = 256 << 20  # past the last-level cache of nearly any CPU (two arra
 PROBE_COPIES = 4  # after one that touches the destination's pages
 MEMORY = "bandwidth.json"
 # The share of the probe's copy bandwidth llama.cpp's generation turns into weights read,
-# used only before any bench run is stored: a round figure near the fits on the machine
-# docs/benchmarks.md describes. The figure says "uncalibrated" while it is used.
+# used only before any bench run is stored: a conservative round guess (reads taken to
+# reach half of what a copy moves), not a fit. The figure says "uncalibrated" while it is
+# used, and the first `scheda bench` replaces it.
 DEFAULT_EFFICIENCY = 0.5
 MIN_RUNS_TWO_TERMS = 3
 MIN_SPREAD_TWO_TERMS = 1.5
