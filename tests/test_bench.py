@@ -18,13 +18,15 @@ SCHEDA = Path(sys.executable).parent / "scheda"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def bench(*args: str) -> subprocess.CompletedProcess[str]:
+def bench(*args: str, data: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`scheda bench default`, keeping its results in `data` (else storing none)."""
+    store = ["--no-store"] if data is None else []
     return subprocess.run(
-        [str(SCHEDA), "bench", "default", "--runs", "1", *args],
+        [str(SCHEDA), "bench", "default", "--runs", "1", *store, *args],
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "COLUMNS": "140"},
+        env={**os.environ, "COLUMNS": "140", "SCHEDA_DATA_DIR": str(data or "")},
     )
 
 
@@ -66,9 +68,10 @@ def test_bench_against_every_contender_gives_json_and_a_chart(
 
 
 @pytest.mark.slow
-def test_bench_table_names_each_figure() -> None:
-    done = bench("--pp", "64", "--tg", "16")  # the sizes asked name the columns
+def test_bench_table_names_each_figure(tmp_path: Path) -> None:
+    done = bench("--pp", "64", "--tg", "16", "--no-store", data=tmp_path)  # sizes name columns
     assert done.returncode == 0, done.stderr
+    assert list(tmp_path.iterdir()) == []  # --no-store: nothing kept
     for header in ("load", "first token", "pp64 tok/s", "tg16 tok/s", "peak memory"):
         assert header in done.stdout
     assert "cold start to first token" in done.stdout

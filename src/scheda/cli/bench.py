@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from scheda import settings
 from scheda.cli.common import ModelArg, ThreadsOpt
 from scheda.display.terminal import console
 from scheda.errors import UsageError
+
+if TYPE_CHECKING:
+    from scheda.measurement import bench as bench_module
 
 
 def bench(
@@ -47,6 +50,12 @@ def bench(
         Path | None, typer.Option("--chart", help="Draw the figures into this PNG.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    no_store: Annotated[
+        bool,
+        typer.Option(
+            "--no-store", help="Do not keep the results (search predicts speed from those kept)."
+        ),
+    ] = False,
 ) -> None:
     """Load time, first token, pp512 and tg128 tokens/s, peak memory; --vs compares.
 
@@ -68,6 +77,9 @@ def bench(
         report = bench_module.run_bench(
             model, path, vs, runs, threads, hf_folder, lambda text: status.update(text), pp, tg
         )
+        if not no_store:
+            status.update("storing the results (the file's SHA-256, once)")
+            _store(report, path, hf_folder, threads)
     if chart is not None:
         render.bench_chart(report, chart)
         err.print(f"chart: {chart}", markup=False)  # the path is the user's
@@ -75,6 +87,32 @@ def bench(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         console().print(render.bench_view(report))
+
+
+def _store(
+    report: bench_module.Report, path: Path, hf_folder: Path | None, threads: int | None
+) -> None:
+    """Each contender's result in the bench file, where `search` calibrates its speed."""
+    from scheda.files.digest import sha256
+    from scheda.formulas.hardware import physical_cores
+    from scheda.stores.benches import BenchStore
+
+    digests: dict[Path, str] = {}
+    with BenchStore() as store:
+        for result in report.results:
+            target = hf_folder if result.contender == "transformers" and hf_folder else path
+            if target not in digests:
+                digests[target] = sha256(target)
+            store.add(
+                target,
+                digests[target],
+                result.contender,
+                threads or physical_cores(),
+                (report.pp_tokens, report.tg_tokens),
+                (result.pp_tokens_per_s, result.tg_tokens_per_s),
+                result.runs,
+                dict(report.machine),
+            )
 
 
 def _converted(path: Path) -> Path:
