@@ -62,9 +62,12 @@ def gsm8k_data() -> Path:
 def isolated_hf_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Never read the user's HF cache or reach a hub from a test."""
+    """Never read the user's HF cache or reach a hub from a test, and never read or write the
+    user's stores (sessions, eval runs, comparisons, battles, bench runs): a test that wants a
+    data folder of its own sets one."""
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SCHEDA_DATA_DIR", str(tmp_path_factory.getbasetemp() / "data"))
 
 
 # -- transformers: the embedded model converted to an HF folder, and a tiny random Llama ----

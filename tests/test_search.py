@@ -220,9 +220,8 @@ def test_the_headline_benchmark_ranks_and_every_figure_is_marked() -> None:
 
 @pytest.mark.hub
 def test_the_repository_figures_carry_their_kind(search_hub: Hub) -> None:
-    """With `scheda.search.figures` installed: the model-index's figure is declared, the
-    file's quantization cost and its speed here labelled as what they are."""
-    pytest.importorskip("scheda.search.figures", reason="scheda.search.figures is not there yet")
+    """The model-index's figure is declared, the file's quantization cost and its speed here
+    labelled as what they are."""
     rows = {r.repo: r for r in search("SmolLM2", _budget()).rows}
     declared = [f for f in rows[GGUF_REPO].quality if f.kind == "declared"]
     assert [f.value for f in declared] == [30.1]
@@ -233,8 +232,8 @@ def test_the_repository_figures_carry_their_kind(search_hub: Hub) -> None:
         assert all(f.source and "\n" not in f.source for f in row.figures())
     cost = rows[GGUF_REPO].quant_cost
     assert cost is not None and cost.kind in ("published", "measured")
-    speed = rows[GGUF_REPO].speed
-    assert speed is None or speed.kind == "predicted"
+    speed = rows[GGUF_REPO].speed  # it fits: its speed here is predicted
+    assert speed is not None and speed.kind == "predicted" and speed.value > 0
 
 
 # -- the cache ----------------------------------------------------------------------------------

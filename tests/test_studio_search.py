@@ -12,7 +12,6 @@ first, "fits only", a row's card with its verdicts, and a pull of the real file.
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import re
 import threading
@@ -266,10 +265,6 @@ def studio(served: Served) -> Iterator[Studio]:
     assert not errors, f"the page threw: {errors}"
 
 
-def _figures_installed() -> bool:
-    return importlib.util.find_spec("scheda.search.figures") is not None
-
-
 @pytest.mark.browser
 @pytest.mark.hub
 def test_the_model_tab_searches_opens_a_row_and_pulls_it(
@@ -305,27 +300,23 @@ def test_the_model_tab_searches_opens_a_row_and_pulls_it(
     expect(page.locator("#hub-search-note")).to_contain_text(
         "5 repositories on 0.23 GB of memory, context 4,096"
     )
-    if _figures_installed():  # the model-index's MMLU, declared, its source under the table
-        declared = first.locator("[data-testid='hub-figure'][data-kind='declared']")
-        expect(declared).to_contain_text("MMLU")
-        expect(declared).to_contain_text("30.1")
-        expect(declared.locator(".hub-kind")).to_have_text("declared")
-        source = declared.get_attribute("title") or ""
-        assert source.startswith("declared: ") and "model-index" in source
-        expect(page.locator("#hub-search-sources li").first).to_be_visible()
-        sources = page.locator("#hub-search-sources li").all_inner_texts()
-        assert source.removeprefix("declared: ") in sources
-        # Every figure shows its kind, and its source by number under the table.
-        for chip in page.locator("[data-testid='hub-figure']").all():
-            kind = chip.get_attribute("data-kind")
-            assert kind in ("published", "declared", "measured", "predicted")
-            assert chip.locator(".hub-kind").inner_text() == kind
-            number = int(chip.locator("sup").inner_text())
-            assert chip.get_attribute("title") == f"{kind}: {sources[number - 1]}"
-    else:
-        expect(page.locator("#hub-search-sources")).to_have_text(
-            "No figure of quality or speed is known for these repositories."
-        )
+    # The model-index's MMLU, declared, its source under the table.
+    declared = first.locator("[data-testid='hub-figure'][data-kind='declared']")
+    expect(declared).to_contain_text("MMLU")
+    expect(declared).to_contain_text("30.1")
+    expect(declared.locator(".hub-kind")).to_have_text("declared")
+    source = declared.get_attribute("title") or ""
+    assert source.startswith("declared: ") and "model-index" in source
+    expect(page.locator("#hub-search-sources li").first).to_be_visible()
+    sources = page.locator("#hub-search-sources li").all_inner_texts()
+    assert source.removeprefix("declared: ") in sources
+    # Every figure shows its kind, and its source by number under the table.
+    for chip in page.locator("[data-testid='hub-figure']").all():
+        kind = chip.get_attribute("data-kind")
+        assert kind in ("published", "declared", "measured", "predicted")
+        assert chip.locator(".hub-kind").inner_text() == kind
+        number = int(chip.locator("sup").inner_text())
+        assert chip.get_attribute("title") == f"{kind}: {sources[number - 1]}"
 
     page.locator("#hub").evaluate("hub => hub.scrollIntoView()")
     _save_screenshot(page, tmp_path, "studio-hub-search.png")

@@ -327,27 +327,16 @@ def _precision(spec: ModelSpec, precision: str) -> str:
 # -- figures -----------------------------------------------------------------------------------
 
 
-def figures_module() -> Any:
-    """`scheda.search.figures`, or None where it is not installed yet: the rows then carry no
-    figures. Imported by name, so that this module reads without it."""
-    import importlib
-
-    try:
-        return importlib.import_module("scheda.search.figures")
-    except ImportError:
-        return None
-
-
 def _add_figures(row: Row, spec: ModelSpec, found: Found, read: cache.Read) -> None:
-    figures = figures_module()
-    if figures is None:
-        return
+    from scheda.search import figures  # numpy and the stores: loaded when a row is made
+
     # A split model has no one sha256 of its own: stored runs are matched on whole files.
     sha256 = read.sha256.get(row.file) if row.file and row.parts == 1 else None
     try:
-        row.quality = list(figures.quality(spec, found.card_data, sha256))
+        # The row's size spares hashing local files that cannot be this one.
+        row.quality = list(figures.quality(spec, found.card_data, sha256, file_bytes=row.size))
         if row.format == "gguf":
-            row.quant_cost = figures.quant_cost(row.quant, sha256)
+            row.quant_cost = figures.quant_cost(row.quant, sha256, file_bytes=row.size)
         if row.fits and row.size:
             row.speed = figures.speed(row.size)
     except SchedaError as exc:  # a store that cannot be read: the row stands without figures
