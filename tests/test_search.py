@@ -185,7 +185,7 @@ def test_the_headline_benchmark_ranks_and_every_figure_is_marked() -> None:
     declared = Fig("MMLU (5-shot)", 30.1, "%", "declared", "the repository's model-index")
     published = Fig("MMLU (5-shot)", 66.6, "%", "published", "Meta, model card (catalog)")
     kld = Fig("KLD vs F16", 0.0123, "", "published", "llama.cpp's Llama 3 8B scoreboard")
-    speed = Fig("tg tok/s", 42.0, "tok/s", "predicted", "predicted from 20 GB/s measured here")
+    speed = Fig("generation", 42.0, "tok/s", "predicted", "predicted from 20 GB/s measured here")
     file = {"quant": "Q4_K_M", "size": 80 << 20, "memory": 150 << 20}
     rows = [
         Row("a/popular", None, "gguf", fits=True, downloads=10_000, **file),  # type: ignore[arg-type]
@@ -201,7 +201,7 @@ def test_the_headline_benchmark_ranks_and_every_figure_is_marked() -> None:
     text = console.export_text()
     # Sources numbered as the table first shows them: one number for one source.
     assert "MMLU (5-shot) 66.6% [p1]" in text and "MMLU (5-shot) 30.1% [d4]" in text
-    assert "KLD vs F16 0.0123 [p2]" in text and "tg tok/s 42.0 tok/s [~3]" in text
+    assert "KLD vs F16 0.0123 [p2]" in text and "generation 42.0 tok/s [~3]" in text
     assert text.count("[p1]") == 2
     assert "Q4_K_M 80.0 MiB, needs 150.0 MiB" in text
     assert "no: the smallest, Q4_K_M 80.0 MiB, needs 150.0 MiB" in text

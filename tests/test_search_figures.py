@@ -362,7 +362,7 @@ def test_bench_stores_its_run_and_calibrates_the_prediction(folders: dict[str, P
     size = model.stat().st_size
     before = figures.speed(size)
     assert before is not None and before.value > 0
-    assert (before.kind, before.name, before.unit) == ("predicted", "tg tok/s", "tok/s")
+    assert (before.kind, before.name, before.unit) == ("predicted", "generation", "tok/s")
     assert "uncalibrated" in before.source
     kept = json.loads((folders["cache"] / speed.MEMORY).read_text())
     assert kept["fingerprint"] == fingerprint() and kept["bytes_per_s"] > 0
@@ -394,3 +394,24 @@ def test_bench_stores_its_run_and_calibrates_the_prediction(folders: dict[str, P
     # One run of this very file: the one-term fit gives back what it measured.
     assert after.value == pytest.approx(run.tg)
     assert figures.speed(0) is None
+
+
+def test_a_metric_named_after_its_dataset_is_not_said_twice() -> None:
+    card = {
+        "model-index": [
+            {
+                "results": [
+                    {
+                        "dataset": {"name": "MMLU", "type": "cais/mmlu"},
+                        "metrics": [{"type": "acc", "value": 30.1, "name": "MMLU (5-shot)"}],
+                    },
+                    {
+                        "dataset": {"name": "GSM8K", "type": "gsm8k"},
+                        "metrics": [{"type": "acc", "value": 1.4, "name": "accuracy"}],
+                    },
+                ]
+            }
+        ]
+    }
+    names = [f.name for f in figures.quality(read_none(), card, None)]
+    assert names == ["MMLU (5-shot)", "GSM8K: accuracy"]

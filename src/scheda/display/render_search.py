@@ -132,14 +132,12 @@ def search_table(result: SearchResult, sources: Sources) -> Table:
         ("fits", "left"),
         *((name, "left") for name, _ in figure_columns),
     ):
-        # Folded, never cut: a repository's name is what the user copies next, so it keeps
-        # the room of a usual one whole.
-        width = min(32, max((len(r.repo) for r in result.rows), default=0))
+        # Folded, never cut. No column gets a minimum width: Rich crops the table's right
+        # side, figures included, when minimums add up past a narrow terminal.
         table.add_column(
             name,
             justify=justify,  # type: ignore[arg-type]  # one of Rich's literals
             overflow="fold",
-            min_width=width if name == "repository" else 24 if name == "fits" else None,
         )
     for i, row in enumerate(result.rows, 1):
         style = "red" if row.error else "green" if row.fits else "yellow"
@@ -165,7 +163,7 @@ def legend(result: SearchResult, sources: Sources) -> list[str]:
         lines.append(result.note)
     cached = result.from_cache
     lines.append(
-        f"{len(result.rows)} repositories"
+        f"{len(result.rows)} repositor{'y' if len(result.rows) == 1 else 'ies'}"
         + (f", {cached} answered from the cache" if cached else "")
         + (f"; {result.left_out} that do not fit left out (--fits)" if result.left_out else "")
     )

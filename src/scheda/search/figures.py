@@ -84,7 +84,7 @@ UNQUANTIZED = frozenset({"F16", "BF16", "F32"})
 class Figure:
     """One figure and where it comes from."""
 
-    name: str  # "MMLU (5-shot)", "KLD vs F16", "tg tok/s", ...
+    name: str  # "MMLU (5-shot)", "KLD vs F16", "generation", ...
     value: float
     unit: str  # "%", "", "tok/s"
     kind: str  # published, declared, measured, predicted
@@ -149,7 +149,14 @@ def _model_index(card_data: Mapping[str, Any]) -> Iterator[Figure]:
                 label = metric.get("name") or metric.get("type")
                 if value is None or not what or not label:
                     continue
-                yield Figure(f"{clean(what, 80)}: {clean(label, 60)}", value, "", DECLARED, source)
+                yield Figure(
+                    _index_name(clean(what, 80), clean(label, 60)), value, "", DECLARED, source
+                )
+
+
+def _index_name(dataset: str, metric: str) -> str:
+    """ "MMLU: acc", but "MMLU (5-shot)" alone where the metric's name already says the set."""
+    return metric if metric.lower().startswith(dataset.lower()) else f"{dataset}: {metric}"
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:
@@ -285,4 +292,4 @@ def speed(file_bytes: int) -> Figure | None:
     found = speed_module.prediction(file_bytes)
     if found is None:
         return None
-    return Figure("tg tok/s", found.tokens_per_s, "tok/s", PREDICTED, found.describe())
+    return Figure("generation", found.tokens_per_s, "tok/s", PREDICTED, found.describe())
