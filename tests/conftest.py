@@ -58,16 +58,27 @@ def gsm8k_data() -> Path:
     return GSM8K_DIR
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The same isolation for what session and module fixtures start before any test's own
+    fixtures run (a server in a subprocess reads the environment once, when it starts): no
+    hub, not the user's HF cache, not the user's stores (sessions, eval runs, comparisons,
+    battles, bench runs). A fixture or test that wants a data folder of its own sets one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("SCHEDA_DATA_DIR", str(tmp_path_factory.getbasetemp() / "data"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_hf_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Never read the user's HF cache or reach a hub from a test, and never read or write the
-    user's stores (sessions, eval runs, comparisons, battles, bench runs): a test that wants a
-    data folder of its own sets one."""
+    """Never read the user's HF cache or reach a hub from a test (a test that went online
+    through `online_hub` is set back for the next)."""
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("SCHEDA_DATA_DIR", str(tmp_path_factory.getbasetemp() / "data"))
 
 
 # -- transformers: the embedded model converted to an HF folder, and a tiny random Llama ----

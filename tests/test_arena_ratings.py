@@ -65,7 +65,7 @@ def points_of_a(outcome: str) -> float:
 def scipy_fit(games: list[Game]) -> dict[str, float]:
     """The same objective written game by game and maximised by scipy's BFGS: the
     log-likelihood with ties half a win each, plus the documented Gaussian prior."""
-    from scipy.optimize import minimize  # type: ignore[import-untyped]
+    from scipy.optimize import minimize
 
     index = {name: k for k, name in enumerate(NAMES)}
     a = np.array([index[g.a] for g in games])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rich.console import Group, RenderableType
+from rich.console import Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -124,19 +124,20 @@ def search_table(result: SearchResult, sources: Sources) -> Table:
         title_justify="left",
     )
     figure_columns = [(n, f) for n, f in FIGURE_COLUMNS if any(f(r) for r in result.rows)]
-    for name, justify in (
+    columns: list[tuple[str, JustifyMethod]] = [
         ("#", "right"),
         ("repository", "left"),
         ("downloads", "right"),
         ("likes", "right"),
         ("fits", "left"),
         *((name, "left") for name, _ in figure_columns),
-    ):
+    ]
+    for name, justify in columns:
         # Folded, never cut. No column gets a minimum width: Rich crops the table's right
         # side, figures included, when minimums add up past a narrow terminal.
         table.add_column(
             name,
-            justify=justify,  # type: ignore[arg-type]  # one of Rich's literals
+            justify=justify,
             overflow="fold",
         )
     for i, row in enumerate(result.rows, 1):

@@ -23,11 +23,26 @@ from scheda.readers.hub import hub_errors, online
 from scheda.readers.text import clean
 
 if TYPE_CHECKING:
+    from huggingface_hub.hf_api import ExpandModelProperty_T as Expand
     from huggingface_hub.hf_api import ModelInfo
+    from huggingface_hub.hf_api import ModelSort_T as ModelSort
 
 # --sort's words, and the Hub's names for them (`list_models` spells lastModified so).
-SORTS = {"downloads": "downloads", "likes": "likes", "recent": "last_modified"}
-EXPAND = ["sha", "downloads", "likes", "gated", "private", "lastModified", "cardData", "tags"]
+SORTS: dict[str, ModelSort] = {
+    "downloads": "downloads",
+    "likes": "likes",
+    "recent": "last_modified",
+}
+EXPAND: list[Expand] = [
+    "sha",
+    "downloads",
+    "likes",
+    "gated",
+    "private",
+    "lastModified",
+    "cardData",
+    "tags",
+]
 MAX_LIMIT = 100  # repositories read for one search: each one costs a few requests
 
 
@@ -82,9 +97,9 @@ def hub_search(query: str, sort: str, limit: int) -> list[Found]:
             infos = list(
                 api.list_models(
                     search=query or None,
-                    sort=SORTS[sort],  # type: ignore[arg-type]  # one of list_models' literals
+                    sort=SORTS[sort],
                     limit=limit,
-                    expand=EXPAND,  # type: ignore[arg-type]  # list_models' literals, as a list
+                    expand=EXPAND,
                 )
             )
     except ModelNotFoundError:  # said of a repository; here the search itself is missing
