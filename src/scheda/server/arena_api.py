@@ -256,7 +256,7 @@ def _machine() -> dict[str, Any]:
 # -- reading, voting, ranking ----------------------------------------------------------------
 
 
-@router.get("/battles")
+@router.get("/battles", responses=answers(400))
 def battles(
     request: Request,
     tag: Annotated[str | None, Query(max_length=64)] = None,
@@ -277,7 +277,7 @@ def vote(battle_id: str, body: Vote, request: Request) -> dict[str, Any]:
     return arena_of(request).vote(battle_id, body.outcome).view()
 
 
-@router.get("/leaderboard")
+@router.get("/leaderboard", responses=answers(400))
 def leaderboard(
     request: Request, tag: Annotated[str | None, Query(max_length=64)] = None
 ) -> dict[str, Any]:
