@@ -234,6 +234,7 @@ def together(*calls: Any) -> list[Any]:
     return results
 
 
+# slow: sampled answers over several seeds through three APIs, about 9 s
 @pytest.mark.slow
 def test_sampled_parallel_calls_cut_by_max_tokens_never_leak_the_wrapper(
     client: openai.OpenAI, claude: anthropic.Anthropic
@@ -389,6 +390,7 @@ def test_chat_call_arguments_stream_in_fragments(
     assert (call.function.name, call.function.arguments) == greedy_call
 
 
+# slow: a tool call generated and streamed whole, then in fragments
 @pytest.mark.slow
 def test_responses_call_arguments_stream_in_fragments(
     client: openai.OpenAI, greedy_call: tuple[str, str]
@@ -412,6 +414,7 @@ def test_responses_call_arguments_stream_in_fragments(
     assert (item.name, "".join(deltas)) == (item.name, item.arguments) == greedy_call
 
 
+# slow: a tool call generated and streamed whole, then in fragments
 @pytest.mark.slow
 def test_messages_call_input_streams_in_fragments(claude: anthropic.Anthropic) -> None:
     options: Any = {
@@ -480,6 +483,7 @@ LONG: Any = {
 }
 
 
+# slow: a server of its own with one slot, held by a long answer
 @pytest.mark.slow
 def test_a_queued_request_notices_its_client_leave(one_slot: Server) -> None:
     """One long answer holds the only slot; a streamed and a whole request wait behind it and

@@ -286,6 +286,7 @@ def compared(
     return record
 
 
+# slow: the module's real compare and eval runs on the F16 and Q8_0 files
 @pytest.mark.slow
 def test_a_stored_comparison_gives_the_files_kld_by_its_hash(
     compared: Comparison, smollm_quants: dict[str, Path]
@@ -305,6 +306,7 @@ def test_a_stored_comparison_gives_the_files_kld_by_its_hash(
     assert figures.quant_cost("F16", sha256(f16)) is None
 
 
+# slow: the module's real compare and eval runs on the F16 and Q8_0 files
 @pytest.mark.slow
 def test_stored_eval_runs_are_the_files_measured_quality(
     compared: Comparison, smollm_quants: dict[str, Path], folders: dict[str, Path]
@@ -356,6 +358,7 @@ def test_calibration_recovers_a_known_two_term_law() -> None:
     assert (none.model, none.efficiency) == ("uncalibrated", speed.DEFAULT_EFFICIENCY)
 
 
+# slow: a real `scheda bench` in a process of its own
 @pytest.mark.slow
 def test_bench_stores_its_run_and_calibrates_the_prediction(
     folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch

@@ -24,6 +24,7 @@ from scheda.stores.evals import EvalStore
 from tests.test_studio import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, Studio, _playwright
 from tests.test_studio_arena import Served, _open_arena, _save, _serve
 
+# slow: each test runs a real comparison (a pass of every file over the text) and a browser
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 # Three chunks of 64 tokens from the start of the shipped text: each pass over them (every
