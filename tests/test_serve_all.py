@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from scheda.errors import APIError, UsageError
+from scheda.errors import UsageError
 from scheda.files import discover
-from scheda.server.pool import ModelPool, generator, served_model
+from scheda.server.pool import served_model
 from tests.serving import Server, wait_for
 
 KEY = "sk-all"
@@ -156,67 +156,6 @@ def test_an_unknown_keep_alive_is_one_line() -> None:
     assert keep_alive_seconds("-5m") is None
     with pytest.raises(UsageError, match="--keep-alive takes a duration such as 5m"):
         keep_alive_seconds("five minutes")
-
-
-# -- the pool: one load for many, keep-alive ---------------------------------------------------
-
-
-@pytest.fixture
-def small() -> Any:
-    return served_model("default", context=256, parallel=2)
-
-
-def test_two_first_requests_wait_for_one_load_and_keep_alive_0_ends_it(small: Any) -> None:
-    """Two requests for a model not loaded: one load, both told to wait for it (the second
-    too, unless the load was over before it came); keep-alive 0 unloads it with the last."""
-    pool = ModelPool([small], budget=small.need, queue=2, parallel=2, keep_alive=0)
-    told: list[int] = []
-    start, both = threading.Barrier(2), threading.Barrier(2)
-
-    def ask(i: int) -> None:
-        start.wait()
-        with pool.lease(small, lambda: told.append(i)) as engine:
-            assert generator(engine).count_tokens("hello") > 0
-            both.wait()  # neither ends before the other holds the model
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert pool.loads == 1 and told and set(told) <= {0, 1}
-        assert pool.loaded() == []  # gone with the last request
-    finally:
-        pool.close()
-
-
-def test_an_idle_model_leaves_after_its_keep_alive(small: Any) -> None:
-    pool = ModelPool([small], budget=small.need, queue=2, parallel=2, keep_alive=0.3)
-    told: list[str] = []
-    try:
-        with pool.lease(small):
-            time.sleep(0.5)  # longer than the keep-alive: a busy model stays
-            assert pool.loaded() == [small.id]
-        with pool.lease(small, lambda: told.append("loading")):
-            pass  # still loaded: nobody waits
-        assert told == []
-        assert wait_for(lambda: pool.loaded() == [], within=5)
-    finally:
-        pool.close()
-    assert pool._reaper is not None and not pool._reaper.is_alive()  # stopped on close
-
-
-def test_a_found_model_over_the_budget_is_listed_not_loaded(small: Any) -> None:
-    from dataclasses import replace
-
-    found = replace(small, id="found", found=True, need=small.need * 10)
-    pool = ModelPool([small, found], budget=small.need, queue=2, parallel=2)
-    assert pool.describe(found)["fit"] == {"need": found.need, "budget": small.need, "fits": False}
-    with pytest.raises(APIError, match=r"found needs .* at a context of 256 on 2 slots, more than"):
-        pool.load(found)
-    with pytest.raises(UsageError, match="budget"):  # one named on the command line: refused
-        ModelPool([replace(found, found=False)], budget=small.need, queue=2, parallel=2)
 
 
 # -- the server -------------------------------------------------------------------------------
