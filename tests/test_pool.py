@@ -207,3 +207,30 @@ def test_a_found_model_over_the_budget_is_listed_not_loaded(small: ServedModel) 
         pool.load(found)
     with pytest.raises(UsageError, match="budget"):  # one named on the command line: refused
         ModelPool([replace(found, found=False)], budget=small.need, queue=2, parallel=2)
+
+
+def test_a_request_whose_client_left_stops_waiting_for_a_load(small: ServedModel) -> None:
+    """While another request's load holds the turn, one whose client hangs up leaves at once
+    (its admission freed), rather than when the load is over."""
+    pool = ModelPool([small], budget=small.need, queue=2, parallel=2)
+    cancel = threading.Event()
+    failed: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            with pool.lease(small, cancel=cancel):
+                pass
+        except APIError as exc:
+            failed.append(exc)
+
+    with pool._loading:  # another request's load, under way
+        waiting = threading.Thread(target=ask)
+        waiting.start()
+        assert wait_for(lambda: small.active == 1, within=5)
+        cancel.set()
+        waiting.join(timeout=5)
+        assert not waiting.is_alive() and small.active == 0
+    (error,) = failed
+    assert isinstance(error, APIError) and error.status == 499
+    assert pool.loads == 0
+    pool.close()

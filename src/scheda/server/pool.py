@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 Loaded = Engine | Embedder
 # The longest the reaper sleeps: it wakes sooner when a model's keep-alive ends sooner.
 REAP_MAX_S = 60.0
+LOAD_POLL_S = 0.05  # how often a request waiting for a load looks at its cancel event
 
 
 def generator(engine: Loaded) -> Engine:
@@ -276,16 +277,20 @@ class ModelPool:
 
     @contextmanager
     def lease(
-        self, entry: ServedModel, on_loading: Callable[[], None] | None = None
+        self,
+        entry: ServedModel,
+        on_loading: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[Loaded]:
         """Admit one request to a model and hand it the loaded engine (loading it if need be).
 
         Blocks while the model loads; call it from a worker thread. `on_loading` is called
-        when this request must wait for a load, before the wait (a stream says so at once).
+        when this request must wait for a load, before the wait (a stream says so at once);
+        a `cancel` set while it waits for another's load ends the wait.
         """
         self._admit(entry)
         try:
-            yield self._loaded(entry, on_loading)
+            yield self._loaded(entry, on_loading, cancel)
         finally:
             self._release(entry)
 
@@ -309,13 +314,18 @@ class ModelPool:
         self._close(closing)
         self._wake.set()  # the reaper counts this model's keep-alive from now
 
-    def _loaded(self, entry: ServedModel, on_loading: Callable[[], None] | None = None) -> Loaded:
+    def _loaded(
+        self,
+        entry: ServedModel,
+        on_loading: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Loaded:
         if entry.engine is not None:
             return entry.engine
         if on_loading is not None:
             self._room(entry, take=False)  # no room for it: the 503 comes before the stream
             on_loading()
-        with self._loading:
+        with self._load_turn(entry, cancel):
             if entry.engine is None:
                 self._make_room(entry)
                 entry.loading = True
@@ -326,6 +336,20 @@ class ModelPool:
                 entry.loads += 1
                 entry.last_used = time.monotonic()  # its keep-alive counts from its load
             return entry.engine
+
+    @contextmanager
+    def _load_turn(self, entry: ServedModel, cancel: threading.Event | None) -> Iterator[None]:
+        """The one load at a time; a request whose client left stops waiting for its turn
+        (a load under way goes on: the model is still wanted by the others)."""
+        while not self._loading.acquire(timeout=LOAD_POLL_S):
+            if cancel is not None and cancel.is_set():
+                raise APIError(f"the client left while {entry.id} loaded", None, 499, "cancelled")
+        try:
+            if cancel is not None and cancel.is_set() and entry.engine is None:
+                raise APIError(f"the client left before {entry.id} loaded", None, 499, "cancelled")
+            yield
+        finally:
+            self._loading.release()
 
     def load(self, entry: ServedModel) -> None:
         """Load a model now (the load route), unloading idle ones for room as a request would."""

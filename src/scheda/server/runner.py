@@ -97,7 +97,7 @@ class Job:
     def _leased(self, pool: ModelPool, entry: ServedModel, work: Work) -> Any:
         # Only a stream says that its model loads: a whole answer just takes longer.
         loading = (lambda: self._put(Event("loading", text=entry.id))) if self.on_text else None
-        with pool.lease(entry, loading) as engine:
+        with pool.lease(entry, loading, self.cancel) as engine:
             return work(engine, self.on_text, self.cancel)
 
     def _run(self, call: Callable[[], Any]) -> None:
