@@ -351,3 +351,41 @@ def test_ray_is_refused_with_all_in_one_line(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "--all and --models-dir load models on demand" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.browser
+def test_the_studio_marks_each_model_and_loads_and_unloads_it(server: Server) -> None:
+    from playwright.sync_api import expect
+
+    from tests.test_studio import CHROMIUM, CHROMIUM_ARGS, _playwright
+
+    unloaded(server, "default")
+    with _playwright()() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_context().new_page()
+        page.set_default_timeout(60_000)
+        page.add_init_script(f"localStorage.setItem('scheda.apiKey', '{KEY}')")
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{server.url}/#model")
+        page.wait_for_selector("body[data-ready='true']", state="attached")
+        chat = page.locator("#model-picker option")
+        expect(chat).to_have_count(5)  # three chat models, then the two embedding ones
+        expect(page.locator(f"#card-model option[value='{BIG}']")).to_have_text(
+            f"{BIG} (too large)"
+        )
+        page.select_option("#card-model", BIG)
+        expect(page.locator("#model-state")).to_contain_text("too large to load; needs 7.")
+        expect(page.locator("#model-load")).to_be_disabled()
+        page.select_option("#card-model", "default")
+        expect(page.locator("#model-state")).to_contain_text("not loaded; needs ")
+        page.click("#model-load")
+        expect(page.locator("#model-load")).to_have_text("Unload")
+        expect(page.locator("#model-state")).to_contain_text("loaded; needs ")
+        expect(page.locator("#card-model option[value='default']")).to_have_text("default (loaded)")
+        assert models(server)["default"]["loaded"]
+        page.click("#model-load")
+        expect(page.locator("#model-load")).to_have_text("Load")
+        assert not models(server)["default"]["loaded"]
+        browser.close()
+    assert not errors, errors
