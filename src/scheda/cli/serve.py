@@ -49,9 +49,9 @@ def serve(
         typer.Option(
             "--keep-alive",
             metavar="DURATION",
-            help="Unload a model idle this long (5m, 30s, 1h; 0: when its last request ends; "
-            "-1: never). Idle models also leave, least recently used first, when --budget "
-            "needs room.",
+            help="Unload a model idle this long: 5m (Ollama's default), 30s, 1h; 0: when its "
+            "last request ends; -1: never. Idle models also leave, least recently used first, "
+            "when --budget needs room.",
         ),
     ] = KEEP_ALIVE,
     host: Annotated[
