@@ -17,8 +17,9 @@ from tests.serving import wait_for
 
 @pytest.fixture(scope="module")
 def two(minilm_path: Path) -> tuple[ServedModel, ServedModel]:
-    chat = served_model("default", parallel=2)
-    embed = served_model(str(minilm_path))
+    # A small context, one thread: loads stay quick on a busy small host.
+    chat = served_model("default", context=256, parallel=2, threads=1)
+    embed = served_model(str(minilm_path), threads=1)
     return chat, embed
 
 
@@ -153,7 +154,7 @@ def test_the_pool_hands_each_kind_its_own_interface(
 
 @pytest.fixture
 def small() -> ServedModel:
-    return served_model("default", context=256, parallel=2)
+    return served_model("default", context=256, parallel=2, threads=1)
 
 
 def test_two_first_requests_wait_for_one_load_and_keep_alive_0_ends_it(small: ServedModel) -> None:

@@ -178,6 +178,7 @@ def server(
         "--context", str(CONTEXT),
         "--budget", f"{budget / 2**30:.9f}",
         "--keep-alive", "-1",
+        "--threads", "1",  # a load's threads would wait on each other on a busy small host
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as env:
         env.setenv("HF_HOME", hf_home)  # the server reads it once, as it starts

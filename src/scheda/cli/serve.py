@@ -149,7 +149,9 @@ def serve(
             "anyone who can reach this port can use the models"
         )
     listen = Listen(host, port, api_key, max_body, allow_host, cors_origin, grace)
-    refs = models or ["default"]
+    # With models found on the machine, the embedded one comes first among them (the
+    # default where none is named), or is left out with a warning where it is not installed.
+    refs = models or ([] if everything or models_dir else ["default"])
     if ray is not None:
         from scheda.server.ray_pool import Replicas
 

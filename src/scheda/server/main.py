@@ -47,11 +47,17 @@ def build_pool(
     """The pool of served models; each reference is checked (and its need estimated) now.
 
     `everything` adds the embedded model and every model in the local Hugging Face cache,
-    `folders` every model in each folder (`files/discover`), after the ones named; what
-    cannot be read is left out, each with a line to `warn`."""
+    `folders` every model in each folder (`files/discover`), after the ones named (with none
+    named, the embedded model first); what cannot be read is left out, each with a line to
+    `warn`."""
     models = [served_model(r, engine, context, parallel, threads) for r in refs]
     if everything or folders:
         models += _found(models, everything, folders or [], context, parallel, threads, warn)
+        if not models:
+            raise UsageError(
+                "no model found to serve: name one, or give --models-dir a folder that holds "
+                "GGUF files or HF model folders"
+            )
     budget = int(budget_gb * GiB) if budget_gb else psutil.virtual_memory().available
     pool = ModelPool(models, budget, queue, parallel, keep_alive)
     pool.defaults.update(context=context, threads=threads)  # for a model pulled while serving
@@ -72,8 +78,9 @@ def _found(
     from scheda.files import discover
 
     found = discover.Discovery()
-    if everything:
+    if everything or not named:  # the embedded model is the default when none is named
         found.extend(discover.embedded())
+    if everything:
         found.extend(discover.in_hf_cache())
     for folder in folders:
         found.extend(discover.in_folder(folder))
