@@ -144,6 +144,22 @@ def test_a_folder_is_read_as_llama_cpp_s_router_reads_it(
     assert took < 2, took  # headers only: nothing loads
 
 
+def test_a_folder_alone_is_served_after_the_embedded_model(machine: dict[str, Path]) -> None:
+    """`serve --models-dir DIR` naming no model: `default` first (the default), then the
+    folder's; a model named is served once, under its own name, whatever the folder holds."""
+    from scheda.server.main import build_pool
+
+    lines: list[str] = []
+    pool = build_pool([], folders=[machine["models"]], warn=lines.append)
+    assert list(pool.models) == ["default", SMOL, "minilm"] and pool.default == "default"
+    assert len(lines) == 2 and pool.loaded() == []  # nothing loads to be listed
+    pool.close()
+    named = str(machine["models"] / "minilm")
+    pool = build_pool(["default", named], folders=[machine["models"]], warn=lines.append)
+    assert list(pool.models) == ["default", "minilm", SMOL]
+    pool.close()
+
+
 def test_an_unknown_keep_alive_is_one_line() -> None:
     from scheda.cli.serve import keep_alive_seconds
 
