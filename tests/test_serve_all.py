@@ -323,6 +323,19 @@ def test_the_official_client_sees_no_error_only_a_slower_first_token(server: Ser
     assert [m for m, v in models(server).items() if v["loaded"]] == [CACHED]
 
 
+def test_anthropic_s_client_sees_no_error_either(server: Server) -> None:
+    import anthropic
+
+    unloaded(server, SMOL)
+    client = anthropic.Anthropic(base_url=server.url, api_key=KEY, max_retries=0)
+    messages: Any = [{"role": "user", "content": "Hi"}]
+    with client.messages.stream(model=SMOL, messages=messages, max_tokens=3) as stream:
+        events = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert final.stop_reason == "max_tokens" and models(server)[SMOL]["loaded"]
+
+
 def test_two_first_requests_wait_for_one_load_and_both_say_so(server: Server) -> None:
     """A chat completion and a studio chat turn, both streamed, both for a model not loaded:
     one load; each stream says that it loads (the second too, unless it came after)."""
