@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,12 +15,45 @@ from scheda.cli.common import RAY_ALONE, ContextOpt, EngineOpt, ThreadsOpt
 from scheda.display.terminal import console
 from scheda.errors import UsageError
 
+KEEP_ALIVE = "5m"  # Ollama's default keep_alive
+DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+SHOWN = 6  # models named in the line the server starts with
+
 
 def serve(
     models: Annotated[
         list[str] | None,
         typer.Argument(help="Models to serve; the first is the default. None: the embedded model."),
     ] = None,
+    everything: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also offer every model in the local Hugging Face cache and the embedded one, "
+            "each loaded on its first request.",
+        ),
+    ] = False,
+    models_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--models-dir",
+            help="Also offer every GGUF file and HF model folder in this folder (repeatable): "
+            "a file directly in it, or a model of several files in a subfolder.",
+            file_okay=False,
+            exists=True,
+        ),
+    ] = None,
+    keep_alive: Annotated[
+        str,
+        typer.Option(
+            "--keep-alive",
+            metavar="DURATION",
+            help="Unload a model idle this long: 5m (Ollama's default), 30s, 1h; 0: when its "
+            "last request ends; -1: never. Idle models also leave, least recently used first, "
+            "when --budget needs room.",
+        ),
+    ] = KEEP_ALIVE,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on; 0.0.0.0 opens it to the network.")
     ] = settings.DEFAULT_HOST,
@@ -95,6 +130,12 @@ def serve(
 
     if budget is not None and not budget > 0:
         raise UsageError(f"--budget must be a positive number of GB, got {budget}")
+    idle = keep_alive_seconds(keep_alive)
+    if ray is not None and (everything or models_dir):
+        raise UsageError(
+            "--all and --models-dir load models on demand on this machine; with --ray every "
+            "model is deployed at start: name the models to deploy instead"
+        )
     if ray is None and replicas is not None:
         raise UsageError("--replicas is for --ray: give --ray too, or leave --replicas out")
     if ray is not None and budget is not None:
@@ -108,7 +149,9 @@ def serve(
             "anyone who can reach this port can use the models"
         )
     listen = Listen(host, port, api_key, max_body, allow_host, cors_origin, grace)
-    refs = models or ["default"]
+    # With models found on the machine, the embedded one comes first among them (the
+    # default where none is named), or is left out with a warning where it is not installed.
+    refs = models or ([] if everything or models_dir else ["default"])
     if ray is not None:
         from scheda.server.ray_pool import Replicas
 
@@ -116,7 +159,43 @@ def serve(
         check_port(host, port)  # before a cluster starts and replicas load, not after
         _serve_on_ray(listen, refs, ray, plan, engine, context, parallel, threads, queue)
         return
-    listen.run(build_pool(refs, engine, context, parallel, threads, budget, queue))
+    pool = build_pool(
+        refs,
+        engine,
+        context,
+        parallel,
+        threads,
+        budget,
+        queue,
+        keep_alive=idle,
+        everything=everything,
+        folders=models_dir or [],
+        warn=_warn,
+    )
+    listen.run(pool)
+
+
+def keep_alive_seconds(text: str) -> float | None:
+    """`--keep-alive` as Ollama spells it (5m, 30s, 1h30m, a number of seconds; 0, or a
+    negative for never) in seconds; None for never."""
+    value = text.strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pieces = DURATION.findall(value.lstrip("-"))
+        if not pieces or "".join(n + u for n, u in pieces) != value.lstrip("-"):
+            raise UsageError(
+                f"--keep-alive takes a duration such as 5m, 30s, 1h, 0 (unload when the last "
+                f"request ends) or -1 (never), got {text!r}"
+            ) from None
+        seconds = sum(float(n) * UNITS[u] for n, u in pieces)
+        seconds = -seconds if value.startswith("-") else seconds
+    return None if seconds < 0 else seconds
+
+
+def _warn(line: str) -> None:
+    # Paths and messages from files on disk: plain text, never markup.
+    console().print(f"warning: {line}", style="yellow", markup=False, highlight=False)
 
 
 class Listen:
@@ -139,7 +218,10 @@ class Listen:
         from scheda.server.main import serve as run_server
 
         def ready(url: str) -> None:
-            names = ", ".join(pool.models)
+            ids = list(pool.models)
+            names = ", ".join(ids[:SHOWN])
+            if len(ids) > SHOWN:
+                names += f" and {len(ids) - SHOWN} more (GET /v1/models lists them)"
             # Model ids are file names: plain text, never markup.
             text = f"scheda serving {names}\n  studio: {url}\n  API:    {url}v1"
             console().print(text, markup=False)

@@ -60,6 +60,7 @@ from scheda.sampling import Sampling
 
 LOOPBACK = "127.0.0.1"
 HTTP_TIMEOUT_S = 60
+SLOTS_TIMEOUT_S = 2  # /health asks: it answers without a slot's detail rather than wait long
 QUEUE_POLL_S = 0.05  # how often a request waiting for a slot looks at its cancel event
 
 
@@ -139,7 +140,22 @@ class LlamaCppEngine(Engine):
         """llama.cpp's facts about the loaded model: n_ctx_train, n_params, size, ftype..."""
         return dict(self._post("/v1/models", None)["data"][0].get("meta") or {})
 
-    def _post(self, route: str, body: dict[str, Any] | None) -> Any:
+    def slots(self) -> list[dict[str, Any]]:
+        """What each slot is doing, from llama.cpp's `/slots`: its id, state, context and the
+        tokens it has decoded for its request; never the request's text or parameters."""
+        return [
+            {
+                "id": slot.get("id"),
+                "state": "processing" if slot.get("is_processing") else "idle",
+                "n_ctx": slot.get("n_ctx"),
+                "decoded": sum(int(t.get("n_decoded") or 0) for t in _listed(slot)),
+            }
+            for slot in self._post("/slots", None, SLOTS_TIMEOUT_S)
+        ]
+
+    def _post(
+        self, route: str, body: dict[str, Any] | None, timeout: float = HTTP_TIMEOUT_S
+    ) -> Any:
         """A call to llama.cpp's own listener (POST with a body, GET without)."""
         request = urllib.request.Request(
             self._address + route,
@@ -147,7 +163,7 @@ class LlamaCppEngine(Engine):
             headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as answer:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return json.loads(answer.read())
         except urllib.error.HTTPError as exc:  # llama.cpp's own error object, with its code
             raise _error(_error_answer(exc)) from exc
@@ -549,6 +565,12 @@ def _whole(calls: dict[int, ToolCall], finish: str | None) -> list[ToolCall]:
         except ValueError:
             listed.pop()
     return listed
+
+
+def _listed(slot: dict[str, Any]) -> list[dict[str, Any]]:
+    """A slot's `next_token`: a list of one object per sample (an object in older builds)."""
+    tokens = slot.get("next_token") or []
+    return [t for t in (tokens if isinstance(tokens, list) else [tokens]) if isinstance(t, dict)]
 
 
 def _logprob(entry: dict[str, Any]) -> TokenLogprob:

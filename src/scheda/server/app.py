@@ -33,6 +33,7 @@ from scheda.server import (
     errors,
     hub_api,
     messages_api,
+    models_api,
     openai_api,
     openapi,
     responses_api,
@@ -204,6 +205,7 @@ def create_app(
     errors.install(app)
     openapi.install(app, _protected)
     app.include_router(openai_api.router)
+    app.include_router(models_api.router)
     app.include_router(messages_api.router)
     app.include_router(responses_api.router)
     # Before the studio's routes: /api/evals/card is not a run id for /api/evals/{run_id}.
@@ -214,7 +216,7 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return pool.health()
+        return pool.health(detail=True)
 
     @app.get("/", include_in_schema=False)
     def studio() -> FileResponse:

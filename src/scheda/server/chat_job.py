@@ -23,7 +23,7 @@ from scheda.engines.base import CallPiece, Generation, Guide, Message, Sample, T
 from scheda.errors import APIError
 from scheda.sampling import Sampling
 from scheda.server.pool import ModelPool, ServedModel, generator
-from scheda.server.runner import ChatJob, Event, Job
+from scheda.server.runner import ChatJob, Event, Job, after_loading
 
 # A route's stream: its events, written as `event: KIND` and `data: JSON`, from the first.
 Events = Callable[[Job, Event], AsyncIterator[str]]
@@ -73,15 +73,9 @@ async def streamed(job: Job, request: Request, events: Events) -> StreamingRespo
     if first.kind == "error":
         fail(first)
 
-    async def guarded() -> AsyncIterator[str]:
-        try:
-            async for piece in events(job, first):
-                yield piece
-        finally:
-            job.cancel.set()  # the client left (or the stream ended): stop generating either way
-
     return StreamingResponse(
-        guarded(),
+        # The client left (or the stream ended): generating stops either way.
+        after_loading(job, first, lambda event: events(job, event)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,16 +1,19 @@
 """Running the server: the pool of served models, the address check, uvicorn.
 
 `build_pool(refs, ...)` plans every model at once (a bad reference fails
-before anything loads); `serve(pool, ...)` opens the sessions store and the
-evaluation runs' store and runs the app under uvicorn, stopped as
-server/stopping.py says (a grace for the answers in flight, then exit 0). `scheda serve`
-(cli/serve.py) calls both. See docs/api.md for the routes.
+before anything loads), with those found on the machine for `--all` and
+`--models-dir` (files/discover.py: headers read, nothing loaded);
+`serve(pool, ...)` opens the sessions store and the evaluation runs' store
+and runs the app under uvicorn, stopped as server/stopping.py says (a grace
+for the answers in flight, then exit 0). `scheda serve` (cli/serve.py) calls
+both. See docs/api.md for the routes.
 """
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -19,7 +22,7 @@ from scheda import settings
 from scheda.errors import UsageError
 from scheda.server.app import create_app
 from scheda.server.guard import Allowed
-from scheda.server.pool import ModelPool, served_model
+from scheda.server.pool import ModelPool, ServedModel, found_model, served_model
 from scheda.stores.evals import EvalStore
 from scheda.stores.sessions import SessionStore
 from scheda.units import GiB
@@ -36,13 +39,73 @@ def build_pool(
     threads: int | None = None,
     budget_gb: float | None = None,
     queue: int = settings.DEFAULT_QUEUE,
+    keep_alive: float | None = None,
+    everything: bool = False,
+    folders: list[Path] | None = None,
+    warn: Callable[[str], Any] | None = None,
 ) -> ModelPool:
-    """The pool of served models; each reference is checked (and its need estimated) now."""
+    """The pool of served models; each reference is checked (and its need estimated) now.
+
+    `everything` adds the embedded model and every model in the local Hugging Face cache,
+    `folders` every model in each folder (`files/discover`), after the ones named (with none
+    named, the embedded model first); what cannot be read is left out, each with a line to
+    `warn`."""
     models = [served_model(r, engine, context, parallel, threads) for r in refs]
+    if everything or folders:
+        models += _found(models, everything, folders or [], context, parallel, threads, warn)
+        if not models:
+            raise UsageError(
+                "no model found to serve: name one, or give --models-dir a folder that holds "
+                "GGUF files or HF model folders"
+            )
     budget = int(budget_gb * GiB) if budget_gb else psutil.virtual_memory().available
-    pool = ModelPool(models, budget, queue, parallel)
+    pool = ModelPool(models, budget, queue, parallel, keep_alive)
     pool.defaults.update(context=context, threads=threads)  # for a model pulled while serving
     return pool
+
+
+def _found(
+    named: list[ServedModel],
+    everything: bool,
+    folders: list[Path],
+    context: int | None,
+    parallel: int,
+    threads: int | None,
+    warn: Callable[[str], Any] | None,
+) -> list[ServedModel]:
+    """The models found on this machine that are not among those named: a name already
+    taken is replaced by the model's path, which names it too."""
+    from scheda.files import discover
+
+    found = discover.Discovery()
+    if everything or not named:  # the embedded model is the default when none is named
+        found.extend(discover.embedded())
+    if everything:
+        found.extend(discover.in_hf_cache())
+    for folder in folders:
+        found.extend(discover.in_folder(folder))
+    for line in found.skipped:
+        if warn is not None:
+            warn(line)
+    paths = {m.path.absolute() for m in named}
+    ids = {m.id for m in named}
+    added = []
+    for f in found.found:
+        if f.path.absolute() in paths:
+            continue
+        try:
+            served = found_model(f, context, parallel, threads)
+        # A spec the estimate cannot weigh: this model is not offered, the others still are.
+        except Exception as exc:
+            if warn is not None:
+                warn(f"{f.path}: skipped, its memory need cannot be estimated ({exc})")
+            continue
+        if served.id in ids:
+            served.id = str(f.path)
+        paths.add(f.path.absolute())
+        ids.add(served.id)
+        added.append(served)
+    return added
 
 
 def check_port(host: str, port: int) -> None:

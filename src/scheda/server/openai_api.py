@@ -29,7 +29,7 @@ from scheda.server.errors import error_body, error_response, sse
 from scheda.server.openapi import answers
 from scheda.server.pool import Loaded, ModelPool, ServedModel, embedder, generator
 from scheda.server.responses import ChatShape, Shape, TextShape, new_id, usage_of
-from scheda.server.runner import BareJob, Event, Job
+from scheda.server.runner import BareJob, Event, Job, after_loading
 from scheda.server.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -68,7 +68,7 @@ def list_models(request: Request) -> dict[str, Any]:
                 "object": "model",
                 "created": int(request.app.state.started),
                 "owned_by": "scheda",
-                **m.describe(),
+                **pool.describe(m),
             }
             for m in pool.models.values()
         ],
@@ -77,9 +77,16 @@ def list_models(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/models/{model_id:path}", responses=answers(404))
 def get_model(model_id: str, request: Request) -> dict[str, Any]:
-    m = pool_of(request).get(model_id)
+    pool = pool_of(request)
+    m = pool.get(model_id)
     created = int(request.app.state.started)
-    return {"id": m.id, "object": "model", "created": created, "owned_by": "scheda", **m.describe()}
+    return {
+        "id": m.id,
+        "object": "model",
+        "created": created,
+        "owned_by": "scheda",
+        **pool.describe(m),
+    }
 
 
 # -- chat and text completions ---------------------------------------------------------------
@@ -145,7 +152,7 @@ async def _answer(
     if first.kind == "error":
         return error_response(first.error)
     return StreamingResponse(
-        _stream(job, first, shape, usage, n),
+        after_loading(job, first, lambda event: _stream(job, event, shape, usage, n)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

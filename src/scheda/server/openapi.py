@@ -41,7 +41,8 @@ WHY = {
     404: "No such model, session or run (the message lists what there is).",
     409: "It cannot be done now: the model will not fit this machine (the message says what "
     "would: send `force` to take it anyway), a card run is going (wait for it, or cancel it), "
-    "or an arena battle cannot take this vote (voted already, still answering, or failed).",
+    "an arena battle cannot take this vote (voted already, still answering, or failed), or a "
+    "model with requests in flight cannot be unloaded (retry when they end).",
     413: "The body is over the server's limit (`--max-body`).",
     500: "scheda or the machine failed: a bug, or a model that cannot load or answer.",
     502: "The Hub failed or is out of reach (the message says which and what to do).",

@@ -1,10 +1,18 @@
-"""The models a server offers: loaded on first use, unloaded least recently used first.
+"""The models a server offers: loaded on first use, unloaded when idle or for room.
 
 Each model's memory need is `fit`'s estimate at the context and parallel
 slots it is served with (weights, KV cache for every slot, compute buffers).
-Before a model loads, idle models leave until the loaded ones plus the new
-one fit in the budget. A model with requests in flight is never unloaded
-under them: if only busy models stand in the way, the request gets a 503.
+Before a model loads, idle models leave, least recently used first, until the
+loaded ones plus the new one fit in the budget. A model with requests in
+flight is never unloaded under them: if only busy models stand in the way,
+the request gets a 503. One model loads at a time, and requests for a model
+being loaded wait for that one load. A model idle for the keep-alive
+(Ollama's `keep_alive`) is unloaded by a small reaper thread; with a
+keep-alive of 0, when its last request ends.
+
+A model named on the command line must fit the budget alone (the server
+refuses to start otherwise); one found on the machine (`serve --all`) that
+cannot is still listed, marked, and a request for it is a 400 with the numbers.
 
 The pool admits requests, it does not schedule them. Up to `parallel` requests
 to one model decode together in llama.cpp's slots (continuous batching); up to
@@ -15,9 +23,10 @@ grow without bound.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +42,14 @@ from scheda.units import size as human_bytes
 
 if TYPE_CHECKING:
     from scheda.evaluation.scorer import Scorer
+    from scheda.files.discover import Found
 
 # What the pool holds for a loaded model: an engine that generates, or an encoder's embedder
 # (`ServedModel.kind` says which the routes may ask for).
 Loaded = Engine | Embedder
+# The longest the reaper sleeps: it wakes sooner when a model's keep-alive ends sooner.
+REAP_MAX_S = 60.0
+LOAD_POLL_S = 0.05  # how often a request waiting for a load looks at its cancel event
 
 
 def generator(engine: Loaded) -> Engine:
@@ -73,6 +86,9 @@ class ServedModel:
     last_used: float = 0.0
     options: dict[str, Any] = field(default_factory=dict)
     scoring_lock: threading.Lock = field(default_factory=threading.Lock)
+    found: bool = False  # found on the machine (serve --all), not named: listed even if too large
+    loading: bool = False
+    loads: int = 0  # times loaded since the server started
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -81,9 +97,25 @@ class ServedModel:
             "engine": self.engine_name,
             "kind": self.kind,
             "loaded": self.engine is not None,
+            "status": "loaded"
+            if self.engine is not None
+            else "loading"
+            if self.loading
+            else "unloaded",
             "context": self.context,
             "memory": self.need,
+            "loads": self.loads,
         }
+
+    def too_large(self, budget: int) -> str:
+        """The one line that refuses this model when it needs more than the whole budget."""
+        slots = self.options.get("parallel", 1)
+        on = f" on {slots} slots" if slots > 1 else ""
+        return (
+            f"{self.id} needs {human_bytes(self.need)} at a context of {self.context:,}{on}, "
+            f"more than the {human_bytes(budget)} budget: serve with a larger --budget or a "
+            "smaller --context"
+        )
 
 
 def model_id(ref: str, path: Path) -> str:
@@ -102,7 +134,30 @@ def served_model(
 ) -> ServedModel:
     """Resolve a model reference and work out what serving it will cost."""
     name, path = engines.choose(ref, engine)
-    spec = resolve(ref)
+    return _served(model_id(ref, path), ref, path, name, resolve(ref), context, parallel, threads)
+
+
+def found_model(
+    found: Found, context: int | None = None, parallel: int = 4, threads: int | None = None
+) -> ServedModel:
+    """A model found on the machine (`files/discover`), on its own engine, at what serving it
+    will cost; its spec was read when it was found."""
+    name = engines.engine_for(found.path)
+    served = _served(found.id, found.id, found.path, name, found.spec, context, parallel, threads)
+    served.found = True
+    return served
+
+
+def _served(
+    model: str,
+    ref: str,
+    path: Path,
+    name: str,
+    spec: ModelSpec,
+    context: int | None,
+    parallel: int,
+    threads: int | None,
+) -> ServedModel:
     if spec.kind == "encoder":
         kind, slots = "embedding", 1
     else:
@@ -118,7 +173,7 @@ def served_model(
         if name == "llama.cpp":
             options["parallel"] = parallel
     return ServedModel(
-        id=model_id(ref, path),
+        id=model,
         ref=ref,
         path=path,
         engine_name=name,
@@ -131,7 +186,16 @@ def served_model(
 
 
 class ModelPool:
-    def __init__(self, models: list[ServedModel], budget: int, queue: int, parallel: int) -> None:
+    def __init__(
+        self,
+        models: list[ServedModel],
+        budget: int,
+        queue: int,
+        parallel: int,
+        keep_alive: float | None = None,
+    ) -> None:
+        """`keep_alive`: seconds a model stays loaded after its last request (0: it unloads
+        when that request ends); None keeps it until the budget needs its room."""
         if not models:
             raise UsageError("give at least one model to serve")
         seen: dict[str, str] = {}
@@ -139,20 +203,29 @@ class ModelPool:
             if m.id in seen:
                 raise UsageError(f"{m.ref!r} and {seen[m.id]!r} would both be served as {m.id!r}")
             seen[m.id] = m.ref
-            if m.need > budget:
-                raise UsageError(
-                    f"{m.id} needs {human_bytes(m.need)}, more than the whole "
-                    f"{human_bytes(budget)} budget: raise --budget or lower --context"
-                )
+            if m.need > budget and not m.found:
+                raise UsageError(m.too_large(budget))
         self.models = {m.id: m for m in models}
         self.default = models[0].id
         self.budget = budget
         self.queue = queue
         self.parallel = parallel
+        self.keep_alive = keep_alive
         # How a model added later is served (`served_model`'s options): the serve's own.
         self.defaults: dict[str, Any] = {"parallel": parallel}
         self._lock = threading.Lock()  # bookkeeping: admission counts, who is loaded
         self._loading = threading.Lock()  # one load (and its evictions) at a time
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # a request ended: the reaper looks again
+        self._reaper: threading.Thread | None = None
+        if keep_alive is not None and keep_alive > 0:
+            self._reaper = threading.Thread(target=self._reap, name="pool-reaper", daemon=True)
+            self._reaper.start()
+
+    @property
+    def loads(self) -> int:
+        """Models loaded since the server started, counting each reload."""
+        return sum(m.loads for m in self.models.values())
 
     def add(self, entry: ServedModel) -> ServedModel:
         """A model that joins the served ones (one the studio pulled); the one already
@@ -179,29 +252,51 @@ class ModelPool:
             return entry
         entry = self.models.get(model or self.default)
         if entry is None:
-            known = ", ".join(self.models)
-            raise ModelNotServedError(f"model {model!r} is not served here: the models are {known}")
+            raise ModelNotServedError(
+                f"model {model!r} is not served here: the models are {self._known()}"
+            )
         return entry
+
+    def _known(self) -> str:
+        names = list(self.models)
+        shown = ", ".join(names[:20])
+        return shown + (f" and {len(names) - 20} more (GET /v1/models)" if len(names) > 20 else "")
 
     def capacity(self, entry: ServedModel) -> int:
         slots: int = entry.options.get("parallel", 1)
         return slots + self.queue
 
+    def fits(self, entry: ServedModel) -> bool:
+        """Whether the model fits the budget alone, so that it may load at all."""
+        return entry.need <= self.budget
+
+    def describe(self, entry: ServedModel) -> dict[str, Any]:
+        """A model as the lists show it: what it is, loaded or not, and the fit verdict."""
+        fit = {"need": entry.need, "budget": self.budget, "fits": self.fits(entry)}
+        return {**entry.describe(), "fit": fit}
+
     @contextmanager
-    def lease(self, entry: ServedModel) -> Iterator[Loaded]:
+    def lease(
+        self,
+        entry: ServedModel,
+        on_loading: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Loaded]:
         """Admit one request to a model and hand it the loaded engine (loading it if need be).
 
-        Blocks while the model loads; call it from a worker thread.
+        Blocks while the model loads; call it from a worker thread. `on_loading` is called
+        when this request must wait for a load, before the wait (a stream says so at once);
+        a `cancel` set while it waits for another's load ends the wait.
         """
         self._admit(entry)
         try:
-            yield self._loaded(entry)
+            yield self._loaded(entry, on_loading, cancel)
         finally:
-            with self._lock:
-                entry.active -= 1
-                entry.last_used = time.monotonic()
+            self._release(entry)
 
     def _admit(self, entry: ServedModel) -> None:
+        if not self.fits(entry):
+            raise APIError(entry.too_large(self.budget), "model", code="model_too_large")
         with self._lock:
             if entry.active >= self.capacity(entry):
                 raise ServerBusyError(
@@ -210,22 +305,86 @@ class ModelPool:
             entry.active += 1
             entry.last_used = time.monotonic()
 
-    def _loaded(self, entry: ServedModel) -> Loaded:
+    def _release(self, entry: ServedModel) -> None:
+        with self._lock:
+            entry.active -= 1
+            entry.last_used = time.monotonic()
+            # Keep-alive 0: the model leaves with its last request (Ollama's keep_alive=0).
+            closing = self._detach(entry) if self.keep_alive == 0 and entry.active == 0 else []
+        self._close(closing)
+        self._wake.set()  # the reaper counts this model's keep-alive from now
+
+    def _loaded(
+        self,
+        entry: ServedModel,
+        on_loading: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Loaded:
         if entry.engine is not None:
             return entry.engine
-        with self._loading:
+        if on_loading is not None:
+            self._room(entry, take=False)  # no room for it: the 503 comes before the stream
+            on_loading()
+        with self._load_turn(entry, cancel):
             if entry.engine is None:
                 self._make_room(entry)
-                entry.engine = self._load(entry)
+                entry.loading = True
+                try:
+                    entry.engine = self._load(entry)
+                finally:
+                    entry.loading = False
+                entry.loads += 1
+                entry.last_used = time.monotonic()  # its keep-alive counts from its load
             return entry.engine
+
+    @contextmanager
+    def _load_turn(self, entry: ServedModel, cancel: threading.Event | None) -> Iterator[None]:
+        """The one load at a time; a request whose client left stops waiting for its turn
+        (a load under way goes on: the model is still wanted by the others)."""
+        while not self._loading.acquire(timeout=LOAD_POLL_S):
+            if cancel is not None and cancel.is_set():
+                raise APIError(f"the client left while {entry.id} loaded", None, 499, "cancelled")
+        try:
+            if cancel is not None and cancel.is_set() and entry.engine is None:
+                raise APIError(f"the client left before {entry.id} loaded", None, 499, "cancelled")
+            yield
+        finally:
+            self._loading.release()
+
+    def load(self, entry: ServedModel) -> None:
+        """Load a model now (the load route), unloading idle ones for room as a request would."""
+        if not self.fits(entry):
+            raise APIError(entry.too_large(self.budget), "model", code="model_too_large")
+        self._loaded(entry)
+        with self._lock:
+            entry.last_used = time.monotonic()  # loaded before: its keep-alive counts from now
+        self._wake.set()
+
+    def unload(self, entry: ServedModel) -> bool:
+        """Unload a model now (the unload route); whether it was loaded. A model with requests
+        in flight stays: a 409."""
+        with self._lock:
+            if entry.active:
+                raise APIError(
+                    f"{entry.id} has {entry.active} request{'s' if entry.active > 1 else ''} in "
+                    "flight: unload it when they end",
+                    "model",
+                    409,
+                    "model_busy",
+                )
+            closing = self._detach(entry)
+        self._close(closing)
+        return bool(closing)
 
     def _load(self, entry: ServedModel) -> Loaded:
         if entry.kind == "embedding":
             return engines.load_embedder(entry.path, **entry.options)
         return engines.open_model(entry.path, entry.engine_name, **entry.options)
 
-    def _make_room(self, entry: ServedModel) -> None:
-        """Unload idle models, least recently used first, until `entry` fits the budget."""
+    def _room(self, entry: ServedModel, take: bool) -> list[Loaded | Scorer]:
+        """The idle models to unload, least recently used first, for `entry` to fit the budget,
+        taken out of the pool when `take` (their engines returned, to close outside the lock);
+        a 503 when busy models leave no room."""
         with self._lock:
             loaded = [m for m in self.models.values() if m.engine is not None]
             used = sum(m.need for m in loaded)
@@ -241,12 +400,38 @@ class ModelPool:
                     f"{entry.id} needs {human_bytes(entry.need)} and the budget is "
                     f"{human_bytes(self.budget)}; {busy} busy: retry shortly"
                 )
-            closing: list[Loaded | Scorer] = []
-            for victim in gone:
-                closing += [held for held in (victim.engine, victim.scorer) if held is not None]
-                victim.engine = victim.scorer = None
-        for held in closing:
-            held.close()
+            return [held for victim in gone for held in self._detach(victim)] if take else []
+
+    def _make_room(self, entry: ServedModel) -> None:
+        """Unload idle models, least recently used first, until `entry` fits the budget."""
+        self._close(self._room(entry, take=True))
+
+    def _detach(self, entry: ServedModel) -> list[Loaded | Scorer]:
+        """Take a model's engine (and scorer) out of the pool, for `_close` outside the lock."""
+        held = [h for h in (entry.engine, entry.scorer) if h is not None]
+        entry.engine = entry.scorer = None
+        return held
+
+    @staticmethod
+    def _close(held: list[Loaded | Scorer]) -> None:
+        for h in held:
+            h.close()
+
+    def _reap(self) -> None:
+        """Unload each model idle for the keep-alive; sleep until the next one would be."""
+        assert self.keep_alive is not None
+        while not self._stop.is_set():
+            self._wake.clear()  # before looking: a request that ends meanwhile wakes it again
+            now = time.monotonic()
+            with self._lock:
+                loaded = [m for m in self.models.values() if m.engine is not None]
+                due = [m for m in loaded if m.active == 0 and now - m.last_used >= self.keep_alive]
+                closing = [held for m in due for held in self._detach(m)]
+                # A busy model's keep-alive starts when its last request ends, which wakes this.
+                idle = [m for m in loaded if m.active == 0 and m not in due]
+                left = [m.last_used + self.keep_alive - now for m in idle]
+            self._close(closing)
+            self._wake.wait(min([REAP_MAX_S, *[max(t, 0.01) for t in left]]))
 
     @contextmanager
     def scoring(self, entry: ServedModel) -> Iterator[Scorer]:
@@ -266,27 +451,51 @@ class ModelPool:
                     )
                 yield entry.scorer
         finally:
-            with self._lock:
-                entry.active -= 1
-                entry.last_used = time.monotonic()
+            self._release(entry)
 
-    def health(self) -> dict[str, Any]:
-        """What `/health` answers: the models loaded and the requests each holds."""
-        return {
+    def health(self, detail: bool = False) -> dict[str, Any]:
+        """What `/health` answers: the models loaded and the requests each holds; with
+        `detail`, each loaded model's memory (fit's estimate) and slots, and the process's
+        resident memory."""
+        answer: dict[str, Any] = {
             "status": "ok",
             "loaded": self.loaded(),
             "active": {m.id: m.active for m in self.models.values()},
         }
+        if detail:
+            import psutil
+
+            loaded = [m for m in self.models.values() if m.engine is not None]
+            answer["memory"] = {
+                "budget": self.budget,
+                "loaded": sum(m.need for m in loaded),
+                "resident": psutil.Process().memory_info().rss,
+            }
+            answer["models"] = {
+                m.id: {"memory": m.need, "active": m.active, "slots": _slots(m.engine)}
+                for m in loaded
+            }
+        return answer
 
     def loaded(self) -> list[str]:
         return [m.id for m in self.models.values() if m.engine is not None]
 
     def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._reaper is not None and self._reaper is not threading.current_thread():
+            self._reaper.join(timeout=5)
         with self._loading, self._lock:
             for m in self.models.values():
-                if m.engine is not None:
-                    m.engine.close()
-                    m.engine = None
-                if m.scorer is not None:
-                    m.scorer.close()
-                    m.scorer = None
+                self._close(self._detach(m))
+
+
+def _slots(engine: Loaded | None) -> list[dict[str, Any]] | None:
+    """What each of a llama.cpp engine's slots is doing (None for an engine without slots, or
+    one that cannot say now): never a prompt's text, since /health is public."""
+    slots = getattr(engine, "slots", None)
+    if not callable(slots):
+        return None
+    with contextlib.suppress(Exception):  # health must answer even if the engine cannot
+        return list(slots())
+    return None

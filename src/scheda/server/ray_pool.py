@@ -408,7 +408,11 @@ class RayPool(ModelPool):
         info = handle.describe.remote().result()
         return RemoteEngine(self.ray, handle, entry.id, info)
 
-    def health(self) -> dict[str, Any]:
+    def describe(self, entry: ServedModel) -> dict[str, Any]:
+        """No budget here, so no fit verdict: each replica's memory is Ray's to find."""
+        return entry.describe()
+
+    def health(self, detail: bool = False) -> dict[str, Any]:
         """The plain server's answer, and each deployed model's replicas: the requests each
         took and holds now, as this server counted them."""
         replicas = {
@@ -416,7 +420,7 @@ class RayPool(ModelPool):
             for m in self.models.values()
             if isinstance(m.engine, RemoteEngine)
         }
-        return {**super().health(), "replicas": replicas}
+        return {**super().health(detail), "replicas": replicas}
 
     def close(self) -> None:
         """Delete this server's applications (their replicas stop); Serve itself stays for

@@ -13,6 +13,11 @@ a slot, leaves the wait). A chat's tool calls stream as "call" events
 (no stream) notices the client leave by watching the ASGI `receive` channel
 for `http.disconnect` while the job runs, as Starlette's streamed responses
 do; a stream's own generator sets the event when it is closed.
+
+A request for a model not loaded waits for its load. A streamed one says so
+at once: its first event is "loading", which the stream sends as an SSE
+comment (`: loading MODEL`, which OpenAI's and Anthropic's clients skip) before
+its first real event, so that a client sees a slower first token, not an error.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def cancel_all() -> int:
 
 @dataclass
 class Event:
-    kind: str  # "text", "call" (a piece of a tool call), "done" or "error"
+    kind: str  # "text", "call" (a piece of a tool call), "loading" (the model), "done" or "error"
     index: int = 0
     text: str = ""
     result: Any = None
@@ -90,7 +95,9 @@ class Job:
         thread.start()
 
     def _leased(self, pool: ModelPool, entry: ServedModel, work: Work) -> Any:
-        with pool.lease(entry) as engine:
+        # Only a stream says that its model loads: a whole answer just takes longer.
+        loading = (lambda: self._put(Event("loading", text=entry.id))) if self.on_text else None
+        with pool.lease(entry, loading, self.cancel) as engine:
             return work(engine, self.on_text, self.cancel)
 
     def _run(self, call: Callable[[], Any]) -> None:
@@ -127,7 +134,7 @@ class Job:
         """The last event ("done" or "error"), cancelling the work if the client goes away."""
         async with self._watching(request):
             event = await self.next()
-            while event.streamed:
+            while event.kind not in ("done", "error"):
                 event = await self.next()
             return event
 
@@ -154,6 +161,21 @@ class Job:
         while (await request.receive())["type"] != "http.disconnect":
             pass
         self.cancel.set()
+
+
+async def after_loading(
+    job: Job, first: Event, events: Callable[[Event], AsyncIterator[str]]
+) -> AsyncIterator[str]:
+    """A stream whose first event may be its model's load: `: loading MODEL` at once, then
+    `events` from the first real event (an error then comes in the stream's own shape)."""
+    try:
+        if first.kind == "loading":
+            yield f": loading {first.text}\n\n"
+            first = await job.next()
+        async for piece in events(first):
+            yield piece
+    finally:
+        job.cancel.set()  # the client left during the load, or the stream ended
 
 
 class ChatJob(Job):

@@ -69,7 +69,8 @@ def comparisons_of(request: Request) -> ComparisonStore:
 
 @router.get("/models")
 def models(request: Request) -> list[dict[str, Any]]:
-    return [m.describe() for m in pool_of(request).models.values()]
+    pool = pool_of(request)
+    return [pool.describe(m) for m in pool.models.values()]
 
 
 @router.get("/models/{model_id:path}/card", responses=answers(404))
@@ -293,6 +294,9 @@ async def _turn(job: Job, store: SessionStore, session_id: str) -> AsyncIterator
     try:
         while True:
             event = await job.next()
+            if event.kind == "loading":  # the studio shows it while it waits
+                yield sse({"loading": event.text})
+                continue
             if event.kind == "text":
                 if event.index == 0:
                     answer.append(event.text)

@@ -58,7 +58,8 @@ const view = {
   fought: null, // the comparison the battle shown was fought from (its KLDs shown after the vote)
 };
 
-const chatModels = () => state.models.filter((m) => m.kind === "chat");
+// A model too large for the budget cannot answer: it is not offered.
+const chatModels = () => state.models.filter((m) => m.kind === "chat" && m.fit?.fits !== false);
 
 /** The tab's module (for the tab table): the arena, on a battle (#arena=ID) or on none. */
 export function arenaTab() {

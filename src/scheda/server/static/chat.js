@@ -9,7 +9,7 @@ import { enc, postEvents } from "./api.js";
 import { $, el, hideBanner, report } from "./dom.js";
 import { number } from "./format.js";
 import { renderInto } from "./markdown.js";
-import { modelOption, refreshModelLabels } from "./model.js";
+import { fits, modelOption, refreshModelLabels } from "./model.js";
 import { applyParams, markEngine, turnParams } from "./sampling.js";
 import {
   createSession,
@@ -42,7 +42,8 @@ export function fillModelPicker() {
   const saved = localStorage.getItem(MODEL_STORAGE);
   const chat = state.models.filter((m) => m.kind === "chat");
   const other = state.models.filter((m) => m.kind !== "chat");
-  picker.replaceChildren(...chat.map((m) => modelOption(m)));
+  // A model too large for the server's memory budget is listed, but cannot answer.
+  picker.replaceChildren(...chat.map((m) => modelOption(m, !fits(m))));
   if (other.length) {
     // Shown so the user knows they are served, but an embedding model cannot chat.
     const group = document.createElement("optgroup");
@@ -50,7 +51,7 @@ export function fillModelPicker() {
     group.append(...other.map((m) => modelOption(m, true)));
     picker.append(group);
   }
-  if (chat.some((m) => m.id === saved)) picker.value = saved;
+  if (chat.some((m) => m.id === saved && fits(m))) picker.value = saved;
   modelChosen();
 }
 
@@ -293,8 +294,11 @@ async function streamAnswer(sessionId, turn, view) {
   try {
     for await (const event of postEvents(`/api/sessions/${enc(sessionId)}/chat`, turn, controller.signal)) {
       if (typeof event.text === "string") {
+        if (!text) $("count-tokens").textContent = "writing…";
         text += event.text;
         view.update(text);
+      } else if (event.loading) {
+        $("count-tokens").textContent = `loading ${event.loading}…`; // its first request
       } else if (event.done) {
         ended = true;
         view.finish(text, event);

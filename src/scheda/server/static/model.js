@@ -21,6 +21,7 @@ const view = {
 
 export function wireModel() {
   $("card-model").addEventListener("change", () => showModel($("card-model").value));
+  $("model-load").addEventListener("click", loadOrUnload);
   $("fit-context").addEventListener("input", scheduleFit);
   $("fit-gpu").addEventListener("change", loadFit);
 }
@@ -38,9 +39,14 @@ export function fillCardPicker(preferred) {
   $("card-model").value = preferred || state.models[0]?.id || "";
 }
 
-const modelLabel = (model) => `${model.id}${model.loaded ? " (loaded)" : ""}`;
+/** Whether the model may load at all: one that needs more than the whole budget may not. */
+export const fits = (model) => model?.fit?.fits !== false;
 
-/** An option of a model picker: the id, "(loaded)" when it is, the engine and path as title. */
+const modelLabel = (model) =>
+  `${model.id}${model.loaded ? " (loaded)" : fits(model) ? "" : " (too large)"}`;
+
+/** An option of a model picker: the id, "(loaded)" or "(too large)", the engine and path as
+ * title. */
 export function modelOption(model, disabled = false) {
   const option = el("option", "", modelLabel(model));
   option.value = model.id;
@@ -60,12 +66,48 @@ export async function refreshModelLabels() {
     const model = modelById(option.value);
     if (model) option.textContent = modelLabel(model);
   }
+  showLoadState();
+}
+
+// --- loaded or not -------------------------------------------------------------------
+
+/** The model tab's button and line: loaded or not, and what it needs of the budget. */
+function showLoadState() {
+  const model = modelById($("card-model").value);
+  const button = $("model-load");
+  button.hidden = !model;
+  if (!model) return;
+  button.textContent = model.loaded ? "Unload" : "Load";
+  button.disabled = !model.loaded && !fits(model);
+  const fit = model.fit;
+  const need = fit ? `needs ${size(fit.need)} of the ${size(fit.budget)} budget` : "";
+  const state = model.loaded ? "loaded" : fits(model) ? "not loaded" : "too large to load";
+  $("model-state").textContent = need ? `${state}; ${need}` : state;
+}
+
+/** Load the model shown, or unload it (POST /models/load, /models/unload). */
+async function loadOrUnload() {
+  const model = modelById($("card-model").value);
+  if (!model) return;
+  const button = $("model-load");
+  button.disabled = true;
+  $("model-state").textContent = model.loaded ? "unloading…" : "loading…";
+  try {
+    await api(model.loaded ? "/models/unload" : "/models/load", {
+      method: "POST",
+      body: { model: model.id },
+    });
+  } catch (error) {
+    report(error);
+  }
+  await refreshModelLabels();
 }
 
 // --- spec sheet --------------------------------------------------------------------
 
 /** Show the spec sheet and the fit calculator for a model (once per model). */
 export async function showModel(id) {
+  showLoadState();
   if (!id || view.cardModel === id) return;
   view.cardModel = id;
   $("card-title").textContent = id;

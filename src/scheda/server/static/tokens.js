@@ -8,9 +8,11 @@
 import { api } from "./api.js";
 import { $, el, report } from "./dom.js";
 import { number } from "./format.js";
+import { fits } from "./model.js";
 import { state } from "./state.js";
 
 const TYPE_DEBOUNCE_MS = 150;
+const FEW_MODELS = 6; // up to this many served, all are ticked
 const COLOURS = 5; // .piece-0 ... .piece-4 in studio.css
 
 const view = {
@@ -30,15 +32,18 @@ export function showTokens() {
   return loadTokens();
 }
 
-/** One checkbox per served model, all ticked: the comparison is the point. */
+/** One checkbox per served model, all ticked: the comparison is the point. With many (a
+ * server of every model here), only the loaded ones, since a model not loaded may load. */
 function fillModels() {
   view.filled = true;
+  const few = state.models.length <= FEW_MODELS;
   $("tokens-models").replaceChildren(
-    ...state.models.map((model) => {
+    ...state.models.map((model, i) => {
       const box = el("input");
       box.type = "checkbox";
       box.value = model.id;
-      box.checked = true;
+      box.disabled = !fits(model);
+      box.checked = fits(model) && (few || model.loaded || i === 0);
       const label = el("label", "tokens-model");
       label.append(box, el("span", "", model.id));
       return label;
