@@ -16,6 +16,7 @@ read only: a run started in the terminal shows here as its items are scored.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -33,10 +34,10 @@ from scheda.evaluation.runner import summarize
 from scheda.formulas import hardware
 from scheda.formulas.fit_report import fit_report
 from scheda.sampling import Sampling
-from scheda.server.errors import error_body, sse
+from scheda.server.errors import error_body, error_response, sse
 from scheda.server.openapi import EventStream, answers
 from scheda.server.pool import ModelPool, ServedModel
-from scheda.server.runner import Job
+from scheda.server.runner import Event, Job
 from scheda.server.schemas import Strict, chosen, declared_fields
 from scheda.stores.comparisons import ComparisonStore
 from scheda.stores.evals import EvalStore, Run
@@ -264,26 +265,51 @@ async def chat(session_id: str, body: ChatTurn, request: Request) -> Any:
         store.set_params(
             session.id, {**session.params, **body.params.model_dump(exclude_none=True)}
         )
-    store.add_message(session.id, "user", body.content)
+    ask = _Question(store, session.id, body.content)
 
     def work(engine: Any, on_text: Any, cancel: Any) -> Generation:
+        ask.save()
         history = store.messages(session.id)
         messages, _ = fit_history(engine, session.system, history, sampling.max_tokens)
         generation: Generation = engine.chat(messages, sampling, on_text, cancel)
         return generation
 
     job = Job(pool, entry, work)
+    # A turn the server cannot take now (its model's slots and queue are full, or no room to
+    # load it) is refused with its status and saves nothing, as the API's routes are.
+    first = await job.first(request)
+    if first.kind == "error" and not ask.saved:
+        return error_response(first.error)
+    if first.kind == "loading":
+        ask.save()  # admitted: the question is the session's while its model loads
     return StreamingResponse(
-        _turn(job, store, session.id),
+        _turn(job, first, store, session.id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _turn(job: Job, store: SessionStore, session_id: str) -> AsyncIterator[str]:
-    """Stream one answer; save it when it ends, however it ends."""
+class _Question:
+    """A turn's question, saved once, when the server has taken the turn: at the start of its
+    model's load, or when it runs."""
+
+    def __init__(self, store: SessionStore, session_id: str, content: str) -> None:
+        self.store, self.session_id, self.content = store, session_id, content
+        self.saved = False
+        self._lock = threading.Lock()
+
+    def save(self) -> None:
+        with self._lock:
+            if not self.saved:
+                self.store.add_message(self.session_id, "user", self.content)
+                self.saved = True
+
+
+async def _turn(job: Job, first: Event, store: SessionStore, session_id: str) -> AsyncIterator[str]:
+    """Stream one answer from its first event; save it when it ends, however it ends."""
     answer: list[str] = []
     saved = False
+    pending: Event | None = first
 
     def save(text: str, tokens: int | None) -> None:
         nonlocal saved
@@ -293,7 +319,7 @@ async def _turn(job: Job, store: SessionStore, session_id: str) -> AsyncIterator
 
     try:
         while True:
-            event = await job.next()
+            event, pending = pending or await job.next(), None
             if event.kind == "loading":  # the studio shows it while it waits
                 yield sse({"loading": event.text})
                 continue
