@@ -15,9 +15,9 @@ make, one request after another:
 - the studio's sessions: a session made, a turn or two streamed, read back;
 - clients that hang up mid-stream, on the API and in a session turn.
 
-Beside them, on a timer: a request for the second model, which has been left idle
-longer than `--keep-alive` and so is no longer loaded (where the server has no
-`--keep-alive`, it stays loaded and the run says so); and a burst of more requests
+Beside them, on a timer: a request for the second model, which is not loaded (it
+loads on the request, and is unloaded after it by `POST /models/unload`); and a
+burst of more requests
 at once than the model's slots and queue hold, answered in part with the
 documented 503 and its Retry-After.
 
@@ -45,6 +45,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -119,7 +120,6 @@ class Config:
     clients: int
     parallel: int
     queue: int
-    keep_alive_s: float
     burst_every_s: float
     cold_every_s: float
     warmup_s: float
@@ -386,11 +386,20 @@ class Soak:
                 time.sleep(0.2)
 
     def _cold(self, http: httpx.Client, draw: random.Random) -> tuple[int, str]:
+        """A chat for the second model, which is not loaded; then it is unloaded again by
+        `POST /models/unload`, as a script that frees memory would."""
+        other = self.models["other"]
+        listed = http.get(f"/v1/models/{other}")
+        if listed.status_code != 200 or listed.json()["loaded"]:
+            return listed.status_code, f"{other} was loaded before its request: {listed.text}"
         body = self._chat_body(draw)
-        body["model"] = self.models["other"]
+        body["model"] = other
         answer = http.post("/v1/chat/completions", json=body)
         if answer.status_code != 200:
             return answer.status_code, status_problem(answer)
+        gone = http.post("/models/unload", json={"model": other})
+        if gone.status_code != 200 or not gone.json()["unloaded"]:
+            return gone.status_code, f"the unload failed: {gone.text[:200]}"
         return 200, ""
 
     def burst(self) -> None:
@@ -409,6 +418,11 @@ class Soak:
         return self._chat_whole(http, draw)
 
     # -- the end -----------------------------------------------------------------------------
+
+    def loads(self) -> dict[str, int]:
+        """How many times each model was loaded, warm-up included (`/v1/models`)."""
+        with self.client() as http:
+            return {m["id"]: m.get("loads", 0) for m in http.get("/v1/models").json()["data"]}
 
     def lost_messages(self) -> list[str]:
         """Every session read back against what its client sent and read."""
@@ -470,17 +484,6 @@ def sse_events(lines: Iterator[str]) -> Iterator[Any]:
 # -- the server ------------------------------------------------------------------------------
 
 
-def serve_help() -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "scheda", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        check=False,
-    )
-    return done.stdout
-
-
 def minilm_folder() -> Path:
     import importlib.util
 
@@ -494,9 +497,8 @@ def minilm_folder() -> Path:
 
 
 @contextmanager
-def server(config: Config, work: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, bool]]:
-    """`scheda serve` in a session of its own; its process, base URL, and whether it has
-    --keep-alive (so that the second model unloads when idle)."""
+def server(config: Config, work: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`scheda serve` in a session of its own: its process and base URL."""
     from scheda.resolve import default_model_path
 
     other = work / "other.gguf"
@@ -507,23 +509,32 @@ def server(config: Config, work: Path) -> Iterator[tuple[subprocess.Popen[bytes]
         "--port", str(port), "--api-key", KEY, "--context", str(CONTEXT),
         "--parallel", str(config.parallel), "--queue", str(config.queue),
     ]  # fmt: skip
-    keep_alive = "--keep-alive" in serve_help()
-    if keep_alive:
-        command += ["--keep-alive", f"{config.keep_alive_s:g}s"]
     log = work / "server.log"
     env = {**os.environ, "SCHEDA_DATA_DIR": str(work / "data")}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_own_session
         )
     base = f"http://{HOST}:{port}"
     try:
         wait_ready(process, base, log)
-        yield process, base, keep_alive
+        yield process, base
     finally:
         stop(process)
         if process.returncode not in (0, None):
             print(f"the server exited with {process.returncode}:\n{tail(log)}", file=sys.stderr)
+
+
+def _own_session() -> None:
+    """The server in a session of its own (stopped with its children), and stopped with
+    this script too where Linux can say so: a soak killed at its timeout (as the suite's
+    does) leaves no server behind."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def wait_ready(process: subprocess.Popen[bytes], base: str, log: Path) -> None:
@@ -642,9 +653,7 @@ def memory_check(config: Config, samples: list[Sample]) -> dict[str, Any]:
     }
 
 
-def verdicts(
-    config: Config, soak: Soak, samples: list[Sample], lost: list[str], keep_alive: bool
-) -> dict[str, Any]:
+def verdicts(config: Config, soak: Soak, samples: list[Sample], lost: list[str]) -> dict[str, Any]:
     records = soak.records
     failures = [asdict(r) for r in records if not r.ok]
     refused = sum(1 for r in records if r.status == 503)
@@ -675,7 +684,6 @@ def verdicts(
         "memory": memory,
         "latency": latency,
         "cold_requests": len(cold),
-        "cold_loads_by_keep_alive": keep_alive,
     }
 
 
@@ -750,7 +758,7 @@ def run(config: Config, png: Path | None) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="soak-") as folder:
         work = Path(folder)
-        with server(config, work) as (process, base, keep_alive):
+        with server(config, work) as (process, base):
             soak = Soak(config, base, model_ids(base))
             soak.warm_up()
             samples, finish = sampler(process, base, soak, config.sample_s)
@@ -770,7 +778,9 @@ def run(config: Config, png: Path | None) -> dict[str, Any]:
                                n=len(soak.records))  # fmt: skip
             finish()
             lost = soak.lost_messages()
-    result = verdicts(config, soak, samples, lost, keep_alive)
+            loads = soak.loads()
+    result = verdicts(config, soak, samples, lost)
+    result["loads"] = loads
     rows = over_time(config, soak.records, samples)
     report = {
         "config": asdict(config),
@@ -793,10 +803,9 @@ def config_from(args: argparse.Namespace) -> Config:
         parallel=args.parallel,
         queue=args.queue,
         # A short run scales its clocks down, so that it still sees loads and bursts.
-        keep_alive_s=args.keep_alive or (8.0 if short else 20.0),
         burst_every_s=20.0 if short else 60.0,
         cold_every_s=25.0 if short else 45.0,
-        warmup_s=args.warmup if args.warmup is not None else (20.0 if short else 60.0),
+        warmup_s=args.warmup if args.warmup is not None else (30.0 if short else 60.0),
         window_s=args.window or (30.0 if short else 300.0),
         sample_s=2.0 if short else 5.0,
         max_tokens=args.max_tokens,
@@ -811,7 +820,6 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--queue", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=24)
-    parser.add_argument("--keep-alive", type=float, help="seconds (default: scaled to the run)")
     parser.add_argument("--warmup", type=float, help="seconds left out at the start")
     parser.add_argument("--window", type=float, help="seconds of the first and last windows")
     parser.add_argument("--seed", type=int, default=1)

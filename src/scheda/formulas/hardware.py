@@ -77,10 +77,15 @@ def _memory() -> tuple[int, int]:
 
 def physical_cores() -> int:
     """Threads for CPU kernels: llama.cpp and PyTorch both run fastest with one per
-    physical core (hyper-threads share a core's vector units)."""
+    physical core (hyper-threads share a core's vector units), and no more than the CPUs
+    this process may run on (`taskset`, a container's cpuset): more threads than CPUs
+    make llama.cpp's threads wait for each other's turn at every step."""
     import psutil
 
-    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        cores = min(cores, len(os.sched_getaffinity(0)))
+    return max(cores, 1)
 
 
 def custom(gb: float) -> Device:

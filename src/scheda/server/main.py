@@ -20,6 +20,7 @@ import psutil
 
 from scheda import settings
 from scheda.errors import UsageError
+from scheda.server import heap
 from scheda.server.app import create_app
 from scheda.server.guard import Allowed
 from scheda.server.pool import ModelPool, ServedModel, found_model, served_model
@@ -136,6 +137,7 @@ def serve(
     from scheda.server.stopping import GracefulServer, Stopping, wait_idle
 
     check_port(host, port)
+    heap.limit_arenas()  # before uvicorn's and the requests' threads start
     store = SessionStore()
     evals = EvalStore()
     allowed = Allowed(host, allow_hosts or [], cors_origins or [])

@@ -37,6 +37,7 @@ from scheda.engines.base import Embedder, Engine
 from scheda.errors import APIError, ModelNotServedError, ServerBusyError, UsageError
 from scheda.formulas.fit import estimate
 from scheda.resolve import resolve
+from scheda.server import heap
 from scheda.spec import ModelSpec
 from scheda.units import size as human_bytes
 
@@ -416,6 +417,8 @@ class ModelPool:
     def _close(held: list[Loaded | Scorer]) -> None:
         for h in held:
             h.close()
+        if held:
+            heap.trim()  # an unloaded model's memory goes back to the system, not to malloc
 
     def _reap(self) -> None:
         """Unload each model idle for the keep-alive; sleep until the next one would be."""
