@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -23,7 +26,7 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.serving import Server
+from tests.serving import Server, sse_events
 
 KEY = "sk-agents"
 WEATHER = {
@@ -391,7 +394,7 @@ def test_messages_tool_round_trip(claude: anthropic.Anthropic) -> None:
     )
     assert answered.content[0].type == "text" and answered.content[0].text
     assert answered.stop_reason in ("end_turn", "max_tokens")
-    assert answered.usage.input_tokens > asked.usage.input_tokens - 40
+    assert prompt_of(answered.usage) > prompt_of(asked.usage) - 40
 
 
 @pytest.mark.slow
@@ -416,7 +419,13 @@ def test_messages_stream_and_count_tokens(claude: anthropic.Anthropic) -> None:
         called = stream.get_final_message()
     assert called.stop_reason == "tool_use" and called.content[-1].type == "tool_use"
     counted = claude.messages.count_tokens(model="default", messages=options["messages"])
-    assert counted.input_tokens == whole.usage.input_tokens
+    assert counted.input_tokens == prompt_of(whole.usage)
+
+
+def prompt_of(usage: anthropic.types.Usage) -> int:
+    """The whole prompt, as Anthropic counts it: the tokens evaluated and those read from the
+    cache (an earlier request may have begun the same way)."""
+    return usage.input_tokens + (usage.cache_read_input_tokens or 0)
 
 
 def test_messages_errors_and_key_in_anthropic_s_shape(
@@ -527,3 +536,165 @@ def test_the_new_routes_need_the_key(server: Server) -> None:
     assert server.request("POST", "/v1/responses", body, headers=server.headers(None))[0] == 401
     keyed = {"Content-Type": "application/json", "x-api-key": KEY}
     assert server.request("POST", "/v1/responses", body, headers=keyed)[0] == 200
+
+
+# -- the cache of earlier turns ----------------------------------------------------------------
+# A five-turn conversation, other clients' requests sent between its turns (two at once), reports
+# at each turn that the prompt up to the previous turn's whole prompt came from llama.cpp's slot
+# cache, in each API's own field, streamed and not; a studio session's turns do the same. No
+# timing is asserted: benchmarks/multiturn_cache.py measures what the cache saves.
+
+WORDS = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text().split()
+TURNS = 5
+ANSWER: dict[str, Any] = {"max_tokens": 3, "temperature": 0}
+
+
+def passage(at: int, words: int = 40) -> str:
+    """A distinct piece of real text, about 60 tokens: a user's turn or another client's."""
+    return " ".join(WORDS[at * words : (at + 1) * words])
+
+
+def others(client: openai.OpenAI, at: int, count: int = 2) -> None:
+    """Other clients' requests between two turns, `count` at once: on slots other than the
+    conversation's, or on its own if llama.cpp so picks (it keeps that slot's prompt)."""
+    ask = lambda n: client.chat.completions.create(  # noqa: E731
+        model="default", messages=[{"role": "user", "content": passage(n, 15)}], **ANSWER
+    )
+    clients = [threading.Thread(target=ask, args=(at + i,)) for i in range(count)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def conversation(client: openai.OpenAI) -> tuple[list[dict[str, str]], list[Any]]:
+    """Five turns through chat completions, other clients between them: the messages (the
+    fifth answer left out) and each turn's usage."""
+    messages: list[dict[str, str]] = []
+    usages = []
+    for turn in range(TURNS):
+        messages.append({"role": "user", "content": passage(turn)})
+        answer = client.chat.completions.create(model="default", messages=messages, **ANSWER)
+        usages.append(answer.usage)
+        if turn < TURNS - 1:
+            messages.append({"role": "assistant", "content": answer.choices[0].message.content})
+            others(client, 100 + 2 * turn)
+    return messages, usages
+
+
+def test_each_turn_reads_the_earlier_turns_from_the_cache(
+    conversation: tuple[list[dict[str, str]], list[Any]],
+) -> None:
+    _, usages = conversation
+    assert usages[0].prompt_tokens_details.cached_tokens < usages[0].prompt_tokens
+    for before, now in pairwise(usages):
+        cached = now.prompt_tokens_details.cached_tokens
+        assert before.prompt_tokens <= cached < now.prompt_tokens, (before, now)
+    assert usages[-1].prompt_tokens > 300  # a history of a few hundred tokens
+
+
+def test_a_stream_reports_the_cached_tokens(
+    client: openai.OpenAI, conversation: tuple[list[dict[str, str]], list[Any]]
+) -> None:
+    messages, usages = conversation
+    stream = client.chat.completions.create(
+        model="default",
+        messages=messages,
+        stream=True,
+        stream_options={"include_usage": True},
+        **ANSWER,
+    )
+    usage = [chunk.usage for chunk in stream if chunk.usage is not None][-1]
+    assert usage.prompt_tokens == usages[-1].prompt_tokens
+    # The same prompt again: all of it but the last token, which llama.cpp evaluates anew.
+    assert usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens - 1
+
+
+def test_text_completions_report_the_cached_tokens(client: openai.OpenAI) -> None:
+    prompt = passage(120, 20)
+    first = client.completions.create(model="default", prompt=prompt, **ANSWER)
+    again = client.completions.create(
+        model="default", prompt=prompt + " " + passage(121, 20), **ANSWER
+    )
+    assert first.usage is not None and again.usage is not None
+    assert again.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1
+
+
+def test_messages_count_cache_reads_apart_from_input(
+    claude: anthropic.Anthropic, conversation: tuple[list[dict[str, str]], list[Any]]
+) -> None:
+    messages, usages = conversation
+    # As a client that asks for prompt caching writes it: the marks change nothing here.
+    mark = {"type": "ephemeral"}
+    last = {"type": "text", "text": messages[-1]["content"], "cache_control": mark}
+    marked = [*messages[:-1], {"role": "user", "content": [last]}]
+    options: dict[str, Any] = {"model": "default", "max_tokens": 3, "cache_control": mark}
+    answer = claude.messages.create(messages=marked, **options)
+    with claude.messages.stream(messages=messages, **options) as stream:
+        streamed = stream.get_final_message()
+    for usage in (answer.usage, streamed.usage):
+        # Anthropic's definition: the prompt is input + cache writes + cache reads.
+        assert prompt_of(usage) == usages[-1].prompt_tokens
+        read = usage.cache_read_input_tokens or 0
+        assert read >= usages[-2].prompt_tokens and usage.cache_creation_input_tokens == 0
+
+
+def test_responses_report_the_cached_tokens(
+    client: openai.OpenAI, conversation: tuple[list[dict[str, str]], list[Any]]
+) -> None:
+    messages, usages = conversation
+    answer = client.responses.create(
+        model="default",
+        input=messages,
+        max_output_tokens=3,
+        temperature=0,
+    )
+    assert answer.usage is not None
+    assert answer.usage.input_tokens == usages[-1].prompt_tokens
+    assert answer.usage.input_tokens_details.cached_tokens >= usages[-2].prompt_tokens
+
+
+def studio_turn(server: Server, session_id: str, text: str) -> dict[str, Any]:
+    """One studio chat turn; its closing event's figures."""
+    turn = {"content": text, "params": {"max_tokens": 3, "temperature": 0}}
+    conn = server.send(f"/api/sessions/{session_id}/chat", turn)
+    try:
+        answer = conn.getresponse()
+        assert answer.status == 200
+        events = sse_events(answer)
+    finally:
+        conn.close()
+    done = events[-1]
+    assert isinstance(done, dict) and done.get("done"), events
+    return done
+
+
+def test_a_studio_sessions_turns_read_the_cache(server: Server, client: openai.OpenAI) -> None:
+    status, session = server.request("POST", "/api/sessions", {"system": passage(70, 20)})
+    assert status == 201
+    figures = []
+    for turn in range(TURNS):
+        figures.append(studio_turn(server, session["id"], passage(80 + turn, 20)))
+        others(client, 110 + turn, 1)
+    for before, now in pairwise(figures):
+        assert before["prompt_tokens"] <= now["cached_tokens"] < now["prompt_tokens"], figures
+
+
+def test_an_engine_that_cannot_say_reports_no_cache_reads() -> None:
+    """transformers says nothing of a cache: no cached count is made up for it."""
+    from scheda.engines.base import Generation, Sample, Timings
+    from scheda.server import messages_api, responses, responses_api
+
+    said = Generation([Sample("hi", "stop", 1)], 10, Timings())
+    assert "prompt_tokens_details" not in responses.usage_of([said])
+    assert messages_api.usage(said) == {"input_tokens": 10, "output_tokens": 1}
+    assert responses_api.usage(said)["input_tokens_details"] == {"cached_tokens": 0}
+    read = Generation([Sample("hi", "stop", 1)], 10, Timings(), cached_tokens=7)
+    assert responses.usage_of([read])["prompt_tokens_details"] == {"cached_tokens": 7}
+    assert messages_api.usage(read) == {
+        "input_tokens": 3,
+        "output_tokens": 1,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 7,
+    }

@@ -122,6 +122,9 @@ class Generation:
     samples: list[Sample]
     prompt_tokens: int
     timings: Timings
+    # Of the prompt's tokens, those the engine took from its cache of earlier requests rather
+    # than evaluating them (a conversation's earlier turns); None where the engine cannot say.
+    cached_tokens: int | None = None
 
     @property
     def text(self) -> str:
@@ -140,6 +143,7 @@ class Generation:
             "text": self.text,
             "finish_reason": self.finish_reason,
             "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
             "completion_tokens": self.completion_tokens,
             "samples": [asdict(s) for s in self.samples],
             "timings": asdict(self.timings),

@@ -54,11 +54,13 @@ from scheda.engines.base import (
     held_back,
     stopwatch,
 )
-from scheda.errors import EngineError, PromptTooLongError, RequestFieldError
+from scheda.errors import EngineError, PromptTooLongError, RequestFieldError, SchedaError
 from scheda.formulas.hardware import physical_cores
 from scheda.sampling import Sampling
 
 LOOPBACK = "127.0.0.1"
+SLOT_SIMILARITY = 0.1  # llama.cpp's default: a request goes to the slot whose prompt it extends
+PROMPT_CACHE_DEFAULT_MIB = 8192  # llama.cpp's own, for a model whose KV cache is not known
 HTTP_TIMEOUT_S = 60
 SLOTS_TIMEOUT_S = 2  # /health asks: it answers without a slot's detail rather than wait long
 QUEUE_POLL_S = 0.05  # how often a request waiting for a slot looks at its cancel event
@@ -107,6 +109,13 @@ class LlamaCppEngine(Engine):
         params.hostnames = [LOOPBACK]
         params.port = 0  # a free port chosen by the OS
         params.n_threads_http = 2
+        # A conversation's next turn reads its earlier turns from a slot's cache. With other
+        # clients between its turns, llama.cpp may give its slot to one of them (they share the
+        # template's head, so every slot looks alike to its `slot_prompt_similarity`); the
+        # prompt the slot gave up is then kept in memory and restored for the next turn.
+        # llama.cpp's own limit for that memory is 8 GiB: bounded here by the slots' KV cache.
+        params.slot_prompt_similarity = SLOT_SIMILARITY
+        params.cache_ram_mib = prompt_cache_mib(path, context * parallel)
         self._key = secrets.token_urlsafe(24)
         params.api_keys = [self._key]
         self.path = path
@@ -297,6 +306,9 @@ class LlamaCppEngine(Engine):
             # One sample's stop strings are matched here (`_Gatherer`), which can say which.
             "stop": list(sampling.stop) if sampling.n > 1 else [],
             "n": sampling.n,
+            # A conversation's next turn starts from the slot's cache of the earlier ones
+            # (llama.cpp's default, said here so that no default of another build undoes it).
+            "cache_prompt": True,
             # Always streamed, even with no one watching: a stream is what can be cancelled.
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -347,6 +359,20 @@ class LlamaCppEngine(Engine):
     def close(self) -> None:
         if getattr(self, "_server", None) is not None:
             self._server = None  # xllamacpp stops llama.cpp's loop when the Server is freed
+
+
+def prompt_cache_mib(path: Path, positions: int) -> int:
+    """The memory llama.cpp may keep the prompts its slots gave up in: as much as the slots'
+    own KV cache at `positions` (at least 1 MiB), so that a model's memory grows by at most
+    that, however many conversations it serves over hours."""
+    from scheda.formulas.fit import kv_cache_bytes
+    from scheda.readers import read_spec
+
+    try:
+        kv = kv_cache_bytes(read_spec(path), positions)
+    except SchedaError:  # a file llama.cpp reads and the readers do not: llama.cpp's limit
+        return PROMPT_CACHE_DEFAULT_MIB
+    return max(1, -(-kv // 2**20)) if kv else PROMPT_CACHE_DEFAULT_MIB
 
 
 def check_schemas(guide: Guide) -> None:
@@ -438,6 +464,7 @@ class _Gatherer:
         self.logprobs: list[list[TokenLogprob] | None] = [None] * n
         self.calls: list[dict[int, ToolCall]] = [{} for _ in range(n)]
         self.prompt_tokens = 0
+        self.cached_tokens: int | None = None  # the prompt's tokens the slot's cache held
         self.completion_tokens = 0  # llama.cpp's count: tool calls are tokens too
         self.engine_timings: dict[str, float] = {}
         self.error: dict[str, Any] | None = None
@@ -453,6 +480,9 @@ class _Gatherer:
         if "usage" in data:
             self.prompt_tokens = int(data["usage"].get("prompt_tokens", 0))
             self.completion_tokens = int(data["usage"].get("completion_tokens", 0))
+            details = data["usage"].get("prompt_tokens_details") or {}
+            if "cached_tokens" in details:
+                self.cached_tokens = int(details["cached_tokens"])
         if "timings" in data:
             self.engine_timings = data["timings"]
         return self.stopped or (self.cancel is not None and self.cancel.is_set())
@@ -550,9 +580,13 @@ class _Gatherer:
             tokens_per_s=float(t.get("predicted_per_second", 0.0))
             or ((generated - 1) / decode_s if generated > 1 and decode_s > 0 else 0.0),
         )
-        # Ended here at a stop string, the stream had no usage chunk: its timings count the prompt.
+        # Ended here at a stop string, the stream had no usage chunk: its timings count the prompt
+        # (`cache_n` taken from the slot's cache, `prompt_n` evaluated).
         prompt = self.prompt_tokens or int(t.get("prompt_n", 0)) + int(t.get("cache_n", 0))
-        return Generation(samples, prompt, timings)
+        cached = self.cached_tokens
+        if cached is None and "cache_n" in t:
+            cached = int(t["cache_n"])
+        return Generation(samples, prompt, timings, cached)
 
 
 def _whole(calls: dict[int, ToolCall], finish: str | None) -> list[ToolCall]:

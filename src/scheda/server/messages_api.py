@@ -47,9 +47,15 @@ ROUTE = "/v1/messages"
 # -- the request ---------------------------------------------------------------------------
 
 
+# Anthropic's prompt-caching mark: taken and let be, since llama.cpp keeps every prompt in
+# its slot's cache; what was read from it is in the answer's `usage`.
+CacheControl = dict[str, Any] | None
+
+
 class TextBlock(Strict):
     type: Literal["text"]
     text: str
+    cache_control: CacheControl = None
 
 
 class ToolUseBlock(Strict):
@@ -57,6 +63,7 @@ class ToolUseBlock(Strict):
     id: str
     name: Annotated[str, Field(pattern=NAME)]
     input: dict[str, Any]
+    cache_control: CacheControl = None
 
 
 class ToolResultBlock(Strict):
@@ -64,6 +71,7 @@ class ToolResultBlock(Strict):
     tool_use_id: str
     content: str | list[TextBlock] = ""
     is_error: bool = False
+    cache_control: CacheControl = None
 
     def text(self) -> str:
         body = self.content if isinstance(self.content, str) else _joined(self.content)
@@ -123,6 +131,7 @@ class ToolDefinition(Strict):
     name: Annotated[str, Field(pattern=NAME)]
     description: str | None = None
     input_schema: dict[str, Any]
+    cache_control: CacheControl = None
 
     def definition(self) -> dict[str, Any]:
         function = {"name": self.name, "parameters": self.input_schema}
@@ -159,6 +168,7 @@ class MessagesRequest(Strict):
     top_k: TopK | None = None
     thinking: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    cache_control: CacheControl = None
 
     @model_validator(mode="after")
     def _choice_fits(self) -> MessagesRequest:
@@ -282,11 +292,23 @@ def message(model: str, generation: Generation, message_id: str | None = None) -
         "content": blocks(sample),
         "stop_reason": stop_reason(sample),
         "stop_sequence": stop_sequence(sample),
-        "usage": {
-            "input_tokens": generation.prompt_tokens,
-            "output_tokens": generation.completion_tokens,
-        },
+        "usage": usage(generation),
     }
+
+
+def usage(generation: Generation) -> dict[str, Any]:
+    """Anthropic's counts: `input_tokens` are the prompt's tokens not read from the cache,
+    `cache_read_input_tokens` those that were (the three input counts add up to the prompt);
+    nothing is written to a cache on request, so `cache_creation_input_tokens` is 0."""
+    cached = generation.cached_tokens
+    counts: dict[str, Any] = {
+        "input_tokens": generation.prompt_tokens - (cached or 0),
+        "output_tokens": generation.completion_tokens,
+    }
+    if cached is not None:
+        counts["cache_creation_input_tokens"] = 0
+        counts["cache_read_input_tokens"] = cached
+    return counts
 
 
 async def _events(model: str, job: Job, first: Event) -> AsyncIterator[str]:
@@ -327,10 +349,7 @@ async def _events(model: str, job: Job, first: Event) -> AsyncIterator[str]:
     closing = {
         "type": "message_delta",
         "delta": {"stop_reason": stop_reason(sample), "stop_sequence": stop_sequence(sample)},
-        "usage": {
-            "input_tokens": generation.prompt_tokens,
-            "output_tokens": generation.completion_tokens,
-        },
+        "usage": usage(generation),
     }
     yield chat_job.event("message_delta", closing)
     yield chat_job.event("message_stop", {"type": "message_stop"})

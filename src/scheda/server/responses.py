@@ -22,11 +22,23 @@ def new_id(prefix: str) -> str:
 def usage_of(generations: list[Generation]) -> dict[str, Any]:
     prompt = sum(g.prompt_tokens for g in generations)
     completion = sum(g.completion_tokens for g in generations)
-    return {
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    cached = cached_tokens(generations)
+    if cached is not None:  # OpenAI's place for the prompt's tokens read from a cache
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
+def cached_tokens(generations: list[Generation]) -> int | None:
+    """The prompts' tokens the engine took from its cache; None when an engine cannot say."""
+    counts = [g.cached_tokens for g in generations]
+    if not counts or any(c is None for c in counts):
+        return None
+    return sum(c for c in counts if c is not None)
 
 
 def finish_reason(reason: str) -> str:

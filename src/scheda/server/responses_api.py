@@ -459,7 +459,8 @@ def usage(generation: Generation) -> dict[str, Any]:
     prompt, completion = generation.prompt_tokens, generation.completion_tokens
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0},
+        # OpenAI's schema requires the count: 0 where the engine cannot say (transformers).
+        "input_tokens_details": {"cached_tokens": generation.cached_tokens or 0},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,

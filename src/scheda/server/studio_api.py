@@ -339,6 +339,7 @@ async def _turn(job: Job, first: Event, store: SessionStore, session_id: str) ->
                     "done": True,
                     "finish_reason": generation.finish_reason,
                     "prompt_tokens": generation.prompt_tokens,
+                    "cached_tokens": generation.cached_tokens,
                     "completion_tokens": generation.completion_tokens,
                     "first_token_s": round(t.first_token_s, 3),
                     "tokens_per_s": round(t.tokens_per_s, 1),

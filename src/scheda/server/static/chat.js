@@ -204,6 +204,10 @@ function statsLine(done) {
   if (done.completion_tokens != null) parts.push(`${number(done.completion_tokens)} tokens`);
   if (done.tokens_per_s != null) parts.push(`${done.tokens_per_s.toFixed(1)} tok/s`);
   if (done.first_token_s != null) parts.push(`first token ${done.first_token_s.toFixed(2)} s`);
+  // The prompt's tokens read from the engine's cache of the earlier turns, not evaluated again.
+  if (done.cached_tokens) {
+    parts.push(`${number(done.cached_tokens)} of ${number(done.prompt_tokens)} prompt tokens cached`);
+  }
   if (done.finish_reason) parts.push(done.finish_reason);
   return parts.join(" · ");
 }
