@@ -28,8 +28,13 @@ def test_the_need_is_fits_estimate(two: tuple[ServedModel, ServedModel]) -> None
 
     chat, embed = two
     assert chat.kind == "chat" and embed.kind == "embedding"
-    # Two slots of the served context each: llama.cpp gives every slot the whole context.
-    assert chat.need == estimate(chat.spec, "file", chat.context * 2).total
+    from scheda.engines.llamacpp import prompt_cache_mib
+
+    # Two slots of the served context each: llama.cpp gives every slot the whole context; and
+    # the prompts the slots give up are kept in as much memory again as their KV cache.
+    fit = estimate(chat.spec, "file", chat.context * 2)
+    assert chat.need == fit.total + fit.kv_cache
+    assert prompt_cache_mib(chat.path, chat.context * 2) == -(-fit.kv_cache // 2**20)
     assert chat.need > embed.need > 0
 
 

@@ -80,7 +80,7 @@ class ServedModel:
     kind: str  # "chat" (generates) or "embedding" (an encoder)
     spec: ModelSpec
     context: int
-    need: int  # bytes when loaded, fit's estimate
+    need: int  # bytes when loaded: fit's estimate (+ the prompt cache, served_model says)
     engine: Loaded | None = None  # an Embedder for kind "embedding", an Engine otherwise
     scorer: Scorer | None = None  # exact log-likelihoods for echo, opened on the first such request
     active: int = 0  # requests admitted and not finished
@@ -167,7 +167,12 @@ def _served(
     if kind == "embedding":
         served = min(served, spec.context or served)
     precision = "file" if name == "llama.cpp" else "FP32"  # transformers runs float32 on a CPU
-    need = estimate(spec, precision, served * slots).total
+    fit = estimate(spec, precision, served * slots)
+    need = fit.total
+    if name == "llama.cpp" and kind == "chat":
+        # llama.cpp keeps the prompts its slots give up, for a conversation's next turn, in
+        # as much memory again as the slots' KV cache (engines/llamacpp.prompt_cache_mib).
+        need += fit.kv_cache
     options: dict[str, Any] = {"threads": threads}
     if kind == "chat":
         options["context"] = served
