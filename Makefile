@@ -39,15 +39,17 @@ COMPILE = $(UV_PIP) $(LOCK_ARGS)
 run: $(VENV)/.core
 	$(VENV)/bin/scheda serve default
 
+# The suite runs on every core (pytest-xdist): each worker and the engines it starts on cores
+# of their own (tests/conftest.py), the Ray tests together on one worker.
 test: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadgroup
 
 # The inner loop: the suite without its slow, Ray, browser and Hub tests (pyproject.toml's
 # markers), meant to take under 3 minutes on a 2-core machine. `make test` stays the gate.
 test-fast: $(VENV)/.test
-	$(PY) -m pytest -m "not slow and not ray and not browser and not hub"
+	$(PY) -m pytest -n auto --dist loadgroup -m "not slow and not ray and not browser and not hub"
 
 lint: $(VENV)/.test
 	$(PY) -m ruff check src tests benchmarks

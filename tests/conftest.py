@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -315,9 +316,53 @@ def ray_cluster() -> Iterator[Any]:
         yield ray
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `pytest -n` each worker (and the servers and engines it starts) runs on a core
+    of its own, where there are enough: llama.cpp sizes its threads to the CPUs it may use
+    (formulas/hardware.physical_cores), so that two workers' engines never fight for the
+    same cores, which slows llama.cpp's step-locked threads far more than it shares them."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        # The controller (or a plain run): the workers it starts inherit this.
+        os.environ["SCHEDA_TEST_COLUMNS"] = os.environ.get("COLUMNS", "")
+        return
+    # xdist sets COLUMNS=80 in its workers; the CLI's tables and warnings then wrap at 80
+    # where a plain run gives them 140 (display/terminal.py): as the run was started.
+    if columns := os.environ.get("SCHEDA_TEST_COLUMNS", ""):
+        os.environ["COLUMNS"] = columns
+    else:
+        os.environ.pop("COLUMNS", None)
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if count <= len(cpus):
+        share = len(cpus) // count
+        index = int(worker[2:])
+        os.sched_setaffinity(0, cpus[index * share : (index + 1) * share])
+
+
+# Tests that run longest, started first so that the workers of `pytest -n` end together.
+LONGEST_FIRST = ("tests/test_soak.py",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses the loopback Hub is marked `hub` (left out of `make test-fast`) whether
-    or not it says so: every such test reaches it through the `hub_server` fixture."""
+    or not it says so: every such test reaches it through the `hub_server` fixture.
+
+    Under `pytest -n` (`make test`), the Ray tests form one group, run by one worker, so
+    that they share one local cluster as in a plain run (two clusters at once would not
+    fit two cores); the longest tests and that group come first.
+    """
     for item in items:
         if "hub_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.hub)
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+    def rank(item: pytest.Item) -> int:
+        if item.nodeid.startswith(LONGEST_FIRST):
+            return 0
+        return 1 if item.get_closest_marker("ray") is not None else 2
+
+    items.sort(key=rank)  # stable: the order within each rank is the collection's

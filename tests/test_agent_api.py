@@ -417,7 +417,12 @@ def test_messages_stream_and_count_tokens(claude: anthropic.Anthropic) -> None:
         tool_choice={"type": "tool", "name": "get_weather"},
     ) as stream:
         called = stream.get_final_message()
-    assert called.stop_reason == "tool_use" and called.content[-1].type == "tool_use"
+    # The embedded model may go on to a second call that max_tokens cuts: the complete one
+    # still comes back as a tool call, with stop reason max_tokens (which of the two depends
+    # on how much of the prompt llama.cpp took from its cache: near-ties tip either way). A
+    # stream cannot take back the fragments of the cut call it sent, as Anthropic's cannot.
+    assert called.stop_reason in ("tool_use", "max_tokens")
+    assert called.content[0].type == "tool_use" and called.content[0].input
     counted = claude.messages.count_tokens(model="default", messages=options["messages"])
     assert counted.input_tokens == prompt_of(whole.usage)
 

@@ -45,6 +45,8 @@ SETTINGS = {"#arena-max-tokens": "24", "#arena-temperature": "0.8"}
 # answers long enough that the two columns overlap in time, and that a stop comes first.
 COUNTING = "Count from 1 to 40, separated by commas."
 STORY = "Write a long story about a fox who learns to sail."
+# Both columns answered: a few seconds on an idle machine, more on a worker sharing its cores.
+ANSWERED_MS = 60_000
 
 
 @dataclass
@@ -230,7 +232,7 @@ def test_a_blind_battle_names_no_model_until_the_vote(studio: Studio, served: Se
     responses, requests = _record(page)
     page.click("#arena-fight")
     battle = page.locator("#arena-battle")
-    expect(battle).to_have_attribute("data-state", "answered")
+    expect(battle).to_have_attribute("data-state", "answered", timeout=ANSWERED_MS)
     expect(page.locator(".arena-vote-button").first).to_be_enabled()
 
     # Just before the vote: the page asked for the battle alone, and nothing it received
@@ -397,7 +399,7 @@ def test_both_answers_stream_at_once_and_an_unvoted_battle_waits_for_its_vote(
     )
     page.click("#arena-fight")
     battle = page.locator("#arena-battle")
-    expect(battle).to_have_attribute("data-state", "answered")
+    expect(battle).to_have_attribute("data-state", "answered", timeout=ANSWERED_MS)
     times = page.evaluate("window.__times")
     assert times["a"]["first"] < times["b"]["end"], times
     assert times["b"]["first"] < times["a"]["end"], times
@@ -415,7 +417,7 @@ def test_both_answers_stream_at_once_and_an_unvoted_battle_waits_for_its_vote(
     page.reload()
     studio.ready()
     expect(battle).to_have_attribute("data-battle-id", str(battle_id))
-    expect(battle).to_have_attribute("data-state", "answered")
+    expect(battle).to_have_attribute("data-state", "answered", timeout=ANSWERED_MS)
     for column, answer in zip("ab", answers, strict=True):
         shown = page.locator(f".arena-column[data-column='{column}']")
         expect(shown.locator(".arena-answer")).to_have_text(str(answer))
@@ -445,7 +447,7 @@ def test_stop_keeps_what_was_said_and_the_battle_can_be_voted(
         )
     page.click("#arena-stop")
     battle = page.locator("#arena-battle")
-    expect(battle).to_have_attribute("data-state", "answered")
+    expect(battle).to_have_attribute("data-state", "answered", timeout=ANSWERED_MS)
     stored = served.arena.get(str(battle.get_attribute("data-battle-id")))
     for side, column in ((stored.a, "a"), (stored.b, "b")):
         assert side.finish_reason == "cancelled" and side.answer, side
