@@ -4,7 +4,7 @@
         [--rounds 3] [--parallel N] [--max-tokens 64]
         [--servers scheda,llamacpp,llama-cpp-python,scheda-baseline,scheda-ray]
         [--baseline SRC] [--replicas 2]
-        [--out docs/serve_concurrency.json] [--png docs/serve_concurrency.png]
+        [--quiet-wait 600] [--out docs/serve_concurrency.json] [--png docs/serve_concurrency.png]
 
 For each concurrency level, that many clients start together, each streaming one
 chat answer of `--max-tokens` tokens (`ignore_eos`) for a prompt of its own. The
@@ -32,7 +32,9 @@ next starts: on a small machine two servers would share the cores. Every round
 runs every server over every level (the order of servers rotates each round),
 so a slow spell of the machine falls on all of them alike; the figures are the
 medians over rounds. Each server's CPU time per level is recorded too: it
-shows where a server spends time beyond llama.cpp's decoding.
+shows where a server spends time beyond llama.cpp's decoding. Before each server
+and batch the script waits (up to `--quiet-wait` seconds) for other programs to
+leave the CPU, and measures a batch again when they took it meanwhile.
 """
 
 from __future__ import annotations
@@ -757,7 +759,7 @@ def llamacpp_worker(path: str, port: str, parallel: str) -> None:
 
 
 def parse(argv: list[str]) -> Config:
-    global BASELINE, REPLICAS
+    global BASELINE, REPLICAS, QUIET_WAIT_S
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     cli.add_argument("--model", help="a GGUF file (default: the embedded model)")
     cli.add_argument("--levels", default="1,2,4,8,16", help="concurrent clients per batch")
@@ -770,6 +772,14 @@ def parse(argv: list[str]) -> Config:
     cli.add_argument("--out", type=Path, default=Path("docs/serve_concurrency.json"))
     cli.add_argument("--png", type=Path, default=Path("docs/serve_concurrency.png"))
     cli.add_argument("--markdown", action="store_true", help="print the table for the docs too")
+    cli.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT_S,
+        metavar="S",
+        help="wait at most S seconds for other programs to leave the CPU before each server "
+        "and batch (0: never wait; on a shared machine the ratios within a run still hold)",
+    )
     args = cli.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(servers) - set(SERVERS)
@@ -779,6 +789,7 @@ def parse(argv: list[str]) -> Config:
         cli.error("--servers scheda-baseline: give --baseline SRC, a source tree with src/")
     BASELINE = args.baseline.resolve() if args.baseline else None
     REPLICAS = max(1, args.replicas)
+    QUIET_WAIT_S = max(0.0, args.quiet_wait)
     if args.model:
         model, path = args.model, Path(args.model)
     else:

@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import cProfile
 import gc
-import itertools
 import json
 import pstats
 import resource
@@ -125,7 +124,9 @@ class Recorder:
         # --cprofile: each thread's functions, the event loop's and the jobs' apart
         self.profiles: dict[str, cProfile.Profile] | None = None
         if profile:
-            self.profiles = {"loop": cProfile.Profile(), "job": cProfile.Profile()}
+            # CPU time, not wall time: the threads wait (epoll, the GIL), which costs nothing
+            clock = time.thread_time
+            self.profiles = {"loop": cProfile.Profile(clock), "job": cProfile.Profile(clock)}
 
     def begin(self) -> Trace:
         if self.profiles is not None:
@@ -214,13 +215,17 @@ def install_probes(recorder: Recorder) -> None:
             profile.enable()
         if trace is not None:
             trace.thread, trace.job_cpu0 = now(), time.thread_time_ns()
-        try:
-            run(self, call)
-        finally:
-            if trace is not None:
-                trace.job_cpu = time.thread_time_ns() - trace.job_cpu0
-            if profile is not None:
-                profile.disable()
+
+        def timed() -> Any:
+            try:
+                return call()
+            finally:  # before the job's last event is put: the loop may end the trace then
+                if trace is not None:
+                    trace.job_cpu = time.thread_time_ns() - trace.job_cpu0
+                if profile is not None:
+                    profile.disable()
+
+        run(self, timed)
 
     runner.Job._run = job_run
 
@@ -410,7 +415,7 @@ class Seen:
     ttft_ms: float
     total_ms: float
     tokens: int
-    itl_ms: float  # median gap between text chunks after the first
+    itl_ms: float  # time per token after the first (from the first text chunk to the last)
     server_cpu_ms: float
     client_cpu_ms: float
     others_share: float  # other programs' share of the machine meanwhile
@@ -459,13 +464,15 @@ def one(server: sc.Running, max_tokens: int, text: str) -> Seen:
     server_cpu, client_cpu, busy, _steal = (b - a for a, b in zip(before, after, strict=True))
     wall = end - sent
     others = max(0.0, busy - server_cpu - client_cpu) / (wall * (psutil.cpu_count() or 1))
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    # Time per token after the first, over the answer: scheda writes pieces that came together
+    # in one go, so the gaps between chunks say less than their sum.
+    per_token = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else float("nan")
     return Seen(
         server.name,
         1000 * (stamps[0] - sent) if stamps else float("nan"),
         1000 * wall,
         int(usage["completion_tokens"]) if usage else len(stamps),
-        1000 * statistics.median(gaps) if gaps else float("nan"),
+        1000 * per_token,
         1000 * server_cpu,
         1000 * client_cpu,
         others,
