@@ -1,7 +1,8 @@
 """One engine call per request, in its own thread, its output delivered to the event loop.
 
 The engines block (llama.cpp's handler returns when the answer is complete),
-so each request runs in a thread of its own; many such threads wait inside
+so each request runs in a thread of its own (a thread is kept for a later
+request once its job ends); many such threads wait inside
 llama.cpp at once, which is what lets its continuous batching decode them
 together. scheda takes no lock around them.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import threading
 import time
 from collections import deque
@@ -55,6 +57,42 @@ BareWork = Callable[[OnText, threading.Event], Any]
 # every 10 ms (one client on a small CPU) is then written two or three at a time; slower
 # streams (many clients) still wake the loop for every token.
 WAKE_INTERVAL_S = 0.025
+
+
+class _Workers:
+    """The threads the jobs run in, each kept for the next job once its own ends: starting a
+    thread makes the event loop wait until the thread runs (a request's first token waited
+    for it, and every stream with it), handing a job to an idle one does not."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep  # idle threads kept at most; a busier moment's extra ones end
+        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
+        self._lock = threading.Lock()
+
+    def run(self, task: Callable[[], None], name: str) -> None:
+        """Run `task` (which handles its own errors) in an idle thread, or a new one."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), daemon=True).start()
+        inbox.put(lambda: self._named(task, name))
+
+    @staticmethod
+    def _named(task: Callable[[], None], name: str) -> None:
+        threading.current_thread().name = name  # what the thread does now, for a traceback
+        task()
+
+    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            inbox.get()()
+            with self._lock:
+                if len(self._idle) >= self.keep:
+                    return
+                self._idle.append(inbox)
+
+
+_workers = _Workers(keep=64)
 
 
 # Every engine call running now, so that a stopping server can cancel what outlives its grace
@@ -109,10 +147,7 @@ class Job:
         self._waiter: asyncio.Future[None] | None = None
 
     def _spawn(self, entry: ServedModel, call: Callable[[], Any]) -> None:
-        thread = threading.Thread(
-            target=self._run, args=(call,), name=f"job-{entry.id}", daemon=True
-        )
-        thread.start()
+        _workers.run(lambda: self._run(call), f"job-{entry.id}")
 
     def _leased(self, pool: ModelPool, entry: ServedModel, work: Work) -> Any:
         with pool.lease(entry) as engine:
