@@ -18,6 +18,7 @@ its request path with `time.perf_counter_ns` around each stage before it starts
 `scheda serve` (wrappers around the functions below: no profiler, whose cost per call
 would swamp what is measured):
 
+- read: uvicorn is handed the request's bytes (`H11Protocol.data_received`);
 - arrival: the outermost ASGI layer sees the request (a probe layer put around the app);
 - validation: FastAPI's `solve_dependencies` (pydantic reads the body into `ChatRequest`);
 - route: `chat_job.start`, the route's call once the body is read;
@@ -92,6 +93,7 @@ class Trace:
 
     arrival: int
     loop_cpu0: int
+    received: int = 0  # uvicorn was handed the request's bytes
     validation0: int = 0
     validation1: int = 0
     route: int = 0
@@ -121,6 +123,7 @@ class Recorder:
     def __init__(self, path: Path, profile: bool = False) -> None:
         self.path = path
         self.trace: Trace | None = None
+        self.received = 0  # when uvicorn last read a request's bytes
         # --cprofile: each thread's functions, the event loop's and the jobs' apart
         self.profiles: dict[str, cProfile.Profile] | None = None
         if profile:
@@ -131,7 +134,9 @@ class Recorder:
     def begin(self) -> Trace:
         if self.profiles is not None:
             self.profiles["loop"].enable()
-        self.trace = Trace(now(), time.thread_time_ns(), switches0=switches())
+        self.trace = Trace(
+            now(), time.thread_time_ns(), received=self.received, switches0=switches()
+        )
         return self.trace
 
     def finish(self, trace: Trace) -> None:
@@ -155,6 +160,7 @@ def switches() -> int:
 def install_probes(recorder: Recorder) -> None:
     """Wrap the stages of scheda's request path with clocks (see the module's docstring)."""
     import fastapi.routing
+    from uvicorn.protocols.http import h11_impl
 
     from scheda.engines import llamacpp
     from scheda.server import chat_job, main, openai_api, responses, runner
@@ -172,6 +178,17 @@ def install_probes(recorder: Recorder) -> None:
             trace.gc.append((int(info["generation"]), started[0], now()))
 
     gc.callbacks.append(collecting)
+
+    # the request's bytes read by uvicorn, before its parser and the app's task
+    protocol = h11_impl.H11Protocol
+    receive = protocol.data_received
+
+    def data_received(self: Any, data: bytes) -> None:
+        if recorder.trace is None:
+            recorder.received = now()
+        receive(self, data)
+
+    protocol.data_received = data_received
 
     # arrival and the outermost send
     make_app = main.create_app
@@ -540,9 +557,9 @@ def measure(config: argparse.Namespace) -> tuple[list[Seen], dict[str, list[Trac
         if config.cprofile:
             for name in traces:
                 for thread in ("loop", "job"):
-                    print(f"\n-- cProfile, {name}, the {thread} thread(s), by own time --")
+                    print(f"\n-- cProfile, {name}, the {thread} thread(s), CPU time --")
                     stats = pstats.Stats(str(logs / f"{name}.jsonl.{thread}.prof"))
-                    stats.sort_stats("tottime").print_stats(config.cprofile)
+                    stats.sort_stats(config.cprofile_sort).print_stats(config.cprofile)
     print()
     return seen, traces
 
@@ -582,7 +599,8 @@ def _texts(t: Trace) -> int:
 
 
 REQUEST_STAGES = (
-    "HTTP, ASGI layers, body read and parsed",
+    "uvicorn: request parsed, the app's task started",
+    "ASGI layers, FastAPI, the body read and parsed",
     "validation (pydantic)",
     "route: messages, sampling, job made",
     "job thread started, model leased",
@@ -595,12 +613,13 @@ REQUEST_STAGES = (
 
 
 def request_stages(t: Trace) -> list[float]:
-    """Per request: arrival to the first text on the wire, stage by stage (ms)."""
+    """Per request: read to the first text on the wire, stage by stage (ms)."""
     first = _first_text(t)
     if first is None or not first.taken:
         return [float("nan")] * len(REQUEST_STAGES)
     written = _sent_after(t, first.taken) or first.taken
     return [
+        ms(t.arrival - t.received) if t.received else float("nan"),
         ms(t.validation0 - t.arrival),
         ms(t.validation1 - t.validation0),
         ms(t.route - t.validation1),
@@ -712,7 +731,7 @@ def summary(seen: list[Seen], traces: dict[str, list[Trace]]) -> dict[str, Any]:
     for name, mine in traces.items():
         rows = [request_stages(t) for t in mine]
         first_written = [
-            ms(written - t.arrival)
+            ms(written - (t.received or t.arrival))
             for t in mine
             if (first := _first_text(t))
             and first.taken
@@ -722,7 +741,7 @@ def summary(seen: list[Seen], traces: dict[str, list[Trace]]) -> dict[str, Any]:
             "request_ms": dict(
                 zip(REQUEST_STAGES, [med(list(c)) for c in zip(*rows, strict=True)], strict=True)
             ),
-            "arrival_to_first_text_written_ms": med(first_written),
+            "read_to_first_text_written_ms": med(first_written),
             "token_us": dict(zip(TOKEN_STAGES, token_stages(mine), strict=True)),
             "cpu_us_per_token": {
                 "event loop thread": med([t.loop_cpu / 1e3 / max(1, _texts(t)) for t in mine]),
@@ -781,15 +800,15 @@ def tables(s: dict[str, Any]) -> list[Table]:
             label, *[fmt.format(s["paired"][n][key]) if n in schedas else "" for n in names]
         )
 
-    request = Table(title="scheda: a request, arrival to its first text written (median ms)")
+    request = Table(title="scheda: a request, read to its first text written (median ms)")
     request.add_column("stage")
     for name in schedas:
         request.add_column(LABELS[name], justify="right")
     for stage in REQUEST_STAGES:
         request.add_row(stage, *[f"{s['scheda'][n]['request_ms'][stage]:.2f}" for n in schedas])
     request.add_row(
-        "arrival to first text written",
-        *[f"{s['scheda'][n]['arrival_to_first_text_written_ms']:.2f}" for n in schedas],
+        "request read to first text written",
+        *[f"{s['scheda'][n]['read_to_first_text_written_ms']:.2f}" for n in schedas],
     )
 
     token = Table(title="scheda: each text chunk after the first (median µs)")
@@ -841,6 +860,12 @@ def main(argv: list[str]) -> None:
         metavar="N",
         help="also profile scheda's threads with cProfile and print their N costliest "
         "functions (its own cost inflates every call: the clocks' figures are not comparable)",
+    )
+    cli.add_argument(
+        "--cprofile-sort",
+        choices=("tottime", "cumulative"),
+        default="tottime",
+        help="cProfile's order: a function's own time, or with what it calls",
     )
     config = cli.parse_args(argv)
     if config.baseline and not (config.baseline / "src").is_dir():
