@@ -45,11 +45,14 @@ import contextlib
 import cProfile
 import gc
 import json
+import os
 import pstats
 import resource
+import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -415,6 +418,16 @@ def scheda_worker(records: str, port: str, parallel: str, model: str, profile: s
     """`scheda serve`, its request path clocked; traces appended to `records`, one a line."""
     install_probes(Recorder(Path(records), profile == "cprofile"))
     from scheda.cli import main
+
+    def orphaned() -> None:
+        """Stop when the profile that started this server is gone (killed before it could
+        stop it: a leftover would skew every later measurement)."""
+        parent = os.getppid()
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=orphaned, daemon=True).start()
 
     sys.argv = ["scheda", "serve", model, "--port", port, "--parallel", parallel]
     sys.argv += ["--context", str(sc.CONTEXT)]
@@ -868,6 +881,8 @@ def main(argv: list[str]) -> None:
         help="cProfile's order: a function's own time, or with what it calls",
     )
     config = cli.parse_args(argv)
+    # Stopped from outside: leave through the `finally`s, which stop the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if config.baseline and not (config.baseline / "src").is_dir():
         cli.error("--baseline: give a source tree with src/")
     if config.model:
