@@ -1,10 +1,10 @@
 """Concurrent clients against `scheda serve`, llama.cpp's own server and llama-cpp-python's.
 
     .venv/bin/python benchmarks/serve_concurrency.py [--model PATH] [--levels 1,2,4,8,16]
-        [--rounds 3] [--parallel N] [--max-tokens 64]
+        [--rounds 3] [--parallel N] [--max-tokens 64] [--answers 4]
         [--servers scheda,llamacpp,llama-cpp-python,scheda-baseline,scheda-ray]
         [--baseline SRC] [--replicas 2]
-        [--out docs/serve_concurrency.json] [--png docs/serve_concurrency.png]
+        [--quiet-wait 600] [--out docs/serve_concurrency.json] [--png docs/serve_concurrency.png]
 
 For each concurrency level, that many clients start together, each streaming one
 chat answer of `--max-tokens` tokens (`ignore_eos`) for a prompt of its own. The
@@ -30,9 +30,13 @@ The servers:
 One server runs at a time, warmed up by one request, and is stopped before the
 next starts: on a small machine two servers would share the cores. Every round
 runs every server over every level (the order of servers rotates each round),
-so a slow spell of the machine falls on all of them alike; the figures are the
-medians over rounds. Each server's CPU time per level is recorded too: it
-shows where a server spends time beyond llama.cpp's decoding.
+so a slow spell of the machine falls on all of them alike; a level of fewer
+clients than `--answers` (4) runs its batch again, each time with new prompts,
+so that every level has at least that many answers a round. The figures are the
+medians over the batches of every round. Each server's CPU time per level is recorded too: it
+shows where a server spends time beyond llama.cpp's decoding. Before each server
+and batch the script waits (up to `--quiet-wait` seconds) for other programs to
+leave the CPU, and measures a batch again when they took it meanwhile.
 """
 
 from __future__ import annotations
@@ -90,6 +94,9 @@ START_TIMEOUT_S = 180
 RAY_START_TIMEOUT_S = 600
 RAY_STOP_TIMEOUT_S = 90
 REPLICAS = 2  # scheda-ray's replicas (--replicas)
+# Answers per level and round at least (--answers): one answer of 64 tokens is under a second,
+# and a single one per round leaves one and two clients' figures to the machine's noise.
+ANSWERS = 4
 # Other programs' share of the machine above which a server is not started yet: the figures
 # would measure them too. How long to wait for it to go quiet before going on regardless.
 QUIET_SHARE = 0.15
@@ -452,6 +459,7 @@ class Config:
     parallel: int
     max_tokens: int
     servers: list[str]
+    answers: int
     out: Path
     png: Path
     markdown: bool
@@ -463,7 +471,8 @@ Raw = dict[str, dict[int, list[Level]]]  # server → clients → one Level per 
 def run(config: Config, console: Console) -> Raw:
     """Every round: every server (rotated each round), every level."""
     raw: Raw = {name: {n: [] for n in config.levels} for name in config.servers}
-    steps = config.rounds * len(config.servers) * len(config.levels)
+    batches = sum(repeats(clients, config.answers) for clients in config.levels)
+    steps = config.rounds * len(config.servers) * batches
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -483,7 +492,7 @@ def run(config: Config, console: Console) -> Raw:
                 show(f"{where} · starting")
                 with serving(name, config.model, config.path, config.parallel, Path(logs)) as s:
                     batch(s.port, [body(s.model_id, WARM_UP, config.max_tokens)])
-                    for clients, index in prompt_indexes(config.levels, round_):
+                    for clients, index in prompt_indexes(config.levels, round_, config.answers):
                         show(f"{where} · {clients} clients")
                         busy = f"{where} · {clients} clients · waiting: the CPU is busy"
                         level = measure_quietly(
@@ -512,12 +521,19 @@ def measure_quietly(
     return level
 
 
-def prompt_indexes(levels: list[int], round_: int) -> Iterator[tuple[int, int]]:
-    """Each level's first prompt: the same for every server in a round, new each round."""
-    index = round_ * sum(levels)
+def repeats(clients: int, answers: int) -> int:
+    """Batches of `clients` a round measures for at least `answers` answers (--answers)."""
+    return max(1, -(-answers // clients))
+
+
+def prompt_indexes(levels: list[int], round_: int, answers: int) -> Iterator[tuple[int, int]]:
+    """Each batch's level and first prompt: the same for every server in a round, a new one
+    for every batch, new each round."""
+    index = round_ * sum(clients * repeats(clients, answers) for clients in levels)
     for clients in levels:
-        yield clients, index
-        index += clients
+        for _ in range(repeats(clients, answers)):
+            yield clients, index
+            index += clients
 
 
 # Results -------------------------------------------------------------------------------------
@@ -547,7 +563,7 @@ def summarize(levels: list[Level]) -> dict[str, Any]:
         "short_answers": sum(level.short_answers for level in levels),
         "others_share_max": max(level.others_share for level in levels),
         "steal_share_max": max(level.steal_share for level in levels),
-        "rounds": len(levels),
+        "batches": len(levels),
     }
 
 
@@ -757,19 +773,34 @@ def llamacpp_worker(path: str, port: str, parallel: str) -> None:
 
 
 def parse(argv: list[str]) -> Config:
-    global BASELINE, REPLICAS
+    global BASELINE, REPLICAS, QUIET_WAIT_S
     cli = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     cli.add_argument("--model", help="a GGUF file (default: the embedded model)")
     cli.add_argument("--levels", default="1,2,4,8,16", help="concurrent clients per batch")
     cli.add_argument("--rounds", type=int, default=3)
     cli.add_argument("--parallel", type=int, default=16, help="slots of llama.cpp and scheda")
     cli.add_argument("--max-tokens", type=int, default=64)
+    cli.add_argument(
+        "--answers",
+        type=int,
+        default=ANSWERS,
+        metavar="N",
+        help="answers per level and round at least: a level of fewer clients repeats its batch",
+    )
     cli.add_argument("--servers", default=",".join(SERVERS[:3]))
     cli.add_argument("--baseline", type=Path, help="the source tree scheda-baseline serves")
     cli.add_argument("--replicas", type=int, default=REPLICAS, help="scheda-ray's replicas")
     cli.add_argument("--out", type=Path, default=Path("docs/serve_concurrency.json"))
     cli.add_argument("--png", type=Path, default=Path("docs/serve_concurrency.png"))
     cli.add_argument("--markdown", action="store_true", help="print the table for the docs too")
+    cli.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT_S,
+        metavar="S",
+        help="wait at most S seconds for other programs to leave the CPU before each server "
+        "and batch (0: never wait; on a shared machine the ratios within a run still hold)",
+    )
     args = cli.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(servers) - set(SERVERS)
@@ -779,6 +810,7 @@ def parse(argv: list[str]) -> Config:
         cli.error("--servers scheda-baseline: give --baseline SRC, a source tree with src/")
     BASELINE = args.baseline.resolve() if args.baseline else None
     REPLICAS = max(1, args.replicas)
+    QUIET_WAIT_S = max(0.0, args.quiet_wait)
     if args.model:
         model, path = args.model, Path(args.model)
     else:
@@ -788,7 +820,7 @@ def parse(argv: list[str]) -> Config:
     levels = sorted({int(n) for n in args.levels.split(",")})
     return Config(
         model, path, levels, args.rounds, args.parallel, args.max_tokens, servers,
-        args.out, args.png, args.markdown,
+        max(1, args.answers), args.out, args.png, args.markdown,
     )  # fmt: skip
 
 

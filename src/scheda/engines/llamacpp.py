@@ -458,7 +458,9 @@ class _Gatherer:
         self.held = [""] * n  # text that might begin a stop string, not yet handed on
         self.stop_sequences: list[str | None] = [None] * n
         self.stopped = False  # a stop string ended the (one) sample
-        self.texts = [""] * n
+        # Each sample's text in pieces, joined at the end: adding to a string would copy it
+        # whole at every token.
+        self.texts: list[list[str]] = [[] for _ in range(n)]
         self.tokens = [0] * n
         self.finish: list[str | None] = [None] * n
         self.logprobs: list[list[TokenLogprob] | None] = [None] * n
@@ -502,7 +504,7 @@ class _Gatherer:
         if text and self.stops:
             text = self._decided(i, text)
         if text:
-            self.texts[i] += text
+            self.texts[i].append(text)
             if self.on_text is not None:
                 self.on_text(i, text)
         for call in (delta or {}).get("tool_calls") or []:
@@ -551,7 +553,7 @@ class _Gatherer:
         total = self.elapsed()
         for i, held in enumerate(self.held):  # no stop string came: it was text after all
             if held:
-                self.texts[i] += held
+                self.texts[i].append(held)
                 if self.on_text is not None:
                     self.on_text(i, held)
         if len(self.tokens) == 1 and self.calls[0]:  # llama.cpp's parsed calls come as no text
@@ -559,7 +561,7 @@ class _Gatherer:
         samples = [
             Sample(text, finish or "cancelled", tokens, logprobs, _whole(calls, finish), stop)
             for text, finish, tokens, logprobs, calls, stop in zip(
-                self.texts,
+                ["".join(pieces) for pieces in self.texts],
                 self.finish,
                 self.tokens,
                 self.logprobs,

@@ -159,37 +159,42 @@ async def _answer(
 
 
 async def _stream(job: Job, first: Event, shape: Shape, usage: bool, n: int) -> AsyncIterator[str]:
-    """Server-sent events in OpenAI's chunk shape; leaving early cancels the generation."""
+    """Server-sent events in OpenAI's chunk shape; leaving early cancels the generation.
+
+    The events that came together are written together (one write, not one per token),
+    the openings with the first of them; a piece of text is spelled from a template.
+    """
     chunk_id = new_id(shape.prefix)
     created = int(time.time())
-    event = first
+    text = shape.text_events(chunk_id, created)
     calls = [chat_job.Calls() for _ in range(n)]  # what each sample's stream sent of its calls
+    out = [sse(shape.chunk(chunk_id, created, [o])) for i in range(n) if (o := shape.opening(i))]
+    event = first
     try:
-        for i in range(n):
-            if (opening := shape.opening(i)) is not None:
-                yield sse(shape.chunk(chunk_id, created, [opening]))
-        while event.streamed:
-            if event.call is None:
-                pieces = [shape.piece(event.index, event.text)]
-            else:
-                calls[event.index].add(event.call)
-                pieces = shape.call_pieces(event.index, event.call)
-            for piece in pieces:
-                yield sse(shape.chunk(chunk_id, created, [piece]))
-            event = await job.next()
+        async for batch in job.batches(first):
+            for event in batch:
+                if event.call is not None:
+                    calls[event.index].add(event.call)
+                    pieces = shape.call_pieces(event.index, event.call)
+                    out += [sse(shape.chunk(chunk_id, created, [piece])) for piece in pieces]
+                elif event.streamed:
+                    out.append(text(event.index, event.text))
+            if out:
+                yield "".join(out)
+                out = []
         if event.kind == "error":
-            yield sse({"error": error_body(event.error)})
+            out.append(sse({"error": error_body(event.error)}))
         else:
             generation: Generation = event.result
             for i, sample in enumerate(generation.samples):  # calls an engine gave only whole
                 for call in calls[i].rest(sample):
                     for piece in shape.call_pieces(i, call):
-                        yield sse(shape.chunk(chunk_id, created, [piece]))
+                        out.append(sse(shape.chunk(chunk_id, created, [piece])))
             closing = [shape.closing(i, s) for i, s in enumerate(generation.samples)]
-            yield sse(shape.chunk(chunk_id, created, closing))
+            out.append(sse(shape.chunk(chunk_id, created, closing)))
             if usage:
-                yield sse(shape.chunk(chunk_id, created, [], usage_of([generation])))
-        yield "data: [DONE]\n\n"
+                out.append(sse(shape.chunk(chunk_id, created, [], usage_of([generation]))))
+        yield "".join(out) + "data: [DONE]\n\n"
     finally:
         job.cancel.set()  # the client left (or the stream ended): stop generating either way
 

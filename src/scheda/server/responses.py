@@ -8,11 +8,21 @@ scheda's own addition to a whole answer (llama.cpp's server adds the same).
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from scheda.engines.base import CallPiece, Generation, TokenLogprob
+from scheda.server.errors import sse
+
+# A stream's pieces of text are spelled from a template (`Shape.text_events`): the mark stands
+# for the text (a NUL and a private-use character, found in no model's name), and the encoder
+# writes a string as `sse`'s json.dumps writes one.
+_MARK = "\x00\ue000"
+_TEXT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_MARK_JSON = _TEXT_JSON.encode(_MARK)
 
 
 def new_id(prefix: str) -> str:
@@ -91,6 +101,22 @@ class Shape:
 
     def opening(self, index: int) -> dict[str, Any] | None:
         return None
+
+    def text_events(self, chunk_id: str, created: int) -> Callable[[int, str], str]:
+        """`sse(chunk(piece(index, text)))` for a stream's pieces of text, spelled faster: each
+        sample's event is written once with a mark for its text, then filled in per token
+        (the mark's JSON swapped for the text's, so the bytes are the same)."""
+        templates: dict[int, tuple[str, str]] = {}
+
+        def event(index: int, text: str) -> str:
+            template = templates.get(index)
+            if template is None:
+                whole = sse(self.chunk(chunk_id, created, [self.piece(index, _MARK)]))
+                head, tail = whole.split(_MARK_JSON)
+                template = templates[index] = (head, tail)
+            return template[0] + _TEXT_JSON.encode(text) + template[1]
+
+        return event
 
     def call_pieces(self, index: int, piece: CallPiece) -> list[dict[str, Any]]:
         """The stream's pieces that carry a piece of a tool call (a text completion has none)."""

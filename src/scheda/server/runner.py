@@ -1,10 +1,20 @@
 """One engine call per request, in its own thread, its output delivered to the event loop.
 
 The engines block (llama.cpp's handler returns when the answer is complete),
-so each request runs in a thread of its own; many such threads wait inside
+so each request runs in a thread of its own (a thread is kept for a later
+request once its job ends); many such threads wait inside
 llama.cpp at once, which is what lets its continuous batching decode them
-together. scheda takes no lock around them. Text reaches the event loop
-through `call_soon_threadsafe`, one queue item per piece.
+together. scheda takes no lock around them.
+
+Text reaches the event loop as events in the job's list. Waking the loop for
+one (`call_soon_threadsafe`: a write to its pipe, a turn of the loop, the
+stream's write through the ASGI layers and h11) costs the Python layer more
+than the rest of a token's path, on cores that llama.cpp's threads need
+(docs/benchmarks.md, "Where the time goes at one client"). So the worker thread
+wakes the loop at once for a job's first event and its last, and for the
+pieces between at most every `WAKE_INTERVAL_S`: those that come sooner wait in
+the list for the next wake-up, and a stream takes all that have come (`ready`,
+`batches`) and writes them in one go, each still an event of its own.
 
 Cancelling is the engine's own: a client that goes away sets the job's event,
 and the engine sees it at the next token and frees the slot (or, waiting for
@@ -24,7 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import threading
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +55,49 @@ Work = Callable[[Loaded, OnText, threading.Event], Any]
 ChatWork = Callable[[Loaded, OnText, OnCall, threading.Event], Any]
 # (on_text, cancel) -> result: work that takes what it needs from the pool itself (the scorer)
 BareWork = Callable[[OnText, threading.Event], Any]
+
+
+# The least time between two wake-ups of the loop for a stream's pieces (not its first or last
+# event): a piece that comes sooner waits at most this long, or until the next one. A token
+# every 10 ms (one client on a small CPU) is then written two or three at a time; slower
+# streams (many clients) still wake the loop for every token.
+WAKE_INTERVAL_S = 0.025
+
+
+class _Workers:
+    """The threads the jobs run in, each kept for the next job once its own ends: starting a
+    thread makes the event loop wait until the thread runs (a request's first token waited
+    for it, and every stream with it), handing a job to an idle one does not."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep  # idle threads kept at most; a busier moment's extra ones end
+        self._idle: list[queue.SimpleQueue[Callable[[], None]]] = []
+        self._lock = threading.Lock()
+
+    def run(self, task: Callable[[], None], name: str) -> None:
+        """Run `task` (which handles its own errors) in an idle thread, or a new one."""
+        with self._lock:
+            inbox = self._idle.pop() if self._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), daemon=True).start()
+        inbox.put(lambda: self._named(task, name))
+
+    @staticmethod
+    def _named(task: Callable[[], None], name: str) -> None:
+        threading.current_thread().name = name  # what the thread does now, for a traceback
+        task()
+
+    def _serve(self, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            inbox.get()()
+            with self._lock:
+                if len(self._idle) >= self.keep:
+                    return
+                self._idle.append(inbox)
+
+
+_workers = _Workers(keep=64)
 
 
 # Every engine call running now, so that a stopping server can cancel what outlives its grace
@@ -85,14 +141,18 @@ class Job:
     def _begin(self, texts: bool) -> None:
         self.loop = asyncio.get_running_loop()
         self.on_text = self._on_text if texts else None
-        self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.cancel = threading.Event()
+        # Events not yet taken, and whether a wake-up of the loop is on its way: a wake-up
+        # is a write to the loop's pipe and a turn of the loop, paid once per batch rather
+        # than once per token (the worker thread's side is under the lock).
+        self._events: deque[Event] = deque()
+        self._lock = threading.Lock()
+        self._wake_due = False
+        self._woken = -WAKE_INTERVAL_S  # when the worker thread last woke the loop (monotonic)
+        self._waiter: asyncio.Future[None] | None = None
 
     def _spawn(self, entry: ServedModel, call: Callable[[], Any]) -> None:
-        thread = threading.Thread(
-            target=self._run, args=(call,), name=f"job-{entry.id}", daemon=True
-        )
-        thread.start()
+        _workers.run(lambda: self._run(call), f"job-{entry.id}")
 
     def _leased(self, pool: ModelPool, entry: ServedModel, work: Work) -> Any:
         # Only a stream says that its model loads: a whole answer just takes longer.
@@ -118,11 +178,53 @@ class Job:
         self._put(Event("call", index, call=piece))
 
     def _put(self, event: Event) -> None:
+        at = time.monotonic()
+        with self._lock:
+            self._events.append(event)
+            if self._wake_due:
+                return  # a wake-up is on its way: it takes this event too
+            if event.streamed and at - self._woken < WAKE_INTERVAL_S:
+                return  # the next piece's wake-up takes it, or the last event's
+            self._wake_due, self._woken = True, at
         with contextlib.suppress(RuntimeError):  # the loop closed: the server is stopping
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+            self.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        """On the loop: the events that came are there to take."""
+        with self._lock:
+            self._wake_due = False
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next(self) -> Event:
-        return await self.events.get()
+        while True:
+            with self._lock:
+                if self._events:
+                    return self._events.popleft()
+            self._waiter = self.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def ready(self) -> list[Event]:
+        """The events that have come and not been taken, without waiting: what a stream can
+        write at once after `next`."""
+        with self._lock:
+            taken = list(self._events)
+            self._events.clear()
+        return taken
+
+    async def batches(self, first: Event) -> AsyncIterator[list[Event]]:
+        """The events from `first` on, each time all those that have come: a stream writes a
+        batch at once. The last batch ends with the job's last event ("done" or "error")."""
+        batch = [first]
+        while True:
+            batch += self.ready()
+            yield batch
+            if not batch[-1].streamed:
+                return
+            batch = [await self.next()]
 
     async def first(self, request: Request) -> Event:
         """The first event (text, done or error), cancelling the work if the client goes away

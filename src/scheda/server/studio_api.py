@@ -352,6 +352,9 @@ async def _turn(job: Job, first: Event, store: SessionStore, session_id: str) ->
             # The client left mid-answer: stop the engine, keep what it had said. Saved
             # here and now, not awaited: a cancelled stream may not await anything more.
             job.cancel.set()
+            # The text that had come and not been sent yet (the loop is woken for it in
+            # batches) was said all the same.
+            answer += [e.text for e in job.ready() if e.kind == "text" and e.index == 0]
             save("".join(answer), None)
 
 
