@@ -13,8 +13,9 @@ than the rest of a token's path, on cores that llama.cpp's threads need
 (docs/benchmarks.md, "Where the time goes at one client"). So the worker thread
 wakes the loop at once for a job's first event and its last, and for the
 pieces between at most every `WAKE_INTERVAL_S`: those that come sooner wait in
-the list for the next wake-up, and a stream takes all that have come (`ready`,
-`batches`) and writes them in one go, each still an event of its own.
+the list for the wake-up at the end of the interval, and a stream takes all
+that have come (`ready`, `batches`) and writes them in one go, each still an
+event of its own.
 
 Cancelling is the engine's own: a client that goes away sets the job's event,
 and the engine sees it at the next token and frees the slot (or, waiting for
@@ -58,7 +59,7 @@ BareWork = Callable[[OnText, threading.Event], Any]
 
 
 # The least time between two wake-ups of the loop for a stream's pieces (not its first or last
-# event): a piece that comes sooner waits at most this long, or until the next one. A token
+# event): a piece that comes sooner waits for the end of the interval, no longer. A token
 # every 10 ms (one client on a small CPU) is then written two or three at a time; slower
 # streams (many clients) still wake the loop for every token.
 WAKE_INTERVAL_S = 0.025
@@ -183,11 +184,18 @@ class Job:
             self._events.append(event)
             if self._wake_due:
                 return  # a wake-up is on its way: it takes this event too
+            delay = 0.0
             if event.streamed and at - self._woken < WAKE_INTERVAL_S:
-                return  # the next piece's wake-up takes it, or the last event's
-            self._wake_due, self._woken = True, at
+                # Too soon after the last: woken at the end of the interval, with what else has
+                # come by then, and not later even if nothing more comes (a pause between
+                # tokens, while another slot reads a long prompt).
+                delay = self._woken + WAKE_INTERVAL_S - at
+            self._wake_due, self._woken = True, at + delay
         with contextlib.suppress(RuntimeError):  # the loop closed: the server is stopping
-            self.loop.call_soon_threadsafe(self._wake)
+            if delay:
+                self.loop.call_soon_threadsafe(self.loop.call_later, delay, self._wake)
+            else:
+                self.loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:
         """On the loop: the events that came are there to take."""
