@@ -346,7 +346,7 @@ def pytest_configure(config: pytest.Config) -> None:
 LONGEST_FIRST = ("tests/test_soak.py",)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that uses the loopback Hub is marked `hub` (left out of `make test-fast`) whether
     or not it says so: every such test reaches it through the `hub_server` fixture.
 
@@ -366,3 +366,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 1 if item.get_closest_marker("ray") is not None else 2
 
     items.sort(key=rank)  # stable: the order within each rank is the collection's
+    if getattr(config.option, "loadgroup", False):
+        name_groups(items)
+
+
+def name_groups(items: list[pytest.Item]) -> None:
+    """What pytest-xdist's `--dist loadgroup` does on a worker, done so that pytest 9.2 sees
+    it: each test marked `xdist_group(NAME)` has `@NAME` added to its node id, by which the
+    controller sends a group's tests to one worker. xdist 3.8 writes the id to `_nodeid`,
+    which pytest 9.2 no longer reads (its ids are `_id`), so the groups were lost: the soak
+    ran on both workers and the Ray tests started two clusters."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})  # fmt: skip
+        if groups and "@" not in item.nodeid.rpartition("]")[2]:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")

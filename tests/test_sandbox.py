@@ -25,12 +25,35 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ne
 SANDBOX_SCRIPT = str(Path(sandbox.__file__).resolve())
 
 
+def is_sandbox(process: psutil.Process) -> bool:
+    try:
+        return SANDBOX_SCRIPT in (process.cmdline() or [])
+    except psutil.Error:
+        return False
+
+
+def started_elsewhere(process: psutil.Process) -> bool:
+    """Whether a sandbox process belongs to another live process (another worker of `pytest
+    -n`, running its own sandboxes): its first ancestor that is not a sandbox is neither this
+    test process nor init. One that outlived its run_python is an orphan, and counts here."""
+    try:
+        ancestor = process.parent()
+        while ancestor is not None and is_sandbox(ancestor):
+            ancestor = ancestor.parent()
+    except psutil.Error:
+        return False
+    return ancestor is not None and ancestor.pid not in (os.getpid(), 1)
+
+
 def leftovers() -> set[psutil.Process]:
-    """Every live process of any sandbox: they all run (or were forked from) sandbox.py."""
+    """Every live process of a sandbox of this test process: they all run (or were forked
+    from) sandbox.py."""
     found = set()
     for process in psutil.process_iter(["cmdline", "status"]):
         cmdline = process.info["cmdline"] or []
-        if SANDBOX_SCRIPT in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+        if SANDBOX_SCRIPT not in cmdline or process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if not started_elsewhere(process):
             found.add(process)
     return found
 

@@ -27,7 +27,9 @@ SOAK = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("soak")]
 
 
-@pytest.fixture(scope="module")
+# For the session: `pytest -n` may run another module's tests between these on their worker,
+# which would end a module's fixture, and the soak would run twice.
+@pytest.fixture(scope="session")
 def soak(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("soak") / "soak.json"
     done = subprocess.run(
