@@ -60,9 +60,11 @@ BareWork = Callable[[OnText, threading.Event], Any]
 
 # The least time between two wake-ups of the loop for a stream's pieces (not its first or last
 # event): a piece that comes sooner waits for the end of the interval, no longer. A token
-# every 10 ms (one client on a small CPU) is then written two or three at a time; slower
-# streams (many clients) still wake the loop for every token.
-WAKE_INTERVAL_S = 0.025
+# every 10 ms (one client on a small CPU) is then written about five at a time, 20 times a
+# second, as smooth as reading needs; slower streams (many clients) wake the loop for every
+# token. Against 25 ms, side by side: +4% and +6% tokens/s at one and two clients in one
+# run, -1% and +1% in the next (docs/benchmarks.md, "Where the time goes at one client").
+WAKE_INTERVAL_S = 0.05
 
 
 class _Workers:
