@@ -1,7 +1,7 @@
 """BBH and AGIEval: scheda against lm-evaluation-harness on the same items, item by item.
 
     .venv/bin/python benchmarks/lm_eval_agreement.py [--data DIR] [--bbh-per-task 8]
-        [--agieval-per-subset 25] [--max-tokens 64] [--work DIR] [--fresh]
+        [--agieval-per-subset 25] [--max-tokens 64] [--work DIR] [--results DIR] [--fresh]
         [--out docs/lm_eval_agreement.json]
 
 The items: the first `--bbh-per-task` questions of each of BBH's 27 tasks
@@ -10,9 +10,10 @@ English subsets (225: 200 of multiple choice, 25 of math), from the release
 files in DIR (`bbh/tasks`, `bbh/cot-prompts`, `agieval/*.jsonl`).
 
 The three sides, one after another on each chunk of tasks (an AGIEval
-subset, three BBH tasks), each chunk's results kept in the work folder as
-they end and the report rewritten (a second run reuses what is there;
-`--fresh` measures again):
+subset, three BBH tasks), each chunk's per-item results kept in `--results`
+(docs/lm_eval_agreement/, committed with the report) as they end and the
+report rewritten (a later run reuses what is there; `--fresh` measures
+again):
 
 - lm-eval: `simple_evaluate` with its `hf` model (float32, CPU, batch size 1,
   so that no padding moves a number) on the HF folder `scheda convert` makes
@@ -52,6 +53,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
+# Hours of CPU in all: the chunks done are kept beside the report, so that a run stopped
+# early (or on another day) goes on from them.
+RESULTS = ROOT / "docs" / "lm_eval_agreement"
 
 
 @dataclass(frozen=True)
@@ -311,12 +315,22 @@ def main() -> None:
     parser.add_argument("--agieval-per-subset", type=int, default=25)
     parser.add_argument("--max-tokens", type=int, default=64, help="BBH's new tokens, all sides")
     parser.add_argument(
-        "--work", type=Path, default=Path(tempfile.gettempdir()) / "scheda-lm-eval-agreement"
+        "--work",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "scheda-lm-eval-agreement",
+        help="where the HF folder is made",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="each chunk's per-item results, per side (kept, so that a later run goes on)",
     )
     parser.add_argument("--fresh", action="store_true", help="measure every side again")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "lm_eval_agreement.json")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
 
     from scheda.resolve import default_model_path
 
@@ -334,7 +348,7 @@ def main() -> None:
     for chunk in chunks():
         for name in sides:
             work = partial(measure, name, chunk)
-            items, took = side(args.work, f"{chunk.name}-{name}", args.fresh, work)
+            items, took = side(args.results, f"{chunk.name}-{name}", args.fresh, work)
             sides[name].update(items)
             seconds[name] += took
         done.append(chunk.name)

@@ -112,8 +112,8 @@ MIX = {
     "hangup": 6,
     "session_hangup": 3,
 }
-# Words of the long prompts that fill the prompt cache in the warm-up: one or two tokens
-# each, so that FILL_WORDS of them stay inside a slot's CONTEXT.
+# Words of the long prompts that fill the prompt cache in the warm-up: a token each in
+# SmolLM2's tokenizer (1,200 tokens), so that FILL_WORDS of them stay inside a slot's CONTEXT.
 FILLER = [
     "sea", "river", "stone", "house", "light", "green", "cold", "music", "window", "paper",
     "garden", "bread", "road",
