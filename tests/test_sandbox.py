@@ -20,7 +20,13 @@ import pytest
 from scheda.evaluation import sandbox
 from scheda.evaluation.sandbox import run_python
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux")
+# One xdist group: run as root, every sandbox's program is `nobody`, and the process cap
+# (RLIMIT_NPROC) counts all of nobody's processes, so a fork bomb here on one worker would
+# starve a test on the other worker whose program forks once (it saw BlockingIOError).
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux"),
+    pytest.mark.xdist_group("sandbox"),
+]
 
 SANDBOX_SCRIPT = str(Path(sandbox.__file__).resolve())
 
