@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -64,3 +65,31 @@ def test_many_pieces_arrive_in_order_and_whole() -> None:
     events = asyncio.run(run())
     assert "".join(e.text for e in events if e.kind == "text") == "".join(pieces)
     assert events[-1].result == 500
+
+
+def test_the_last_event_is_not_held_for_a_wake_up_due_later(monkeypatch: Any) -> None:
+    """The job ends while the wake-up for its last pieces is still an interval away: the
+    end wakes the loop at once, with those pieces, rather than waiting for it (an answer
+    held back at its end would keep its client, and at one client llama.cpp, idle)."""
+    from scheda.server import runner
+
+    monkeypatch.setattr(runner, "WAKE_INTERVAL_S", 60.0)  # a wake-up due later is a minute off
+
+    first_read = threading.Event()
+
+    def work(on_text: Any, _cancel: threading.Event) -> str:
+        on_text(0, "first")  # wakes the loop at once
+        first_read.wait(5)
+        time.sleep(0.2)  # the reader is waiting for the loop to be woken by now
+        on_text(0, "second")  # soon after that wake-up: its own is due a minute later
+        return "ended"
+
+    async def run() -> list[Event]:
+        job = BareJob(ENTRY, work)
+        first = await job.next()
+        first_read.set()
+        return [first, *await asyncio.wait_for(_events_until(job, "done"), 10)]
+
+    events = asyncio.run(run())
+    assert [e.text for e in events if e.kind == "text"] == ["first", "second"]
+    assert events[-1].kind == "done" and events[-1].result == "ended"

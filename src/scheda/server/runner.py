@@ -11,8 +11,9 @@ one (`call_soon_threadsafe`: a write to its pipe, a turn of the loop, the
 stream's write through the ASGI layers and h11) costs the Python layer more
 than the rest of a token's path, on cores that llama.cpp's threads need
 (docs/benchmarks.md, "Where the time goes at one client"). So the worker thread
-wakes the loop at once for a job's first event and its last, and for the
-pieces between at most every `WAKE_INTERVAL_S`: those that come sooner wait in
+wakes the loop at once for a job's first event and its last (even when a
+wake-up for earlier pieces is due later), and for the pieces between at most
+every `WAKE_INTERVAL_S`: those that come sooner wait in
 the list for the wake-up at the end of the interval, and a stream takes all
 that have come (`ready`, `batches`) and writes them in one go, each still an
 event of its own.
@@ -184,8 +185,11 @@ class Job:
         at = time.monotonic()
         with self._lock:
             self._events.append(event)
-            if self._wake_due:
+            if self._wake_due and event.streamed:
                 return  # a wake-up is on its way: it takes this event too
+            # The job's last event (or "loading") wakes the loop now even when a wake-up is
+            # on its way: that one may be most of an interval off, and an answer held back
+            # at its end keeps its client (and, at one client, llama.cpp) waiting.
             delay = 0.0
             if event.streamed and at - self._woken < WAKE_INTERVAL_S:
                 # Too soon after the last: woken at the end of the interval, with what else has
