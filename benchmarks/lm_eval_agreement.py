@@ -9,7 +9,7 @@ The items: the first `--bbh-per-task` questions of each of BBH's 27 tasks
 English subsets (225: 200 of multiple choice, 25 of math), from the release
 files in DIR (`bbh/tasks`, `bbh/cot-prompts`, `agieval/*.jsonl`).
 
-The three sides, one after another on each chunk of tasks (an AGIEval
+The four sides, one after another on each chunk of tasks (an AGIEval
 subset, three BBH tasks), each chunk's per-item results kept in `--results`
 (docs/lm_eval_agreement/, committed with the report) as they end and the
 report rewritten (a later run reuses what is there; `--fresh` measures
@@ -24,6 +24,10 @@ again):
   logged for the per-item comparison.
 - scheda, HF folder: the same folder through scheda's transformers scorer and
   engine (`EvalModel`, one slot), the tasks `bbh` and `agieval` in process.
+- lm-eval on the GGUF: its `local-completions` model (the same task YAMLs and
+  rows) against `scheda serve` on the embedded GGUF (one slot), tokens through
+  the server's remote tokenizer, log-likelihoods from `echo` and `logprobs`:
+  lm-eval's prompts, requests and metrics on llama.cpp's numbers.
 - scheda, GGUF: the embedded Q4_1 GGUF through llama.cpp (one slot).
 
 BBH's generations are cut at `--max-tokens` new tokens on every side
@@ -34,7 +38,9 @@ the scores are of cut reasoning, far below the model's own.
 Per item: BBH, the same generated text, the same answer, the same
 exact_match; AGIEval, the same acc and acc_norm (and the largest gap between
 two log-likelihoods), math, the same text and acc. The targets: on the HF
-folder, identical results; the GGUF's score within 0.5 points of lm-eval's.
+folder, identical results; on the GGUF, scheda's score within 0.5 points of
+lm-eval's on the same GGUF (also reported: against lm-eval on the float32
+folder, which measures the quantization as well as the two harnesses).
 """
 
 from __future__ import annotations
@@ -43,8 +49,11 @@ import argparse
 import importlib
 import json
 import platform
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
@@ -163,15 +172,37 @@ def key_of(task_name: str, doc_id: int) -> str:
 def run_lm_eval(folder: Path, chunk: Chunk, args: argparse.Namespace) -> dict[str, Any]:
     import lm_eval
 
-    tasks = lm_eval_tasks(chunk, args)
     out = lm_eval.simple_evaluate(
         model="hf",
         model_args=f"pretrained={folder},dtype=float32",
         device="cpu",
         batch_size=1,
-        tasks=tasks,
+        tasks=lm_eval_tasks(chunk, args),
         log_samples=True,
     )
+    return sample_items(out)
+
+
+def run_lm_eval_served(url: str, chunk: Chunk, args: argparse.Namespace) -> dict[str, Any]:
+    """lm-eval's `local-completions` model against `scheda serve` on the GGUF: lm-eval's
+    prompts, requests and metrics, llama.cpp's numbers (the tokens through the server's
+    remote tokenizer, log-likelihoods from `echo` with `logprobs`)."""
+    import lm_eval
+
+    out = lm_eval.simple_evaluate(
+        model="local-completions",
+        model_args=(
+            f"model=default,base_url={url}/v1/completions,tokenizer_backend=remote,"
+            "num_concurrent=1,max_retries=1,tokenized_requests=True"
+        ),
+        tasks=lm_eval_tasks(chunk, args),
+        log_samples=True,
+    )
+    return sample_items(out)
+
+
+def sample_items(out: dict[str, Any]) -> dict[str, Any]:
+    """Per-item results from lm-eval's logged samples, keyed as scheda keys its items."""
     items: dict[str, Any] = {}
     for name, samples in out["samples"].items():
         for sample in samples:
@@ -191,6 +222,43 @@ def run_lm_eval(folder: Path, chunk: Chunk, args: argparse.Namespace) -> dict[st
                     "logliks": [float(r[0][0]) for r in sample["resps"]],
                 }
     return items
+
+
+class GGUFServer:
+    """`scheda serve` on the embedded GGUF, one slot, started on first use."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        if self.process is not None:
+            return self.url
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        log = (self.work / "serve.log").open("wb")
+        command = [sys.executable, "-m", "scheda", "serve", "default", "--parallel", "1",
+                   "--context", "4096", "--port", str(port)]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self.url
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError(f"scheda serve did not start: see {self.work / 'serve.log'}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
 
 
 def run_scheda(model_path: Path, chunk: Chunk, args: argparse.Namespace) -> dict[str, Any]:
@@ -335,24 +403,31 @@ def main() -> None:
     from scheda.resolve import default_model_path
 
     folder = hf_folder(args.work)
-    sides: dict[str, dict[str, Any]] = {"lm-eval": {}, "scheda-hf": {}, "scheda-gguf": {}}
+    names = ("lm-eval", "scheda-hf", "lm-eval-gguf", "scheda-gguf")
+    sides: dict[str, dict[str, Any]] = {name: {} for name in names}
     seconds: dict[str, float] = dict.fromkeys(sides, 0.0)
     done: list[str] = []
+    server = GGUFServer(args.work)
 
     def measure(name: str, chunk: Chunk) -> dict[str, Any]:
         if name == "lm-eval":
             return run_lm_eval(folder, chunk, args)
+        if name == "lm-eval-gguf":
+            return run_lm_eval_served(server.start(), chunk, args)
         return run_scheda(folder if name == "scheda-hf" else default_model_path(), chunk, args)
 
     # Chunk by chunk, every side, so that a run stopped early leaves whole comparisons.
-    for chunk in chunks():
-        for name in sides:
-            work = partial(measure, name, chunk)
-            items, took = side(args.results, f"{chunk.name}-{name}", args.fresh, work)
-            sides[name].update(items)
-            seconds[name] += took
-        done.append(chunk.name)
-        write_report(args, done, seconds, sides)
+    try:
+        for chunk in chunks():
+            for name in sides:
+                work = partial(measure, name, chunk)
+                items, took = side(args.results, f"{chunk.name}-{name}", args.fresh, work)
+                sides[name].update(items)
+                seconds[name] += took
+            done.append(chunk.name)
+            write_report(args, done, seconds, sides)
+    finally:
+        server.stop()
 
 
 def write_report(
@@ -373,9 +448,13 @@ def write_report(
         "seconds": {name: round(s, 1) for name, s in seconds.items()},
         "hf_folder_vs_lm_eval": compare(sides["lm-eval"], sides["scheda-hf"]),
         "gguf_vs_lm_eval": compare(sides["lm-eval"], sides["scheda-gguf"]),
+        "gguf_vs_lm_eval_on_the_gguf": compare(sides["lm-eval-gguf"], sides["scheda-gguf"]),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    shown = {k: report[k] for k in ("items", "hf_folder_vs_lm_eval", "gguf_vs_lm_eval")}
+    shown = {
+        k: report[k]
+        for k in ("items", "hf_folder_vs_lm_eval", "gguf_vs_lm_eval", "gguf_vs_lm_eval_on_the_gguf")
+    }
     print(json.dumps(shown, indent=2), flush=True)
 
 
