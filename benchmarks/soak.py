@@ -157,6 +157,7 @@ class Sample:
     rss: int
     loaded: list[str]
     active: int
+    steal: float = 0.0  # the share of the CPU the host took from this machine since the last
 
 
 @dataclass
@@ -593,6 +594,7 @@ def sampler(
     proc = psutil.Process(process.pid)
 
     def run() -> None:
+        before = psutil.cpu_times()
         with httpx.Client(base_url=base, timeout=30) as http:
             while not done.wait(every):
                 try:
@@ -601,7 +603,11 @@ def sampler(
                 except (httpx.HTTPError, psutil.Error, ValueError):
                     continue
                 active = sum(health.get("active", {}).values())
-                samples.append(Sample(round(soak.now(), 1), rss, sorted(health["loaded"]), active))
+                now = psutil.cpu_times()
+                steal = stolen(before, now)
+                before = now
+                loaded = sorted(health["loaded"])
+                samples.append(Sample(round(soak.now(), 1), rss, loaded, active, steal))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -611,6 +617,15 @@ def sampler(
         thread.join()
 
     return samples, finish
+
+
+def stolen(before: Any, after: Any) -> float:
+    """The share of CPU time between two `psutil.cpu_times()` that the host gave to others
+    (`steal`, on a virtual machine): a slow spell it explains is the machine's, not the
+    server's."""
+    total = sum(after) - sum(before)
+    steal = getattr(after, "steal", 0.0) - getattr(before, "steal", 0.0)
+    return round(steal / total, 4) if total > 0 else 0.0
 
 
 # -- the verdicts ----------------------------------------------------------------------------
@@ -684,6 +699,12 @@ def verdicts(config: Config, soak: Soak, samples: list[Sample], lost: list[str])
     refused = sum(1 for r in records if r.status == 503)
     memory = memory_check(config, samples)
     latency = latency_windows(config, records)
+    for name, (start, end) in (
+        ("first", latency["first_window_s"]),
+        ("last", latency["last_window_s"]),
+    ):
+        steal = [x.steal for x in samples if start <= x.t < end]
+        latency[f"{name}_steal_pct"] = round(100 * statistics.mean(steal), 2) if steal else None
     cold = [r for r in records if r.kind == "cold"]
     checks = {
         "no unexpected status or error": not failures,
@@ -730,6 +751,7 @@ def over_time(config: Config, records: list[Record], samples: list[Sample]) -> l
             r.latency for r in inside if r.ok and r.status == 200 and r.kind not in BY_DESIGN
         )
         rss = [s.rss for s in samples if t <= s.t < t + bucket]
+        steal = [s.steal for s in samples if t <= s.t < t + bucket]
         rows.append(
             {
                 "t": t,
@@ -739,6 +761,7 @@ def over_time(config: Config, records: list[Record], samples: list[Sample]) -> l
                 "p50_s": statistics.median(steady) if steady else None,
                 "p99_s": p99(steady),
                 "rss_mib": round(max(rss) / 2**20, 1) if rss else None,
+                "steal_pct": round(100 * statistics.mean(steal), 1) if steal else None,
             }
         )
         t += bucket
@@ -767,7 +790,13 @@ def plot(rows: list[dict[str, Any]], samples: list[Sample], png: Path, title: st
     req.bar(t, [r["failures"] for r in rows], label="failures", color="tab:red", **bars)
     req.set_ylabel("per bucket")
     req.set_xlabel("minutes")
-    req.legend(fontsize=8)
+    req.legend(fontsize=8, loc="upper left")
+    # The host's steal beside the requests: a slow spell with steal is the machine's.
+    steal = req.twinx()
+    steal.plot(t, [r["steal_pct"] or 0 for r in rows], color="tab:purple", lw=1, label="CPU steal")
+    steal.set_ylabel("CPU steal, %")
+    steal.set_ylim(bottom=0)
+    steal.legend(fontsize=8, loc="upper right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
