@@ -46,19 +46,21 @@ folder, which measures the quantization as well as the two harnesses).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from multiturn_cache import HOST, serving  # the sibling benchmark's `scheda serve`, ready
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -224,43 +226,6 @@ def sample_items(out: dict[str, Any]) -> dict[str, Any]:
     return items
 
 
-class GGUFServer:
-    """`scheda serve` on the embedded GGUF, one slot, started on first use."""
-
-    def __init__(self, work: Path) -> None:
-        self.work = work
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> str:
-        if self.process is not None:
-            return self.url
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        log = (self.work / "serve.log").open("wb")
-        command = [sys.executable, "-m", "scheda", "serve", "default", "--parallel", "1",
-                   "--context", "4096", "--port", str(port)]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self.url
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"scheda serve did not start: see {self.work / 'serve.log'}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
-
-
 def run_scheda(model_path: Path, chunk: Chunk, args: argparse.Namespace) -> dict[str, Any]:
     from scheda.evaluation.agieval import AGIEval
     from scheda.evaluation.base import EvalModel
@@ -407,17 +372,25 @@ def main() -> None:
     sides: dict[str, dict[str, Any]] = {name: {} for name in names}
     seconds: dict[str, float] = dict.fromkeys(sides, 0.0)
     done: list[str] = []
-    server = GGUFServer(args.work)
+    with contextlib.ExitStack() as stack:
+        urls: list[str] = []
 
-    def measure(name: str, chunk: Chunk) -> dict[str, Any]:
-        if name == "lm-eval":
-            return run_lm_eval(folder, chunk, args)
-        if name == "lm-eval-gguf":
-            return run_lm_eval_served(server.start(), chunk, args)
-        return run_scheda(folder if name == "scheda-hf" else default_model_path(), chunk, args)
+        def served() -> str:
+            """`scheda serve` on the GGUF, one slot, started the first time a chunk needs it."""
+            if not urls:
+                running = stack.enter_context(serving("default", 1, 4096, args.work))
+                urls.append(f"http://{HOST}:{running.port}")
+            return urls[0]
 
-    # Chunk by chunk, every side, so that a run stopped early leaves whole comparisons.
-    try:
+        def measure(name: str, chunk: Chunk) -> dict[str, Any]:
+            if name == "lm-eval":
+                return run_lm_eval(folder, chunk, args)
+            if name == "lm-eval-gguf":
+                return run_lm_eval_served(served(), chunk, args)
+            model = folder if name == "scheda-hf" else default_model_path()
+            return run_scheda(model, chunk, args)
+
+        # Chunk by chunk, every side, so that a run stopped early leaves whole comparisons.
         for chunk in chunks():
             for name in sides:
                 work = partial(measure, name, chunk)
@@ -426,8 +399,6 @@ def main() -> None:
                 seconds[name] += took
             done.append(chunk.name)
             write_report(args, done, seconds, sides)
-    finally:
-        server.stop()
 
 
 def write_report(

@@ -13,10 +13,9 @@ than the rest of a token's path, on cores that llama.cpp's threads need
 (docs/benchmarks.md, "Where the time goes at one client"). So the worker thread
 wakes the loop at once for a job's first event and its last (even when a
 wake-up for earlier pieces is due later), and for the pieces between at most
-every `WAKE_INTERVAL_S`: those that come sooner wait in
-the list for the wake-up at the end of the interval, and a stream takes all
-that have come (`ready`, `batches`) and writes them in one go, each still an
-event of its own.
+every `WAKE_INTERVAL_S`: those that come sooner wait in the list for the
+wake-up at the end of the interval, and a stream takes all that have come
+(`ready`, `batches`) and writes them in one go, each still an event of its own.
 
 Cancelling is the engine's own: a client that goes away sets the job's event,
 and the engine sees it at the next token and frees the slot (or, waiting for
