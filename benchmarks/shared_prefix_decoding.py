@@ -25,7 +25,6 @@ each round; the figures are medians over the rounds. Only the decoding steps are
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import platform
 import statistics
@@ -41,6 +40,8 @@ from scheda.evaluation.bbh import BBH
 from scheda.evaluation.generated import GeneratedTask
 from scheda.evaluation.gsm8k import GSM8K
 from scheda.evaluation.runner import make_task
+from scheda.evaluation.scorer import common_prefix
+from scheda.evaluation.scorer_llamacpp import _silence as silence  # llama.cpp's log, off
 from scheda.formulas.hardware import physical_cores
 from scheda.resolve import default_model_path
 
@@ -53,7 +54,6 @@ LAYOUTS = {  # name: (flash attention on, one unified cache with the prefix's ce
     "shared, flash off": (False, True),
 }
 BATCH = 512
-_LOG = None
 
 
 class Model:
@@ -62,10 +62,8 @@ class Model:
     def __init__(self, path: Path) -> None:
         import llama_cpp
 
-        global _LOG
         self.ll = llama_cpp
-        _LOG = llama_cpp.llama_log_callback(lambda level, text, data: None)
-        llama_cpp.llama_log_set(_LOG, ctypes.c_void_p(0))
+        silence(llama_cpp)
         llama_cpp.llama_backend_init()
         self.model = llama_cpp.llama_model_load_from_file(
             str(path).encode(), llama_cpp.llama_model_default_params()
@@ -171,9 +169,8 @@ def main() -> None:
     if texts is None:
         cli.error(f"--task {args.task}: not a task whose answers are generated")
     prompts = [model.tokens(text) for text in texts]
-    prefix = 0  # the tokens every prompt shares, less one (each question decodes at least one)
-    while all(len(p) > prefix + 1 and p[prefix] == prompts[0][prefix] for p in prompts):
-        prefix += 1
+    # The tokens every prompt shares, leaving each question at least one token to decode.
+    prefix = min(min(common_prefix(prompts[0], p), len(p) - 1) for p in prompts)
     print(f"{args.task}: a shared prefix of {prefix} tokens", file=sys.stderr)
     rates: dict[str, dict[int, list[float]]] = {name: {k: [] for k in slots} for name in LAYOUTS}
     said: dict[tuple[str, int], list[list[int]]] = {}

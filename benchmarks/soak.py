@@ -628,6 +628,12 @@ def stolen(before: Any, after: Any) -> float:
     return round(steal / total, 4) if total > 0 else 0.0
 
 
+def steal_pct(samples: list[Sample], start: float, end: float, digits: int) -> float | None:
+    """The host's mean CPU steal, in percent, over the samples taken in [start, end)."""
+    steal = [s.steal for s in samples if start <= s.t < end]
+    return round(100 * statistics.mean(steal), digits) if steal else None
+
+
 # -- the verdicts ----------------------------------------------------------------------------
 
 
@@ -703,8 +709,7 @@ def verdicts(config: Config, soak: Soak, samples: list[Sample], lost: list[str])
         ("first", latency["first_window_s"]),
         ("last", latency["last_window_s"]),
     ):
-        steal = [x.steal for x in samples if start <= x.t < end]
-        latency[f"{name}_steal_pct"] = round(100 * statistics.mean(steal), 2) if steal else None
+        latency[f"{name}_steal_pct"] = steal_pct(samples, start, end, 2)
     cold = [r for r in records if r.kind == "cold"]
     checks = {
         "no unexpected status or error": not failures,
@@ -751,7 +756,6 @@ def over_time(config: Config, records: list[Record], samples: list[Sample]) -> l
             r.latency for r in inside if r.ok and r.status == 200 and r.kind not in BY_DESIGN
         )
         rss = [s.rss for s in samples if t <= s.t < t + bucket]
-        steal = [s.steal for s in samples if t <= s.t < t + bucket]
         rows.append(
             {
                 "t": t,
@@ -761,7 +765,7 @@ def over_time(config: Config, records: list[Record], samples: list[Sample]) -> l
                 "p50_s": statistics.median(steady) if steady else None,
                 "p99_s": p99(steady),
                 "rss_mib": round(max(rss) / 2**20, 1) if rss else None,
-                "steal_pct": round(100 * statistics.mean(steal), 1) if steal else None,
+                "steal_pct": steal_pct(samples, t, t + bucket, 1),
             }
         )
         t += bucket
