@@ -16,10 +16,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from scheda.engines.base import Engine
 from scheda.evaluation.scorer import Scorer, open_scorer
+
+if TYPE_CHECKING:
+    from scheda.evaluation.generation_llamacpp import BatchGenerator
 
 
 @dataclass(frozen=True)
@@ -49,14 +52,18 @@ class EvalModel:
         parallel: int = 4,
         threads: int | None = None,
         engine: str | None = None,
+        shared_prefix: bool = True,
     ) -> None:
         self.path = path
+        self.shared_prefix = shared_prefix  # False: generated answers on the engine's slots
         self.context = context
         self.parallel = parallel
         self.threads = threads
         self.engine_name = engine
         self._scorer: Scorer | None = None
         self._engine: Engine | None = None
+        self._generator: BatchGenerator | None = None
+        self._generator_sought = False
         self._lock = threading.Lock()
 
     @property
@@ -81,6 +88,28 @@ class EvalModel:
                     parallel=self.parallel,
                 )
             return self._engine
+
+    def generator(self) -> BatchGenerator | None:
+        """Greedy generation with the few-shot prefix held once, on the scorer's model: for a
+        GGUF on llama.cpp with llama-cpp-python installed; None where generated answers go
+        to the engine's parallel slots instead (an HF folder, another engine, no
+        llama-cpp-python)."""
+        if not self._generator_sought:
+            self._generator, self._generator_sought = self._open_generator(), True
+        return self._generator
+
+    def _open_generator(self) -> BatchGenerator | None:
+        from scheda.evaluation.generation import SHARED_PREFIX, decoding
+        from scheda.sampling import LLAMA_CPP
+
+        if not self.shared_prefix or self.engine_name not in (None, LLAMA_CPP):
+            return None
+        if decoding(self.path) != SHARED_PREFIX:
+            return None
+        from scheda.evaluation.scorer_llamacpp import LlamaCppScorer
+
+        scorer = self.scorer
+        return scorer.generator(self.parallel) if isinstance(scorer, LlamaCppScorer) else None
 
     def close(self) -> None:
         if self._scorer is not None:

@@ -175,7 +175,7 @@ def stored_summary(
     if there is one: running a card again measures only what it has not measured yet."""
     from scheda.evaluation.runner import run_config
 
-    run = store.finished_run(path, task.name, run_config(task, parallel))
+    run = store.finished_run(path, task.name, run_config(task, parallel, path))
     if run is None or run.summary is None:
         return None
     return {**run.summary, "run": run.id}

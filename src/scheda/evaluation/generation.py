@@ -1,5 +1,9 @@
-"""Generated answers, several at once: the prompts go to the engine's parallel slots together.
+"""Generated answers, several at once.
 
+For a GGUF with llama-cpp-python installed (the eval extra), greedy answers come from
+`BatchGenerator` (generation_llamacpp.py): the few-shot prefix decoded once and shared by
+every question in flight, `model.parallel` of them decoded together. Otherwise (an HF
+folder, sampling other than greedy) the prompts go to the engine's parallel slots together:
 llama.cpp decodes the sequences of its slots in one batch (continuous
 batching), so `model.parallel` questions in flight answer in little more time
 than one. Results come back as each finishes, in any order; a consumer that
@@ -15,13 +19,29 @@ part of a generated task's run config (see runner.open_run).
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 
 from scheda.engines.base import Generation
 from scheda.evaluation.base import EvalModel, Item
 from scheda.sampling import Sampling
+
+SHARED_PREFIX = "llama.cpp batch, prefix shared"
+SLOTS = "engine slots"
+
+
+def decoding(path: Path) -> str:
+    """How a model's greedy answers are generated: on llama.cpp's batch API with the prefix
+    shared (a GGUF, llama-cpp-python installed) or on the engine's slots. The two are not
+    bit-identical, so it is part of a generated task's run configuration."""
+    from scheda.engines import engine_for
+    from scheda.sampling import LLAMA_CPP
+
+    gguf = path.is_file() and engine_for(path) == LLAMA_CPP
+    return SHARED_PREFIX if gguf and importlib.util.find_spec("llama_cpp") else SLOTS
 
 
 def generate_all(
@@ -32,6 +52,12 @@ def generate_all(
 ) -> Iterator[tuple[Item, Generation]]:
     """Each item with the engine's answer to its prompt, as soon as that answer is done."""
     if not items:
+        return
+    generator = model.generator()
+    if generator is not None and generator.handles(sampling):
+        texts = [prompt(item) for item in items]
+        for index, generation in generator.generate(texts, sampling):
+            yield items[index], generation
         return
     engine = model.engine
     stop = threading.Event()

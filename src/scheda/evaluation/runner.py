@@ -14,6 +14,7 @@ from typing import Any
 
 from scheda.errors import UsageError
 from scheda.evaluation.base import Aggregate, EvalModel, Item, ItemResult, Task, aggregate
+from scheda.evaluation.generation import SHARED_PREFIX, decoding
 from scheda.evaluation.tasks import TASKS
 from scheda.stores.evals import EvalStore, Run
 
@@ -80,12 +81,12 @@ def open_run(
     items = task.items()
     if not items:
         raise UsageError(f"{task.name}: no items to score")
-    run = store.start(model_name, path, task.name, run_config(task, parallel), len(items))
+    run = store.start(model_name, path, task.name, run_config(task, parallel, path), len(items))
     done = store.done(run.id)
     return run, items, [i for i in items if i.key not in done]
 
 
-def run_config(task: Task, parallel: int) -> dict[str, Any]:
+def run_config(task: Task, parallel: int, path: Path) -> dict[str, Any]:
     """The configuration that, with the model file and the task, makes a run's identity."""
     config = task.config()
     if task.version > 1:  # the first version adds nothing: runs stored before versions resume
@@ -94,6 +95,9 @@ def run_config(task: Task, parallel: int) -> dict[str, Any]:
         # Slots decoding together are not bit-identical to one at a time (llama.cpp batches
         # them into one computation), so the slot count is part of what makes a run.
         config["parallel"] = parallel
+        # Likewise the prefix shared in one batch against the engine's slots.
+        if decoding(path) == SHARED_PREFIX:
+            config["decoding"] = SHARED_PREFIX
     return config
 
 

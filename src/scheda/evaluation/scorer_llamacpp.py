@@ -10,6 +10,7 @@ import ctypes
 import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from scheda.evaluation.scorer import (
     log_softmax,
     scored,
 )
+
+if TYPE_CHECKING:
+    from scheda.evaluation.generation_llamacpp import BatchGenerator
 
 BATCH = 512  # llama.cpp's default batch; smaller ones are for tests of what crosses one
 # The longest block llama.cpp decodes a sequence in (LlamaCppScorer.blocks). A question's
@@ -132,6 +136,17 @@ class LlamaCppScorer(Scorer):
         self._scored: list[int] = []
         self._scored_first = self._scored_top = 0
         self._scores: dict[int, tuple[float, bool, tuple[tuple[int, float], ...]]] = {}
+        self._trained = trained if trained > 0 else self.context
+        self._threads = threads or physical_cores()
+
+    def generator(self, width: int) -> BatchGenerator:
+        """Greedy generations on this scorer's loaded model, `width` at once, in contexts of
+        their own (evaluation/generation_llamacpp.py)."""
+        from scheda.evaluation.generation_llamacpp import BatchGenerator
+
+        return BatchGenerator(
+            self._ll, self._model, self._vocab, self._trained, width, self._threads
+        )
 
     def _newlines(self) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
         """The tokens whose text holds a blank line, those that end with a newline, and
