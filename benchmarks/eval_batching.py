@@ -34,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,14 @@ def main() -> None:
             )
         print(f"{r['task']}: shared prefix, {p} over its own 1: {r['speedup_over_shared_1']:.2f}x")
     Console().print(table)
-    machine = {"python": platform.python_version(), "machine": platform.machine()}
-    args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    machine = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "llama_cpp_python": metadata.version("llama_cpp_python"),
+        "xllamacpp": metadata.version("xllamacpp"),
+    }
+    out = {"model": path.name, "machine": machine, "results": results}
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

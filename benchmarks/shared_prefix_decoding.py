@@ -1,7 +1,8 @@
 """After a long few-shot prefix: what k sequences decoded at once give, per attention layout.
 
     .venv/bin/python benchmarks/shared_prefix_decoding.py [--task gsm8k] [--slots 1,8,16]
-        [--steps 64] [--rounds 2] [--data DIR] [--out docs/shared_prefix_decoding.json]
+        [--steps 64] [--rounds 2] [--data DIR] [--model default]
+        [--out docs/shared_prefix_decoding.json]
 
 The spec sheet's generated tasks (GSM8K 8-shot, BBH 3-shot chain of thought) put every
 question after the same long few-shot prefix, and `scheda eval` answers them on llama.cpp's
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scheda.engines import choose
 from scheda.evaluation.base import Item, Task
 from scheda.evaluation.bbh import BBH
 from scheda.evaluation.generated import GeneratedTask
@@ -43,7 +45,6 @@ from scheda.evaluation.runner import make_task
 from scheda.evaluation.scorer import common_prefix
 from scheda.evaluation.scorer_llamacpp import _silence as silence  # llama.cpp's log, off
 from scheda.formulas.hardware import physical_cores
-from scheda.resolve import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -160,11 +161,13 @@ def main() -> None:
     cli.add_argument("--steps", type=int, default=64)
     cli.add_argument("--rounds", type=int, default=2)
     cli.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    cli.add_argument("--model", default="default", help="a GGUF (default: the embedded model)")
     cli.add_argument("--out", type=Path, default=ROOT / "docs" / "shared_prefix_decoding.json")
     args = cli.parse_args()
     slots = sorted({int(n) for n in args.slots.split(",")})
     task = make_task(args.task, None, None, args.data)
-    model = Model(default_model_path())
+    _, path = choose(args.model)
+    model = Model(path)
     texts = prompts_of(task, task.items()[: max(slots)])
     if texts is None:
         cli.error(f"--task {args.task}: not a task whose answers are generated")
@@ -218,6 +221,7 @@ def main() -> None:
         "llama_cpp_python": metadata.version("llama_cpp_python"),
     }
     result = {
+        "model": path.name,
         "task": args.task,
         "prefix_tokens": prefix,
         "steps": args.steps,
