@@ -16,14 +16,18 @@ import pytest
 from scheda.engines.base import Generation
 from scheda.errors import PromptTooLongError
 from scheda.evaluation.base import EvalModel
-from scheda.evaluation.bbh import BBH
-from scheda.evaluation.generation import SHARED_PREFIX, SLOTS, decoding
-from scheda.evaluation.generation_llamacpp import BatchGenerator, groups_of
+from scheda.evaluation.generation_llamacpp import (
+    SHARED_PREFIX,
+    SLOTS,
+    BatchGenerator,
+    decoding,
+    groups_of,
+)
 from scheda.evaluation.gsm8k import GSM8K
 from scheda.evaluation.runner import run_config
 from scheda.evaluation.scorer_llamacpp import LlamaCppScorer
 from scheda.sampling import Sampling
-from tests.needs import GSM8K_DIR, SHARED_DATA, require
+from tests.needs import GSM8K_DIR
 
 pytest.importorskip("llama_cpp", reason="the batch generator needs llama-cpp-python (eval extra)")
 
@@ -33,13 +37,6 @@ pytest.importorskip("llama_cpp", reason="the batch generator needs llama-cpp-pyt
 # this of the scorer's likeliest is a near tie; a wrong position or sequence would be
 # nats away.
 NEAR_TIE = 0.25
-BBH_DIR = SHARED_DATA / "bbh"
-
-
-@pytest.fixture
-def bbh_data() -> Path:
-    require(BBH_DIR / "tasks", BBH_DIR / "cot-prompts", what="BIG-Bench Hard data")
-    return BBH_DIR
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +50,8 @@ def greedy(max_tokens: int, stop: list[str]) -> Sampling:
     return Sampling(temperature=0.0, max_tokens=max_tokens, stop=stop, seed=0)
 
 
-def gsm8k_prompts(n: int) -> list[str]:
-    task = GSM8K(2, limit=n, data_dir=GSM8K_DIR, max_tokens=24)
+def gsm8k_prompts(n: int, shots: int = 1) -> list[str]:
+    task = GSM8K(shots, limit=n, data_dir=GSM8K_DIR, max_tokens=24)
     return [task.prompt(item.data["question"]) for item in task.items()]
 
 
@@ -67,11 +64,11 @@ def answers(generator: BatchGenerator, texts: list[str], sampling: Sampling) -> 
 @pytest.mark.slow
 @pytest.mark.usefixtures("gsm8k_data")
 def test_every_token_is_the_likeliest_or_a_near_tie(scorer: LlamaCppScorer) -> None:
-    """Eight GSM8K questions at once, more than fit (width 4): each answer, scored by the
+    """Six GSM8K questions, more than fit at once (width 4): each answer, scored by the
     scorer, is the model's greedy continuation of its own prompt."""
-    texts = gsm8k_prompts(8)
+    texts = gsm8k_prompts(6)
     generator = scorer.generator(4)
-    found = answers(generator, texts, greedy(24, []))
+    found = answers(generator, texts, greedy(20, []))
     checked = exact = 0
     for text, generation in zip(texts, found, strict=True):
         prompt = generator.tokenize(text)
@@ -83,10 +80,10 @@ def test_every_token_is_the_likeliest_or_a_near_tie(scorer: LlamaCppScorer) -> N
         assert all(lp >= b - NEAR_TIE for lp, b in zip(scored.logprobs, best, strict=True))
         checked += len(scored.logprobs)
         exact += sum(scored.greedy)
-        assert generation.finish_reason == "length" and generation.completion_tokens == 24
+        assert generation.finish_reason == "length" and generation.completion_tokens == 20
         assert generation.prompt_tokens == len(prompt)
         assert generation.cached_tokens is not None and 0 < generation.cached_tokens < len(prompt)
-    assert checked >= 6 * 20  # nearly every answer was checked
+    assert checked >= 5 * 16  # nearly every answer was checked
     assert exact >= 0.9 * checked  # near ties are the exception
 
 
@@ -128,21 +125,21 @@ def test_the_same_call_gives_the_same_answers_and_a_stopped_one_leaves_nothing(
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("bbh_data")
+@pytest.mark.usefixtures("gsm8k_data")
 def test_prompts_of_several_prefixes_are_all_answered(scorer: LlamaCppScorer) -> None:
-    """BBH items of two subtasks (two few-shot prefixes, the shortest) on two answer
-    sequences: every item comes back once, the same as when its subtask is generated alone."""
-    subtasks = ["sports_understanding", "date_understanding"]
-    task = BBH(limit=2, data_dir=BBH_DIR, subtasks=subtasks)
-    items = task.items()
-    texts = [task.prompt(item.group, item.data["input"]) for item in items]
+    """GSM8K questions 1-shot and 0-shot (two prefixes: the exemplar, and next to nothing)
+    on two answer sequences: every prompt comes back once, and the same as when its group
+    is generated alone."""
+    one_shot, zero_shot = gsm8k_prompts(3, shots=1), gsm8k_prompts(3, shots=0)
+    texts = one_shot + zero_shot
     generator = scorer.generator(2)
-    together = [g.text for g in answers(generator, texts, greedy(8, []))]
-    alone = []
-    for at in range(0, len(texts), 2):  # each subtask's pair by itself: one group
-        alone += [g.text for g in answers(generator, texts[at : at + 2], greedy(8, []))]
-    assert sum(a == b for a, b in zip(together, alone, strict=True)) >= 3
-    assert all(together)
+    assert len(groups_of([generator.tokenize(t) for t in texts])) == 2
+    together = [g.text for g in answers(generator, texts, greedy(10, []))]
+    alone = [g.text for g in answers(generator, one_shot, greedy(10, []))]
+    alone += [g.text for g in answers(generator, zero_shot, greedy(10, []))]
+    assert sum(a == b for a, b in zip(together, alone, strict=True)) >= 4
+    # The 135M model may end a zero-shot answer at once (end of text is a likely first token).
+    assert sum(bool(t) for t in together) >= 4
 
 
 def test_groups_share_a_long_prefix_and_split_where_it_changes() -> None:
@@ -154,8 +151,14 @@ def test_groups_share_a_long_prefix_and_split_where_it_changes() -> None:
     assert groups[0].prefix == [1, *few_shot]
     assert groups[1].prefix == [1, *range(500, 800)]
     # Zero-shot prompts share little but stay one group: they still decode together.
-    short = groups_of([[1, 5, 6, 7], [1, 9, 9], [1, 2]])
+    questions = [[1, *range(600, 650)], [1, *range(700, 760)], [1, *range(800, 840)]]
+    short = groups_of(questions)
     assert len(short) == 1 and short[0].prefix == [1]
+    # After a few-shot group, the same: a group of one takes the next prompt.
+    after = groups_of([*gsm8k, *questions])
+    assert [list(g.waiting) for g in after] == [[0, 1, 2], [3, 4, 5]]
+    # One prompt per few-shot prefix (a limit of 1): one group, nothing to share.
+    assert len(groups_of([gsm8k[0], other[0]])) == 1
 
 
 def test_only_greedy_decoding_is_the_generators() -> None:

@@ -99,7 +99,7 @@ class EvalModel:
         return self._generator
 
     def _open_generator(self) -> BatchGenerator | None:
-        from scheda.evaluation.generation import SHARED_PREFIX, decoding
+        from scheda.evaluation.generation_llamacpp import SHARED_PREFIX, decoding
         from scheda.sampling import LLAMA_CPP
 
         if not self.shared_prefix or self.engine_name not in (None, LLAMA_CPP):

@@ -19,29 +19,13 @@ part of a generated task's run config (see runner.open_run).
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
 
 from scheda.engines.base import Generation
 from scheda.evaluation.base import EvalModel, Item
 from scheda.sampling import Sampling
-
-SHARED_PREFIX = "llama.cpp batch, prefix shared"
-SLOTS = "engine slots"
-
-
-def decoding(path: Path) -> str:
-    """How a model's greedy answers are generated: on llama.cpp's batch API with the prefix
-    shared (a GGUF, llama-cpp-python installed) or on the engine's slots. The two are not
-    bit-identical, so it is part of a generated task's run configuration."""
-    from scheda.engines import engine_for
-    from scheda.sampling import LLAMA_CPP
-
-    gguf = path.is_file() and engine_for(path) == LLAMA_CPP
-    return SHARED_PREFIX if gguf and importlib.util.find_spec("llama_cpp") else SLOTS
 
 
 def generate_all(

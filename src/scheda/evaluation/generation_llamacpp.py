@@ -27,11 +27,13 @@ sampling goes to the engine's slots (evaluation/generation.py).
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import time
 from collections import deque
 from collections.abc import Generator as Stream
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,10 +43,27 @@ from scheda.errors import EngineError, PromptTooLongError
 from scheda.evaluation.scorer import common_prefix
 from scheda.sampling import Sampling
 
+SHARED_PREFIX = "llama.cpp batch, prefix shared"
+SLOTS = "engine slots"
+
+
+def decoding(path: Path) -> str:
+    """How a model's greedy answers are generated: on llama.cpp's batch API with the prefix
+    shared (a GGUF, llama-cpp-python installed) or on the engine's slots. The two are not
+    bit-identical, so it is part of a generated task's run configuration."""
+    from scheda.engines import engine_for
+    from scheda.sampling import LLAMA_CPP
+
+    gguf = path.is_file() and engine_for(path) == LLAMA_CPP
+    return SHARED_PREFIX if gguf and importlib.util.find_spec("llama_cpp") else SLOTS
+
+
 BATCH = 512  # the most tokens one llama_decode takes: answers' next tokens and prompts' tails
 PREFIXES = 2  # prefixes held at once: the next group's is decoded while the last one drains
 # A group of prompts keeps its shared prefix while a new prompt leaves at least this much
 # of it (or drops no more than SHORT tokens): BBH's subtasks each open a group of their own.
+# A group of one prompt takes the next whatever they share (its prefix is that one prompt,
+# not yet a prefix of anything), so that zero-shot prompts make one group, not one each.
 KEEP = 0.5
 SHORT = 32
 
@@ -83,7 +102,8 @@ def groups_of(prompts: Sequence[list[int]]) -> list[_Group]:
         if groups:
             current = groups[-1]
             shared = common_prefix(current.prefix, head)
-            if shared >= KEEP * len(current.prefix) or len(current.prefix) - shared <= SHORT:
+            kept = shared >= KEEP * len(current.prefix) or len(current.prefix) - shared <= SHORT
+            if kept or len(current.waiting) == 1:
                 current.prefix = current.prefix[:shared]
                 current.waiting.append(index)
                 continue

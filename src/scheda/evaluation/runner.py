@@ -14,7 +14,7 @@ from typing import Any
 
 from scheda.errors import UsageError
 from scheda.evaluation.base import Aggregate, EvalModel, Item, ItemResult, Task, aggregate
-from scheda.evaluation.generation import SHARED_PREFIX, decoding
+from scheda.evaluation.generation_llamacpp import SHARED_PREFIX, decoding
 from scheda.evaluation.tasks import TASKS
 from scheda.stores.evals import EvalStore, Run
 
