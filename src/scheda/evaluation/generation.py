@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import closing
 
 from scheda.engines.base import Generation
 from scheda.evaluation.base import EvalModel, Item
@@ -40,8 +41,10 @@ def generate_all(
     generator = model.generator()
     if generator is not None and generator.handles(sampling):
         texts = [prompt(item) for item in items]
-        for index, generation in generator.generate(texts, sampling):
-            yield items[index], generation
+        # Closed at once when the consumer stops early: the generator frees its context.
+        with closing(generator.generate(texts, sampling)) as answers:
+            for index, generation in answers:
+                yield items[index], generation
         return
     engine = model.engine
     stop = threading.Event()
