@@ -99,11 +99,11 @@ def measure(name: str, args: argparse.Namespace, path: Path) -> dict[str, Any]:
         "identical_to_slots_1": {
             way: sum(texts[one][k] == texts[way][k] for k in texts[one]) for way in models
         },
-        "answer_chars": {way: _tokens(texts[way]) for way in models},
+        "answer_chars": {way: _chars(texts[way]) for way in models},
     }
 
 
-def _tokens(texts: dict[str, str]) -> int:
+def _chars(texts: dict[str, str]) -> int:
     """The answers' total length in characters (answers that differ differ in length too)."""
     return sum(len(t) for t in texts.values())
 

@@ -44,6 +44,7 @@ from scheda.evaluation.gsm8k import GSM8K
 from scheda.evaluation.runner import make_task
 from scheda.evaluation.scorer import common_prefix
 from scheda.evaluation.scorer_llamacpp import _silence as silence  # llama.cpp's log, off
+from scheda.evaluation.scorer_llamacpp import tokenize
 from scheda.formulas.hardware import physical_cores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,10 +74,7 @@ class Model:
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
 
     def tokens(self, text: str) -> list[int]:
-        raw = text.encode()
-        buffer = (self.ll.llama_token * (len(raw) + 16))()
-        n = self.ll.llama_tokenize(self.vocab, raw, len(raw), buffer, len(buffer), True, True)
-        return list(buffer[:n])
+        return tokenize(self.ll, self.vocab, text, add_special=True, parse_special=True)
 
 
 def prompts_of(task: Task, items: list[Item]) -> list[str] | None:

@@ -67,7 +67,7 @@ def test_every_token_is_the_likeliest_or_a_near_tie(scorer: LlamaCppScorer) -> N
     """Six GSM8K questions, more than fit at once (width 4): each answer, scored by the
     scorer, is the model's greedy continuation of its own prompt."""
     texts = gsm8k_prompts(6)
-    generator = scorer.generator(4)
+    generator = BatchGenerator.on(scorer, 4)
     found = answers(generator, texts, greedy(20, []))
     checked = exact = 0
     for text, generation in zip(texts, found, strict=True):
@@ -94,7 +94,7 @@ def test_stop_strings_end_the_text_where_they_begin(scorer: LlamaCppScorer) -> N
     names the one that ended it; one that ran out of tokens says so."""
     texts = gsm8k_prompts(6)
     stop = ["\n", "="]  # the exemplars' answers have both early on
-    found = answers(scorer.generator(3), texts, greedy(48, stop))
+    found = answers(BatchGenerator.on(scorer, 3), texts, greedy(48, stop))
     assert any(g.samples[0].stop_sequence is not None for g in found)
     for generation in found:
         sample = generation.samples[0]
@@ -114,7 +114,7 @@ def test_the_same_call_gives_the_same_answers_and_a_stopped_one_leaves_nothing(
     """Greedy answers from one batch shape are reproducible; a consumer that stops after
     the first answer frees the context, and the next call is the same as before it."""
     texts = gsm8k_prompts(4)
-    generator = scorer.generator(2)
+    generator = BatchGenerator.on(scorer, 2)
     first = [g.text for g in answers(generator, texts, greedy(10, []))]
     stream = generator.generate(texts, greedy(10, []))
     next(stream)
@@ -132,7 +132,7 @@ def test_prompts_of_several_prefixes_are_all_answered(scorer: LlamaCppScorer) ->
     is generated alone."""
     one_shot, zero_shot = gsm8k_prompts(3, shots=1), gsm8k_prompts(3, shots=0)
     texts = one_shot + zero_shot
-    generator = scorer.generator(2)
+    generator = BatchGenerator.on(scorer, 2)
     assert len(groups_of([generator.tokenize(t) for t in texts])) == 2
     together = [g.text for g in answers(generator, texts, greedy(10, []))]
     alone = [g.text for g in answers(generator, one_shot, greedy(10, []))]
@@ -169,7 +169,7 @@ def test_only_greedy_decoding_is_the_generators() -> None:
 
 
 def test_a_prompt_over_the_context_is_one_line(scorer: LlamaCppScorer) -> None:
-    generator = scorer.generator(2)
+    generator = BatchGenerator.on(scorer, 2)
     with pytest.raises(PromptTooLongError, match="context: shorten it"):
         list(generator.generate(["word " * (generator.trained + 10)], greedy(4, [])))
 

@@ -99,7 +99,7 @@ class EvalModel:
         return self._generator
 
     def _open_generator(self) -> BatchGenerator | None:
-        from scheda.evaluation.generation_llamacpp import SHARED_PREFIX, decoding
+        from scheda.evaluation.generation_llamacpp import SHARED_PREFIX, BatchGenerator, decoding
         from scheda.sampling import LLAMA_CPP
 
         if not self.shared_prefix or self.engine_name not in (None, LLAMA_CPP):
@@ -109,7 +109,9 @@ class EvalModel:
         from scheda.evaluation.scorer_llamacpp import LlamaCppScorer
 
         scorer = self.scorer
-        return scorer.generator(self.parallel) if isinstance(scorer, LlamaCppScorer) else None
+        return (
+            BatchGenerator.on(scorer, self.parallel) if isinstance(scorer, LlamaCppScorer) else None
+        )
 
     def close(self) -> None:
         if self._scorer is not None:

@@ -6,7 +6,7 @@ server gives each parallel slot cells of its own, so eight questions in flight
 attend to eight copies of that prefix, and on a CPU that attention, not the
 weights, is most of a step: its slots level off at about 1.4x one sequence
 (docs/benchmarks.md, "The prefix's cells shared"). Here the prefix is decoded
-once into sequence `PREFIX` of one unified cache and copied to each question's
+once into a sequence of its own in one unified cache and copied to each question's
 sequence (`llama_memory_seq_cp`: the same cells, tagged with one more id), and
 attention runs as matrix products (flash attention off), so the questions'
 queries over those shared cells make one larger product.
@@ -26,7 +26,6 @@ sampling goes to the engine's slots (evaluation/generation.py).
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import time
 from collections import deque
@@ -41,6 +40,7 @@ import numpy as np
 from scheda.engines.base import Generation, Sample, Timings, first_stop
 from scheda.errors import EngineError, PromptTooLongError
 from scheda.evaluation.scorer import common_prefix
+from scheda.evaluation.scorer_llamacpp import LlamaCppScorer, piece, tokenize
 from scheda.sampling import Sampling
 
 SHARED_PREFIX = "llama.cpp batch, prefix shared"
@@ -129,6 +129,13 @@ class BatchGenerator:
         self.threads = threads
         self.prefix_seconds = 0.0  # spent decoding prefixes, every call: benchmarks leave it out
 
+    @classmethod
+    def on(cls, scorer: LlamaCppScorer, width: int) -> BatchGenerator:
+        """Greedy generations on the scorer's loaded model, `width` at once, in contexts of
+        their own."""
+        llama, model, vocab = scorer.handles()
+        return cls(llama, model, vocab, scorer.trained, width, scorer.threads)
+
     @staticmethod
     def handles(sampling: Sampling) -> bool:
         """Whether this sampling is greedy decoding, which is all this generator does."""
@@ -144,19 +151,7 @@ class BatchGenerator:
 
     def tokenize(self, text: str) -> list[int]:
         """As llama.cpp's server tokenizes a prompt: the model's BOS added, special text parsed."""
-        raw = text.encode("utf-8")
-        room = len(raw) + 16
-        while True:
-            buffer = (self._ll.llama_token * room)()
-            n = self._ll.llama_tokenize(self._vocab, raw, len(raw), buffer, room, True, True)
-            if n >= 0:
-                return list(buffer[:n])
-            room = -n
-
-    def _piece(self, token: int) -> bytes:
-        buffer = ctypes.create_string_buffer(128)
-        n = self._ll.llama_token_to_piece(self._vocab, token, buffer, 128, 0, False)
-        return buffer.raw[: max(n, 0)]
+        return tokenize(self._ll, self._vocab, text, add_special=True, parse_special=True)
 
     def generate(
         self, texts: Sequence[str], sampling: Sampling
@@ -304,12 +299,17 @@ class _Run:
                     owners.append(answer)
                     answer.position += 1
             for answer in active:  # then prompts' tails, as many tokens as the batch holds
-                while answer.pending and len(rows) < BATCH:
-                    token = answer.pending.pop(0)
-                    rows.append((token, answer.position, answer.seq, not answer.pending))
-                    answer.position += 1
-                    if not answer.pending:
-                        owners.append(answer)
+                if not answer.pending or len(rows) == BATCH:
+                    continue
+                taken = answer.pending[: BATCH - len(rows)]
+                answer.pending = answer.pending[len(taken) :]
+                # The prompt's last token's logits give the answer's first token.
+                last = len(taken) - 1 if not answer.pending else -1
+                at, seq = answer.position, answer.seq
+                rows += [(t, at + i, seq, i == last) for i, t in enumerate(taken)]
+                answer.position += len(taken)
+                if not answer.pending:
+                    owners.append(answer)
             self._decode(rows)
             finished = []
             wanting = [j for j, row in enumerate(rows) if row[3]]
@@ -329,7 +329,7 @@ class _Run:
             finish = "stop"
         else:
             answer.tokens += 1
-            answer.raw += self.owner._piece(token)
+            answer.raw += piece(self._ll, self.owner._vocab, token, special=False)
             answer.last = token
             if self.stops:
                 found = first_stop(answer.raw.decode("utf-8", errors="ignore"), self.stops)

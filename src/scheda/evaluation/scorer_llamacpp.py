@@ -10,7 +10,7 @@ import ctypes
 import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +28,6 @@ from scheda.evaluation.scorer import (
     scored,
 )
 
-if TYPE_CHECKING:
-    from scheda.evaluation.generation_llamacpp import BatchGenerator
-
 BATCH = 512  # llama.cpp's default batch; smaller ones are for tests of what crosses one
 # The longest block llama.cpp decodes a sequence in (LlamaCppScorer.blocks). A question's
 # own tokens after its few-shot prefix (30 to 60 for MMLU) fit in one block, and a prefix
@@ -40,6 +37,27 @@ BATCH = 512  # llama.cpp's default batch; smaller ones are for tests of what cro
 # per subject (45.1 s against 46.2 s) and about 13% with 6: the few-shot prefix, decoded
 # once per subject, costs more in blocks of 64 than in one batch.
 BLOCK = 64
+
+
+def tokenize(
+    llama: Any, vocab: Any, text: str, add_special: bool, parse_special: bool
+) -> list[int]:
+    """A text's tokens in llama.cpp's vocabulary (`llama` the llama_cpp module)."""
+    raw = text.encode("utf-8")
+    room = len(raw) + 16
+    while True:
+        buffer = (llama.llama_token * room)()
+        n = llama.llama_tokenize(vocab, raw, len(raw), buffer, room, add_special, parse_special)
+        if n >= 0:
+            return list(buffer[:n])
+        room = -n  # too small: llama.cpp says how many it needs
+
+
+def piece(llama: Any, vocab: Any, token: int, special: bool) -> bytes:
+    """A token's bytes (maybe part of a UTF-8 character); a special token's text if `special`."""
+    buffer = ctypes.create_string_buffer(128)
+    n = llama.llama_token_to_piece(vocab, token, buffer, 128, 0, special)
+    return buffer.raw[: max(n, 0)]
 
 
 def groups(tails: list[list[int]], room: int) -> Iterator[list[list[int]]]:
@@ -136,17 +154,13 @@ class LlamaCppScorer(Scorer):
         self._scored: list[int] = []
         self._scored_first = self._scored_top = 0
         self._scores: dict[int, tuple[float, bool, tuple[tuple[int, float], ...]]] = {}
-        self._trained = trained if trained > 0 else self.context
-        self._threads = threads or physical_cores()
+        self.trained = trained if trained > 0 else self.context
+        self.threads = threads or physical_cores()
 
-    def generator(self, width: int) -> BatchGenerator:
-        """Greedy generations on this scorer's loaded model, `width` at once, in contexts of
-        their own (evaluation/generation_llamacpp.py)."""
-        from scheda.evaluation.generation_llamacpp import BatchGenerator
-
-        return BatchGenerator(
-            self._ll, self._model, self._vocab, self._trained, width, self._threads
-        )
+    def handles(self) -> tuple[Any, Any, Any]:
+        """The llama_cpp module and the loaded model's handles (model, vocabulary): what the
+        batch generator (generation_llamacpp.py) needs to share this model."""
+        return self._ll, self._model, self._vocab
 
     def _newlines(self) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
         """The tokens whose text holds a blank line, those that end with a newline, and
@@ -165,21 +179,10 @@ class LlamaCppScorer(Scorer):
         return frozenset(blank), frozenset(ending), frozenset(lone)
 
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        raw = text.encode("utf-8")
-        room = len(raw) + 16
-        while True:
-            buffer = (self._ll.llama_token * room)()
-            n = self._ll.llama_tokenize(
-                self._vocab, raw, len(raw), buffer, room, add_special, False
-            )
-            if n >= 0:
-                return list(buffer[:n])
-            room = -n  # too small: llama.cpp says how many it needs
+        return tokenize(self._ll, self._vocab, text, add_special, parse_special=False)
 
     def piece(self, token: int) -> str:
-        buffer = ctypes.create_string_buffer(64)
-        n = self._ll.llama_token_to_piece(self._vocab, token, buffer, 64, 0, True)
-        return buffer.raw[: max(n, 0)].decode("utf-8", errors="replace")
+        return piece(self._ll, self._vocab, token, special=True).decode("utf-8", errors="replace")
 
     def score(self, tokens: Sequence[int], start: int, top: int = 0) -> Scored:
         tokens = list(tokens)
