@@ -4,7 +4,8 @@
         [--rounds 3] [--parallel N] [--max-tokens 64] [--answers 4]
         [--servers scheda,llamacpp,llama-cpp-python,scheda-baseline,scheda-ray]
         [--baseline SRC] [--replicas 2]
-        [--quiet-wait 600] [--out docs/serve_concurrency.json] [--png docs/serve_concurrency.png]
+        [--quiet-wait 600] [--interleave]
+        [--out docs/serve_concurrency.json] [--png docs/serve_concurrency.png]
 
 For each concurrency level, that many clients start together, each streaming one
 chat answer of `--max-tokens` tokens (`ignore_eos`) for a prompt of its own. The
@@ -37,15 +38,28 @@ medians over the batches of every round. Each server's CPU time per level is rec
 shows where a server spends time beyond llama.cpp's decoding. Before each server
 and batch the script waits (up to `--quiet-wait` seconds) for other programs to
 leave the CPU, and measures a batch again when they took it meanwhile.
+
+`--interleave` serves every server at once instead (an idle one uses no CPU) and
+sends each batch to every server in turn, the order turned every time: each of
+scheda's batches has a twin on every other server, the same prompts seconds apart.
+It is the way to measure a small difference (a few percent at one or two clients),
+which the spread between one start of a server and the next would hide.
+
+Either way the report pairs scheda with each other server (`paired`): per round
+(per batch with `--interleave`) the ratio of tokens/s and the time to first token
+added, then their medians over the rounds with a 90% bootstrap interval.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import http.client
 import json
 import os
 import platform
+import random
 import signal
 import socket
 import statistics
@@ -120,10 +134,15 @@ WARM_UP = "Say hello."
 
 
 def prompt(index: int) -> str:
+    """A prompt of its own for every index: one that came back would be answered from the
+    server's prompt cache (llama.cpp keeps the prompts its slots gave up, up to a bound), and
+    a long run would measure how much of it each server keeps, not the serving."""
     subject = SUBJECTS[index % len(SUBJECTS)]
     adjective = ADJECTIVES[(index // len(SUBJECTS)) % len(ADJECTIVES)]
-    form = FORMS[(index // (len(SUBJECTS) * len(ADJECTIVES))) % len(FORMS)]
-    return f"{form} a {adjective} {subject}."
+    kinds = len(SUBJECTS) * len(ADJECTIVES)
+    form = FORMS[(index // kinds) % len(FORMS)]
+    told = index // (kinds * len(FORMS))  # past the combinations: numbered, still new
+    return f"{form} a {adjective} {subject}." + (f" Story {told + 1}." if told else "")
 
 
 # Servers -------------------------------------------------------------------------------------
@@ -463,21 +482,29 @@ class Config:
     out: Path
     png: Path
     markdown: bool
+    interleave: bool = False
 
 
 Raw = dict[str, dict[int, list[Level]]]  # server → clients → one Level per round
 
 
-def run(config: Config, console: Console) -> Raw:
-    """Every round: every server (rotated each round), every level."""
-    raw: Raw = {name: {n: [] for n in config.levels} for name in config.servers}
-    batches = sum(repeats(clients, config.answers) for clients in config.levels)
-    steps = config.rounds * len(config.servers) * batches
+def progress(console: Console) -> Progress:
+    """The run's bar: what it measures now, how many batches of how many, and its ETA."""
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
     )  # fmt: skip
-    with tempfile.TemporaryDirectory() as logs, Progress(*columns, console=console) as bar:
+    return Progress(*columns, console=console)
+
+
+def run(config: Config, console: Console) -> Raw:
+    """Every round: every server (rotated each round), every level."""
+    if config.interleave:
+        return run_interleaved(config, console)
+    raw: Raw = {name: {n: [] for n in config.levels} for name in config.servers}
+    batches = sum(repeats(clients, config.answers) for clients in config.levels)
+    steps = config.rounds * len(config.servers) * batches
+    with tempfile.TemporaryDirectory() as logs, progress(console) as bar:
         task = bar.add_task("starting", total=steps)
 
         def show(text: str) -> None:
@@ -488,7 +515,7 @@ def run(config: Config, console: Console) -> Raw:
             for name in config.servers[shift:] + config.servers[:shift]:
                 where = f"round {round_ + 1}/{config.rounds} · {name}"
                 busy = f"{where} · waiting: other programs are using the CPU"
-                wait_quiet(lambda: 0.0, lambda busy=busy: show(busy))
+                wait_quiet(lambda: 0.0, functools.partial(show, busy))
                 show(f"{where} · starting")
                 with serving(name, config.model, config.path, config.parallel, Path(logs)) as s:
                     batch(s.port, [body(s.model_id, WARM_UP, config.max_tokens)])
@@ -496,10 +523,44 @@ def run(config: Config, console: Console) -> Raw:
                         show(f"{where} · {clients} clients")
                         busy = f"{where} · {clients} clients · waiting: the CPU is busy"
                         level = measure_quietly(
-                            s, clients, index, config.max_tokens, lambda busy=busy: show(busy)
+                            s, clients, index, config.max_tokens, functools.partial(show, busy)
                         )
                         raw[name][clients].append(level)
                         bar.advance(task)
+    return raw
+
+
+def run_interleaved(config: Config, console: Console) -> Raw:
+    """Every server loaded at once; every batch sent to each in turn (the order turned each
+    time), so that the batches of two servers pair one to one."""
+    raw: Raw = {name: {n: [] for n in config.levels} for name in config.servers}
+    batches = sum(repeats(clients, config.answers) for clients in config.levels)
+    steps = config.rounds * len(config.servers) * batches
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        contextlib.ExitStack() as stack,
+        progress(console) as bar,
+    ):
+        task = bar.add_task("starting every server", total=steps)
+        servers = [
+            stack.enter_context(serving(n, config.model, config.path, config.parallel, Path(logs)))
+            for n in config.servers
+        ]
+        for s in servers:
+            batch(s.port, [body(s.model_id, WARM_UP, config.max_tokens)])
+        turn = 0
+        for round_ in range(config.rounds):
+            for clients, index in prompt_indexes(config.levels, round_, config.answers):
+                shift = turn % len(servers)
+                turn += 1
+                for s in servers[shift:] + servers[:shift]:
+                    where = f"round {round_ + 1}/{config.rounds} · {s.name} · {clients} clients"
+                    bar.update(task, description=where)
+                    busy = f"{where} · waiting: the CPU is busy"
+                    waiting = functools.partial(bar.update, task, description=busy)
+                    level = measure_quietly(s, clients, index, config.max_tokens, waiting)
+                    raw[s.name][clients].append(level)
+                    bar.advance(task)
     return raw
 
 
@@ -576,6 +637,50 @@ def ratio(summary: Summary, over: str, clients: int) -> float | None:
     if not mine or not theirs:
         return None
     return float(mine["tokens_per_s"] / theirs["tokens_per_s"])
+
+
+def paired(raw: Raw, over: str, clients: int, per: int) -> dict[str, Any] | None:
+    """scheda against `over` round by round: both served in the same round, minutes apart at
+    most, so a slow spell of the machine that spans a round falls on both. Per round, the
+    ratio of their median tokens/s and the difference of their median times to first token;
+    over the rounds, the median of each and a 90% interval for it (bootstrap over rounds)."""
+    mine, theirs = raw.get("scheda", {}).get(clients), raw.get(over, {}).get(clients)
+    if not mine or not theirs:
+        return None
+    # `per`: the batches that pair as one (a round's of a level, or one when interleaved)
+    rounds = min(len(mine), len(theirs)) // per
+    ratios, added = [], []
+    for r in range(rounds):
+        a, b = mine[r * per : (r + 1) * per], theirs[r * per : (r + 1) * per]
+        ratios.append(
+            statistics.median(x.tokens_per_s for x in a)
+            / statistics.median(x.tokens_per_s for x in b)
+        )
+        added.append(
+            statistics.median(t for x in a for t in x.ttft_s)
+            - statistics.median(t for x in b for t in x.ttft_s)
+        )
+    return {
+        "rounds": rounds,
+        "ratio": statistics.median(ratios),
+        "ratio_interval_90": interval(ratios),
+        "ttft_added_s": statistics.median(added),
+        "ttft_added_interval_90_s": interval(added),
+        "ratios": ratios,
+        "ttft_added_per_round_s": added,
+    }
+
+
+def pairing(config: Config, clients: int) -> int:
+    """How many of a level's batches pair as one: a round's, or each alone when interleaved."""
+    return 1 if config.interleave else repeats(clients, config.answers)
+
+
+def interval(values: list[float], draws: int = 2000) -> list[float]:
+    """A 90% bootstrap interval for the median of `values` (seeded: the same report twice)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return [medians[int(0.05 * draws)], medians[int(0.95 * draws) - 1]]
 
 
 def targets(summary: Summary) -> list[dict[str, Any]]:
@@ -721,6 +826,8 @@ def report(config: Config, raw: Raw, summary: Summary) -> dict[str, Any]:
             "threads": physical_cores(),
             "max_tokens": config.max_tokens,
             "servers": {name: LABELS[name] for name in config.servers},
+            "interleaved": config.interleave,
+            "answers_per_level_and_round": config.answers,
         },
         "machine": machine(),
         "summary": {
@@ -728,6 +835,11 @@ def report(config: Config, raw: Raw, summary: Summary) -> dict[str, Any]:
         },
         "ratios": {
             over: {str(n): ratio(summary, over, n) for n in config.levels}
+            for over in config.servers
+            if over != "scheda" and "scheda" in config.servers
+        },
+        "paired": {
+            over: {str(n): paired(raw, over, n, pairing(config, n)) for n in config.levels}
             for over in config.servers
             if over != "scheda" and "scheda" in config.servers
         },
@@ -794,6 +906,11 @@ def parse(argv: list[str]) -> Config:
     cli.add_argument("--png", type=Path, default=Path("docs/serve_concurrency.png"))
     cli.add_argument("--markdown", action="store_true", help="print the table for the docs too")
     cli.add_argument(
+        "--interleave",
+        action="store_true",
+        help="every server loaded at once, each batch sent to each in turn (pairs batches)",
+    )
+    cli.add_argument(
         "--quiet-wait",
         type=float,
         default=QUIET_WAIT_S,
@@ -820,7 +937,7 @@ def parse(argv: list[str]) -> Config:
     levels = sorted({int(n) for n in args.levels.split(",")})
     return Config(
         model, path, levels, args.rounds, args.parallel, args.max_tokens, servers,
-        max(1, args.answers), args.out, args.png, args.markdown,
+        max(1, args.answers), args.out, args.png, args.markdown, args.interleave,
     )  # fmt: skip
 
 
@@ -838,6 +955,17 @@ def main(argv: list[str]) -> None:
     for t in targets(summary):
         shown = "–" if t["ratio"] is None else f"{t['ratio']:.2f}×"
         console.print(f"{t['target']}: {shown} → {t['verdict']}")
+    others = [o for o in config.servers if o != "scheda"] if "scheda" in config.servers else []
+    for over in others:
+        for n in config.levels:
+            if (p := paired(raw, over, n, pairing(config, n))) is not None:
+                lo, hi = p["ratio_interval_90"]
+                tlo, thi = (1000 * t for t in p["ttft_added_interval_90_s"])
+                console.print(
+                    f"paired with {LABELS[over]}, {n} clients, {p['rounds']} rounds: "
+                    f"{p['ratio']:.3f}× (90%: {lo:.3f}-{hi:.3f}), TTFT "
+                    f"{1000 * p['ttft_added_s']:+.1f} ms ({tlo:+.1f} to {thi:+.1f})"
+                )
     for warning in warnings(summary):
         console.print(f"[yellow]{warning}[/]")
     if config.markdown:
