@@ -119,9 +119,12 @@ TRIES = 3
 REQUEST_TIMEOUT_S = 600
 # The targets the figures are judged by: (server compared, level, least ratio of scheda's).
 TARGETS = (("llamacpp", 8, 0.9), ("llamacpp", 16, 0.9), ("llama-cpp-python", 8, 2.5))
+# At one and two clients, on the pairs (a few percent, which only pairs can tell): at least this
+# share of llama.cpp's server's tokens/s, and at most this much added to the first token.
+PAIRED_TARGETS = ((1, 0.97, 0.010), (2, 0.97, 0.010))
 
-# Prompts: form × adjective × subject, so that no two requests in a server's run share a
-# prompt and a slot's prompt cache cannot answer one from another's.
+# Prompts: form × adjective × subject (then numbered, `prompt`), so that no two requests in a
+# server's run share a prompt and a slot's prompt cache cannot answer one from another's.
 FORMS = ("Write a short poem about", "Write a haiku about", "Write four lines of verse about")
 ADJECTIVES = ("quiet", "stormy", "ancient", "bright", "lonely", "frozen", "golden", "hidden")
 SUBJECTS = (
@@ -699,6 +702,24 @@ def targets(summary: Summary) -> list[dict[str, Any]]:
     return out
 
 
+def paired_targets(raw: Raw, config: Config) -> list[dict[str, Any]]:
+    """PAIRED_TARGETS against llama.cpp's server, on the medians of the pairs."""
+    out = []
+    for clients, least, most_s in PAIRED_TARGETS:
+        p = paired(raw, "llamacpp", clients, pairing(config, clients))
+        met = p is not None and p["ratio"] >= least and p["ttft_added_s"] <= most_s
+        out.append(
+            {
+                "target": f"scheda ≥ {least} × {LABELS['llamacpp']} and ≤ {1000 * most_s:.0f} ms "
+                f"added to the first token at {clients} clients (paired medians)",
+                "ratio": None if p is None else p["ratio"],
+                "ttft_added_s": None if p is None else p["ttft_added_s"],
+                "verdict": "not measured" if p is None else ("PASS" if met else "FAIL"),
+            }
+        )
+    return out
+
+
 def warnings(summary: Summary) -> list[str]:
     """What makes figures doubtful: other programs on the CPU, answers cut short."""
     out = []
@@ -843,7 +864,7 @@ def report(config: Config, raw: Raw, summary: Summary) -> dict[str, Any]:
             for over in config.servers
             if over != "scheda" and "scheda" in config.servers
         },
-        "targets": targets(summary),
+        "targets": targets(summary) + paired_targets(raw, config),
         "warnings": warnings(summary),
         "raw": {
             name: {str(n): [asdict(level) for level in rounds] for n, rounds in levels.items()}
@@ -952,8 +973,10 @@ def main(argv: list[str]) -> None:
     raw = run(config, console)
     summary = {name: {n: summarize(r) for n, r in levels.items()} for name, levels in raw.items()}
     console.print(table(summary, config.levels))
-    for t in targets(summary):
+    for t in targets(summary) + paired_targets(raw, config):
         shown = "–" if t["ratio"] is None else f"{t['ratio']:.2f}×"
+        if t.get("ttft_added_s") is not None:
+            shown += f", {1000 * t['ttft_added_s']:+.1f} ms"
         console.print(f"{t['target']}: {shown} → {t['verdict']}")
     others = [o for o in config.servers if o != "scheda"] if "scheda" in config.servers else []
     for over in others:
