@@ -500,13 +500,18 @@ def progress(console: Console) -> Progress:
     return Progress(*columns, console=console)
 
 
+def empty(config: Config) -> tuple[Raw, int]:
+    """The run's figures, none yet, and how many batches it will measure."""
+    raw: Raw = {name: {n: [] for n in config.levels} for name in config.servers}
+    batches = sum(repeats(clients, config.answers) for clients in config.levels)
+    return raw, config.rounds * len(config.servers) * batches
+
+
 def run(config: Config, console: Console) -> Raw:
     """Every round: every server (rotated each round), every level."""
     if config.interleave:
         return run_interleaved(config, console)
-    raw: Raw = {name: {n: [] for n in config.levels} for name in config.servers}
-    batches = sum(repeats(clients, config.answers) for clients in config.levels)
-    steps = config.rounds * len(config.servers) * batches
+    raw, steps = empty(config)
     with tempfile.TemporaryDirectory() as logs, progress(console) as bar:
         task = bar.add_task("starting", total=steps)
 
@@ -536,9 +541,7 @@ def run(config: Config, console: Console) -> Raw:
 def run_interleaved(config: Config, console: Console) -> Raw:
     """Every server loaded at once; every batch sent to each in turn (the order turned each
     time), so that the batches of two servers pair one to one."""
-    raw: Raw = {name: {n: [] for n in config.levels} for name in config.servers}
-    batches = sum(repeats(clients, config.answers) for clients in config.levels)
-    steps = config.rounds * len(config.servers) * batches
+    raw, steps = empty(config)
     with (
         tempfile.TemporaryDirectory() as logs,
         contextlib.ExitStack() as stack,
@@ -702,11 +705,25 @@ def targets(summary: Summary) -> list[dict[str, Any]]:
     return out
 
 
-def paired_targets(raw: Raw, config: Config) -> list[dict[str, Any]]:
+Pairs = dict[str, dict[int, dict[str, Any] | None]]  # other server → clients → `paired`
+
+
+def all_pairs(raw: Raw, config: Config) -> Pairs:
+    """scheda paired with every other server it was measured beside, at every level."""
+    if "scheda" not in config.servers:
+        return {}
+    return {
+        over: {n: paired(raw, over, n, pairing(config, n)) for n in config.levels}
+        for over in config.servers
+        if over != "scheda"
+    }
+
+
+def paired_targets(pairs: Pairs) -> list[dict[str, Any]]:
     """PAIRED_TARGETS against llama.cpp's server, on the medians of the pairs."""
     out = []
     for clients, least, most_s in PAIRED_TARGETS:
-        p = paired(raw, "llamacpp", clients, pairing(config, clients))
+        p = pairs.get("llamacpp", {}).get(clients)
         met = p is not None and p["ratio"] >= least and p["ttft_added_s"] <= most_s
         out.append(
             {
@@ -836,7 +853,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def report(config: Config, raw: Raw, summary: Summary) -> dict[str, Any]:
+def report(config: Config, raw: Raw, summary: Summary, pairs: Pairs) -> dict[str, Any]:
     return {
         "model_file": config.path.name,
         "setup": {
@@ -859,12 +876,8 @@ def report(config: Config, raw: Raw, summary: Summary) -> dict[str, Any]:
             for over in config.servers
             if over != "scheda" and "scheda" in config.servers
         },
-        "paired": {
-            over: {str(n): paired(raw, over, n, pairing(config, n)) for n in config.levels}
-            for over in config.servers
-            if over != "scheda" and "scheda" in config.servers
-        },
-        "targets": targets(summary) + paired_targets(raw, config),
+        "paired": {over: {str(n): p for n, p in by.items()} for over, by in pairs.items()},
+        "targets": targets(summary) + paired_targets(pairs),
         "warnings": warnings(summary),
         "raw": {
             name: {str(n): [asdict(level) for level in rounds] for n, rounds in levels.items()}
@@ -973,15 +986,15 @@ def main(argv: list[str]) -> None:
     raw = run(config, console)
     summary = {name: {n: summarize(r) for n, r in levels.items()} for name, levels in raw.items()}
     console.print(table(summary, config.levels))
-    for t in targets(summary) + paired_targets(raw, config):
+    pairs = all_pairs(raw, config)
+    for t in targets(summary) + paired_targets(pairs):
         shown = "–" if t["ratio"] is None else f"{t['ratio']:.2f}×"
         if t.get("ttft_added_s") is not None:
             shown += f", {1000 * t['ttft_added_s']:+.1f} ms"
         console.print(f"{t['target']}: {shown} → {t['verdict']}")
-    others = [o for o in config.servers if o != "scheda"] if "scheda" in config.servers else []
-    for over in others:
-        for n in config.levels:
-            if (p := paired(raw, over, n, pairing(config, n))) is not None:
+    for over, by in pairs.items():
+        for n, p in by.items():
+            if p is not None:
                 lo, hi = p["ratio_interval_90"]
                 tlo, thi = (1000 * t for t in p["ttft_added_interval_90_s"])
                 console.print(
@@ -994,7 +1007,7 @@ def main(argv: list[str]) -> None:
     if config.markdown:
         print()
         print(markdown(summary, config.levels))
-    data = report(config, raw, summary)
+    data = report(config, raw, summary, pairs)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     config.out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     title = (
